@@ -1,1 +1,7 @@
-//! placeholder
+//! Everything that reads from the running kernel: tracefs instances and their ring buffers,
+//! perf_event_open, and the host facts a test or a capture needs. Unsafe code is allowed in
+//! this crate only, every block with a `// SAFETY:` argument.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod host;

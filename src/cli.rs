@@ -1,0 +1,23 @@
+//! The command line: one subcommand per job. Each subcommand's options live beside its code
+//! in `cmd/<name>.rs`.
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+#[derive(Debug, Parser)]
+#[command(name = "kvmscope", version, about = "Find out why KVM virtual machines are slow, and what to change")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report on recorded traces (ftrace text, trace-cmd report, perf script, trace.dat), like `perf kvm stat report`.
+    Report(cmd::report::Args),
+    /// Run real KVM guests that reproduce known pathologies (the built-in lab).
+    Lab(cmd::lab::Args),
+    /// Fold `perf script` stacks into FlameGraph's collapsed format.
+    Collapse(cmd::collapse::Args),
+}

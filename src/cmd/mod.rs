@@ -1,0 +1,17 @@
+//! One module per subcommand; each has `Args` (its options) and `run`.
+
+pub mod collapse;
+pub mod lab;
+pub mod report;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Report(args) => report::run(args),
+        Command::Lab(args) => lab::run(args),
+        Command::Collapse(args) => collapse::run(args),
+    }
+}
