@@ -4,4 +4,8 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod error;
 pub mod host;
+pub mod tracefs;
+
+pub use error::CaptureError;
