@@ -5,6 +5,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+pub mod guard;
 pub mod host;
 pub mod tracefs;
 
