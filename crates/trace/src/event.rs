@@ -1,0 +1,315 @@
+//! The event model: one [`Event`] per trace record, whatever the source.
+//!
+//! An event borrows its strings from the input buffer (comm, function names, the raw payload)
+//! and owns everything else; typed payloads are small `Copy` structs so decoding allocates
+//! nothing on the hot path.
+
+use serde::Serialize;
+
+/// One trace record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Event<'a> {
+    /// Nanoseconds since the trace clock's origin.
+    pub ts_ns: u64,
+    pub cpu: u32,
+    /// The thread that emitted the event (ftrace's "pid" is a thread id).
+    pub tid: u32,
+    /// Thread group (process) id, when the source says it.
+    pub tgid: Option<u32>,
+    pub comm: &'a str,
+    /// Tracepoint system, e.g. `kvm`; empty when the source does not print it and the name is
+    /// not one we know.
+    pub system: &'a str,
+    /// Tracepoint name, e.g. `kvm_exit`.
+    pub name: &'a str,
+    /// The event's fields as printed (text sources).
+    pub payload: &'a str,
+    pub kind: EventKind<'a>,
+}
+
+/// Which virtualisation extension produced an exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isa {
+    Vmx,
+    Svm,
+    Arm64,
+    /// Printed as a bare number by a source that did not name it.
+    Unknown,
+}
+
+/// arm64 exit kinds (the `ret` of `handle_exit`, printed as the prefix of kvm_exit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ArmExitKind {
+    Irq,
+    Serror,
+    Trap,
+    Il,
+    Other,
+}
+
+/// Why the vCPU left the guest. Equal reasons compare equal whatever layout printed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ExitReason<'a> {
+    /// VMX basic exit reason (low 16 bits).
+    Vmx(u32),
+    /// SVM exit code.
+    Svm(u64),
+    /// arm64: exit kind and, for traps, the ESR exception class.
+    Arm64 { kind: ArmExitKind, ec: u32 },
+    /// A number the source printed without a name and whose ISA is unknown.
+    Code(u64),
+    /// A name the source printed that is not in our tables (a newer kernel): kept verbatim.
+    Named(&'a str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KvmExit<'a> {
+    pub reason: ExitReason<'a>,
+    /// `FAILED_VMENTRY` flag set (VMX).
+    pub failed_vmentry: bool,
+    pub vcpu: Option<u32>,
+    pub rip: Option<u64>,
+    pub info1: Option<u64>,
+    pub info2: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MmioKind {
+    UnsatisfiedRead,
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MmuKind {
+    GetPage,
+    SyncPage,
+    Unsync,
+    PrepareZap,
+    ZapPage,
+    SetSpte,
+    SptePrequested,
+    SetDirtyBit,
+    SetAccessedBit,
+    PagetableWalk,
+    PagingElement,
+    WalkerError,
+    FastPageFault,
+    MmioSpte,
+    HandleMmioPageFault,
+    CheckMmioSpte,
+    InvalidateZapAllFast,
+    SplitHugePage,
+    TdpMmuSptChanged,
+    Other,
+}
+
+/// Typed payloads for the events kvmscope analyses. Anything else is [`EventKind::Other`]:
+/// still an event, with its name and raw fields.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum EventKind<'a> {
+    KvmExit(KvmExit<'a>),
+    KvmEntry {
+        vcpu: Option<u32>,
+        rip: Option<u64>,
+    },
+    /// `kvm_userspace_exit`: reason is KVM_EXIT_*; `errno` set for "restart"/"error".
+    UserspaceExit {
+        reason: u32,
+        errno: Option<u32>,
+    },
+    Pio {
+        write: bool,
+        port: u32,
+        size: u32,
+        count: u32,
+        val: u64,
+    },
+    Mmio {
+        kind: MmioKind,
+        len: u32,
+        gpa: u64,
+        val: u64,
+    },
+    /// Host-side `kvm_msr` (an MSR access the guest made that KVM handled).
+    Msr {
+        write: bool,
+        msr: u32,
+        data: u64,
+        gp: bool,
+    },
+    Cr {
+        write: bool,
+        cr: u32,
+        val: u64,
+    },
+    PageFault {
+        vcpu: Option<u32>,
+        addr: u64,
+        error_code: u64,
+    },
+    InjVirq {
+        irq: u32,
+        soft: bool,
+        reinjected: bool,
+    },
+    InjException {
+        vector: u32,
+    },
+    ApicIpi {
+        dst: u32,
+        vec: u32,
+    },
+    ApicAcceptIrq {
+        apicid: u32,
+        vec: u32,
+        coalesced: bool,
+    },
+    Apic {
+        write: bool,
+        reg: &'a str,
+        val: u64,
+    },
+    Eoi {
+        vector: i64,
+    },
+    HvTimerState {
+        vcpu: u32,
+        hv_timer: bool,
+    },
+    WaitLapicExpire {
+        vcpu: u32,
+        delta_ns: i64,
+    },
+    /// `kvm_vcpu_wakeup`: a halted vCPU woke after `ns`; `waited` false means halt-polling
+    /// succeeded; `valid` is the poll-validity flag.
+    VcpuWakeup {
+        ns: u64,
+        waited: bool,
+        valid: bool,
+    },
+    HaltPollNs {
+        vcpu: u32,
+        grow: bool,
+        new: u64,
+        old: u64,
+    },
+    Fpu {
+        load: bool,
+    },
+    EmulateInsn {
+        failed: bool,
+    },
+    Cpuid {
+        function: u32,
+    },
+    PvTlbFlush {
+        vcpu: u32,
+        need_flush: bool,
+    },
+    SetIrq {
+        gsi: u32,
+        level: i32,
+    },
+    MsiSetIrq {
+        dst: u64,
+        vec: u32,
+    },
+    /// `kvmmmu:*`. For `GetPage`, `created` is new vs existing and `root` says it is a root
+    /// (level >= 4, or the role printed `root`); `level` when printed.
+    Mmu {
+        kind: MmuKind,
+        gfn: Option<u64>,
+        level: Option<u32>,
+        created: bool,
+        root: bool,
+    },
+    /// arm64 `kvm_wfx_arm64`.
+    Wfx {
+        wfe: bool,
+        pc: u64,
+    },
+    /// arm64 `kvm_handle_sys_reg` / `kvm_sys_access`: the ESR or register name.
+    SysReg {
+        esr: Option<u64>,
+        name: &'a str,
+        write: Option<bool>,
+    },
+    /// Guest-side `msr:write_msr` / `msr:read_msr` / `msr:rdpmc`.
+    GuestMsr {
+        write: bool,
+        msr: u32,
+        val: u64,
+        failed: bool,
+    },
+    /// `ipi:ipi_send_cpu` (one target) and `ipi:ipi_send_cpumask` (cpus as printed).
+    IpiSend {
+        cpu: Option<u32>,
+        cpumask: &'a str,
+        callsite: &'a str,
+        callback: &'a str,
+    },
+    /// `ipi:ipi_raise` (older kernels): target mask and reason text.
+    IpiRaise {
+        target: &'a str,
+        reason: &'a str,
+    },
+    IpiEntry {
+        reason: &'a str,
+    },
+    CsdQueue {
+        cpu: u32,
+        func: &'a str,
+    },
+    CsdFunction {
+        entry: bool,
+        func: &'a str,
+    },
+    /// `irq_vectors:*_entry` / `*_exit`: the vector name is the event name minus the suffix.
+    IrqVector {
+        entry: bool,
+        vector: Option<u32>,
+    },
+    HrtimerStart {
+        hrtimer: u64,
+        function: &'a str,
+        expires_ns: Option<u64>,
+    },
+    HrtimerExpireEntry {
+        hrtimer: u64,
+        function: &'a str,
+    },
+    HrtimerExpireExit {
+        hrtimer: u64,
+    },
+    HrtimerCancel {
+        hrtimer: u64,
+    },
+    SchedSwitch {
+        prev_tid: u32,
+        next_tid: u32,
+        prev_comm: &'a str,
+        next_comm: &'a str,
+        prev_state: &'a str,
+    },
+    SchedWakeup {
+        tid: u32,
+        comm: &'a str,
+        target_cpu: Option<u32>,
+    },
+    /// Any event without a typed decoder, or whose fields did not parse (see
+    /// [`Event::payload`]).
+    Other,
+}
+
+impl Event<'_> {
+    /// A `key=value` or `key value` field from the printed payload, for events without typed
+    /// decoding.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        crate::fields::find(self.payload, key)
+    }
+}

@@ -1,0 +1,280 @@
+//! One line of text trace output, split into its common columns.
+//!
+//! Accepted shapes (detected per line, so concatenated files of different tools work):
+//! - ftrace `trace` / `trace_pipe`: `comm-tid [cpu] flags ts: name: fields`, with or without
+//!   the irqs-off/preempt flags column and with or without `(tgid)` after the task;
+//! - `trace-cmd report`: the same, with padding after the name;
+//! - `perf script` of tracepoints: `comm tid [cpu] ts: sys:name: fields`, or `comm pid/tid`.
+
+/// The common columns of a text event line, borrowing from the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub comm: &'a str,
+    pub tid: u32,
+    pub tgid: Option<u32>,
+    pub cpu: u32,
+    pub ts_ns: u64,
+    pub system: &'a str,
+    pub name: &'a str,
+    pub payload: &'a str,
+}
+
+/// What a line turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line<'a> {
+    Event(Header<'a>),
+    /// Blank, `#` comment, or a known non-event line (`cpus=2`, `version = 6`, buffer banners).
+    Meta,
+    /// ftrace's `# entries-in-buffer/entries-written: A/B` header: B - A events were
+    /// overwritten before they were read.
+    EntriesHeader {
+        in_buffer: u64,
+        written: u64,
+    },
+    /// `CPU:N [LOST M EVENTS]`.
+    Lost {
+        cpu: u32,
+        count: u64,
+    },
+    /// Not a trace line.
+    Unknown,
+}
+
+pub fn parse(line: &str) -> Line<'_> {
+    let s = line.trim_start();
+    let Some(&first) = s.as_bytes().first() else {
+        return Line::Meta;
+    };
+    if first == b'#' {
+        return parse_comment(s);
+    }
+    match parse_event(s) {
+        Some(h) => Line::Event(h),
+        None => parse_other(s),
+    }
+}
+
+fn parse_comment(s: &str) -> Line<'_> {
+    if let Some(rest) = s.strip_prefix("# entries-in-buffer/entries-written:") {
+        let nums = rest.trim_start();
+        let end = nums.find(|c: char| c.is_whitespace()).unwrap_or(nums.len());
+        if let Some((a, b)) = nums[..end].split_once('/') {
+            if let (Ok(in_buffer), Ok(written)) = (a.parse(), b.parse()) {
+                return Line::EntriesHeader { in_buffer, written };
+            }
+        }
+    }
+    Line::Meta
+}
+
+fn parse_other(s: &str) -> Line<'_> {
+    // `CPU:1 [LOST 12 EVENTS]` (trace_pipe, trace-cmd report)
+    if let Some(rest) = s.strip_prefix("CPU:") {
+        if let Some((cpu, rest)) = rest.split_once(' ') {
+            if let Some(n) = rest
+                .strip_prefix("[LOST ")
+                .and_then(|r| r.strip_suffix(" EVENTS]"))
+            {
+                if let (Ok(cpu), Ok(count)) = (cpu.parse(), n.parse()) {
+                    return Line::Lost { cpu, count };
+                }
+            }
+        }
+    }
+    if s.starts_with("cpus=")
+        || s.starts_with("version = ")
+        || s.starts_with("##### CPU ")
+        || (s.starts_with("CPU ") && s.ends_with(" is empty"))
+        || s.starts_with("trace-cmd: ")
+    {
+        return Line::Meta;
+    }
+    Line::Unknown
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Finds the `[cpu]` column: the first `[` followed by digits and `]`.
+fn cpu_column(s: &str) -> Option<(usize, usize, u32)> {
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = memchr::memchr(b'[', &bytes[from..]) {
+        let open = from + off;
+        let mut i = open + 1;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i > open + 1 && i < bytes.len() && bytes[i] == b']' {
+            let cpu = s[open + 1..i].parse().ok()?;
+            return Some((open, i + 1, cpu));
+        }
+        from = open + 1;
+    }
+    None
+}
+
+fn parse_task(task: &str) -> Option<(&str, u32, Option<u32>)> {
+    let mut task = task.trim_end();
+    let mut tgid = None;
+    if task.ends_with(')') {
+        let open = task.rfind('(')?;
+        let inner = task[open + 1..task.len() - 1].trim();
+        tgid = inner.parse().ok(); // `-------` when unknown
+        task = task[..open].trim_end();
+    }
+    let last_start = task.rfind([' ', '\t']).map_or(0, |i| i + 1);
+    let last = &task[last_start..];
+    // perf script: `comm tid` or `comm pid/tid`
+    if last_start > 0 {
+        if all_digits(last) {
+            return Some((task[..last_start].trim_end(), last.parse().ok()?, tgid));
+        }
+        if let Some((pid, tid)) = last.split_once('/') {
+            if all_digits(pid) && all_digits(tid) {
+                return Some((
+                    task[..last_start].trim_end(),
+                    tid.parse().ok()?,
+                    pid.parse().ok(),
+                ));
+            }
+        }
+    }
+    // ftrace: `comm-tid`, comm may contain spaces and dashes
+    let dash = task.rfind('-')?;
+    let tid = &task[dash + 1..];
+    if !all_digits(tid) {
+        return None;
+    }
+    Some((&task[..dash], tid.parse().ok()?, tgid))
+}
+
+/// Parses `secs.frac` (any number of decimals) or a bare integer into nanoseconds.
+pub fn parse_ts(s: &str) -> Option<u64> {
+    let (secs, frac) = match s.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => return s.parse().ok(),
+    };
+    if !all_digits(secs) || !all_digits(frac) || frac.len() > 9 {
+        return None;
+    }
+    let secs: u64 = secs.parse().ok()?;
+    let mut f: u64 = frac.parse().ok()?;
+    for _ in frac.len()..9 {
+        f *= 10;
+    }
+    secs.checked_mul(1_000_000_000)?.checked_add(f)
+}
+
+fn parse_event(s: &str) -> Option<Header<'_>> {
+    let (open, close, cpu) = cpu_column(s)?;
+    let (comm, tid, tgid) = parse_task(&s[..open])?;
+    let mut rest = s[close..].trim_start();
+    // Optional flags column (`d..1.`), then the timestamp ending with ':'.
+    let mut tok_end = rest.find(' ').unwrap_or(rest.len());
+    let mut ts = None;
+    for _ in 0..2 {
+        let tok = &rest[..tok_end];
+        if let Some(t) = tok.strip_suffix(':') {
+            ts = Some(parse_ts(t)?);
+            rest = rest[tok_end..].trim_start();
+            break;
+        }
+        rest = rest[tok_end..].trim_start();
+        tok_end = rest.find(' ').unwrap_or(rest.len());
+    }
+    let ts_ns = ts?;
+    let name_end = rest.find([' ', '\t']).unwrap_or(rest.len());
+    let name_tok = &rest[..name_end];
+    let payload = rest[name_end..].trim_start();
+    let (system, name, payload) = match name_tok.strip_suffix(':') {
+        Some(full) => match full.split_once(':') {
+            Some((sys, name)) => (sys, name, payload),
+            None => ("", full, payload),
+        },
+        // function tracer lines: `func <-parent`
+        None => ("ftrace", "function", rest),
+    };
+    if name.is_empty() {
+        return None;
+    }
+    Some(Header {
+        comm,
+        tid,
+        tgid,
+        cpu,
+        ts_ns,
+        system,
+        name,
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(line: &str) -> Header<'_> {
+        match parse(line) {
+            Line::Event(h) => h,
+            other => panic!("not an event: {other:?} <- {line}"),
+        }
+    }
+
+    #[test]
+    fn ftrace_with_flags() {
+        let h = ev(
+            "            bash-5387    [000] ...1.   254.875745: write_msr: 830, value 1000000fb",
+        );
+        assert_eq!(
+            (h.comm, h.tid, h.cpu, h.ts_ns),
+            ("bash", 5387, 0, 254_875_745_000)
+        );
+        assert_eq!(
+            (h.system, h.name, h.payload),
+            ("", "write_msr", "830, value 1000000fb")
+        );
+    }
+
+    #[test]
+    fn ftrace_without_flags_and_with_tgid() {
+        let h = ev(" CPU 0/KVM-1234  [003]  1.000001: kvm_exit: reason HLT rip 0x1 info 0 0");
+        assert_eq!((h.comm, h.tid, h.cpu), ("CPU 0/KVM", 1234, 3));
+        let h = ev("  qemu-kvm-77 (   70) [001] d..2 5.5: kvm_entry: vcpu 0");
+        assert_eq!((h.comm, h.tid, h.tgid), ("qemu-kvm", 77, Some(70)));
+        let h = ev("  <idle>-0 (-------) [001] d.h1. 5.5: local_timer_entry: vector=236");
+        assert_eq!((h.comm, h.tid, h.tgid), ("<idle>", 0, None));
+    }
+
+    #[test]
+    fn perf_script() {
+        let h = ev("qemu-system-x86 12345 [001]  1234.567890123:       kvm:kvm_exit: reason EPT_VIOLATION rip 0x1 info 181 0");
+        assert_eq!(
+            (h.comm, h.tid, h.system, h.name),
+            ("qemu-system-x86", 12345, "kvm", "kvm_exit")
+        );
+        assert_eq!(h.ts_ns, 1_234_567_890_123);
+        let h = ev("CPU 1/KVM 10/12 [000] 1.5: kvm:kvm_entry: vcpu 1");
+        assert_eq!((h.comm, h.tid, h.tgid), ("CPU 1/KVM", 12, Some(10)));
+    }
+
+    #[test]
+    fn non_events() {
+        assert_eq!(
+            parse("CPU:1 [LOST 12 EVENTS]"),
+            Line::Lost { cpu: 1, count: 12 }
+        );
+        assert_eq!(
+            parse("# entries-in-buffer/entries-written: 547/600   #P:2"),
+            Line::EntriesHeader {
+                in_buffer: 547,
+                written: 600
+            }
+        );
+        assert_eq!(parse("cpus=2"), Line::Meta);
+        assert_eq!(parse(""), Line::Meta);
+        assert_eq!(parse("hello world"), Line::Unknown);
+        assert_eq!(parse("x-1 [0] notatime: y: z"), Line::Unknown);
+    }
+}

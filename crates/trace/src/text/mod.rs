@@ -1,0 +1,244 @@
+//! Streaming decoder for text traces: ftrace `trace`/`trace_pipe`, `trace-cmd report` and
+//! `perf script` output, detected line by line.
+//!
+//! Memory is bounded by the chunk size whatever the trace length: the input is read in chunks,
+//! split into lines, and each line's [`Event`] borrows from the chunk while the sink sees it.
+
+pub mod line;
+pub mod payload;
+
+use std::io::Read;
+
+use crate::event::{Event, EventKind};
+use crate::DecodeError;
+
+/// How many unreadable lines are kept as examples.
+const UNKNOWN_EXAMPLES: usize = 5;
+const CHUNK: usize = 1 << 20;
+/// A line longer than this is not trace text.
+const MAX_LINE: usize = 1 << 20;
+
+/// What the decoder saw besides events: the evidence that a trace is complete, or not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TextStats {
+    pub bytes: u64,
+    pub lines: u64,
+    pub events: u64,
+    /// Events of a known name whose fields did not have the expected shape.
+    pub undecoded: u64,
+    /// Lines that are neither events nor known headers.
+    pub unknown_lines: u64,
+    /// The first few unknown lines: (line number, start of the line).
+    pub unknown_examples: Vec<(u64, String)>,
+    /// `CPU:N [LOST M EVENTS]` lines, summed per CPU.
+    pub lost: Vec<(u32, u64)>,
+    /// From ftrace's `entries-in-buffer/entries-written` header: events overwritten in the ring
+    /// buffer before they were read.
+    pub overwritten: u64,
+    /// The input ended inside a line (a cut-off file): the byte offset of that line.
+    pub truncated_at: Option<u64>,
+}
+
+impl TextStats {
+    pub fn lost_total(&self) -> u64 {
+        self.lost.iter().map(|&(_, n)| n).sum::<u64>() + self.overwritten
+    }
+
+    fn add_lost(&mut self, cpu: u32, count: u64) {
+        match self.lost.iter_mut().find(|(c, _)| *c == cpu) {
+            Some((_, n)) => *n += count,
+            None => self.lost.push((cpu, count)),
+        }
+    }
+}
+
+/// Decodes one line into an event, if it is one. `undecoded` is set when the event's typed
+/// fields did not parse.
+pub fn decode_line(text: &str) -> (line::Line<'_>, Option<Event<'_>>, bool) {
+    let parsed = line::parse(text);
+    let line::Line::Event(h) = parsed else {
+        return (parsed, None, false);
+    };
+    let system = if h.system.is_empty() {
+        payload::system_of(h.name)
+    } else {
+        h.system
+    };
+    let decoded = payload::decode(system, h.name, h.payload);
+    let undecoded = decoded.is_none() && is_typed(system, h.name);
+    let ev = Event {
+        ts_ns: h.ts_ns,
+        cpu: h.cpu,
+        tid: h.tid,
+        tgid: h.tgid,
+        comm: h.comm,
+        system,
+        name: h.name,
+        payload: h.payload,
+        kind: decoded.unwrap_or(EventKind::Other),
+    };
+    (parsed, Some(ev), undecoded)
+}
+
+/// Whether an event name has a typed decoder (so a failure to decode it is worth counting).
+fn is_typed(system: &str, name: &str) -> bool {
+    matches!(
+        system,
+        "kvm" | "kvmmmu" | "msr" | "ipi" | "csd" | "irq_vectors"
+    ) || matches!(
+        name,
+        "hrtimer_start"
+            | "hrtimer_expire_entry"
+            | "hrtimer_expire_exit"
+            | "hrtimer_cancel"
+            | "sched_switch"
+            | "sched_wakeup"
+    )
+}
+
+/// Decodes a whole text trace from `input`, calling `sink` for every event in input order.
+pub fn decode<R: Read>(
+    mut input: R,
+    mut sink: impl FnMut(&Event<'_>),
+) -> Result<TextStats, DecodeError> {
+    let mut stats = TextStats::default();
+    let mut buf = vec![0u8; CHUNK];
+    let mut filled = 0usize;
+    let mut base = 0u64; // byte offset of buf[0] in the input
+    let mut eof = false;
+    while !eof {
+        if filled == buf.len() {
+            if buf.len() >= MAX_LINE + CHUNK {
+                return Err(DecodeError::LineTooLong {
+                    offset: base,
+                    line: stats.lines + 1,
+                });
+            }
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = read_some(&mut input, &mut buf[filled..], base + filled as u64)?;
+        if n == 0 {
+            eof = true;
+        }
+        let end = filled + n;
+        if let Some(nul) = memchr::memchr(0, &buf[filled..end]) {
+            return Err(DecodeError::Binary {
+                offset: base + (filled + nul) as u64,
+            });
+        }
+        let mut start = 0usize;
+        let mut lines = memchr::memchr_iter(b'\n', &buf[..end]).peekable();
+        // Only scan the new part for newlines beyond the carried-over partial line.
+        while let Some(nl) = lines.next() {
+            if nl < start {
+                continue;
+            }
+            one_line(&buf[start..nl], base + start as u64, &mut stats, &mut sink);
+            start = nl + 1;
+        }
+        if eof && start < end {
+            // The file ended without a newline: still decode the line, and record that the
+            // input may have been cut off when it does not parse.
+            let before = stats.unknown_lines;
+            one_line(&buf[start..end], base + start as u64, &mut stats, &mut sink);
+            if stats.unknown_lines > before {
+                stats.truncated_at = Some(base + start as u64);
+            }
+            start = end;
+        }
+        buf.copy_within(start..end, 0);
+        filled = end - start;
+        base += start as u64;
+    }
+    Ok(stats)
+}
+
+fn read_some<R: Read>(input: &mut R, buf: &mut [u8], offset: u64) -> Result<usize, DecodeError> {
+    loop {
+        match input.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(DecodeError::Io { offset, source }),
+        }
+    }
+}
+
+fn one_line(bytes: &[u8], offset: u64, stats: &mut TextStats, sink: &mut impl FnMut(&Event<'_>)) {
+    stats.lines += 1;
+    stats.bytes = offset + bytes.len() as u64 + 1;
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        unknown(stats, &String::from_utf8_lossy(bytes));
+        return;
+    };
+    let (parsed, ev, undecoded) = decode_line(text);
+    match (parsed, ev) {
+        (_, Some(ev)) => {
+            stats.events += 1;
+            stats.undecoded += u64::from(undecoded);
+            sink(&ev);
+        }
+        (line::Line::Lost { cpu, count }, None) => stats.add_lost(cpu, count),
+        (line::Line::EntriesHeader { in_buffer, written }, None) => {
+            stats.overwritten += written.saturating_sub(in_buffer);
+        }
+        (line::Line::Unknown, None) => unknown(stats, text),
+        _ => {}
+    }
+}
+
+fn unknown(stats: &mut TextStats, text: &str) {
+    stats.unknown_lines += 1;
+    if stats.unknown_examples.len() < UNKNOWN_EXAMPLES {
+        let snippet: String = text.chars().take(120).collect();
+        stats.unknown_examples.push((stats.lines, snippet));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8]) -> (Vec<(u64, String)>, TextStats) {
+        let mut seen = Vec::new();
+        let stats = decode(input, |e| seen.push((e.ts_ns, e.name.to_string()))).unwrap();
+        (seen, stats)
+    }
+
+    #[test]
+    fn counts_events_unknown_lines_and_lost() {
+        let input = b"# tracer: nop\n\
+            # entries-in-buffer/entries-written: 2/5   #P:2\n\
+            a-1 [000] .... 1.000001: kvm_pio: pio_write at 0x3f8 size 1 count 1 val 0x41 \n\
+            garbage here\n\
+            CPU:1 [LOST 7 EVENTS]\n\
+            a-1 [000] .... 1.000002: kvm_pio: pio_write at 0x3f8 size 1 count 1 val 0x41 ";
+        let (seen, stats) = run(input);
+        assert_eq!(seen.len(), 2);
+        assert_eq!(stats.unknown_lines, 1);
+        assert_eq!(
+            stats.unknown_examples,
+            vec![(4, "garbage here".to_string())]
+        );
+        assert_eq!(stats.lost, vec![(1, 7)]);
+        assert_eq!(stats.overwritten, 3);
+        assert_eq!(stats.truncated_at, None);
+    }
+
+    #[test]
+    fn reports_truncation_and_binary() {
+        let (_, stats) = run(b"a-1 [000] .... 1.000001: kvm_fpu: load\na-1 [000] .... 1.00");
+        assert_eq!(stats.truncated_at, Some(39));
+        let err = decode(&b"a-1 [000] 1.0: x: y\n\x00\x01"[..], |_| {}).unwrap_err();
+        assert!(matches!(err, DecodeError::Binary { offset: 20 }), "{err}");
+    }
+
+    #[test]
+    fn lines_spanning_chunks() {
+        let line = "qemu-7 [001] d..1. 12.345678: kvm_msr: msr_write 6e0 = 0x1\n";
+        let input = line.repeat(CHUNK / line.len() * 3);
+        let (seen, stats) = run(input.as_bytes());
+        assert_eq!(seen.len() as u64, stats.lines);
+        assert_eq!(stats.unknown_lines, 0);
+    }
+}

@@ -1,0 +1,764 @@
+//! Typed decoding of printed tracepoint payloads, one small function per event. Every function
+//! returns `None` when the text does not have the expected shape; the caller then keeps the
+//! event as [`EventKind::Other`] (counted as "fields not decoded"), never an error.
+
+use crate::event::{ArmExitKind, EventKind, ExitReason, KvmExit, MmioKind, MmuKind};
+use crate::fields::{dec, dec32, dec_i64, find, hex, hex32, symbol};
+use crate::tables;
+
+/// The tracepoint system of an event printed without one (ftrace text), for the events we know.
+pub fn system_of(name: &str) -> &'static str {
+    if let Some(rest) = name.strip_prefix("kvm_") {
+        if rest.starts_with("mmu_") || rest.starts_with("tdp_mmu_") {
+            return "kvmmmu";
+        }
+        return "kvm";
+    }
+    match name {
+        "mark_mmio_spte" | "handle_mmio_page_fault" | "fast_page_fault" | "check_mmio_spte" => {
+            "kvmmmu"
+        }
+        "write_msr" | "read_msr" | "rdpmc" => "msr",
+        "sched_switch" | "sched_wakeup" | "sched_wakeup_new" | "sched_waking"
+        | "sched_migrate_task" => "sched",
+        _ if name.starts_with("ipi_") => "ipi",
+        _ if name.starts_with("csd_") => "csd",
+        _ if name.starts_with("hrtimer_")
+            || name.starts_with("timer_")
+            || name.starts_with("tick_") =>
+        {
+            "timer"
+        }
+        _ if name.ends_with("_entry") || name.ends_with("_exit") => {
+            if irq_vector_name(name).is_some() {
+                "irq_vectors"
+            } else {
+                ""
+            }
+        }
+        _ => "",
+    }
+}
+
+fn irq_vector_name(name: &str) -> Option<(&str, bool)> {
+    let (base, entry) = if let Some(b) = name.strip_suffix("_entry") {
+        (b, true)
+    } else {
+        (name.strip_suffix("_exit")?, false)
+    };
+    matches!(
+        base,
+        "local_timer"
+            | "spurious_apic"
+            | "error_apic"
+            | "x86_platform_ipi"
+            | "irq_work"
+            | "reschedule"
+            | "call_function"
+            | "call_function_single"
+            | "threshold_apic"
+            | "deferred_error_apic"
+            | "thermal_apic"
+            | "posted_interrupt"
+            | "posted_interrupt_wakeup"
+            | "posted_interrupt_nested"
+    )
+    .then_some((base, entry))
+}
+
+/// Decodes the payload of `system:name` (system may be empty).
+pub fn decode<'a>(system: &str, name: &str, p: &'a str) -> Option<EventKind<'a>> {
+    if system == "msr" || (system.is_empty() && matches!(name, "write_msr" | "read_msr" | "rdpmc"))
+    {
+        return guest_msr(name, p);
+    }
+    Some(match name {
+        "kvm_exit" => EventKind::KvmExit(kvm_exit(p)?),
+        "kvm_entry" => kvm_entry(p),
+        "kvm_userspace_exit" => userspace_exit(p)?,
+        "kvm_pio" => pio(p)?,
+        "kvm_mmio" => mmio(p)?,
+        "kvm_msr" => msr(p)?,
+        "kvm_cr" => cr(p)?,
+        "kvm_page_fault" => page_fault(p)?,
+        "kvm_inj_virq" => inj_virq(p)?,
+        "kvm_inj_exception" => EventKind::InjException {
+            vector: exception_vector(p)?,
+        },
+        "kvm_apic_ipi" => EventKind::ApicIpi {
+            dst: dec32(find(p, "dst")?)?,
+            vec: dec32(find(p, "vec")?)?,
+        },
+        "kvm_apic_accept_irq" => EventKind::ApicAcceptIrq {
+            apicid: dec32(find(p, "apicid")?)?,
+            vec: dec32(find(p, "vec")?)?,
+            coalesced: p.ends_with("(coalesced)"),
+        },
+        "kvm_apic" => apic(p)?,
+        "kvm_eoi" => EventKind::Eoi {
+            vector: dec_i64(find(p, "vector")?)?,
+        },
+        "kvm_hv_timer_state" => EventKind::HvTimerState {
+            vcpu: dec32(find(p, "vcpu_id")?)?,
+            hv_timer: find(p, "hv_timer")? != "0",
+        },
+        "kvm_wait_lapic_expire" => EventKind::WaitLapicExpire {
+            vcpu: dec32(find(p, "vcpu")?)?,
+            delta_ns: dec_i64(find(p, "delta")?)?,
+        },
+        "kvm_vcpu_wakeup" => EventKind::VcpuWakeup {
+            ns: dec(find(p, "time")?)?,
+            waited: p.starts_with("wait"),
+            valid: find(p, "polling")? == "valid",
+        },
+        "kvm_halt_poll_ns" => halt_poll_ns(p)?,
+        "kvm_fpu" => EventKind::Fpu {
+            load: p.trim_end() == "load",
+        },
+        "kvm_emulate_insn" => EventKind::EmulateInsn {
+            failed: p.trim_end().ends_with(" failed"),
+        },
+        "kvm_cpuid" => EventKind::Cpuid {
+            function: hex32(find(p, "func")?)?,
+        },
+        "kvm_pv_tlb_flush" => EventKind::PvTlbFlush {
+            vcpu: dec32(find(p, "vcpu")?)?,
+            need_flush: find(p, "need_flush_tlb")? == "true",
+        },
+        "kvm_set_irq" => EventKind::SetIrq {
+            gsi: dec32(find(p, "gsi")?)?,
+            level: i32::try_from(dec_i64(find(p, "level")?)?).ok()?,
+        },
+        "kvm_msi_set_irq" => EventKind::MsiSetIrq {
+            dst: hex(find(p, "dst")?)?,
+            vec: dec32(find(p, "vec")?)?,
+        },
+        "kvm_wfx_arm64" => wfx(p)?,
+        "kvm_handle_sys_reg" => EventKind::SysReg {
+            esr: find(p, "HSR").or_else(|| find(p, "ESR")).and_then(hex),
+            name: "",
+            write: None,
+        },
+        "kvm_sys_access" => sys_access(p)?,
+        "ipi_send_cpu" => EventKind::IpiSend {
+            cpu: Some(dec32(find(p, "cpu")?)?),
+            cpumask: "",
+            callsite: symbol(find(p, "callsite")?),
+            callback: symbol(find(p, "callback")?),
+        },
+        "ipi_send_cpumask" => EventKind::IpiSend {
+            cpu: None,
+            cpumask: find(p, "cpumask")?,
+            callsite: symbol(find(p, "callsite")?),
+            callback: symbol(find(p, "callback")?),
+        },
+        "ipi_raise" => {
+            let target = find(p, "target_mask")?;
+            EventKind::IpiRaise {
+                target,
+                reason: paren_tail(p)?,
+            }
+        }
+        "ipi_entry" | "ipi_exit" => EventKind::IpiEntry {
+            reason: paren_tail(p)?,
+        },
+        "csd_queue_cpu" => EventKind::CsdQueue {
+            cpu: dec32(find(p, "cpu")?)?,
+            func: symbol(find(p, "func")?),
+        },
+        "csd_function_entry" | "csd_function_exit" => EventKind::CsdFunction {
+            entry: name == "csd_function_entry",
+            func: symbol(find(p, "func")?),
+        },
+        "hrtimer_start" => EventKind::HrtimerStart {
+            hrtimer: hex(find(p, "hrtimer")?)?,
+            function: symbol(find(p, "function")?),
+            expires_ns: find(p, "expires").and_then(dec),
+        },
+        "hrtimer_expire_entry" => EventKind::HrtimerExpireEntry {
+            hrtimer: hex(find(p, "hrtimer")?)?,
+            function: symbol(find(p, "function")?),
+        },
+        "hrtimer_expire_exit" => EventKind::HrtimerExpireExit {
+            hrtimer: hex(find(p, "hrtimer")?)?,
+        },
+        "hrtimer_cancel" => EventKind::HrtimerCancel {
+            hrtimer: hex(find(p, "hrtimer")?)?,
+        },
+        "sched_switch" => sched_switch(p)?,
+        "sched_wakeup" | "sched_wakeup_new" | "sched_waking" => EventKind::SchedWakeup {
+            comm: between(p, "comm=", " pid=")?,
+            tid: dec32(find(p, "pid")?)?,
+            target_cpu: find(p, "target_cpu").and_then(dec32),
+        },
+        _ if system == "kvmmmu" || system_of(name) == "kvmmmu" => mmu(name, p),
+        _ => {
+            let (_, entry) = irq_vector_name(name)?;
+            EventKind::IrqVector {
+                entry,
+                vector: find(p, "vector").and_then(dec32),
+            }
+        }
+    })
+}
+
+/// The text between `start` and the next `end`.
+fn between<'a>(p: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = p.find(start)? + start.len();
+    let len = p[from..].find(end)?;
+    Some(&p[from..from + len])
+}
+
+/// The text inside the last `(...)`.
+fn paren_tail(p: &str) -> Option<&str> {
+    let p = p.trim_end();
+    let open = p.rfind('(')?;
+    p[open + 1..].strip_suffix(')')
+}
+
+/// Resolves a printed exit reason to a code where our tables know it.
+pub fn exit_reason(text: &str) -> ExitReason<'_> {
+    if let Some(code) = tables::vmx_exit_code(text) {
+        return ExitReason::Vmx(code);
+    }
+    if let Some(code) = tables::svm_exit_code(text) {
+        return ExitReason::Svm(code);
+    }
+    if let Some(h) = text.strip_prefix("0x") {
+        if let Ok(v) = u64::from_str_radix(h, 16) {
+            return ExitReason::Code(v);
+        }
+    }
+    if let Ok(v) = text.parse() {
+        return ExitReason::Code(v);
+    }
+    ExitReason::Named(text)
+}
+
+fn kvm_exit(p: &str) -> Option<KvmExit<'_>> {
+    if let Some(pos) = p.find("SR_EC: ") {
+        return arm64_exit(p, pos);
+    }
+    let vcpu = p
+        .strip_prefix("vcpu ")
+        .and_then(|r| dec32(r.split(' ').next()?));
+    let from = p.find("reason ")? + "reason ".len();
+    let rest = &p[from..];
+    let end = rest.find(" rip ").unwrap_or(rest.len());
+    let mut text = rest[..end].trim_end();
+    let mut failed_vmentry = false;
+    if let Some(t) = text.strip_suffix(" FAILED_VMENTRY") {
+        text = t.trim_end();
+        failed_vmentry = true;
+    }
+    let tail = &rest[end..];
+    let rip = find(tail, "rip").and_then(hex);
+    let (info1, info2) = match find(tail, "info1") {
+        Some(i1) => (hex(i1), find(tail, "info2").and_then(hex)),
+        None => {
+            // old layout: `info %llx %llx`
+            let mut it = tail
+                .split_once(" info ")
+                .map(|(_, r)| r.split(' '))
+                .into_iter()
+                .flatten();
+            (it.next().and_then(hex), it.next().and_then(hex))
+        }
+    };
+    Some(KvmExit {
+        reason: exit_reason(text),
+        failed_vmentry,
+        vcpu,
+        rip,
+        info1,
+        info2,
+    })
+}
+
+fn arm64_exit(p: &str, ec_pos: usize) -> Option<KvmExit<'_>> {
+    let kind = match p[..ec_pos].split(':').next().map(str::trim) {
+        Some("IRQ") => ArmExitKind::Irq,
+        Some("SERROR") => ArmExitKind::Serror,
+        Some("TRAP") | Some("H") | Some("E") => ArmExitKind::Trap,
+        Some("ILLEGAL") => ArmExitKind::Il,
+        _ if ec_pos <= 1 => ArmExitKind::Trap,
+        _ => ArmExitKind::Other,
+    };
+    let ec_text = p[ec_pos + "SR_EC: ".len()..].split([' ', ',']).next()?;
+    let ec = hex32(ec_text)?;
+    let rip = find(p, "PC").and_then(hex);
+    Some(KvmExit {
+        reason: ExitReason::Arm64 { kind, ec },
+        failed_vmentry: false,
+        vcpu: None,
+        rip,
+        info1: None,
+        info2: None,
+    })
+}
+
+fn kvm_entry(p: &str) -> EventKind<'_> {
+    let vcpu = find(p, "vcpu").and_then(dec32);
+    let rip = find(p, "rip").or_else(|| find(p, "PC")).and_then(hex);
+    EventKind::KvmEntry { vcpu, rip }
+}
+
+fn userspace_exit(p: &str) -> Option<EventKind<'_>> {
+    let n = dec32(paren_tail(p)?)?;
+    let what = find(p, "reason")?;
+    Some(match what {
+        "restart" | "error" => EventKind::UserspaceExit {
+            reason: 0,
+            errno: Some(n),
+        },
+        _ => EventKind::UserspaceExit {
+            reason: n,
+            errno: None,
+        },
+    })
+}
+
+fn pio(p: &str) -> Option<EventKind<'_>> {
+    let write = if p.starts_with("pio_write") {
+        true
+    } else if p.starts_with("pio_read") {
+        false
+    } else {
+        return None;
+    };
+    Some(EventKind::Pio {
+        write,
+        port: hex32(find(p, "at")?)?,
+        size: dec32(find(p, "size")?)?,
+        count: dec32(find(p, "count")?)?,
+        val: find(p, "val").and_then(hex).unwrap_or(0),
+    })
+}
+
+fn mmio(p: &str) -> Option<EventKind<'_>> {
+    let kind = match p.strip_prefix("mmio ")?.split(' ').next()? {
+        "write" => MmioKind::Write,
+        "read" => MmioKind::Read,
+        "unsatisfied-read" => MmioKind::UnsatisfiedRead,
+        _ => return None,
+    };
+    Some(EventKind::Mmio {
+        kind,
+        len: dec32(find(p, "len")?)?,
+        gpa: hex(find(p, "gpa")?)?,
+        val: find(p, "val").and_then(hex).unwrap_or(0),
+    })
+}
+
+fn msr(p: &str) -> Option<EventKind<'_>> {
+    let (write, rest) = if let Some(r) = p.strip_prefix("msr_write ") {
+        (true, r)
+    } else {
+        (false, p.strip_prefix("msr_read ")?)
+    };
+    let (idx, val) = rest.split_once(" = ")?;
+    let val = val.trim_end();
+    let (val, gp) = match val.strip_suffix(" (#GP)") {
+        Some(v) => (v, true),
+        None => (val, false),
+    };
+    Some(EventKind::Msr {
+        write,
+        msr: hex32(idx)?,
+        data: hex(val)?,
+        gp,
+    })
+}
+
+fn guest_msr<'a>(name: &str, p: &'a str) -> Option<EventKind<'a>> {
+    let (idx, rest) = p.split_once(", value ")?;
+    let rest = rest.trim_end();
+    let (val, failed) = match rest.strip_suffix(" #GP") {
+        Some(v) => (v, true),
+        None => (rest, false),
+    };
+    Some(EventKind::GuestMsr {
+        write: name == "write_msr",
+        msr: hex32(idx)?,
+        val: hex(val)?,
+        failed,
+    })
+}
+
+fn cr(p: &str) -> Option<EventKind<'_>> {
+    let (write, rest) = if let Some(r) = p.strip_prefix("cr_write ") {
+        (true, r)
+    } else {
+        (false, p.strip_prefix("cr_read ")?)
+    };
+    let (idx, val) = rest.split_once(" = ")?;
+    Some(EventKind::Cr {
+        write,
+        cr: dec32(idx)?,
+        val: hex(val.trim_end())?,
+    })
+}
+
+fn page_fault(p: &str) -> Option<EventKind<'_>> {
+    Some(EventKind::PageFault {
+        vcpu: find(p, "vcpu").and_then(dec32),
+        addr: hex(find(p, "address")?)?,
+        error_code: hex(find(p, "error_code")?)?,
+    })
+}
+
+fn inj_virq(p: &str) -> Option<EventKind<'_>> {
+    let reinjected = p.contains("[reinjected]");
+    if let Some(v) = find(p, "irq") {
+        return Some(EventKind::InjVirq {
+            irq: dec32(v)?,
+            soft: false,
+            reinjected,
+        });
+    }
+    let soft = p.starts_with("Soft");
+    let v = p.split(' ').nth(1)?;
+    Some(EventKind::InjVirq {
+        irq: hex32(v)?,
+        soft,
+        reinjected,
+    })
+}
+
+fn exception_vector(p: &str) -> Option<u32> {
+    let name = p.split([' ', '(']).next()?;
+    Some(match name {
+        "#DE" => 0,
+        "#DB" => 1,
+        "#BP" => 3,
+        "#OF" => 4,
+        "#BR" => 5,
+        "#UD" => 6,
+        "#NM" => 7,
+        "#DF" => 8,
+        "#TS" => 10,
+        "#NP" => 11,
+        "#SS" => 12,
+        "#GP" => 13,
+        "#PF" => 14,
+        "#MF" => 16,
+        "#AC" => 17,
+        "#MC" => 18,
+        _ => dec32(name).or_else(|| hex32(name))?,
+    })
+}
+
+fn apic(p: &str) -> Option<EventKind<'_>> {
+    let (write, rest) = if let Some(r) = p.strip_prefix("apic_write ") {
+        (true, r)
+    } else {
+        (false, p.strip_prefix("apic_read ")?)
+    };
+    let (reg, val) = rest.split_once(" = ")?;
+    Some(EventKind::Apic {
+        write,
+        reg,
+        val: hex(val.trim_end())?,
+    })
+}
+
+fn halt_poll_ns(p: &str) -> Option<EventKind<'_>> {
+    let vcpu = dec32(find(p, "vcpu")?)?;
+    let new = dec(find(p, "halt_poll_ns")?)?;
+    let (grow, old) = if let Some(v) = find(p, "(grow") {
+        (true, v)
+    } else {
+        (false, find(p, "(shrink")?)
+    };
+    Some(EventKind::HaltPollNs {
+        vcpu,
+        grow,
+        new,
+        old: dec(old)?,
+    })
+}
+
+fn wfx(p: &str) -> Option<EventKind<'_>> {
+    let rest = p.strip_prefix("guest executed wf")?;
+    let wfe = match rest.as_bytes().first()? {
+        b'e' => true,
+        b'i' => false,
+        _ => return None,
+    };
+    let pc = rest.rsplit(' ').next().and_then(hex).unwrap_or(0);
+    Some(EventKind::Wfx { wfe, pc })
+}
+
+fn sys_access(p: &str) -> Option<EventKind<'_>> {
+    let write = if p.contains(" write to ") {
+        Some(true)
+    } else if p.contains(" read from ") {
+        Some(false)
+    } else {
+        None
+    };
+    let name = p.trim_end().rsplit(' ').next()?;
+    Some(EventKind::SysReg {
+        esr: None,
+        name,
+        write,
+    })
+}
+
+fn sched_switch(p: &str) -> Option<EventKind<'_>> {
+    let (prev, next) = p.split_once(" ==> ")?;
+    Some(EventKind::SchedSwitch {
+        prev_comm: between(prev, "prev_comm=", " prev_pid=")?,
+        prev_tid: dec32(find(prev, "prev_pid")?)?,
+        prev_state: find(prev, "prev_state").unwrap_or(""),
+        next_comm: between(next, "next_comm=", " next_pid=")?,
+        next_tid: dec32(find(next, "next_pid")?)?,
+    })
+}
+
+fn mmu<'a>(name: &str, p: &'a str) -> EventKind<'a> {
+    let kind = match name {
+        "kvm_mmu_get_page" => MmuKind::GetPage,
+        "kvm_mmu_sync_page" => MmuKind::SyncPage,
+        "kvm_mmu_unsync_page" => MmuKind::Unsync,
+        "kvm_mmu_prepare_zap_page" => MmuKind::PrepareZap,
+        "kvm_mmu_zap_page" => MmuKind::ZapPage,
+        "kvm_mmu_set_spte" => MmuKind::SetSpte,
+        "kvm_mmu_spte_requested" => MmuKind::SptePrequested,
+        "kvm_mmu_set_dirty_bit" => MmuKind::SetDirtyBit,
+        "kvm_mmu_set_accessed_bit" => MmuKind::SetAccessedBit,
+        "kvm_mmu_pagetable_walk" => MmuKind::PagetableWalk,
+        "kvm_mmu_paging_element" => MmuKind::PagingElement,
+        "kvm_mmu_walker_error" => MmuKind::WalkerError,
+        "fast_page_fault" => MmuKind::FastPageFault,
+        "mark_mmio_spte" => MmuKind::MmioSpte,
+        "handle_mmio_page_fault" => MmuKind::HandleMmioPageFault,
+        "check_mmio_spte" => MmuKind::CheckMmioSpte,
+        "kvm_mmu_zap_all_fast" | "kvm_mmu_invalidate_zap_all_pages" => {
+            MmuKind::InvalidateZapAllFast
+        }
+        "kvm_mmu_split_huge_page" => MmuKind::SplitHugePage,
+        "kvm_tdp_mmu_spte_changed" => MmuKind::TdpMmuSptChanged,
+        _ => MmuKind::Other,
+    };
+    let gfn = find(p, "gfn").and_then(hex);
+    // The page role prints the level as `l4`.
+    let level = p
+        .split(' ')
+        .find_map(|t| t.strip_prefix('l').filter(|l| l.len() == 1).and_then(dec32));
+    let created = p.trim_end().ends_with(" new");
+    let root = level.is_some_and(|l| l >= 4) && matches!(kind, MmuKind::GetPage);
+    EventKind::Mmu {
+        kind,
+        gfn,
+        level,
+        created,
+        root,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d<'a>(name: &str, p: &'a str) -> EventKind<'a> {
+        decode(system_of(name), name, p).unwrap_or_else(|| panic!("{name}: {p}"))
+    }
+
+    #[test]
+    fn kvm_exit_layouts() {
+        let EventKind::KvmExit(e) = d(
+            "kvm_exit",
+            "reason EPT_VIOLATION rip 0xffffffff8103 info 181 0",
+        ) else {
+            panic!()
+        };
+        assert_eq!(e.reason, ExitReason::Vmx(48));
+        assert_eq!(
+            (e.rip, e.info1, e.info2, e.vcpu),
+            (Some(0xffffffff8103), Some(0x181), Some(0), None)
+        );
+        let EventKind::KvmExit(e) = d("kvm_exit", "vcpu 1 reason MSR_WRITE rip 0xffffffff810 info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x00000000 error_code 0x00000000") else { panic!() };
+        assert_eq!((e.reason, e.vcpu), (ExitReason::Vmx(32), Some(1)));
+        let EventKind::KvmExit(e) = d(
+            "kvm_exit",
+            "reason npf rip 0xffffffff81 info 100000004 7f000",
+        ) else {
+            panic!()
+        };
+        assert_eq!(e.reason, ExitReason::Svm(0x400));
+        let EventKind::KvmExit(e) = d("kvm_exit", "reason PF excp rip 0x1 info 6 7f000") else {
+            panic!()
+        };
+        assert_eq!(e.reason, ExitReason::Svm(0x4e));
+        let EventKind::KvmExit(e) = d("kvm_exit", "TRAP: ESR_EC: 0x01 (WFx), PC: 0xffff800010")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            e.reason,
+            ExitReason::Arm64 {
+                kind: ArmExitKind::Trap,
+                ec: 1
+            }
+        );
+        let EventKind::KvmExit(e) = d("kvm_exit", "IRQ: HSR_EC: 0x0024 (DABT_LOW), PC: 0xffff")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            e.reason,
+            ExitReason::Arm64 {
+                kind: ArmExitKind::Irq,
+                ec: 0x24
+            }
+        );
+        let EventKind::KvmExit(e) = d(
+            "kvm_exit",
+            "vcpu 0 reason 0x5a rip 0x1 info1 0x0 info2 0x0 intr_info 0x0 error_code 0x0",
+        ) else {
+            panic!()
+        };
+        assert_eq!(e.reason, ExitReason::Code(0x5a));
+        let EventKind::KvmExit(e) = d("kvm_exit", "vcpu 0 reason EXTERNAL_INTERRUPT FAILED_VMENTRY rip 0x1 info1 0x0 info2 0x0 intr_info 0x0 error_code 0x0") else { panic!() };
+        assert!(e.failed_vmentry);
+        assert_eq!(e.reason, ExitReason::Vmx(1));
+    }
+
+    #[test]
+    fn host_events_seen_here() {
+        assert_eq!(
+            d("kvm_pio", "pio_write at 0x3f8 size 1 count 1 val 0x41 "),
+            EventKind::Pio {
+                write: true,
+                port: 0x3f8,
+                size: 1,
+                count: 1,
+                val: 0x41
+            }
+        );
+        assert_eq!(
+            d("kvm_mmio", "mmio write len 4 gpa 0xd0000000 val 0x1"),
+            EventKind::Mmio {
+                kind: MmioKind::Write,
+                len: 4,
+                gpa: 0xd000_0000,
+                val: 1
+            }
+        );
+        assert_eq!(
+            d("kvm_msr", "msr_write 6e0 = 0x1234"),
+            EventKind::Msr {
+                write: true,
+                msr: 0x6e0,
+                data: 0x1234,
+                gp: false
+            }
+        );
+        assert_eq!(
+            d("kvm_msr", "msr_read 1b = 0x0 (#GP)"),
+            EventKind::Msr {
+                write: false,
+                msr: 0x1b,
+                data: 0,
+                gp: true
+            }
+        );
+        assert_eq!(
+            d("kvm_userspace_exit", "reason KVM_EXIT_IO (2)"),
+            EventKind::UserspaceExit {
+                reason: 2,
+                errno: None
+            }
+        );
+        assert_eq!(
+            d("kvm_userspace_exit", "reason restart (4)"),
+            EventKind::UserspaceExit {
+                reason: 0,
+                errno: Some(4)
+            }
+        );
+        assert_eq!(
+            d("kvm_vcpu_wakeup", "wait time 1234 ns, polling valid"),
+            EventKind::VcpuWakeup {
+                ns: 1234,
+                waited: true,
+                valid: true
+            }
+        );
+        assert_eq!(
+            d(
+                "kvm_halt_poll_ns",
+                "vcpu 0: halt_poll_ns 10000 (shrink 20000)"
+            ),
+            EventKind::HaltPollNs {
+                vcpu: 0,
+                grow: false,
+                new: 10000,
+                old: 20000
+            }
+        );
+        assert_eq!(
+            d("kvm_eoi", "apicid 0 vector -1"),
+            EventKind::Eoi { vector: -1 }
+        );
+        let EventKind::Mmu {
+            kind,
+            level,
+            created,
+            root,
+            ..
+        } = d(
+            "kvm_mmu_get_page",
+            "sp gen 0 gfn 1000 l4 8-byte q0 wux nxe ad root 0 sync new",
+        )
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (kind, level, created, root),
+            (MmuKind::GetPage, Some(4), true, true)
+        );
+    }
+
+    #[test]
+    fn guest_events_seen_here() {
+        assert_eq!(
+            d("write_msr", "830, value 1000000fb"),
+            EventKind::GuestMsr {
+                write: true,
+                msr: 0x830,
+                val: 0x1_0000_00fb,
+                failed: false
+            }
+        );
+        let EventKind::IpiSend { cpu, callback, callsite, .. } = d("ipi_send_cpu", "cpu=1 callsite=on_each_cpu_cond_mask+0x20/0x60 callback=generic_smp_call_function_single_interrupt+0x0/0x10") else { panic!() };
+        assert_eq!(
+            (cpu, callsite, callback),
+            (
+                Some(1),
+                "on_each_cpu_cond_mask",
+                "generic_smp_call_function_single_interrupt"
+            )
+        );
+        assert_eq!(
+            d(
+                "csd_function_exit",
+                "func=do_sync_core, csd=00000000dada4b8b"
+            ),
+            EventKind::CsdFunction {
+                entry: false,
+                func: "do_sync_core"
+            }
+        );
+        assert_eq!(
+            d("local_timer_entry", "vector=236"),
+            EventKind::IrqVector {
+                entry: true,
+                vector: Some(236)
+            }
+        );
+        let EventKind::SchedSwitch { prev_comm, next_tid, .. } = d("sched_switch", "prev_comm=CPU 0/KVM prev_pid=5 prev_prio=120 prev_state=S ==> next_comm=swapper/0 next_pid=0 next_prio=120") else { panic!() };
+        assert_eq!((prev_comm, next_tid), ("CPU 0/KVM", 0));
+    }
+}
