@@ -1,1 +1,14 @@
-//! placeholder
+//! Analyses over KVM trace events. Each analysis has `observe(&Event)` and `finish()` giving
+//! plain data (`serde::Serialize`); [`report::ReportBuilder`] runs all the batch ones over one
+//! event stream. Nothing here does I/O.
+
+pub mod access;
+pub mod exits;
+pub mod interrupts;
+pub mod keys;
+pub mod mmu;
+pub mod overview;
+pub mod report;
+pub mod stats;
+
+pub use report::{InputSummary, Report, ReportBuilder};

@@ -1,0 +1,139 @@
+//! VM exits by reason, with handling latency paired per vCPU thread exactly as `perf kvm stat`
+//! pairs them: a `kvm_exit` starts an interval on its thread, the next `kvm_entry` on the same
+//! thread ends it. An entry with no exit before it (a trace that starts mid-exit) is ignored;
+//! an exit followed by another exit before any entry restarts the interval (perf does the same);
+//! an exit still open when the trace ends has no latency.
+//!
+//! Unlike perf, which counts only exits whose entry it saw, `count` is every exit observed;
+//! `latency.samples` is the number of paired ones.
+
+use std::collections::HashMap;
+
+use kvmscope_trace::{Event, EventKind, Isa};
+use serde::Serialize;
+
+use crate::keys::{IdMap, ReasonKey};
+use crate::stats::{Latency, LatencySummary};
+
+#[derive(Debug, Default)]
+pub struct Exits {
+    reasons: HashMap<ReasonKey, Slot>,
+    /// Per thread: the open exit (start ts, reason) and the vCPU id last printed.
+    threads: IdMap<u32, Open>,
+    entries_unpaired: u64,
+    total: u64,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    count: u64,
+    latency: Latency,
+    per_vcpu: IdMap<u32, u64>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Open {
+    start: Option<(u64, ReasonKey)>,
+}
+
+/// One row of the VM-exit table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExitRow {
+    pub reason: String,
+    pub isa: Isa,
+    pub code: Option<u64>,
+    pub count: u64,
+    /// Share of all exits, percent.
+    pub count_pct: f64,
+    /// Share of all paired handling time, percent.
+    pub time_pct: f64,
+    pub latency: LatencySummary,
+    /// Exits per vCPU thread id.
+    pub per_thread: Vec<(u32, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExitReport {
+    pub total: u64,
+    pub paired: u64,
+    pub total_time_ns: u64,
+    /// Exits still open at the end of the trace (no kvm_entry after them).
+    pub unpaired_exits: u64,
+    /// Entries with no exit before them on their thread (the trace started mid-exit).
+    pub unpaired_entries: u64,
+    /// Sorted by count, then name.
+    pub rows: Vec<ExitRow>,
+}
+
+impl Exits {
+    pub fn observe(&mut self, ev: &Event<'_>) {
+        match &ev.kind {
+            EventKind::KvmExit(e) => {
+                self.total += 1;
+                let key = ReasonKey::from_reason(&e.reason);
+                let slot = self.reasons.entry(key.clone()).or_default();
+                slot.count += 1;
+                *slot.per_vcpu.entry(ev.tid).or_default() += 1;
+                self.threads.entry(ev.tid).or_default().start = Some((ev.ts_ns, key));
+            }
+            EventKind::KvmEntry { .. } => {
+                let open = self.threads.entry(ev.tid).or_default();
+                match open.start.take() {
+                    Some((start, key)) if ev.ts_ns >= start => {
+                        if let Some(slot) = self.reasons.get_mut(&key) {
+                            slot.latency.add(ev.ts_ns - start);
+                        }
+                    }
+                    Some(_) => {} // clock went backwards: perf skips these too
+                    None => self.entries_unpaired += 1,
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    pub fn finish(&self) -> ExitReport {
+        let total_time: u128 = self.reasons.values().map(|s| s.latency.total()).sum();
+        let paired: u64 = self.reasons.values().map(|s| s.latency.count()).sum();
+        let mut rows: Vec<ExitRow> = self
+            .reasons
+            .iter()
+            .map(|(key, slot)| {
+                let mut per_thread: Vec<(u32, u64)> =
+                    slot.per_vcpu.iter().map(|(&t, &n)| (t, n)).collect();
+                per_thread.sort_unstable();
+                ExitRow {
+                    reason: key.name(),
+                    isa: key.isa(),
+                    code: key.code(),
+                    count: slot.count,
+                    count_pct: pct(slot.count as f64, self.total as f64),
+                    time_pct: pct(slot.latency.total() as f64, total_time as f64),
+                    latency: slot.latency.summary(),
+                    per_thread,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        ExitReport {
+            total: self.total,
+            paired,
+            total_time_ns: total_time.min(u128::from(u64::MAX)) as u64,
+            unpaired_exits: self.threads.values().filter(|o| o.start.is_some()).count() as u64,
+            unpaired_entries: self.entries_unpaired,
+            rows,
+        }
+    }
+}
+
+pub(crate) fn pct(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 {
+        100.0 * part / whole
+    } else {
+        0.0
+    }
+}

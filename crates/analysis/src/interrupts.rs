@@ -1,0 +1,150 @@
+//! Interrupts and timers as KVM delivers them: injected vectors, IPIs between vCPUs, the
+//! in-kernel LAPIC timer (hv_timer state, early/late expiry), halt wake-ups and halt-polling
+//! (field reports 003 and 004).
+
+use std::collections::BTreeMap;
+
+use kvmscope_trace::{Event, EventKind};
+use serde::Serialize;
+
+use crate::stats::{Latency, LatencySummary};
+
+#[derive(Debug, Default)]
+pub struct Interrupts {
+    injected: BTreeMap<u32, u64>,
+    accepted: BTreeMap<u32, u64>,
+    ipis: BTreeMap<(u32, u32), u64>,
+    exceptions: BTreeMap<u32, u64>,
+    eoi: u64,
+    set_irq: u64,
+    msi: u64,
+    hv_timer_on: u64,
+    hv_timer_off: u64,
+    lapic_early: u64,
+    lapic_late: u64,
+    lapic_delta: Latency,
+    wake_waited: Latency,
+    wake_polled: Latency,
+    wake_poll_invalid: u64,
+    poll_grow: u64,
+    poll_shrink: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InterruptReport {
+    /// `kvm_inj_virq` by vector.
+    pub injected: Vec<(u32, u64)>,
+    /// `kvm_apic_accept_irq` by vector.
+    pub accepted: Vec<(u32, u64)>,
+    /// `kvm_apic_ipi` by (destination, vector).
+    pub ipis: Vec<(u32, u32, u64)>,
+    /// `kvm_inj_exception` by vector.
+    pub exceptions: Vec<(u32, u64)>,
+    pub eoi: u64,
+    pub set_irq: u64,
+    pub msi: u64,
+    pub timer: TimerReport,
+    pub halt: HaltReport,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimerReport {
+    /// `kvm_hv_timer_state` with the VMX preemption timer in use / not in use.
+    pub hv_timer_on: u64,
+    pub hv_timer_off: u64,
+    /// `kvm_wait_lapic_expire`: timer interrupts delivered before / after the deadline.
+    pub lapic_early: u64,
+    pub lapic_late: u64,
+    /// |delta| of lapic expiry, ns.
+    pub lapic_delta: LatencySummary,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HaltReport {
+    /// Wake-ups after really sleeping (halt-polling did not catch the event).
+    pub waited: LatencySummary,
+    /// Wake-ups caught by halt-polling.
+    pub polled: LatencySummary,
+    /// Poll successes share of wake-ups, percent.
+    pub poll_success_pct: f64,
+    pub poll_invalid: u64,
+    pub poll_grow: u64,
+    pub poll_shrink: u64,
+}
+
+fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, k: K) {
+    *map.entry(k).or_default() += 1;
+}
+
+impl Interrupts {
+    pub fn observe(&mut self, ev: &Event<'_>) {
+        match ev.kind {
+            EventKind::InjVirq { irq, .. } => bump(&mut self.injected, irq),
+            EventKind::ApicAcceptIrq { vec, .. } => bump(&mut self.accepted, vec),
+            EventKind::ApicIpi { dst, vec } => bump(&mut self.ipis, (dst, vec)),
+            EventKind::InjException { vector } => bump(&mut self.exceptions, vector),
+            EventKind::Eoi { .. } => self.eoi += 1,
+            EventKind::SetIrq { .. } => self.set_irq += 1,
+            EventKind::MsiSetIrq { .. } => self.msi += 1,
+            EventKind::HvTimerState { hv_timer, .. } => {
+                if hv_timer {
+                    self.hv_timer_on += 1;
+                } else {
+                    self.hv_timer_off += 1;
+                }
+            }
+            EventKind::WaitLapicExpire { delta_ns, .. } => {
+                if delta_ns < 0 {
+                    self.lapic_late += 1;
+                } else {
+                    self.lapic_early += 1;
+                }
+                self.lapic_delta.add(delta_ns.unsigned_abs());
+            }
+            EventKind::VcpuWakeup { ns, waited, valid } => {
+                if waited {
+                    self.wake_waited.add(ns);
+                } else {
+                    self.wake_polled.add(ns);
+                }
+                self.wake_poll_invalid += u64::from(!valid);
+            }
+            EventKind::HaltPollNs { grow, .. } => {
+                if grow {
+                    self.poll_grow += 1;
+                } else {
+                    self.poll_shrink += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn finish(&self) -> InterruptReport {
+        let wakes = self.wake_waited.count() + self.wake_polled.count();
+        InterruptReport {
+            injected: self.injected.iter().map(|(&k, &n)| (k, n)).collect(),
+            accepted: self.accepted.iter().map(|(&k, &n)| (k, n)).collect(),
+            ipis: self.ipis.iter().map(|(&(d, v), &n)| (d, v, n)).collect(),
+            exceptions: self.exceptions.iter().map(|(&k, &n)| (k, n)).collect(),
+            eoi: self.eoi,
+            set_irq: self.set_irq,
+            msi: self.msi,
+            timer: TimerReport {
+                hv_timer_on: self.hv_timer_on,
+                hv_timer_off: self.hv_timer_off,
+                lapic_early: self.lapic_early,
+                lapic_late: self.lapic_late,
+                lapic_delta: self.lapic_delta.summary(),
+            },
+            halt: HaltReport {
+                waited: self.wake_waited.summary(),
+                polled: self.wake_polled.summary(),
+                poll_success_pct: crate::exits::pct(self.wake_polled.count() as f64, wakes as f64),
+                poll_invalid: self.wake_poll_invalid,
+                poll_grow: self.poll_grow,
+                poll_shrink: self.poll_shrink,
+            },
+        }
+    }
+}

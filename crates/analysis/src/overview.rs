@@ -1,0 +1,195 @@
+//! What the trace contains: its time span, events by name, the VMs (processes) and vCPU
+//! threads that emitted KVM events, and userspace exits by reason.
+
+use std::collections::BTreeMap;
+
+use kvmscope_trace::{tables, Event, EventKind};
+use serde::Serialize;
+
+use crate::keys::IdMap;
+
+#[derive(Debug, Default)]
+pub struct Overview {
+    first_ts: Option<u64>,
+    last_ts: u64,
+    events: u64,
+    names: Vec<(String, u64)>,
+    last_name: usize,
+    threads: IdMap<u32, Thread>,
+    userspace: BTreeMap<(u32, Option<u32>), u64>,
+    cpus: BTreeMap<u32, u64>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Thread {
+    comm: String,
+    tgid: Option<u32>,
+    vcpu: Option<u32>,
+    kvm_events: u64,
+    exits: u64,
+    userspace_exits: u64,
+    first_ts: u64,
+    last_ts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OverviewReport {
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+    pub duration_ns: u64,
+    pub events: u64,
+    /// Events by `system:name`, most frequent first.
+    pub by_name: Vec<(String, u64)>,
+    pub cpus: Vec<(u32, u64)>,
+    /// Processes with vCPU threads, by pid (tgid). Threads whose process the trace does not
+    /// say are grouped under pid `None`.
+    pub vms: Vec<Vm>,
+    /// `kvm_userspace_exit` by reason.
+    pub userspace_exits: Vec<UserspaceExitRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Vm {
+    pub pid: Option<u32>,
+    pub comm: String,
+    pub vcpus: Vec<VcpuThread>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VcpuThread {
+    pub tid: u32,
+    pub comm: String,
+    /// The vCPU index the kernel printed (kvm_entry/kvm_exit `vcpu N`), when it did.
+    pub vcpu: Option<u32>,
+    pub kvm_events: u64,
+    pub exits: u64,
+    pub userspace_exits: u64,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserspaceExitRow {
+    pub reason: u32,
+    pub name: String,
+    /// Set for `restart`/`error` exits: the errno.
+    pub errno: Option<u32>,
+    pub count: u64,
+}
+
+impl Overview {
+    pub fn observe(&mut self, ev: &Event<'_>) {
+        if self.first_ts.is_none() {
+            self.first_ts = Some(ev.ts_ns);
+        }
+        self.last_ts = self.last_ts.max(ev.ts_ns);
+        self.events += 1;
+        self.count_name(ev);
+        *self.cpus.entry(ev.cpu).or_default() += 1;
+        if !matches!(ev.system, "kvm" | "kvmmmu") {
+            return;
+        }
+        let t = self.threads.entry(ev.tid).or_insert_with(|| Thread {
+            comm: ev.comm.to_string(),
+            first_ts: ev.ts_ns,
+            ..Thread::default()
+        });
+        t.kvm_events += 1;
+        t.last_ts = ev.ts_ns;
+        if t.tgid.is_none() {
+            t.tgid = ev.tgid;
+        }
+        match ev.kind {
+            EventKind::KvmExit(e) => {
+                t.exits += 1;
+                t.vcpu = e.vcpu.or(t.vcpu);
+            }
+            EventKind::KvmEntry { vcpu, .. } => t.vcpu = vcpu.or(t.vcpu),
+            EventKind::UserspaceExit { reason, errno } => {
+                t.userspace_exits += 1;
+                *self.userspace.entry((reason, errno)).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn count_name(&mut self, ev: &Event<'_>) {
+        let matches = |full: &str| {
+            full.len() == ev.system.len() + 1 + ev.name.len()
+                && full.starts_with(ev.system)
+                && full.ends_with(ev.name)
+        };
+        if let Some((full, n)) = self.names.get_mut(self.last_name) {
+            if matches(full) {
+                *n += 1;
+                return;
+            }
+        }
+        if let Some(i) = self.names.iter().position(|(full, _)| matches(full)) {
+            self.names[i].1 += 1;
+            self.last_name = i;
+            return;
+        }
+        self.names.push((format!("{}:{}", ev.system, ev.name), 1));
+        self.last_name = self.names.len() - 1;
+    }
+
+    pub fn duration_ns(&self) -> u64 {
+        self.last_ts - self.first_ts.unwrap_or(self.last_ts)
+    }
+
+    pub fn finish(&self) -> OverviewReport {
+        let mut by_name = self.names.clone();
+        by_name.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut vms: BTreeMap<Option<u32>, Vm> = BTreeMap::new();
+        let mut tids: Vec<_> = self.threads.keys().copied().collect();
+        tids.sort_unstable();
+        for tid in tids {
+            let t = &self.threads[&tid];
+            let vm = vms.entry(t.tgid).or_insert_with(|| Vm {
+                pid: t.tgid,
+                comm: String::new(),
+                vcpus: Vec::new(),
+            });
+            if Some(tid) == t.tgid || vm.comm.is_empty() {
+                vm.comm = t.comm.clone();
+            }
+            vm.vcpus.push(VcpuThread {
+                tid,
+                comm: t.comm.clone(),
+                vcpu: t.vcpu,
+                kvm_events: t.kvm_events,
+                exits: t.exits,
+                userspace_exits: t.userspace_exits,
+                first_ts_ns: t.first_ts,
+                last_ts_ns: t.last_ts,
+            });
+        }
+        let mut userspace_exits: Vec<UserspaceExitRow> = self
+            .userspace
+            .iter()
+            .map(|(&(reason, errno), &count)| UserspaceExitRow {
+                reason,
+                name: match errno {
+                    Some(4) => "restart (EINTR)".into(),
+                    Some(e) => format!("error (errno {e})"),
+                    None => tables::userspace_exit_name(reason)
+                        .map_or_else(|| format!("KVM_EXIT_{reason}"), str::to_string),
+                },
+                errno,
+                count,
+            })
+            .collect();
+        userspace_exits.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
+        OverviewReport {
+            first_ts_ns: self.first_ts.unwrap_or(0),
+            last_ts_ns: self.last_ts,
+            duration_ns: self.duration_ns(),
+            events: self.events,
+            by_name,
+            cpus: self.cpus.iter().map(|(&c, &n)| (c, n)).collect(),
+            vms: vms.into_values().collect(),
+            userspace_exits,
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The batch report: every host-side analysis fed from one event stream, finished into plain
+//! data that renderers print and `--json` serialises.
+
+use kvmscope_trace::Event;
+use serde::Serialize;
+
+use crate::access::{AccessReport, Accesses};
+use crate::exits::{ExitReport, Exits};
+use crate::interrupts::{InterruptReport, Interrupts};
+use crate::mmu::{Mmu, MmuReport};
+use crate::overview::{Overview, OverviewReport};
+
+/// Where the events came from and how complete they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct InputSummary {
+    pub path: String,
+    pub format: String,
+    pub bytes: u64,
+    pub lines: u64,
+    pub events: u64,
+    /// Events of a known name whose fields did not parse.
+    pub undecoded: u64,
+    pub unknown_lines: u64,
+    /// The first unknown lines: (line number, text).
+    pub unknown_examples: Vec<(u64, String)>,
+    /// Events the kernel dropped (ring buffer full), per CPU.
+    pub lost: Vec<(u32, u64)>,
+    pub lost_total: u64,
+    /// Set when the input was cut off: the byte offset of the incomplete line.
+    pub truncated_at: Option<u64>,
+}
+
+impl InputSummary {
+    /// A report over this input is partial: events were lost or the input was cut off.
+    pub fn partial(&self) -> bool {
+        self.lost_total > 0 || self.truncated_at.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub inputs: Vec<InputSummary>,
+    /// True when any input lost events or was cut off: counts are lower bounds.
+    pub partial: bool,
+    pub overview: OverviewReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exits: Option<ExitReport>,
+    pub accesses: AccessReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mmu: Option<MmuReport>,
+    pub interrupts: InterruptReport,
+}
+
+/// Feeds every analysis; call [`ReportBuilder::observe`] per event in time order per thread.
+#[derive(Debug, Default)]
+pub struct ReportBuilder {
+    overview: Overview,
+    exits: Exits,
+    accesses: Accesses,
+    mmu: Mmu,
+    interrupts: Interrupts,
+}
+
+impl ReportBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn observe(&mut self, ev: &Event<'_>) {
+        self.overview.observe(ev);
+        match ev.system {
+            "kvm" => {
+                self.exits.observe(ev);
+                self.accesses.observe(ev);
+                self.mmu.observe(ev);
+                self.interrupts.observe(ev);
+            }
+            "kvmmmu" => self.mmu.observe(ev),
+            _ => {}
+        }
+    }
+
+    pub fn finish(&self, inputs: Vec<InputSummary>) -> Report {
+        Report {
+            partial: inputs.iter().any(InputSummary::partial),
+            inputs,
+            overview: self.overview.finish(),
+            exits: (!self.exits.is_empty()).then(|| self.exits.finish()),
+            accesses: self.accesses.finish(),
+            mmu: (!self.mmu.is_empty()).then(|| self.mmu.finish()),
+            interrupts: self.interrupts.finish(),
+        }
+    }
+}
