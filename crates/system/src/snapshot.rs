@@ -1,0 +1,230 @@
+//! The system snapshot and the one function that reads the live files.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cmdline::Cmdline;
+use crate::cpuinfo::CpuInfo;
+use crate::interrupts::Interrupts;
+use crate::kconfig::KernelConfig;
+use crate::kvm_params::KvmParams;
+use crate::softirqs::Softirqs;
+use crate::timer_list::TimerList;
+use crate::{cmdline, cpuinfo, cpulist, interrupts, kconfig, softirqs, timer_list, Error};
+
+/// Isolation facts: `/sys/devices/system/cpu/{isolated,nohz_full}` and the sysctl.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// `/sys/devices/system/cpu/isolated` (CPUs isolated from the scheduler domains).
+    pub isolated: Option<Vec<u32>>,
+    /// `/sys/devices/system/cpu/nohz_full` (absent when the kernel lacks NO_HZ_FULL).
+    pub nohz_full: Option<Vec<u32>>,
+    /// `kernel.timer_migration`: when on, timers of idle CPUs move to busy ones — which on
+    /// `nohz_full` systems wakes isolated CPUs with IPIs (field report 004).
+    pub timer_migration: Option<bool>,
+}
+
+/// A file that could not be read or parsed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Absent {
+    /// The path (under the root given to [`collect_from`], shown as on the live system).
+    pub path: String,
+    /// Why: "not present", an I/O error, or the parse error.
+    pub reason: String,
+}
+
+/// Everything kvmscope records about the system a capture ran on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemSnapshot {
+    /// `/proc/sys/kernel/osrelease` (`6.18.44-...`).
+    pub kernel_release: Option<String>,
+    /// `/proc/version`.
+    pub kernel_version: Option<String>,
+    /// The architecture kvmscope was built for (`x86_64`, `aarch64`).
+    pub arch: String,
+    /// `/proc/cmdline`.
+    pub cmdline: Option<Cmdline>,
+    /// The relevant lines of the kernel configuration ([`kconfig::is_relevant`]).
+    pub config: Option<KernelConfig>,
+    /// Where the configuration was read from.
+    pub config_source: Option<String>,
+    /// `/sys/module/kvm*/parameters/*`.
+    pub kvm_params: KvmParams,
+    /// `/proc/cpuinfo`.
+    pub cpuinfo: Option<CpuInfo>,
+    /// Isolated and nohz_full CPUs, timer migration.
+    pub isolation: Isolation,
+    /// `/proc/interrupts`.
+    pub interrupts: Option<Interrupts>,
+    /// `/proc/softirqs`.
+    pub softirqs: Option<Softirqs>,
+    /// `/proc/timer_list` (needs root).
+    pub timer_list: Option<TimerList>,
+    /// Files that were missing, unreadable or unparsable.
+    pub absent: Vec<Absent>,
+}
+
+/// Reads the live system. Never fails: what cannot be read is listed in
+/// [`SystemSnapshot::absent`].
+pub fn collect() -> SystemSnapshot {
+    collect_from(Path::new("/"))
+}
+
+/// Reads a system whose `/proc` and `/sys` are under `root` (a copy, a container, or
+/// `/` for the live one).
+pub fn collect_from(root: &Path) -> SystemSnapshot {
+    let mut c = Collector {
+        root: root.to_path_buf(),
+        absent: Vec::new(),
+    };
+    let mut snap = SystemSnapshot {
+        arch: std::env::consts::ARCH.to_string(),
+        ..SystemSnapshot::default()
+    };
+    snap.kernel_release = c
+        .text("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string());
+    snap.kernel_version = c.text("/proc/version").map(|s| s.trim().to_string());
+    snap.cmdline = c.text("/proc/cmdline").map(|s| cmdline::parse(&s));
+    snap.cpuinfo = c.parsed("/proc/cpuinfo", cpuinfo::parse);
+    snap.interrupts = c.parsed("/proc/interrupts", interrupts::parse);
+    snap.softirqs = c.parsed("/proc/softirqs", softirqs::parse);
+    snap.timer_list = c.parsed("/proc/timer_list", timer_list::parse);
+    snap.isolation.isolated = c.parsed("/sys/devices/system/cpu/isolated", |t| {
+        cpulist::parse("/sys/devices/system/cpu/isolated", t)
+    });
+    snap.isolation.nohz_full = c.parsed("/sys/devices/system/cpu/nohz_full", |t| {
+        cpulist::parse("/sys/devices/system/cpu/nohz_full", t)
+    });
+    snap.isolation.timer_migration = c.parsed(
+        "/proc/sys/kernel/timer_migration",
+        crate::parse_timer_migration,
+    );
+    snap.kvm_params = c.kvm_params();
+    let (config, source) = c.config(snap.kernel_release.as_deref());
+    snap.config = config;
+    snap.config_source = source;
+    snap.absent = c.absent;
+    snap
+}
+
+struct Collector {
+    root: PathBuf,
+    absent: Vec<Absent>,
+}
+
+impl Collector {
+    fn path(&self, live: &str) -> PathBuf {
+        self.root.join(live.trim_start_matches('/'))
+    }
+
+    fn read(&self, live: &str) -> Result<Vec<u8>, std::io::Error> {
+        let mut buf = Vec::new();
+        std::fs::File::open(self.path(live))?.read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn note(&mut self, live: &str, reason: String) {
+        self.absent.push(Absent {
+            path: live.to_string(),
+            reason,
+        });
+    }
+
+    fn text(&mut self, live: &str) -> Option<String> {
+        match self.read(live) {
+            Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(e) => {
+                let reason = if e.kind() == std::io::ErrorKind::NotFound {
+                    "not present".to_string()
+                } else {
+                    e.to_string()
+                };
+                self.note(live, reason);
+                None
+            }
+        }
+    }
+
+    fn parsed<T>(&mut self, live: &str, parse: impl FnOnce(&str) -> Result<T, Error>) -> Option<T> {
+        let text = self.text(live)?;
+        match parse(&text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.note(live, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn kvm_params(&mut self) -> KvmParams {
+        let mut params = KvmParams::default();
+        let modules = self.path("/sys/module");
+        let Ok(entries) = std::fs::read_dir(&modules) else {
+            self.note("/sys/module", "not readable".into());
+            return params;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n == "kvm" || n.starts_with("kvm_") || n.starts_with("kvm-"))
+            .collect();
+        names.sort();
+        for module in names {
+            let dir = modules.join(&module).join("parameters");
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(|e| e.ok()) {
+                let Ok(param) = entry.file_name().into_string() else {
+                    continue;
+                };
+                // Some parameters are write-only or root-only; skip what cannot be read.
+                if let Ok(value) = std::fs::read_to_string(entry.path()) {
+                    params.insert(&module, &param, &value);
+                }
+            }
+        }
+        params
+    }
+
+    fn config(&mut self, release: Option<&str>) -> (Option<KernelConfig>, Option<String>) {
+        let gz = "/proc/config.gz";
+        if let Ok(bytes) = self.read(gz) {
+            let mut text = String::new();
+            let decoded = flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text);
+            return match decoded {
+                Ok(_) => match kconfig::parse_filtered(&text, kconfig::is_relevant) {
+                    Ok(c) => (Some(c), Some(gz.to_string())),
+                    Err(e) => {
+                        self.note(gz, e.to_string());
+                        (None, None)
+                    }
+                },
+                Err(e) => {
+                    self.note(gz, format!("not valid gzip: {e}"));
+                    (None, None)
+                }
+            };
+        }
+        if let Some(release) = release {
+            let boot = format!("/boot/config-{release}");
+            if let Some(text) = self.text(&boot) {
+                return match kconfig::parse_filtered(&text, kconfig::is_relevant) {
+                    Ok(c) => (Some(c), Some(boot)),
+                    Err(e) => {
+                        self.note(&boot, e.to_string());
+                        (None, None)
+                    }
+                };
+            }
+        }
+        self.note(
+            gz,
+            "no kernel configuration found (/proc/config.gz or /boot/config-<release>)".into(),
+        );
+        (None, None)
+    }
+}
