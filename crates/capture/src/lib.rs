@@ -5,8 +5,11 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+pub mod format;
 pub mod guard;
 pub mod host;
+pub mod ringbuf;
+pub mod tracedat;
 pub mod tracefs;
 
 pub use error::CaptureError;

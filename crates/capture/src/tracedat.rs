@@ -1,0 +1,1245 @@
+//! trace-cmd's `trace.dat` files: a writer for version 6 (what `kvmscope record` produces,
+//! readable by `trace-cmd report` and KernelShark) and a reader for versions 6 and 7 (v7
+//! uncompressed or zstd-compressed, as `trace-cmd extract` writes on current distributions).
+//!
+//! The reader never loads the trace data into memory: it parses the metadata, then reads
+//! each CPU's pages on demand ([`Merger`]) and merges the CPUs by time stamp. Every failure
+//! names the byte offset it happened at.
+//!
+//! kvmscope's own facts about a capture (per-CPU lost events, the system snapshot) are
+//! stored as one option, id [`OPTION_KVMSCOPE`], whose data is a NUL-terminated JSON object
+//! (documented in the crate README and `docs/`); trace-cmd skips options it does not know.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use crate::error::CaptureError;
+use crate::format::{check_header_event, EventFormat, Formats, PageLayout};
+use crate::ringbuf::{Missed, Page, Record};
+
+const MAGIC: &[u8; 10] = b"\x17\x08\x44tracing";
+
+/// trace-cmd option ids (trace-cmd.dat.v7(5)).
+pub mod option {
+    pub const DONE: u16 = 0;
+    pub const DATE: u16 = 1;
+    pub const CPUSTAT: u16 = 2;
+    pub const BUFFER: u16 = 3;
+    pub const TRACECLOCK: u16 = 4;
+    pub const UNAME: u16 = 5;
+    pub const HOOK: u16 = 6;
+    pub const OFFSET: u16 = 7;
+    pub const CPUCOUNT: u16 = 8;
+    pub const VERSION: u16 = 9;
+    pub const PROCMAPS: u16 = 10;
+    pub const TRACEID: u16 = 11;
+    pub const HEADER_INFO: u16 = 16;
+    pub const FTRACE_EVENTS: u16 = 17;
+    pub const EVENT_FORMATS: u16 = 18;
+    pub const KALLSYMS: u16 = 19;
+    pub const PRINTK: u16 = 20;
+    pub const CMDLINES: u16 = 21;
+}
+
+/// The option that holds kvmscope's JSON sidecar (`{"kvmscope": {...}}`): chosen far above
+/// trace-cmd's ids so it never collides; trace-cmd skips unknown options.
+pub const OPTION_KVMSCOPE: u16 = 0x4b53;
+
+/// Random-access input: a file or a byte slice.
+pub trait ReadAt {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many (0 at the end).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+    /// Total length in bytes.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let Ok(start) = usize::try_from(offset) else {
+            return Ok(0);
+        };
+        let Some(src) = self.get(start..) else {
+            return Ok(0);
+        };
+        let n = src.len().min(buf.len());
+        buf[..n].copy_from_slice(&src[..n]);
+        Ok(n)
+    }
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.as_slice().read_at(buf, offset)
+    }
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+}
+
+/// A file with its length taken once at open.
+#[derive(Debug)]
+pub struct FileAt {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl FileAt {
+    pub fn open(path: &std::path::Path) -> Result<FileAt, CaptureError> {
+        let file = std::fs::File::open(path).map_err(|e| CaptureError::read(path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| CaptureError::read(path, e))?
+            .len();
+        Ok(FileAt { file, len })
+    }
+}
+
+impl ReadAt for FileAt {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// A cursor over a [`ReadAt`] that reports the absolute offset of what it failed to read.
+struct Cur<'r, R: ReadAt + ?Sized> {
+    r: &'r R,
+    pos: u64,
+    /// Added to `pos` in errors (for decompressed sections: the section's file offset).
+    base: u64,
+    what: &'static str,
+}
+
+impl<'r, R: ReadAt + ?Sized> Cur<'r, R> {
+    fn new(r: &'r R, pos: u64, what: &'static str) -> Self {
+        Cur {
+            r,
+            pos,
+            base: 0,
+            what,
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> CaptureError {
+        CaptureError::Corrupt {
+            what: format!("trace.dat {}", self.what),
+            offset: self.base + self.pos,
+            message: message.into(),
+        }
+    }
+
+    fn bytes(&mut self, n: u64) -> Result<Vec<u8>, CaptureError> {
+        let avail = self.r.len().saturating_sub(self.pos);
+        if n > avail {
+            return Err(self.err(format!(
+                "needs {n} bytes but only {avail} remain (file truncated?)"
+            )));
+        }
+        let mut v = vec![0u8; n as usize];
+        let got = self
+            .r
+            .read_at(&mut v, self.pos)
+            .map_err(|e| self.err(format!("read failed: {e}")))?;
+        if got as u64 != n {
+            return Err(self.err(format!("short read: {got} of {n} bytes")));
+        }
+        self.pos += n;
+        Ok(v)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CaptureError> {
+        let v = self.bytes(N as u64)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(&v);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, CaptureError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, CaptureError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, CaptureError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, CaptureError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    /// A NUL-terminated string of at most `max` bytes.
+    fn cstr(&mut self, max: usize) -> Result<String, CaptureError> {
+        let start = self.pos;
+        let mut out = Vec::new();
+        loop {
+            let b = self.u8()?;
+            if b == 0 {
+                break;
+            }
+            out.push(b);
+            if out.len() > max {
+                self.pos = start;
+                return Err(self.err(format!("string longer than {max} bytes")));
+            }
+        }
+        String::from_utf8(out).map_err(|_| {
+            let mut e = self.err("string is not UTF-8");
+            if let CaptureError::Corrupt { offset, .. } = &mut e {
+                *offset = self.base + start;
+            }
+            e
+        })
+    }
+
+    fn expect(&mut self, want: &[u8], name: &str) -> Result<(), CaptureError> {
+        let at = self.pos;
+        let got = self.bytes(want.len() as u64)?;
+        if got != want {
+            self.pos = at;
+            return Err(self.err(format!("expected {name}")));
+        }
+        Ok(())
+    }
+
+    fn text(&mut self, n: u64) -> Result<String, CaptureError> {
+        let v = self.bytes(n)?;
+        Ok(String::from_utf8_lossy(&v).into_owned())
+    }
+}
+
+/// One CPU's data in a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuData {
+    pub cpu: u32,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// One trace buffer (the top-level one has the name "").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buffer {
+    pub name: String,
+    pub clock: String,
+    pub page_size: u32,
+    pub cpus: Vec<CpuData>,
+    /// True when the CPU data is in zstd chunks (v7).
+    pub compressed: bool,
+}
+
+/// The metadata of a trace.dat file.
+#[derive(Debug, Clone)]
+pub struct TraceDat {
+    pub version: u32,
+    pub long_size: u8,
+    /// The traced host's page size.
+    pub page_size: u32,
+    /// `Some("zstd")` for compressed v7 files.
+    pub compression: Option<String>,
+    pub header_page: String,
+    pub header_event: String,
+    pub layout: PageLayout,
+    /// All event formats, including the `ftrace` system's.
+    pub formats: Formats,
+    pub printk: String,
+    /// Size of the stored /proc/kallsyms (its text is skipped).
+    pub kallsyms_len: u64,
+    /// pid → comm.
+    pub cmdlines: BTreeMap<i32, String>,
+    /// Options other than section pointers and buffers, in file order.
+    pub options: Vec<(u16, Vec<u8>)>,
+    pub buffers: Vec<Buffer>,
+}
+
+impl TraceDat {
+    /// Parses the metadata of a trace.dat file.
+    pub fn parse<R: ReadAt + ?Sized>(r: &R) -> Result<TraceDat, CaptureError> {
+        let mut c = Cur::new(r, 0, "header");
+        let magic = c.bytes(10)?;
+        if magic != MAGIC {
+            c.pos = 0;
+            return Err(c.err("not a trace.dat file (bad magic)"));
+        }
+        let vpos = c.pos;
+        let version = c.cstr(8)?;
+        let version: u32 = version.parse().map_err(|_| {
+            c.pos = vpos;
+            c.err(format!("bad version string {version:?}"))
+        })?;
+        if !(6..=7).contains(&version) {
+            c.pos = vpos;
+            return Err(c.err(format!(
+                "trace.dat version {version} is not supported (6 and 7 are)"
+            )));
+        }
+        let endian = c.u8()?;
+        if endian != 0 {
+            c.pos -= 1;
+            return Err(c.err("big-endian trace.dat files are not supported"));
+        }
+        let long_size = c.u8()?;
+        let page_size = c.u32()?;
+        let mut td = TraceDat {
+            version,
+            long_size,
+            page_size,
+            compression: None,
+            header_page: String::new(),
+            header_event: String::new(),
+            layout: PageLayout::DEFAULT_64,
+            formats: Formats::new(),
+            printk: String::new(),
+            kallsyms_len: 0,
+            cmdlines: BTreeMap::new(),
+            options: Vec::new(),
+            buffers: Vec::new(),
+        };
+        if version == 6 {
+            td.parse_v6(&mut c)?;
+        } else {
+            td.parse_v7(r, &mut c)?;
+        }
+        Ok(td)
+    }
+
+    fn parse_headers<Q: ReadAt + ?Sized>(
+        &mut self,
+        c: &mut Cur<'_, Q>,
+    ) -> Result<(), CaptureError> {
+        c.what = "header info";
+        c.expect(b"header_page\0", "\"header_page\"")?;
+        let n = c.u64()?;
+        let at = c.base + c.pos;
+        self.header_page = c.text(n)?;
+        self.layout = PageLayout::parse(&self.header_page, &format!("header_page at byte {at}"))?;
+        c.expect(b"header_event\0", "\"header_event\"")?;
+        let n = c.u64()?;
+        let at = c.base + c.pos;
+        self.header_event = c.text(n)?;
+        check_header_event(&self.header_event, &format!("header_event at byte {at}"))?;
+        Ok(())
+    }
+
+    fn parse_ftrace<Q: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, Q>) -> Result<(), CaptureError> {
+        c.what = "ftrace event formats";
+        let count = c.u32()?;
+        for _ in 0..count {
+            let n = c.u64()?;
+            let at = c.base + c.pos;
+            let text = c.text(n)?;
+            let f = EventFormat::parse("ftrace", &text, &format!("ftrace format at byte {at}"))?;
+            self.formats.insert(f);
+        }
+        Ok(())
+    }
+
+    fn parse_events<Q: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, Q>) -> Result<(), CaptureError> {
+        c.what = "event formats";
+        let systems = c.u32()?;
+        for _ in 0..systems {
+            let system = c.cstr(4096)?;
+            let count = c.u32()?;
+            for _ in 0..count {
+                let n = c.u64()?;
+                let at = c.base + c.pos;
+                let text = c.text(n)?;
+                let f =
+                    EventFormat::parse(&system, &text, &format!("{system} format at byte {at}"))?;
+                self.formats.insert(f);
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_kallsyms<Q: ReadAt + ?Sized>(
+        &mut self,
+        c: &mut Cur<'_, Q>,
+    ) -> Result<(), CaptureError> {
+        c.what = "kallsyms";
+        let n = c.u32()? as u64;
+        if n > c.r.len().saturating_sub(c.pos) {
+            return Err(c.err(format!("kallsyms of {n} bytes runs past the end")));
+        }
+        c.pos += n;
+        self.kallsyms_len = n;
+        Ok(())
+    }
+
+    fn parse_printk<Q: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, Q>) -> Result<(), CaptureError> {
+        c.what = "printk formats";
+        let n = c.u32()? as u64;
+        self.printk = c.text(n)?;
+        Ok(())
+    }
+
+    fn parse_cmdlines<Q: ReadAt + ?Sized>(
+        &mut self,
+        c: &mut Cur<'_, Q>,
+    ) -> Result<(), CaptureError> {
+        c.what = "cmdlines";
+        let n = c.u64()?;
+        let text = c.text(n)?;
+        for line in text.lines() {
+            if let Some((pid, comm)) = line.trim().split_once(' ') {
+                if let Ok(pid) = pid.parse() {
+                    self.cmdlines.insert(pid, comm.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_v6<R: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, R>) -> Result<(), CaptureError> {
+        self.parse_headers(c)?;
+        self.parse_ftrace(c)?;
+        self.parse_events(c)?;
+        self.parse_kallsyms(c)?;
+        self.parse_printk(c)?;
+        self.parse_cmdlines(c)?;
+        c.what = "cpu count";
+        let cpus = c.u32()?;
+        if cpus > 65536 {
+            c.pos -= 4;
+            return Err(c.err(format!("implausible CPU count {cpus}")));
+        }
+        let mut extra_buffers = Vec::new();
+        let mut clock = String::from("local");
+        loop {
+            c.what = "section marker";
+            let at = c.pos;
+            let marker = c.bytes(10)?;
+            match &marker[..] {
+                b"options  \0" => {
+                    c.what = "options";
+                    loop {
+                        let id = c.u16()?;
+                        if id == option::DONE {
+                            break;
+                        }
+                        let size = c.u32()? as u64;
+                        let data = c.bytes(size)?;
+                        match id {
+                            option::BUFFER => {
+                                let mut o = Cur::new(data.as_slice(), 0, "BUFFER option");
+                                o.base = c.pos - size;
+                                let off = o.u64()?;
+                                let name = o.cstr(4096)?;
+                                extra_buffers.push((off, name));
+                            }
+                            option::TRACECLOCK => {
+                                if let Some(cl) = current_clock(&data) {
+                                    clock = cl;
+                                }
+                                self.options.push((id, data));
+                            }
+                            _ => self.options.push((id, data)),
+                        }
+                    }
+                }
+                b"flyrecord\0" => {
+                    let cpus = read_fly_cpus(c, cpus)?;
+                    self.buffers.push(Buffer {
+                        name: String::new(),
+                        clock: clock.clone(),
+                        page_size: self.layout.page_size() as u32,
+                        cpus,
+                        compressed: false,
+                    });
+                    break;
+                }
+                b"latency  \0" => {
+                    c.pos = at;
+                    return Err(c.err("latency-tracer (text) trace.dat files are not supported"));
+                }
+                _ => {
+                    c.pos = at;
+                    return Err(c.err("expected \"options\", \"flyrecord\" or \"latency\""));
+                }
+            }
+        }
+        for (off, name) in extra_buffers {
+            let mut b = Cur::new(c.r, off, "buffer flyrecord");
+            b.expect(b"flyrecord\0", "\"flyrecord\"")?;
+            let cpus = read_fly_cpus(&mut b, cpus)?;
+            self.buffers.push(Buffer {
+                name,
+                clock: clock.clone(),
+                page_size: self.layout.page_size() as u32,
+                cpus,
+                compressed: false,
+            });
+        }
+        Ok(())
+    }
+
+    fn parse_v7<R: ReadAt + ?Sized>(
+        &mut self,
+        r: &R,
+        c: &mut Cur<'_, R>,
+    ) -> Result<(), CaptureError> {
+        c.what = "compression header";
+        let name = c.cstr(64)?;
+        let _ver = c.cstr(64)?;
+        match name.as_str() {
+            "none" => {}
+            "zstd" => self.compression = Some(name),
+            other => {
+                return Err(c.err(format!(
+                    "compression {other:?} is not supported (none and zstd are)"
+                )))
+            }
+        }
+        let mut next = c.u64()?;
+        let mut seen = std::collections::HashSet::new();
+        let mut dec = Decompressor::default();
+        while next != 0 {
+            if !seen.insert(next) {
+                return Err(CaptureError::Corrupt {
+                    what: "trace.dat options".into(),
+                    offset: next,
+                    message: "options sections form a loop".into(),
+                });
+            }
+            let (data, base) = self.read_section(r, next, 0, &mut dec)?;
+            let mut o = Cur::new(data.as_slice(), 0, "options");
+            o.base = base;
+            loop {
+                let id = o.u16()?;
+                let size = o.u32()? as u64;
+                let opt_at = o.pos;
+                let opt = o.bytes(size)?;
+                let mut oc = Cur::new(opt.as_slice(), 0, "option");
+                oc.base = base + opt_at;
+                match id {
+                    option::DONE => {
+                        next = oc.u64().unwrap_or(0);
+                        break;
+                    }
+                    option::HEADER_INFO => {
+                        let off = oc.u64()?;
+                        let (d, b) = self.read_section(r, off, 16, &mut dec)?;
+                        let mut s = Cur::new(d.as_slice(), 0, "header info");
+                        s.base = b;
+                        self.parse_headers(&mut s)?;
+                    }
+                    option::FTRACE_EVENTS => {
+                        let off = oc.u64()?;
+                        let (d, b) = self.read_section(r, off, 17, &mut dec)?;
+                        let mut s = Cur::new(d.as_slice(), 0, "ftrace formats");
+                        s.base = b;
+                        self.parse_ftrace(&mut s)?;
+                    }
+                    option::EVENT_FORMATS => {
+                        let off = oc.u64()?;
+                        let (d, b) = self.read_section(r, off, 18, &mut dec)?;
+                        let mut s = Cur::new(d.as_slice(), 0, "event formats");
+                        s.base = b;
+                        self.parse_events(&mut s)?;
+                    }
+                    option::KALLSYMS => {
+                        // Skipped: the symbols are not needed to decode events.
+                        let _ = oc.u64()?;
+                    }
+                    option::PRINTK => {
+                        let off = oc.u64()?;
+                        let (d, b) = self.read_section(r, off, 20, &mut dec)?;
+                        let mut s = Cur::new(d.as_slice(), 0, "printk");
+                        s.base = b;
+                        self.parse_printk(&mut s)?;
+                    }
+                    option::CMDLINES => {
+                        let off = oc.u64()?;
+                        let (d, b) = self.read_section(r, off, 21, &mut dec)?;
+                        let mut s = Cur::new(d.as_slice(), 0, "cmdlines");
+                        s.base = b;
+                        self.parse_cmdlines(&mut s)?;
+                    }
+                    option::BUFFER => {
+                        let off = oc.u64()?;
+                        let name = oc.cstr(4096)?;
+                        let clock = oc.cstr(256)?;
+                        let page_size = oc.u32()?;
+                        let count = oc.u32()?;
+                        if count > 65536 {
+                            return Err(oc.err(format!("implausible CPU count {count}")));
+                        }
+                        let mut cpus = Vec::new();
+                        for _ in 0..count {
+                            cpus.push(CpuData {
+                                cpu: oc.u32()?,
+                                offset: oc.u64()?,
+                                size: oc.u64()?,
+                            });
+                        }
+                        // The section header says whether the data is compressed.
+                        let mut h = Cur::new(r, off, "buffer section header");
+                        let sid = h.u16()?;
+                        let flags = h.u16()?;
+                        if sid != 3 {
+                            h.pos = off;
+                            return Err(h.err(format!(
+                                "expected a flyrecord section (id 3), found id {sid}"
+                            )));
+                        }
+                        if page_size as usize != self.layout.page_size() {
+                            return Err(oc.err(format!(
+                                "buffer page size {page_size} differs from header_page's {}",
+                                self.layout.page_size()
+                            )));
+                        }
+                        self.buffers.push(Buffer {
+                            name,
+                            clock,
+                            page_size,
+                            cpus,
+                            compressed: flags & 1 != 0,
+                        });
+                    }
+                    _ => self.options.push((id, opt)),
+                }
+            }
+        }
+        if self.header_page.is_empty() {
+            return Err(CaptureError::Corrupt {
+                what: "trace.dat v7".into(),
+                offset: c.pos,
+                message: "no HEADER_INFO option: the file has no page layout".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads a v7 section at `off` (checking its id unless `want` is 0 for options, which
+    /// have id 0), decompressing it when flagged. Returns the data and the offset it starts
+    /// at in the file.
+    fn read_section<R: ReadAt + ?Sized>(
+        &self,
+        r: &R,
+        off: u64,
+        want: u16,
+        dec: &mut Decompressor,
+    ) -> Result<(Vec<u8>, u64), CaptureError> {
+        let mut c = Cur::new(r, off, "section");
+        let id = c.u16()?;
+        let flags = c.u16()?;
+        let _string_id = c.u32()?;
+        let size = c.u64()?;
+        if id != want {
+            c.pos = off;
+            return Err(c.err(format!("expected section id {want}, found {id}")));
+        }
+        if flags & 1 == 0 {
+            let at = c.pos;
+            return Ok((c.bytes(size)?, at));
+        }
+        let comp = c.u32()? as u64;
+        let uncomp = c.u32()? as usize;
+        let at = c.pos;
+        let data = c.bytes(comp)?;
+        let out = dec.decompress(&data, uncomp, at)?;
+        Ok((out, at))
+    }
+
+    /// An option's data by id (the first one).
+    pub fn option(&self, id: u16) -> Option<&[u8]> {
+        self.options
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, d)| d.as_slice())
+    }
+
+    /// kvmscope's JSON sidecar, when the file was written by kvmscope.
+    pub fn kvmscope_json(&self) -> Option<&str> {
+        let d = self.option(OPTION_KVMSCOPE)?;
+        std::str::from_utf8(d.strip_suffix(&[0]).unwrap_or(d)).ok()
+    }
+
+    /// The CPUSTAT options (per-CPU `stats` files as the kernel printed them).
+    pub fn cpu_stats(&self) -> Vec<String> {
+        self.options
+            .iter()
+            .filter(|(i, _)| *i == option::CPUSTAT)
+            .map(|(_, d)| {
+                String::from_utf8_lossy(d)
+                    .trim_end_matches('\0')
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// The buffers that hold data.
+    pub fn data_buffers(&self) -> impl Iterator<Item = &Buffer> {
+        self.buffers
+            .iter()
+            .filter(|b| b.cpus.iter().any(|c| c.size > 0))
+    }
+}
+
+fn current_clock(data: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(data).ok()?;
+    let start = s.find('[')?;
+    let end = s[start..].find(']')?;
+    Some(s[start + 1..start + end].to_string())
+}
+
+fn read_fly_cpus<R: ReadAt + ?Sized>(
+    c: &mut Cur<'_, R>,
+    cpus: u32,
+) -> Result<Vec<CpuData>, CaptureError> {
+    c.what = "flyrecord CPU table";
+    let mut out = Vec::new();
+    for cpu in 0..cpus {
+        let at = c.pos;
+        let offset = c.u64()?;
+        let size = c.u64()?;
+        if offset.checked_add(size).is_none_or(|end| end > c.r.len()) {
+            c.pos = at;
+            return Err(c.err(format!(
+                "CPU {cpu} data at {offset}+{size} runs past the end of the file ({} bytes)",
+                c.r.len()
+            )));
+        }
+        out.push(CpuData { cpu, offset, size });
+    }
+    Ok(out)
+}
+
+/// zstd decompression with a bound on the output size.
+#[derive(Default)]
+struct Decompressor {
+    dec: Option<ruzstd::decoding::FrameDecoder>,
+}
+
+impl Decompressor {
+    const MAX: usize = 1 << 30;
+
+    fn decompress(&mut self, data: &[u8], uncomp: usize, at: u64) -> Result<Vec<u8>, CaptureError> {
+        if uncomp > Self::MAX {
+            return Err(CaptureError::Corrupt {
+                what: "trace.dat compressed block".into(),
+                offset: at,
+                message: format!("claims {uncomp} uncompressed bytes (limit {})", Self::MAX),
+            });
+        }
+        let dec = self
+            .dec
+            .get_or_insert_with(ruzstd::decoding::FrameDecoder::new);
+        let mut out = vec![0u8; uncomp];
+        let n = dec
+            .decode_all(data, &mut out)
+            .map_err(|e| CaptureError::Corrupt {
+                what: "trace.dat zstd block".into(),
+                offset: at,
+                message: format!("cannot decompress: {e}"),
+            })?;
+        out.truncate(n);
+        Ok(out)
+    }
+}
+
+impl std::fmt::Debug for Decompressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decompressor")
+    }
+}
+
+// ---- record reading ------------------------------------------------------------------------
+
+/// Where a CPU cursor gets its pages from.
+#[derive(Debug)]
+enum Source {
+    Raw {
+        next: u64,
+        end: u64,
+    },
+    Zstd {
+        chunks_left: u32,
+        next: u64,
+        chunk: Vec<u8>,
+        pos: usize,
+    },
+}
+
+#[derive(Debug)]
+struct CpuCursor {
+    cpu: u32,
+    source: Source,
+    page: Vec<u8>,
+    page_offset: u64,
+    /// (ts, start, end) of the records of the current page, and the index of the next.
+    recs: Vec<(u64, u32, u32)>,
+    idx: usize,
+    done: bool,
+    missed_known: u64,
+    missed_unknown_pages: u64,
+    pages: u64,
+}
+
+/// Per-CPU counts of lost events seen in page headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LostEvents {
+    pub cpu: u32,
+    /// Sum of the counts the kernel stored.
+    pub known: u64,
+    /// Pages that say events were lost without saying how many.
+    pub unknown_pages: u64,
+    pub pages: u64,
+}
+
+/// Reads the records of one buffer of a trace.dat file, all CPUs merged by time stamp.
+#[derive(Debug)]
+pub struct Merger<'r, R: ReadAt + ?Sized> {
+    r: &'r R,
+    layout: PageLayout,
+    cpus: Vec<CpuCursor>,
+    dec: Decompressor,
+    current: Option<usize>,
+}
+
+impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
+    /// A merger over `buffer` of `td`, reading from `r`.
+    pub fn new(td: &TraceDat, buffer: &Buffer, r: &'r R) -> Result<Merger<'r, R>, CaptureError> {
+        let mut cpus = Vec::new();
+        for cd in &buffer.cpus {
+            let source = if buffer.compressed {
+                if cd.size == 0 {
+                    Source::Raw { next: 0, end: 0 }
+                } else {
+                    let mut c = Cur::new(r, cd.offset, "compressed CPU data");
+                    let chunks_left = c.u32()?;
+                    Source::Zstd {
+                        chunks_left,
+                        next: c.pos,
+                        chunk: Vec::new(),
+                        pos: 0,
+                    }
+                }
+            } else {
+                Source::Raw {
+                    next: cd.offset,
+                    end: cd.offset.saturating_add(cd.size),
+                }
+            };
+            cpus.push(CpuCursor {
+                cpu: cd.cpu,
+                source,
+                page: Vec::with_capacity(td.layout.page_size()),
+                page_offset: 0,
+                recs: Vec::new(),
+                idx: 0,
+                done: false,
+                missed_known: 0,
+                missed_unknown_pages: 0,
+                pages: 0,
+            });
+        }
+        Ok(Merger {
+            r,
+            layout: td.layout,
+            cpus,
+            dec: Decompressor::default(),
+            current: None,
+        })
+    }
+
+    /// The next record in time order across CPUs, or None at the end.
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, CaptureError> {
+        // Advance the cursor whose record was returned last time.
+        if let Some(i) = self.current.take() {
+            self.cpus[i].idx += 1;
+        }
+        let mut best: Option<(u64, usize)> = None;
+        for i in 0..self.cpus.len() {
+            if !self.fill(i)? {
+                continue;
+            }
+            let c = &self.cpus[i];
+            let ts = c.recs[c.idx].0;
+            if best.is_none_or(|(b, _)| ts < b) {
+                best = Some((ts, i));
+            }
+        }
+        let Some((_, i)) = best else { return Ok(None) };
+        self.current = Some(i);
+        let c = &self.cpus[i];
+        let (ts, start, end) = c.recs[c.idx];
+        let data = &c.page[start as usize..end as usize];
+        Ok(Some(Record {
+            ts_ns: ts,
+            cpu: c.cpu,
+            id: u16::from_le_bytes([data[0], data[1]]),
+            common_pid: i32::from_le_bytes([data[4], data[5], data[6], data[7]]),
+            data,
+        }))
+    }
+
+    /// Lost-event counts per CPU, from the pages read so far.
+    pub fn lost_events(&self) -> Vec<LostEvents> {
+        self.cpus
+            .iter()
+            .map(|c| LostEvents {
+                cpu: c.cpu,
+                known: c.missed_known,
+                unknown_pages: c.missed_unknown_pages,
+                pages: c.pages,
+            })
+            .collect()
+    }
+
+    /// Makes sure cursor `i` has a current record; false when it is exhausted.
+    fn fill(&mut self, i: usize) -> Result<bool, CaptureError> {
+        loop {
+            let c = &self.cpus[i];
+            if c.idx < c.recs.len() {
+                return Ok(true);
+            }
+            if c.done {
+                return Ok(false);
+            }
+            if !self.load_page(i)? {
+                self.cpus[i].done = true;
+                return Ok(false);
+            }
+        }
+    }
+
+    fn load_page(&mut self, i: usize) -> Result<bool, CaptureError> {
+        let ps = self.layout.page_size();
+        let c = &mut self.cpus[i];
+        c.page.clear();
+        match &mut c.source {
+            Source::Raw { next, end } => {
+                if *next >= *end {
+                    return Ok(false);
+                }
+                let n = ((*end - *next) as usize).min(ps);
+                c.page.resize(n, 0);
+                let got =
+                    self.r
+                        .read_at(&mut c.page, *next)
+                        .map_err(|e| CaptureError::Corrupt {
+                            what: format!("trace.dat CPU {} data", c.cpu),
+                            offset: *next,
+                            message: format!("read failed: {e}"),
+                        })?;
+                if got < n {
+                    return Err(CaptureError::Corrupt {
+                        what: format!("trace.dat CPU {} data", c.cpu),
+                        offset: *next + got as u64,
+                        message: "file ends inside a page (truncated?)".into(),
+                    });
+                }
+                c.page_offset = *next;
+                *next += n as u64;
+            }
+            Source::Zstd {
+                chunks_left,
+                next,
+                chunk,
+                pos,
+            } => {
+                if *pos >= chunk.len() {
+                    if *chunks_left == 0 {
+                        return Ok(false);
+                    }
+                    let mut h = Cur::new(self.r, *next, "compressed chunk");
+                    let comp = h.u32()? as u64;
+                    let uncomp = h.u32()? as usize;
+                    let at = h.pos;
+                    let data = h.bytes(comp)?;
+                    *chunk = self.dec.decompress(&data, uncomp, at)?;
+                    *next = h.pos;
+                    *chunks_left -= 1;
+                    *pos = 0;
+                    // Offsets inside decompressed data are reported as the chunk's offset.
+                    c.page_offset = at;
+                    if chunk.is_empty() {
+                        return Ok(true);
+                    }
+                }
+                let n = (chunk.len() - *pos).min(ps);
+                c.page.extend_from_slice(&chunk[*pos..*pos + n]);
+                *pos += n;
+            }
+        }
+        c.idx = 0;
+        c.recs.clear();
+        c.pages += 1;
+        let page = Page::parse(&self.layout, &c.page, c.cpu, c.page_offset)?;
+        match page.missed {
+            Missed::None => {}
+            Missed::Unknown => c.missed_unknown_pages += 1,
+            Missed::Count(n) => c.missed_known += n,
+        }
+        let base = c.page.as_ptr() as usize;
+        for rec in page.records() {
+            let rec = rec?;
+            let start = rec.data.as_ptr() as usize - base;
+            c.recs
+                .push((rec.ts_ns, start as u32, (start + rec.data.len()) as u32));
+        }
+        Ok(true)
+    }
+}
+
+/// Counts records per event id over all data buffers of a file (a quick check that a file
+/// reads completely). Returns (counts by id, lost events per buffer and CPU).
+pub fn count_events<R: ReadAt + ?Sized>(
+    td: &TraceDat,
+    r: &R,
+) -> Result<(BTreeMap<u16, u64>, Vec<LostEvents>), CaptureError> {
+    let mut counts = BTreeMap::new();
+    let mut lost = Vec::new();
+    for b in td.data_buffers() {
+        let mut m = Merger::new(td, b, r)?;
+        while let Some(rec) = m.next_record()? {
+            *counts.entry(rec.id).or_insert(0) += 1;
+        }
+        lost.extend(m.lost_events());
+    }
+    Ok((counts, lost))
+}
+
+// ---- writing ---------------------------------------------------------------------------------
+
+/// Everything a version 6 trace.dat holds besides the CPU data.
+#[derive(Debug, Clone, Default)]
+pub struct Metadata {
+    /// The host page size (the CPU data is aligned to it).
+    pub page_size: u32,
+    pub header_page: String,
+    pub header_event: String,
+    /// `events/ftrace/*/format` texts.
+    pub ftrace_formats: Vec<String>,
+    /// (system, format texts).
+    pub systems: Vec<(String, Vec<String>)>,
+    pub kallsyms: Vec<u8>,
+    pub printk: Vec<u8>,
+    /// `pid comm` lines.
+    pub cmdlines: String,
+    /// (id, data) options, written in order.
+    pub options: Vec<(u16, Vec<u8>)>,
+}
+
+/// One CPU's pages for [`write_v6`]: a reader of whole pages and their total size.
+#[derive(Debug)]
+pub struct CpuPages<R> {
+    pub reader: R,
+    pub size: u64,
+}
+
+/// Writes a version 6 trace.dat: the metadata, then each CPU's pages at page-aligned
+/// offsets. Returns the total size written.
+pub fn write_v6<W: Write, R: std::io::Read>(
+    w: &mut W,
+    meta: &Metadata,
+    cpus: &mut [CpuPages<R>],
+) -> std::io::Result<u64> {
+    let mut h: Vec<u8> = Vec::new();
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(b"6\0");
+    h.push(0); // little endian
+    h.push(8); // long size
+    h.extend_from_slice(&meta.page_size.to_le_bytes());
+    h.extend_from_slice(b"header_page\0");
+    h.extend_from_slice(&(meta.header_page.len() as u64).to_le_bytes());
+    h.extend_from_slice(meta.header_page.as_bytes());
+    h.extend_from_slice(b"header_event\0");
+    h.extend_from_slice(&(meta.header_event.len() as u64).to_le_bytes());
+    h.extend_from_slice(meta.header_event.as_bytes());
+    h.extend_from_slice(&(meta.ftrace_formats.len() as u32).to_le_bytes());
+    for f in &meta.ftrace_formats {
+        h.extend_from_slice(&(f.len() as u64).to_le_bytes());
+        h.extend_from_slice(f.as_bytes());
+    }
+    h.extend_from_slice(&(meta.systems.len() as u32).to_le_bytes());
+    for (sys, formats) in &meta.systems {
+        h.extend_from_slice(sys.as_bytes());
+        h.push(0);
+        h.extend_from_slice(&(formats.len() as u32).to_le_bytes());
+        for f in formats {
+            h.extend_from_slice(&(f.len() as u64).to_le_bytes());
+            h.extend_from_slice(f.as_bytes());
+        }
+    }
+    h.extend_from_slice(&(meta.kallsyms.len() as u32).to_le_bytes());
+    h.extend_from_slice(&meta.kallsyms);
+    h.extend_from_slice(&(meta.printk.len() as u32).to_le_bytes());
+    h.extend_from_slice(&meta.printk);
+    h.extend_from_slice(&(meta.cmdlines.len() as u64).to_le_bytes());
+    h.extend_from_slice(meta.cmdlines.as_bytes());
+    h.extend_from_slice(&(cpus.len() as u32).to_le_bytes());
+    if !meta.options.is_empty() {
+        h.extend_from_slice(b"options  \0");
+        for (id, data) in &meta.options {
+            h.extend_from_slice(&id.to_le_bytes());
+            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            h.extend_from_slice(data);
+        }
+        h.extend_from_slice(&option::DONE.to_le_bytes());
+    }
+    h.extend_from_slice(b"flyrecord\0");
+    let align = meta.page_size.max(1) as u64;
+    let table_end = h.len() as u64 + 16 * cpus.len() as u64;
+    let mut offset = table_end.div_ceil(align) * align;
+    let mut offsets = Vec::new();
+    for c in cpus.iter() {
+        offsets.push(offset);
+        h.extend_from_slice(&offset.to_le_bytes());
+        h.extend_from_slice(&c.size.to_le_bytes());
+        offset = (offset + c.size).div_ceil(align) * align;
+    }
+    w.write_all(&h)?;
+    let mut pos = h.len() as u64;
+    let zeros = vec![0u8; align as usize];
+    for (c, off) in cpus.iter_mut().zip(offsets) {
+        let pad = off - pos;
+        w.write_all(&zeros[..pad as usize])?;
+        let copied = std::io::copy(&mut std::io::Read::take(&mut c.reader, c.size), w)?;
+        if copied != c.size {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("CPU data ended after {copied} of {} bytes", c.size),
+            ));
+        }
+        pos = off + c.size;
+    }
+    Ok(pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ringbuf::PageBuilder;
+
+    pub(crate) const HEADER_PAGE: &str = "\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;\n\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n\tfield: char data;\toffset:16;\tsize:4080;\tsigned:0;\n";
+    pub(crate) const HEADER_EVENT: &str = "# compressed entry header\n\ttype_len    :    5 bits\n\ttime_delta  :   27 bits\n\tarray       :   32 bits\n\n\tpadding     : type == 29\n\ttime_extend : type == 30\n\ttime_stamp : type == 31\n\tdata max type_len  == 28\n";
+    const FMT: &str = "name: ev\nID: 500\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\tfield:u32 x;\toffset:8;\tsize:4;\tsigned:0;\n\nprint fmt: \"x=%u\", REC->x\n";
+
+    fn rec(x: u32) -> Vec<u8> {
+        let mut p = vec![0u8; 12];
+        p[0..2].copy_from_slice(&500u16.to_le_bytes());
+        p[4..8].copy_from_slice(&77i32.to_le_bytes());
+        p[8..12].copy_from_slice(&x.to_le_bytes());
+        p
+    }
+
+    /// A small v6 file: cpu 0 has even timestamps, cpu 1 odd ones.
+    pub(crate) fn sample_file() -> Vec<u8> {
+        let l = PageLayout::DEFAULT_64;
+        let mut cpu_pages = Vec::new();
+        for cpu in 0..2u64 {
+            let mut data = Vec::new();
+            let mut ts = 1000 + cpu;
+            for page in 0..3 {
+                let mut b = PageBuilder::new(l, ts);
+                let mut n = 0;
+                while n < 50 && b.push(ts, &rec((ts - 1000) as u32)) {
+                    ts += 2;
+                    n += 1;
+                }
+                data.extend(b.finish(if page == 1 && cpu == 1 {
+                    Some(Some(5))
+                } else {
+                    None
+                }));
+            }
+            cpu_pages.push(data);
+        }
+        let meta = Metadata {
+            page_size: 4096,
+            header_page: HEADER_PAGE.into(),
+            header_event: HEADER_EVENT.into(),
+            systems: vec![("test".into(), vec![FMT.into()])],
+            cmdlines: "77 worker\n".into(),
+            options: vec![(OPTION_KVMSCOPE, b"{\"a\":1}\0".to_vec())],
+            ..Default::default()
+        };
+        let mut cpus: Vec<_> = cpu_pages
+            .iter()
+            .map(|d| CpuPages {
+                reader: d.as_slice(),
+                size: d.len() as u64,
+            })
+            .collect();
+        let mut out = Vec::new();
+        write_v6(&mut out, &meta, &mut cpus).unwrap();
+        out
+    }
+
+    #[test]
+    fn write_then_read_v6_merges_by_time() {
+        let file = sample_file();
+        let td = TraceDat::parse(file.as_slice()).unwrap();
+        assert_eq!(td.version, 6);
+        assert_eq!(td.cmdlines.get(&77).map(String::as_str), Some("worker"));
+        assert_eq!(td.kvmscope_json(), Some("{\"a\":1}"));
+        let f = td.formats.by_name("test", "ev").unwrap();
+        assert_eq!(f.id, 500);
+        let b = &td.buffers[0];
+        assert_eq!(b.cpus[1].offset % 4096, 0);
+        let mut m = Merger::new(&td, b, file.as_slice()).unwrap();
+        let mut last = 0;
+        let mut n = 0;
+        while let Some(r) = m.next_record().unwrap() {
+            assert!(r.ts_ns >= last);
+            assert_eq!(f.u64(r.data, "x"), Some(r.ts_ns - 1000));
+            assert_eq!(r.cpu as u64, r.ts_ns % 2);
+            last = r.ts_ns;
+            n += 1;
+        }
+        assert_eq!(n, 300);
+        let lost = m.lost_events();
+        assert_eq!(lost[1].known, 5);
+        assert_eq!(lost[0].known, 0);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_with_an_offset_or_fewer_records() {
+        let file = sample_file();
+        for cut in (0..file.len()).step_by(97) {
+            let part = &file[..cut];
+            match TraceDat::parse(part) {
+                Err(e) => assert!(e.to_string().contains("offset"), "{e}"),
+                Ok(td) => {
+                    for b in td.data_buffers() {
+                        if let Ok(mut m) = Merger::new(&td, b, part) {
+                            while let Ok(Some(_)) = m.next_record() {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn reader_never_panics_on_mutations(flips in proptest::collection::vec((0usize..14000, proptest::prelude::any::<u8>()), 1..8)) {
+            let mut file = sample_file();
+            for (at, v) in flips {
+                let at = at % file.len();
+                file[at] = v;
+            }
+            if let Ok(td) = TraceDat::parse(file.as_slice()) {
+                let _ = count_events(&td, file.as_slice());
+            }
+        }
+    }
+}
