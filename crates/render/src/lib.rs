@@ -1,1 +1,5 @@
-//! placeholder
+//! Renderers: pure functions from a report to text. One module per output format.
+
+pub mod json;
+pub mod table;
+pub mod text;

@@ -1,0 +1,394 @@
+//! The terminal report: perf kvm stat's VM-exit table (same columns, plus p50/p99) and one
+//! section per breakdown. Sections with no events are left out.
+
+use std::fmt::Write;
+
+use kvmscope_analysis::exits::ExitReport;
+use kvmscope_analysis::stats::LatencySummary;
+use kvmscope_analysis::Report;
+
+use crate::table::{heading, pct, rate, us, Table};
+
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    header(&mut out, r);
+    let d = r.overview.duration_ns;
+    vms(&mut out, r);
+    if let Some(exits) = &r.exits {
+        exit_table(&mut out, exits);
+    }
+    accesses(&mut out, r, d);
+    userspace(&mut out, r, d);
+    mmu(&mut out, r, d);
+    interrupts(&mut out, r, d);
+    events(&mut out, r, d);
+    out
+}
+
+fn header(out: &mut String, r: &Report) {
+    for input in &r.inputs {
+        let _ = writeln!(
+            out,
+            "{}: {}, {} events in {} lines",
+            input.path, input.format, input.events, input.lines
+        );
+        if input.unknown_lines > 0 {
+            let _ = writeln!(
+                out,
+                "  {} lines not understood, first:",
+                input.unknown_lines
+            );
+            for (line, text) in &input.unknown_examples {
+                let _ = writeln!(out, "    line {line}: {text}");
+            }
+        }
+        if input.undecoded > 0 {
+            let _ = writeln!(
+                out,
+                "  {} events whose fields did not parse (counted by name only)",
+                input.undecoded
+            );
+        }
+        if input.lost_total > 0 {
+            let per_cpu: Vec<String> = input
+                .lost
+                .iter()
+                .map(|(c, n)| format!("CPU {c}: {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  LOST EVENTS: {} ({}) — counts below are lower bounds",
+                input.lost_total,
+                if per_cpu.is_empty() {
+                    "overwritten in the ring buffer".to_string()
+                } else {
+                    per_cpu.join(", ")
+                }
+            );
+        }
+        if let Some(off) = input.truncated_at {
+            let _ = writeln!(
+                out,
+                "  TRUNCATED: the input ends inside a line at byte offset {off}"
+            );
+        }
+    }
+    let o = &r.overview;
+    let _ = writeln!(
+        out,
+        "Duration {:.6} s, {} events{}",
+        o.duration_ns as f64 / 1e9,
+        o.events,
+        if r.partial { " (PARTIAL)" } else { "" }
+    );
+}
+
+fn vms(out: &mut String, r: &Report) {
+    if r.overview.vms.is_empty() {
+        return;
+    }
+    heading(out, "VMs and vCPU threads:");
+    let mut t = Table::new(&[
+        "PID",
+        "COMM",
+        "TID",
+        "THREAD",
+        "VCPU",
+        "EXITS",
+        "KVM EVENTS",
+        "USERSPACE EXITS",
+    ])
+    .left(1)
+    .left(3);
+    for vm in &r.overview.vms {
+        for v in &vm.vcpus {
+            t.row(vec![
+                vm.pid.map_or("?".into(), |p| p.to_string()),
+                vm.comm.clone(),
+                v.tid.to_string(),
+                v.comm.clone(),
+                v.vcpu.map_or("-".into(), |c| c.to_string()),
+                v.exits.to_string(),
+                v.kvm_events.to_string(),
+                v.userspace_exits.to_string(),
+            ]);
+        }
+    }
+    t.render(out, "  ");
+}
+
+fn avg_pm(l: &LatencySummary) -> String {
+    format!("{} ( +- {:6.2}% )", us(l.mean_ns), l.rel_stderr_pct)
+}
+
+fn exit_table(out: &mut String, e: &ExitReport) {
+    heading(out, "Analyze events for all VMs, all VCPUs:");
+    let mut t = Table::new(&[
+        "VM-EXIT", "Samples", "Samples%", "Time%", "Min Time", "Max Time", "Avg time", "p50", "p99",
+    ]);
+    for row in &e.rows {
+        let l = &row.latency;
+        let lat = |v: String| if l.samples == 0 { "-".to_string() } else { v };
+        t.row(vec![
+            row.reason.clone(),
+            row.count.to_string(),
+            pct(row.count_pct),
+            pct(row.time_pct),
+            lat(us(l.min_ns as f64)),
+            lat(us(l.max_ns as f64)),
+            lat(avg_pm(l)),
+            lat(us(l.p50_ns as f64)),
+            lat(us(l.p99_ns as f64)),
+        ]);
+    }
+    t.render(out, "  ");
+    let _ = writeln!(
+        out,
+        "\nTotal Samples:{}, Total events handled time:{}.",
+        e.total,
+        us(e.total_time_ns as f64)
+    );
+    if e.unpaired_exits > 0 || e.unpaired_entries > 0 || e.paired < e.total {
+        let _ = writeln!(
+            out,
+            "Latency from {} paired exit/entry; {} exits had no entry after them, {} entries no exit before them.",
+            e.paired, e.unpaired_exits, e.unpaired_entries
+        );
+    }
+}
+
+fn latency_cells(l: &LatencySummary) -> [String; 2] {
+    if l.samples == 0 {
+        ["-".into(), "-".into()]
+    } else {
+        [us(l.mean_ns), us(l.p99_ns as f64)]
+    }
+}
+
+fn dir(write: bool) -> String {
+    if write { "W" } else { "R" }.into()
+}
+
+fn accesses(out: &mut String, r: &Report, d: u64) {
+    let a = &r.accesses;
+    if !a.msr.is_empty() {
+        heading(out, "MSR accesses (kvm_msr):");
+        let mut t = Table::new(&[
+            "MSR",
+            "NAME",
+            "DIR",
+            "COUNT",
+            "RATE/s",
+            "#GP",
+            "LAST VALUE",
+            "AVG",
+            "P99",
+        ])
+        .left(1);
+        for m in &a.msr {
+            let [avg, p99] = latency_cells(&m.latency);
+            t.row(vec![
+                format!("{:#x}", m.msr.msr),
+                m.msr.name.unwrap_or("?").into(),
+                dir(m.write),
+                m.count.to_string(),
+                rate(m.count, d),
+                m.faults.to_string(),
+                format!("{:#x}", m.last_value),
+                avg,
+                p99,
+            ]);
+        }
+        t.render(out, "  ");
+    }
+    if !a.pio.is_empty() {
+        heading(out, "Port IO (kvm_pio):");
+        let mut t = Table::new(&["PORT", "DIR", "COUNT", "RATE/s", "BYTES", "AVG", "P99"]);
+        for p in &a.pio {
+            let [avg, p99] = latency_cells(&p.latency);
+            t.row(vec![
+                format!("{:#x}", p.port),
+                dir(p.write),
+                p.count.to_string(),
+                rate(p.count, d),
+                p.bytes.to_string(),
+                avg,
+                p99,
+            ]);
+        }
+        t.render(out, "  ");
+    }
+    if !a.mmio.is_empty() {
+        heading(out, "MMIO (kvm_mmio):");
+        let mut t = Table::new(&["GPA", "DIR", "COUNT", "RATE/s", "BYTES", "AVG", "P99"]);
+        for m in &a.mmio {
+            let [avg, p99] = latency_cells(&m.latency);
+            t.row(vec![
+                format!("{:#x}", m.gpa),
+                dir(m.write),
+                m.count.to_string(),
+                rate(m.count, d),
+                m.bytes.to_string(),
+                avg,
+                p99,
+            ]);
+        }
+        t.render(out, "  ");
+    }
+}
+
+fn userspace(out: &mut String, r: &Report, d: u64) {
+    if r.overview.userspace_exits.is_empty() {
+        return;
+    }
+    heading(out, "Exits to the VMM (kvm_userspace_exit):");
+    let mut t = Table::new(&["REASON", "CODE", "COUNT", "RATE/s"]);
+    for u in &r.overview.userspace_exits {
+        t.row(vec![
+            u.name.clone(),
+            u.reason.to_string(),
+            u.count.to_string(),
+            rate(u.count, d),
+        ]);
+    }
+    t.render(out, "  ");
+}
+
+fn mmu(out: &mut String, r: &Report, d: u64) {
+    let Some(m) = &r.mmu else { return };
+    heading(out, "MMU:");
+    let mut t = Table::new(&["EVENT", "COUNT", "RATE/s"]);
+    if m.page_faults.total > 0 {
+        let pf = &m.page_faults;
+        t.row(vec![
+            "kvm_page_fault".into(),
+            pf.total.to_string(),
+            rate(pf.total, d),
+        ]);
+        t.row(vec![
+            "  write".into(),
+            pf.write.to_string(),
+            rate(pf.write, d),
+        ]);
+        t.row(vec![
+            "  fetch".into(),
+            pf.fetch.to_string(),
+            rate(pf.fetch, d),
+        ]);
+        t.row(vec![
+            "  present (protection)".into(),
+            pf.present.to_string(),
+            rate(pf.present, d),
+        ]);
+    }
+    if m.cr3_writes > 0 {
+        t.row(vec![
+            "CR3 writes".into(),
+            m.cr3_writes.to_string(),
+            rate(m.cr3_writes, d),
+        ]);
+    }
+    for (kind, n) in &m.events {
+        let name = serde_json::to_value(kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        t.row(vec![name, n.to_string(), rate(*n, d)]);
+    }
+    t.render(out, "  ");
+    if !m.root_loads.is_empty() {
+        heading(
+            out,
+            "Shadow MMU root loads (root-level kvm_mmu_get_page) per vCPU thread:",
+        );
+        let mut t = Table::new(&["TID", "NEW", "EXISTING", "RATE/s"]);
+        for (tid, c) in &m.root_loads {
+            t.row(vec![
+                tid.to_string(),
+                c.new.to_string(),
+                c.existing.to_string(),
+                rate(c.new + c.existing, d),
+            ]);
+        }
+        t.render(out, "  ");
+    }
+}
+
+fn interrupts(out: &mut String, r: &Report, d: u64) {
+    let i = &r.interrupts;
+    let mut t = Table::new(&["EVENT", "KEY", "COUNT", "RATE/s"]).left(1);
+    for (vec, n) in &i.injected {
+        t.row(vec![
+            "injected IRQ".into(),
+            format!("vector {vec}"),
+            n.to_string(),
+            rate(*n, d),
+        ]);
+    }
+    for (vec, n) in &i.accepted {
+        t.row(vec![
+            "LAPIC accepted".into(),
+            format!("vector {vec}"),
+            n.to_string(),
+            rate(*n, d),
+        ]);
+    }
+    for (dst, vec, n) in &i.ipis {
+        t.row(vec![
+            "IPI".into(),
+            format!("dst {dst} vector {vec}"),
+            n.to_string(),
+            rate(*n, d),
+        ]);
+    }
+    for (vec, n) in &i.exceptions {
+        t.row(vec![
+            "injected exception".into(),
+            format!("vector {vec}"),
+            n.to_string(),
+            rate(*n, d),
+        ]);
+    }
+    let simple = [
+        ("EOI", i.eoi),
+        ("kvm_set_irq", i.set_irq),
+        ("MSI", i.msi),
+        ("hv_timer on", i.timer.hv_timer_on),
+        ("hv_timer off", i.timer.hv_timer_off),
+        ("LAPIC timer early", i.timer.lapic_early),
+        ("LAPIC timer late", i.timer.lapic_late),
+        ("halt wake: slept", i.halt.waited.samples),
+        ("halt wake: polled", i.halt.polled.samples),
+        ("halt-poll grow", i.halt.poll_grow),
+        ("halt-poll shrink", i.halt.poll_shrink),
+    ];
+    for (name, n) in simple {
+        if n > 0 {
+            t.row(vec![name.into(), String::new(), n.to_string(), rate(n, d)]);
+        }
+    }
+    if t.is_empty() {
+        return;
+    }
+    heading(out, "Interrupts, timers and halts:");
+    t.render(out, "  ");
+    let h = &i.halt;
+    if h.waited.samples + h.polled.samples > 0 {
+        let _ = writeln!(
+            out,
+            "  halt-polling caught {:.1}% of wake-ups; slept avg {}, polled avg {}",
+            h.poll_success_pct,
+            us(h.waited.mean_ns),
+            us(h.polled.mean_ns)
+        );
+    }
+}
+
+fn events(out: &mut String, r: &Report, d: u64) {
+    heading(out, "Events by name:");
+    let mut t = Table::new(&["EVENT", "COUNT", "RATE/s"]);
+    for (name, n) in &r.overview.by_name {
+        t.row(vec![name.clone(), n.to_string(), rate(*n, d)]);
+    }
+    t.render(out, "  ");
+}
