@@ -1,0 +1,161 @@
+//! Ground truth: which host events a scenario's guest actions must cause.
+
+use serde::Serialize;
+
+/// Privilege level the scenario's measured guest code runs at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Privilege {
+    /// Guest kernel mode. On PVM every CPL0 instruction is emulated.
+    Cpl0,
+    /// Guest user mode: runs natively everywhere; only sensitive instructions trap.
+    Cpl3,
+}
+
+impl std::fmt::Display for Privilege {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Privilege::Cpl0 => "CPL0",
+            Privilege::Cpl3 => "CPL3",
+        })
+    }
+}
+
+/// Which hosts an expectation holds on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HostScope {
+    /// Every x86 KVM host (VMX, SVM, PVM): the event follows from the guest's action itself.
+    Any,
+    /// Hosts with shadow paging (no EPT/NPT): PVM, or VMX/SVM with `tdp_mmu`/`ept` off.
+    ShadowPaging,
+    /// PVM (`kvm_pvm`), where CPL0 code is emulated and CPL3 code runs natively.
+    Pvm,
+}
+
+/// The KVM flavour of this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HostKind {
+    /// Intel VMX (`kvm_intel`).
+    Vmx,
+    /// AMD SVM (`kvm_amd`).
+    Svm,
+    /// PVM (`kvm_pvm`): shadow paging, no hardware virtualisation.
+    Pvm,
+    /// Something else, or not loaded.
+    Unknown,
+}
+
+impl HostKind {
+    /// Detects the loaded KVM vendor module.
+    pub fn detect() -> HostKind {
+        let loaded = |m: &str| std::path::Path::new("/sys/module").join(m).exists();
+        if loaded("kvm_pvm") {
+            HostKind::Pvm
+        } else if loaded("kvm_intel") {
+            HostKind::Vmx
+        } else if loaded("kvm_amd") {
+            HostKind::Svm
+        } else {
+            HostKind::Unknown
+        }
+    }
+
+    /// True when expectations of `scope` hold on this host.
+    pub fn covers(self, scope: HostScope) -> bool {
+        match scope {
+            HostScope::Any => true,
+            HostScope::ShadowPaging | HostScope::Pvm => self == HostKind::Pvm,
+        }
+    }
+}
+
+/// An inclusive range of event counts; `min == max` is an exact promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Count {
+    /// Fewest events.
+    pub min: u64,
+    /// Most events.
+    pub max: u64,
+}
+
+impl Count {
+    /// Exactly `n`.
+    pub fn exact(n: u64) -> Count {
+        Count { min: n, max: n }
+    }
+
+    /// Between `min` and `max` inclusive.
+    pub fn between(min: u64, max: u64) -> Count {
+        Count { min, max }
+    }
+
+    /// True when `n` satisfies the promise.
+    pub fn contains(&self, n: u64) -> bool {
+        (self.min..=self.max).contains(&n)
+    }
+}
+
+impl std::fmt::Display for Count {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{}..={}", self.min, self.max)
+        }
+    }
+}
+
+/// One promised count: events `system:event` matching `filter`, on this VM's vCPU threads,
+/// from the moment the guest starts until it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expectation {
+    /// Trace system, `kvm` or `kvmmmu`.
+    pub system: &'static str,
+    /// Tracepoint name.
+    pub event: &'static str,
+    /// A tracefs filter expression (kernel syntax) selecting the events that count, if any.
+    pub filter: Option<String>,
+    /// How many.
+    pub count: Count,
+    /// Hosts on which the promise holds.
+    pub host: HostScope,
+    /// Which guest action causes it.
+    pub why: String,
+}
+
+/// What a run promises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroundTruth {
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// Privilege level of the measured guest code.
+    pub privilege: Privilege,
+    /// The guest action counted as one operation.
+    pub action: &'static str,
+    /// Operations the guest performed (all vCPUs).
+    pub ops: u64,
+    /// The promised event counts.
+    pub expectations: Vec<Expectation>,
+}
+
+pub(crate) fn expect(
+    system: &'static str,
+    event: &'static str,
+    filter: Option<String>,
+    count: Count,
+    host: HostScope,
+    why: impl Into<String>,
+) -> Expectation {
+    Expectation {
+        system,
+        event,
+        filter,
+        count,
+        host,
+        why: why.into(),
+    }
+}
