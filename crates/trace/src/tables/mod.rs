@@ -59,10 +59,10 @@ macro_rules! code_table {
         }
 
         #[cfg(test)]
-        const ENTRIES: &[($ty, &str)] = &[$(($code, $name),)*];
+        pub(super) const ENTRIES: &[($ty, &str)] = &[$(($code, $name),)*];
 
         #[cfg(test)]
-        const ALIASES: &[(&str, $ty)] = &[$(($alias, $acode),)*];
+        pub(super) const ALIASES: &[(&str, $ty)] = &[$(($alias, $acode),)*];
     };
 }
 pub(crate) use code_table;
@@ -100,5 +100,37 @@ pub(crate) mod test_support {
         }
         assert_eq!(code_of(""), None);
         assert_eq!(code_of("no such name"), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A printed exit reason can be resolved by trying the tables one after the other:
+    /// no name (or alias) of one ISA is also a name in another.
+    #[test]
+    fn exit_reason_names_are_disjoint_across_isas() {
+        let vmx = vmx::ENTRIES
+            .iter()
+            .map(|e| e.1)
+            .chain(vmx::ALIASES.iter().map(|a| a.0));
+        let svm = svm::ENTRIES
+            .iter()
+            .map(|e| e.1)
+            .chain(svm::ALIASES.iter().map(|a| a.0));
+        let arm = arm64::ENTRIES.iter().map(|e| e.1);
+        for name in vmx.clone() {
+            assert_eq!(svm_exit_code(name), None, "{name} is VMX and SVM");
+            assert_eq!(arm64_ec_code(name), None, "{name} is VMX and arm64");
+        }
+        for name in svm {
+            assert_eq!(vmx_exit_code(name), None, "{name} is SVM and VMX");
+            assert_eq!(arm64_ec_code(name), None, "{name} is SVM and arm64");
+        }
+        for name in arm {
+            assert_eq!(vmx_exit_code(name), None, "{name} is arm64 and VMX");
+            assert_eq!(svm_exit_code(name), None, "{name} is arm64 and SVM");
+        }
     }
 }
