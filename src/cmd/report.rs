@@ -70,6 +70,7 @@ pub fn read_into(path: &PathBuf, builder: &mut ReportBuilder) -> anyhow::Result<
         lines: stats.lines,
         events: stats.events,
         undecoded: stats.undecoded,
+        undecoded_examples: stats.undecoded_examples.clone(),
         unknown_lines: stats.unknown_lines,
         unknown_examples: stats.unknown_examples.clone(),
         lost_total: stats.lost_total(),

@@ -85,7 +85,9 @@ impl Overview {
         self.last_ts = self.last_ts.max(ev.ts_ns);
         self.events += 1;
         self.count_name(ev);
-        *self.cpus.entry(ev.cpu).or_default() += 1;
+        if ev.cpu != kvmscope_trace::text::line::CPU_UNKNOWN {
+            *self.cpus.entry(ev.cpu).or_default() += 1;
+        }
         if !matches!(ev.system, "kvm" | "kvmmmu") {
             return;
         }

@@ -20,6 +20,8 @@ pub struct InputSummary {
     pub events: u64,
     /// Events of a known name whose fields did not parse.
     pub undecoded: u64,
+    /// The first events whose fields did not parse: (line number, text).
+    pub undecoded_examples: Vec<(u64, String)>,
     pub unknown_lines: u64,
     /// The first unknown lines: (line number, text).
     pub unknown_examples: Vec<(u64, String)>,

@@ -167,24 +167,61 @@ pub fn parse_ts(s: &str) -> Option<u64> {
     secs.checked_mul(1_000_000_000)?.checked_add(f)
 }
 
-fn parse_event(s: &str) -> Option<Header<'_>> {
-    let (open, close, cpu) = cpu_column(s)?;
-    let (comm, tid, tgid) = parse_task(&s[..open])?;
-    let mut rest = s[close..].trim_start();
-    // Optional flags column (`d..1.`), then the timestamp ending with ':'.
-    let mut tok_end = rest.find(' ').unwrap_or(rest.len());
-    let mut ts = None;
-    for _ in 0..2 {
-        let tok = &rest[..tok_end];
-        if let Some(t) = tok.strip_suffix(':') {
-            ts = Some(parse_ts(t)?);
-            rest = rest[tok_end..].trim_start();
-            break;
-        }
-        rest = rest[tok_end..].trim_start();
-        tok_end = rest.find(' ').unwrap_or(rest.len());
+/// The CPU column was not printed.
+pub const CPU_UNKNOWN: u32 = u32::MAX;
+/// Thread ids at or above this were made up for lines that print no thread id (a `perf script`
+/// with the comm only, or no task column at all): one per comm, so that pairing per thread
+/// still separates different tasks.
+pub const SYNTHETIC_TID_BASE: u32 = 0x8000_0000;
+
+fn synthetic_tid(comm: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in comm.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
     }
-    let ts_ns = ts?;
+    SYNTHETIC_TID_BASE | (h & 0x7fff_ffff)
+}
+
+/// Finds the timestamp token (`123.456789:`) that ends the common columns: returns its start,
+/// its end, and the time.
+fn timestamp_token(s: &str) -> Option<(usize, usize, u64)> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] != b' ' {
+            i += 1;
+        }
+        let tok = &s[start..i];
+        if tok.len() > 1 && tok.as_bytes()[0].is_ascii_digit() {
+            if let Some(t) = tok.strip_suffix(':') {
+                if let Some(ts) = parse_ts(t) {
+                    return Some((start, i, ts));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn parse_event(s: &str) -> Option<Header<'_>> {
+    let (ts_start, ts_end, ts_ns) = timestamp_token(s)?;
+    let prefix = &s[..ts_start];
+    let (task, cpu) = match cpu_column(prefix) {
+        Some((open, _, cpu)) => (&prefix[..open], cpu),
+        None => (prefix, CPU_UNKNOWN),
+    };
+    let (comm, tid, tgid) = match parse_task(task) {
+        Some(t) => t,
+        None => {
+            let comm = task.trim();
+            (comm, synthetic_tid(comm), None)
+        }
+    };
+    let rest = s[ts_end..].trim_start();
     let name_end = rest.find([' ', '\t']).unwrap_or(rest.len());
     let name_tok = &rest[..name_end];
     let payload = rest[name_end..].trim_start();
@@ -257,6 +294,22 @@ mod tests {
         assert_eq!(h.ts_ns, 1_234_567_890_123);
         let h = ev("CPU 1/KVM 10/12 [000] 1.5: kvm:kvm_entry: vcpu 1");
         assert_eq!((h.comm, h.tid, h.tgid), ("CPU 1/KVM", 12, Some(10)));
+    }
+
+    #[test]
+    fn lines_with_fewer_columns() {
+        let h = ev(" 220.696238: kvm_msr: msr_write 830 = 0xb0000440b0");
+        assert_eq!((h.comm, h.cpu, h.name), ("", CPU_UNKNOWN, "kvm_msr"));
+        assert!(h.tid >= SYNTHETIC_TID_BASE);
+        let h = ev("preempt_test 20530.456690:      kvm:kvm_exit: reason VMCALL rip 0x4131a0 info 0 0 intr 0");
+        assert_eq!(
+            (h.comm, h.system, h.name),
+            ("preempt_test", "kvm", "kvm_exit")
+        );
+        assert_eq!(h.tid, synthetic_tid("preempt_test"));
+        let h =
+            ev("    [001]   770.850287:                      kvm:kvm_entry: vcpu 0, rip 0x100146");
+        assert_eq!((h.comm, h.cpu, h.name), ("", 1, "kvm_entry"));
     }
 
     #[test]

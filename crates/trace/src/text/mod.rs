@@ -26,6 +26,8 @@ pub struct TextStats {
     pub events: u64,
     /// Events of a known name whose fields did not have the expected shape.
     pub undecoded: u64,
+    /// The first few of them: (line number, start of the line).
+    pub undecoded_examples: Vec<(u64, String)>,
     /// Lines that are neither events nor known headers.
     pub unknown_lines: u64,
     /// The first few unknown lines: (line number, start of the line).
@@ -65,7 +67,7 @@ pub fn decode_line(text: &str) -> (line::Line<'_>, Option<Event<'_>>, bool) {
         h.system
     };
     let decoded = payload::decode(system, h.name, h.payload);
-    let undecoded = decoded.is_none() && is_typed(system, h.name);
+    let undecoded = decoded.is_none();
     let ev = Event {
         ts_ns: h.ts_ns,
         cpu: h.cpu,
@@ -78,22 +80,6 @@ pub fn decode_line(text: &str) -> (line::Line<'_>, Option<Event<'_>>, bool) {
         kind: decoded.unwrap_or(EventKind::Other),
     };
     (parsed, Some(ev), undecoded)
-}
-
-/// Whether an event name has a typed decoder (so a failure to decode it is worth counting).
-fn is_typed(system: &str, name: &str) -> bool {
-    matches!(
-        system,
-        "kvm" | "kvmmmu" | "msr" | "ipi" | "csd" | "irq_vectors"
-    ) || matches!(
-        name,
-        "hrtimer_start"
-            | "hrtimer_expire_entry"
-            | "hrtimer_expire_exit"
-            | "hrtimer_cancel"
-            | "sched_switch"
-            | "sched_wakeup"
-    )
 }
 
 /// Decodes a whole text trace from `input`, calling `sink` for every event in input order.
@@ -175,7 +161,14 @@ fn one_line(bytes: &[u8], offset: u64, stats: &mut TextStats, sink: &mut impl Fn
     match (parsed, ev) {
         (_, Some(ev)) => {
             stats.events += 1;
-            stats.undecoded += u64::from(undecoded);
+            if undecoded {
+                stats.undecoded += 1;
+                if stats.undecoded_examples.len() < UNKNOWN_EXAMPLES {
+                    stats
+                        .undecoded_examples
+                        .push((stats.lines, text.chars().take(160).collect()));
+                }
+            }
             sink(&ev);
         }
         (line::Line::Lost { cpu, count }, None) => stats.add_lost(cpu, count),

@@ -66,7 +66,9 @@ fn irq_vector_name(name: &str) -> Option<(&str, bool)> {
     .then_some((base, entry))
 }
 
-/// Decodes the payload of `system:name` (system may be empty).
+/// Decodes the payload of `system:name` (system may be empty). Events without a typed decoder
+/// give [`EventKind::Other`]; `None` means the event has a decoder but its text did not have
+/// the expected shape.
 pub fn decode<'a>(system: &str, name: &str, p: &'a str) -> Option<EventKind<'a>> {
     if system == "msr" || (system.is_empty() && matches!(name, "write_msr" | "read_msr" | "rdpmc"))
     {
@@ -86,7 +88,7 @@ pub fn decode<'a>(system: &str, name: &str, p: &'a str) -> Option<EventKind<'a>>
             vector: exception_vector(p)?,
         },
         "kvm_apic_ipi" => EventKind::ApicIpi {
-            dst: dec32(find(p, "dst")?)?,
+            dst: hex32(find(p, "dst")?)?,
             vec: dec32(find(p, "vec")?)?,
         },
         "kvm_apic_accept_irq" => EventKind::ApicAcceptIrq {
@@ -192,13 +194,13 @@ pub fn decode<'a>(system: &str, name: &str, p: &'a str) -> Option<EventKind<'a>>
             target_cpu: find(p, "target_cpu").and_then(dec32),
         },
         _ if system == "kvmmmu" || system_of(name) == "kvmmmu" => mmu(name, p),
-        _ => {
-            let (_, entry) = irq_vector_name(name)?;
-            EventKind::IrqVector {
+        _ => match irq_vector_name(name) {
+            Some((_, entry)) => EventKind::IrqVector {
                 entry,
                 vector: find(p, "vector").and_then(dec32),
-            }
-        }
+            },
+            None => EventKind::Other,
+        },
     })
 }
 
