@@ -27,6 +27,7 @@ mod scenario;
 pub mod stats;
 mod truth;
 mod vm;
+pub mod workload;
 
 use std::time::Duration;
 

@@ -15,7 +15,8 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain data; all-zero is a valid (empty) set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid, writable cpu_set_t and the size passed is its size.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -44,7 +45,10 @@ pub fn pin_to(cpu: usize) -> io::Result<()> {
 
 /// CLOCK_MONOTONIC now.
 pub fn monotonic() -> libc::timespec {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts
@@ -57,7 +61,10 @@ pub fn add(ts: libc::timespec, d: Duration) -> libc::timespec {
         sec += 1;
         nsec -= 1_000_000_000;
     }
-    libc::timespec { tv_sec: sec, tv_nsec: nsec }
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
 }
 
 pub fn to_timespec(d: Duration) -> libc::timespec {
@@ -73,24 +80,18 @@ pub fn sleep_until(until: &libc::timespec) -> io::Result<()> {
         // SAFETY: `until` points to a valid timespec; the remaining-time pointer may be null
         // with TIMER_ABSTIME.
         let rc = unsafe {
-            libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, until, std::ptr::null_mut())
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                until,
+                std::ptr::null_mut(),
+            )
         };
         match rc {
             0 => return Ok(()),
             libc::EINTR => continue,
             e => return Err(io::Error::from_raw_os_error(e)),
         }
-    }
-}
-
-/// Sleeps for `d` (relative; one hrtimer per call).
-pub fn sleep_for(d: Duration) -> io::Result<()> {
-    let req = to_timespec(d);
-    // SAFETY: `req` is a valid timespec; a null remaining-time pointer is allowed.
-    let rc = unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, 0, &req, std::ptr::null_mut()) };
-    match rc {
-        0 | libc::EINTR => Ok(()),
-        e => Err(io::Error::from_raw_os_error(e)),
     }
 }
 
@@ -164,7 +165,11 @@ impl Mapping {
         if addr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Mapping { addr, len, mapped: true })
+        Ok(Mapping {
+            addr,
+            len,
+            mapped: true,
+        })
     }
 
     /// Writes one byte to every page, so each has a present PTE (and a TLB entry).
@@ -222,7 +227,14 @@ const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
 fn membarrier(cmd: libc::c_int) -> io::Result<()> {
     // SAFETY: membarrier takes (cmd, flags, cpu_id) integers and touches no user memory.
-    let rc = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint, 0 as libc::c_int) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            cmd,
+            0 as libc::c_uint,
+            0 as libc::c_int,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -235,4 +247,20 @@ pub fn membarrier_register() -> io::Result<()> {
 
 pub fn membarrier_private_expedited() -> io::Result<()> {
     membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+}
+
+/// Sets the calling thread's CPU mask.
+pub fn set_affinity(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; all-zero is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 means the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

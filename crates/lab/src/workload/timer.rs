@@ -94,7 +94,10 @@ pub fn timer_storm(
             return Err(WorkloadError::CpuUnavailable { cpu, allowed });
         }
     }
-    let limit = backstop(spec.period.saturating_mul(u32::try_from(spec.count).unwrap_or(u32::MAX)));
+    let limit = backstop(
+        spec.period
+            .saturating_mul(u32::try_from(spec.count).unwrap_or(u32::MAX)),
+    );
     let (ready_tx, ready_rx) = mpsc::channel::<Result<u32, WorkloadError>>();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let spec2 = spec.clone();
@@ -103,19 +106,32 @@ pub fn timer_storm(
         .spawn(move || -> Result<TimerStormOutcome, WorkloadError> {
             if let Some(cpu) = spec2.cpu {
                 if let Err(source) = sys::pin_to(cpu) {
-                    let e = WorkloadError::Syscall { workload: NAME, call: "sched_setaffinity", source };
-                    let _ = ready_tx.send(Err(WorkloadError::Thread { workload: NAME, why: e.to_string() }));
+                    let e = WorkloadError::Syscall {
+                        workload: NAME,
+                        call: "sched_setaffinity",
+                        source,
+                    };
+                    let _ = ready_tx.send(Err(WorkloadError::Thread {
+                        workload: NAME,
+                        why: e.to_string(),
+                    }));
                     return Err(e);
                 }
             }
             let tid = sys::gettid();
             let _ = ready_tx.send(Ok(tid));
             if go_rx.recv().is_err() {
-                return Err(WorkloadError::Thread { workload: NAME, why: "caller went away".into() });
+                return Err(WorkloadError::Thread {
+                    workload: NAME,
+                    why: "caller went away".into(),
+                });
             }
             run(&spec2, tid, limit)
         })
-        .map_err(|e| WorkloadError::Thread { workload: NAME, why: e.to_string() })?;
+        .map_err(|e| WorkloadError::Thread {
+            workload: NAME,
+            why: e.to_string(),
+        })?;
     let tid = match ready_rx.recv() {
         Ok(Ok(tid)) => tid,
         Ok(Err(e)) => {
@@ -136,14 +152,22 @@ pub fn timer_storm(
     let _ = go_tx.send(());
     match handle.join() {
         Ok(r) => r,
-        Err(_) => Err(WorkloadError::Thread { workload: NAME, why: "the storm thread panicked".into() }),
+        Err(_) => Err(WorkloadError::Thread {
+            workload: NAME,
+            why: "the storm thread panicked".into(),
+        }),
     }
 }
 
-fn join_error(handle: std::thread::JoinHandle<Result<TimerStormOutcome, WorkloadError>>) -> WorkloadError {
+fn join_error(
+    handle: std::thread::JoinHandle<Result<TimerStormOutcome, WorkloadError>>,
+) -> WorkloadError {
     match handle.join() {
         Ok(Err(e)) => e,
-        _ => WorkloadError::Thread { workload: NAME, why: "the storm thread ended before starting".into() },
+        _ => WorkloadError::Thread {
+            workload: NAME,
+            why: "the storm thread ended before starting".into(),
+        },
     }
 }
 
@@ -153,7 +177,11 @@ fn run(spec: &TimerStorm, tid: u32, limit: Duration) -> Result<TimerStormOutcome
     let mut expiries = 0u64;
     let mut late = 0u64;
     let mut stopped = false;
-    let syscall = |call, source| WorkloadError::Syscall { workload: NAME, call, source };
+    let syscall = |call, source| WorkloadError::Syscall {
+        workload: NAME,
+        call,
+        source,
+    };
     match spec.method {
         TimerMethod::Nanosleep => {
             let mut next = sys::add(sys::monotonic(), spec.period);
@@ -178,7 +206,8 @@ fn run(spec: &TimerStorm, tid: u32, limit: Duration) -> Result<TimerStormOutcome
             }
         }
         TimerMethod::Timerfd => {
-            let fd = sys::timerfd_periodic(spec.period).map_err(|e| syscall("timerfd_settime", e))?;
+            let fd =
+                sys::timerfd_periodic(spec.period).map_err(|e| syscall("timerfd_settime", e))?;
             while expiries < spec.count {
                 if started.elapsed() > limit {
                     stopped = true;
@@ -213,14 +242,19 @@ mod tests {
     #[test]
     fn counts_its_own_expiries() {
         let mut seen = None;
-        let out = timer_storm(&TimerStorm::new(Duration::from_micros(200), 200), |t| seen = Some(t.clone())).unwrap();
+        let out = timer_storm(&TimerStorm::new(Duration::from_micros(200), 200), |t| {
+            seen = Some(t.clone())
+        })
+        .unwrap();
         assert_eq!(out.ops, 200);
         assert_eq!(out.expiries, 200);
         assert_eq!(seen.unwrap().driver_tid, out.threads.driver_tid);
         assert!(!out.stopped_by_time_limit);
 
         let out = timer_storm(
-            &TimerStorm::new(Duration::from_micros(500), 100).method(TimerMethod::Timerfd).cpu(0),
+            &TimerStorm::new(Duration::from_micros(500), 100)
+                .method(TimerMethod::Timerfd)
+                .cpu(0),
             |_| {},
         )
         .unwrap();
@@ -231,7 +265,11 @@ mod tests {
     #[test]
     fn rejects_bad_specs() {
         assert!(timer_storm(&TimerStorm::new(Duration::ZERO, 1), |_| {}).is_err());
-        let err = timer_storm(&TimerStorm::new(Duration::from_micros(100), 1).cpu(100_000), |_| {}).unwrap_err();
+        let err = timer_storm(
+            &TimerStorm::new(Duration::from_micros(100), 1).cpu(100_000),
+            |_| {},
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("not available"), "{err}");
     }
 }
