@@ -1,0 +1,63 @@
+//! The text decoder never panics, whatever the bytes: arbitrary input, and real lines with
+//! random damage (cut, spliced, bytes replaced).
+
+use proptest::prelude::*;
+
+const REAL: &[&str] = &[
+    " CPU 0/KVM-1234  [003] d..2. 1.000001: kvm_exit: vcpu 0 reason EPT_VIOLATION rip 0xffffffff81000000 info1 0x0000000000000181 info2 0x0000000000000000 intr_info 0x00000000 error_code 0x00000000",
+    "  qemu-kvm-77 (   70) [001] d..2 5.5: kvm_entry: vcpu 0, rip 0x1",
+    "qemu-system-x86 12345 [001]  1234.567890123:       kvm:kvm_exit: reason npf rip 0x1 info 100000004 7f000",
+    " aarch32_id_regs-768     [002] .....   410.544665: kvm_exit: IRQ: HSR_EC: 0x0000 (UNKNOWN), PC: 0x0000000000401ec4",
+    "bash-5387    [000] ...1.   254.876985: ipi_send_cpu: cpu=1 callsite=on_each_cpu_cond_mask+0x20/0x60 callback=generic_smp_call_function_single_interrupt+0x0/0x10",
+    "a-1 [000] .... 1.000001: kvm_pio: pio_write at 0x3f8 size 1 count 1 val 0x41 ",
+    "a-1 [000] .... 1.000001: kvm_mmu_get_page: sp gen 0 gfn 1000 l4 8-byte q0 wux nxe ad root 0 sync new",
+    "a-1 [000] .... 1.000001: sched_switch: prev_comm=CPU 0/KVM prev_pid=5 prev_prio=120 prev_state=S ==> next_comm=swapper/0 next_pid=0 next_prio=120",
+    "CPU:1 [LOST 12 EVENTS]",
+    "# entries-in-buffer/entries-written: 547/600   #P:2",
+];
+
+fn decode_all(bytes: &[u8]) {
+    let _ = kvmscope_trace::text::decode(bytes, |ev| {
+        // Touch everything a consumer would.
+        let _ = (
+            ev.ts_ns,
+            ev.cpu,
+            ev.tid,
+            ev.comm.len(),
+            ev.payload.len(),
+            ev.field("vcpu"),
+        );
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        decode_all(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_text(text in "[ -~\n\t\u{e9}\u{4e2d}]{0,300}") {
+        decode_all(text.as_bytes());
+    }
+
+    #[test]
+    fn damaged_real_lines(idx in 0..REAL.len(), cut in 0usize..400, pos in 0usize..400, byte in any::<u8>(), other in 0..REAL.len()) {
+        let line = REAL[idx].as_bytes();
+        let mut v = line[..cut.min(line.len())].to_vec();
+        v.extend_from_slice(&REAL[other].as_bytes()[pos.min(REAL[other].len())..]);
+        decode_all(&v);
+        let mut w = line.to_vec();
+        if !w.is_empty() {
+            let p = pos % w.len();
+            w[p] = byte;
+        }
+        decode_all(&w);
+        // Every prefix of a real line.
+        for end in 0..line.len() {
+            decode_all(&line[..end]);
+        }
+    }
+}
