@@ -34,7 +34,7 @@ pub(crate) const STACKS_BASE: u64 = 0x10_0000;
 const STACK_STRIDE: u64 = 0x8000;
 /// Most vCPUs one lab VM can have.
 pub const MAX_VCPUS: u32 = 32;
-const PT_BASE: u64 = 0x20_0000;
+pub(crate) const PT_BASE: u64 = 0x20_0000;
 /// Guest-physical address that the page tables map but no memory slot backs: stores there
 /// exit to userspace as MMIO.
 pub const MMIO_GPA: u64 = 0xd000_0000;

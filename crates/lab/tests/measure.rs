@@ -50,6 +50,14 @@ fn counts(spec: &ScenarioSpec) -> Option<(BTreeMap<String, u64>, u64)> {
         .collect();
     let t = support::traced_run(spec, &all)?;
     let mut m = BTreeMap::new();
+    if std::env::var_os("KVMSCOPE_LAB_DUMP").is_some() {
+        let mut shown = std::collections::BTreeSet::new();
+        for s in &t.events {
+            if shown.insert(key(s)) {
+                println!("  sample {}: {}", s.name, s.payload);
+            }
+        }
+    }
     for s in &t.events {
         *m.entry(key(s)).or_insert(0) += 1;
     }

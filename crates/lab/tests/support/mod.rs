@@ -63,18 +63,33 @@ impl Traced {
     }
 }
 
-/// Value of `field` in a `fields`-option payload: `field=0x3f8 (1016)` or `field=12`.
+/// Value of `field` in a `fields`-option payload: `port=0x3f8 (1016)`, `failed=(0)` (u8 and
+/// bool) or `vec='<byte>'(236)` (u8 printed as a character too).
 pub fn field(payload: &str, name: &str) -> Option<i128> {
-    for tok in payload.split_whitespace() {
-        if let Some(v) = tok.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
-            return if let Some(h) = v.strip_prefix("0x") {
-                i128::from_str_radix(h, 16).ok()
-            } else {
-                v.parse().ok()
-            };
+    let key = format!("{name}=");
+    let mut from = 0;
+    let at = loop {
+        let pos = from + payload[from..].find(&key)?;
+        if pos == 0 || payload.as_bytes()[pos - 1] == b' ' {
+            break pos + key.len();
         }
+        from = pos + 1;
+    };
+    let v = &payload[at..];
+    let num = if v.starts_with('\'') {
+        // '<char>'(N): the char may be any byte, so search for the closing "'(".
+        let open = v.get(1..)?.find("'(")? + 3;
+        &v[open..open + v[open..].find(')')?]
+    } else if let Some(r) = v.strip_prefix('(') {
+        &r[..r.find(')')?]
+    } else {
+        &v[..v.find(' ').unwrap_or(v.len())]
+    };
+    if let Some(h) = num.strip_prefix("0x") {
+        i128::from_str_radix(h, 16).ok()
+    } else {
+        num.parse().ok()
     }
-    None
 }
 
 /// Evaluates a conjunction `a == 1 && b >= 0x10 && ...` on a payload.

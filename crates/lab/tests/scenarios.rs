@@ -1,0 +1,128 @@
+//! Acceptance: every scenario, run under a private tracefs instance, shows exactly the events
+//! its ground truth promises on this VM's vCPU threads, and the VM's binary stats move
+//! consistently. Needs /dev/kvm and tracefs (skips, or fails under KVMSCOPE_REQUIRE_KVM=1).
+
+mod support;
+
+use kvmscope_lab::{RunOutcome, Scenario, ScenarioSpec};
+
+/// Sum over vCPUs of the change of a per-vCPU stat (None when the host has no stats fd).
+fn vcpu_delta(o: &RunOutcome, name: &str) -> Option<i128> {
+    let (b, a) = (o.stats_before.as_ref()?, o.stats_after.as_ref()?);
+    Some(
+        b.vcpus
+            .iter()
+            .zip(&a.vcpus)
+            .map(|(b, a)| i128::from(a.get(name).unwrap_or(0)) - i128::from(b.get(name).unwrap_or(0)))
+            .sum(),
+    )
+}
+
+/// Runs `spec` traced, asserts the ground truth, returns the outcome for stat checks.
+fn assert_ground_truth(spec: ScenarioSpec) -> Option<RunOutcome> {
+    // The events to enable: those the spec's promise names.
+    let truth_events = support::events_of(&spec.expected().expectations, &[]);
+    let t = support::traced_run(&spec, &truth_events)?;
+    let (table, ok) = t.check();
+    println!(
+        "{} ops={} tids={:?}\n{table}",
+        spec.scenario, t.outcome.ops, t.outcome.vcpu_tids
+    );
+    assert!(ok, "{} broke its ground truth:\n{table}", spec.scenario);
+    if let (Some(b), Some(a)) = (&t.outcome.stats_before, &t.outcome.stats_after) {
+        for (bv, av) in b.vcpus.iter().zip(&a.vcpus) {
+            for d in bv.deltas(av) {
+                if d.delta() != 0 {
+                    println!("  {} {} {:+}", av.id, d.name, d.delta());
+                }
+            }
+        }
+    }
+    Some(t.outcome)
+}
+
+#[test]
+fn pio_10000_outs_give_exactly_10000_kvm_pio_on_port_0x3f8() {
+    let Some(o) = assert_ground_truth(ScenarioSpec::new(Scenario::Pio).count(10_000)) else {
+        return;
+    };
+    assert_eq!(o.ops, 10_000);
+    assert_eq!(o.vmm_exits[0].io_out, vec![(0x3f8, 10_000)]);
+}
+
+#[test]
+fn pio_on_two_vcpus_counts_per_thread() {
+    let Some(o) = assert_ground_truth(ScenarioSpec::new(Scenario::Pio).count(3_000).vcpus(2)) else {
+        return;
+    };
+    assert_eq!(o.ops_per_vcpu, vec![3_000, 3_000]);
+    assert_eq!(o.vcpu_tids.len(), 2);
+}
+
+#[test]
+fn mmio_stores_exit_as_mmio() {
+    assert_ground_truth(ScenarioSpec::new(Scenario::Mmio).count(5_000));
+}
+
+#[test]
+fn msr_tsc_deadline_writes() {
+    assert_ground_truth(ScenarioSpec::new(Scenario::Msr).count(5_000));
+}
+
+#[test]
+fn msr_chosen_msr_writes() {
+    let mut spec = ScenarioSpec::new(Scenario::Msr).count(2_000);
+    spec.msr = 0x8b; // IA32_BIOS_SIGN_ID: writes are accepted and ignored
+    assert_ground_truth(spec);
+}
+
+#[test]
+fn timer_storm_rearms_from_its_own_interrupt() {
+    assert_ground_truth(ScenarioSpec::new(Scenario::TimerStorm).count(1_000));
+}
+
+#[test]
+fn hlt_cycles_wake_on_the_timer() {
+    assert_ground_truth(ScenarioSpec::new(Scenario::Hlt).count(500));
+}
+
+#[test]
+fn pagefault_first_touches() {
+    assert_ground_truth(ScenarioSpec::new(Scenario::Pagefault).count(2_000));
+}
+
+#[test]
+fn cr3_five_roots_miss_the_root_cache() {
+    let mut spec = ScenarioSpec::new(Scenario::Cr3).count(2_000);
+    spec.roots = 5;
+    assert_ground_truth(spec);
+}
+
+#[test]
+fn cr3_four_roots_hit_the_root_cache() {
+    let mut spec = ScenarioSpec::new(Scenario::Cr3).count(2_000);
+    spec.roots = 4;
+    assert_ground_truth(spec);
+}
+
+#[test]
+fn cpuid_exits() {
+    assert_ground_truth(ScenarioSpec::new(Scenario::Cpuid).count(5_000));
+}
+
+#[test]
+fn ipi_ping_pong() {
+    assert_ground_truth(ScenarioSpec::new(Scenario::Ipi).count(500));
+}
+
+#[test]
+fn idle_is_quiet() {
+    assert_ground_truth(
+        ScenarioSpec::new(Scenario::Idle).duration(std::time::Duration::from_millis(300)),
+    );
+}
+
+#[test]
+fn compute_never_exits() {
+    assert_ground_truth(ScenarioSpec::new(Scenario::Compute).count(50_000_000));
+}
