@@ -38,7 +38,7 @@ pub use layout::{MAX_ROOTS, MAX_VCPUS, MMIO_GPA};
 pub use program::{DONE_PORT, FAULT_PORT};
 pub use scenario::{Length, Scenario, ScenarioInfo, ScenarioSpec, MSR_TSC_DEADLINE};
 pub use stats::{StatDelta, StatsSnapshot};
-pub use truth::{Count, Expectation, GroundTruth, HostKind, HostScope, Privilege};
+pub use truth::{Count, Expectation, GroundTruth, HostKind, HostScope, Privilege, StatExpectation};
 pub use vm::Threads;
 
 /// KVM binary stats of one VM: the VM's own and each vCPU's.
@@ -95,6 +95,31 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// Change of a per-vCPU statistic summed over all vCPUs (None without stats, or when the
+    /// host does not have that statistic).
+    pub fn vcpu_stat_delta(&self, name: &str) -> Option<i128> {
+        let (b, a) = (self.stats_before.as_ref()?, self.stats_after.as_ref()?);
+        let mut sum = 0i128;
+        for (b, a) in b.vcpus.iter().zip(&a.vcpus) {
+            sum += i128::from(a.get(name)?) - i128::from(b.get(name)?);
+        }
+        Some(sum)
+    }
+
+    /// Checks the binary-stats promises that hold on `host`: (name, promised, seen, ok).
+    pub fn check_stats(&self, host: HostKind) -> Vec<(&'static str, Count, Option<i128>, bool)> {
+        self.ground_truth
+            .stats
+            .iter()
+            .filter(|s| host.covers(s.host))
+            .map(|s| {
+                let seen = self.vcpu_stat_delta(s.name);
+                let ok = seen.is_some_and(|d| u64::try_from(d).is_ok_and(|d| s.delta.contains(d)));
+                (s.name, s.delta, seen, ok)
+            })
+            .collect()
+    }
+
     /// Operations per second.
     pub fn ops_per_sec(&self) -> f64 {
         let s = self.elapsed.as_secs_f64();

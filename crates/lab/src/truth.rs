@@ -127,6 +127,20 @@ pub struct Expectation {
     pub why: String,
 }
 
+/// One promised change of a per-vCPU KVM binary statistic (KVM_GET_STATS_FD), summed over
+/// the VM's vCPUs, between just before the guest starts and just after it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatExpectation {
+    /// Statistic name, e.g. `halt_exits`.
+    pub name: &'static str,
+    /// How much it grows.
+    pub delta: Count,
+    /// Hosts on which the promise holds.
+    pub host: HostScope,
+    /// Why.
+    pub why: String,
+}
+
 /// What a run promises.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GroundTruth {
@@ -140,6 +154,8 @@ pub struct GroundTruth {
     pub ops: u64,
     /// The promised event counts.
     pub expectations: Vec<Expectation>,
+    /// The promised per-vCPU binary stats deltas.
+    pub stats: Vec<StatExpectation>,
 }
 
 pub(crate) fn expect(
@@ -155,6 +171,20 @@ pub(crate) fn expect(
         event,
         filter,
         count,
+        host,
+        why: why.into(),
+    }
+}
+
+pub(crate) fn expect_stat(
+    name: &'static str,
+    delta: Count,
+    host: HostScope,
+    why: impl Into<String>,
+) -> StatExpectation {
+    StatExpectation {
+        name,
+        delta,
         host,
         why: why.into(),
     }

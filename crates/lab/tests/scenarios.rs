@@ -6,18 +6,6 @@ mod support;
 
 use kvmscope_lab::{RunOutcome, Scenario, ScenarioSpec};
 
-/// Sum over vCPUs of the change of a per-vCPU stat (None when the host has no stats fd).
-fn vcpu_delta(o: &RunOutcome, name: &str) -> Option<i128> {
-    let (b, a) = (o.stats_before.as_ref()?, o.stats_after.as_ref()?);
-    Some(
-        b.vcpus
-            .iter()
-            .zip(&a.vcpus)
-            .map(|(b, a)| i128::from(a.get(name).unwrap_or(0)) - i128::from(b.get(name).unwrap_or(0)))
-            .sum(),
-    )
-}
-
 /// Runs `spec` traced, asserts the ground truth, returns the outcome for stat checks.
 fn assert_ground_truth(spec: ScenarioSpec) -> Option<RunOutcome> {
     // The events to enable: those the spec's promise names.
@@ -29,14 +17,14 @@ fn assert_ground_truth(spec: ScenarioSpec) -> Option<RunOutcome> {
         spec.scenario, t.outcome.ops, t.outcome.vcpu_tids
     );
     assert!(ok, "{} broke its ground truth:\n{table}", spec.scenario);
-    if let (Some(b), Some(a)) = (&t.outcome.stats_before, &t.outcome.stats_after) {
-        for (bv, av) in b.vcpus.iter().zip(&a.vcpus) {
-            for d in bv.deltas(av) {
-                if d.delta() != 0 {
-                    println!("  {} {} {:+}", av.id, d.name, d.delta());
-                }
-            }
+    if t.outcome.stats_before.is_some() {
+        let checks = t.outcome.check_stats(kvmscope_lab::HostKind::detect());
+        for (name, promised, seen, ok) in &checks {
+            println!("{} stat {name} promised {promised} seen {seen:?}", if *ok { "ok  " } else { "FAIL" });
         }
+        assert!(checks.iter().all(|c| c.3), "{}: binary stats inconsistent: {checks:?}", spec.scenario);
+    } else {
+        println!("no binary stats on this host: {:?}", t.outcome.stats_unavailable);
     }
     Some(t.outcome)
 }
