@@ -113,12 +113,9 @@ pub fn decode<R: Read>(
             });
         }
         let mut start = 0usize;
-        let mut lines = memchr::memchr_iter(b'\n', &buf[..end]).peekable();
-        // Only scan the new part for newlines beyond the carried-over partial line.
-        while let Some(nl) = lines.next() {
-            if nl < start {
-                continue;
-            }
+        // The carried-over partial line (buf[..filled]) holds no newline, so scanning from 0
+        // finds exactly the lines completed by this read.
+        for nl in memchr::memchr_iter(b'\n', &buf[..end]) {
             one_line(&buf[start..nl], base + start as u64, &mut stats, &mut sink);
             start = nl + 1;
         }

@@ -29,13 +29,7 @@ pub fn system_of(name: &str) -> &'static str {
         {
             "timer"
         }
-        _ if name.ends_with("_entry") || name.ends_with("_exit") => {
-            if irq_vector_name(name).is_some() {
-                "irq_vectors"
-            } else {
-                ""
-            }
-        }
+        _ if irq_vector_name(name).is_some() => "irq_vectors",
         _ => "",
     }
 }
