@@ -18,6 +18,8 @@ pub enum Command {
     Report(cmd::report::Args),
     /// Run real KVM guests that reproduce known pathologies (the built-in lab).
     Lab(cmd::lab::Args),
+    /// Record KVM trace events into a trace.dat file through a private tracefs instance.
+    Record(cmd::record::Args),
     /// Fold `perf script` stacks into FlameGraph's collapsed format.
     Collapse(cmd::collapse::Args),
 }

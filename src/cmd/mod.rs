@@ -2,6 +2,7 @@
 
 pub mod collapse;
 pub mod lab;
+pub mod record;
 pub mod report;
 
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Report(args) => report::run(args),
         Command::Lab(args) => lab::run(args),
+        Command::Record(args) => record::run(args),
         Command::Collapse(args) => collapse::run(args),
     }
 }

@@ -14,7 +14,7 @@ pub enum CaptureError {
     Unavailable(#[from] Unavailable),
 
     /// mkdir of a tracefs instance failed.
-    #[error("cannot create tracing instance {path}: {source}; run as root, and check that tracefs is mounted read-write")]
+    #[error("cannot create tracing instance {path}; run as root, and check that tracefs is mounted read-write")]
     CreateInstance {
         path: PathBuf,
         #[source]
@@ -35,7 +35,7 @@ pub enum CaptureError {
     InvalidEventName(String),
 
     /// The kernel refused an event filter expression.
-    #[error("the kernel rejected filter {filter:?} for {path}: {kernel_message}; see Documentation/trace/events.rst (`field == value && ...`) and the event's `format` file for field names")]
+    #[error("the kernel rejected filter {filter:?} for {path} ({kernel_message}); see Documentation/trace/events.rst (`field == value && ...`) and the event's `format` file for field names")]
     InvalidFilter {
         path: PathBuf,
         filter: String,
@@ -45,7 +45,7 @@ pub enum CaptureError {
     },
 
     /// Writing a tracefs control file failed.
-    #[error("cannot write {value:?} to {path}: {source}")]
+    #[error("cannot write {value:?} to {path}")]
     Write {
         path: PathBuf,
         value: String,
@@ -54,7 +54,7 @@ pub enum CaptureError {
     },
 
     /// Reading a tracefs or /proc file failed.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -62,7 +62,7 @@ pub enum CaptureError {
     },
 
     /// rmdir of a tracefs instance kept failing.
-    #[error("cannot remove tracing instance {path}: {source}; remove it by hand with `rmdir {path}` once no process reads its trace_pipe")]
+    #[error("cannot remove tracing instance {path}; remove it by hand with `rmdir {path}` once no process reads its trace_pipe")]
     RemoveInstance {
         path: PathBuf,
         #[source]
@@ -86,7 +86,7 @@ pub enum CaptureError {
     },
 
     /// Any other I/O failure, with the file it concerns.
-    #[error("{context} ({path}): {source}")]
+    #[error("{context} ({path})")]
     Io {
         context: String,
         path: PathBuf,

@@ -901,7 +901,7 @@ impl Formats {
         let mut f = Formats::new();
         for (sys, name) in events {
             let path = events_dir.join(sys).join(name).join("format");
-            let text = std::fs::read_to_string(&path).map_err(|e| CaptureError::read(&path, e))?;
+            let text = crate::tracefs::read_file(&path)?;
             f.insert(EventFormat::parse(sys, &text, &path.display().to_string())?);
         }
         Ok(f)
@@ -1043,5 +1043,18 @@ print fmt: \"pio_%s at 0x%x size %d count %d val 0x%x %s\", REC->rw ? \"write\" 
             PageLayout::DEFAULT_64
         );
         assert_eq!(PageLayout::DEFAULT_64.page_size(), 4096);
+    }
+}
+#[cfg(test)]
+mod live {
+    #[test]
+    fn live_header_page_parses() {
+        let Some(root) = crate::host::require_tracefs() else {
+            return;
+        };
+        let t = crate::tracefs::read_file(&root.join("events/header_page")).unwrap();
+        super::PageLayout::parse(&t, "live").unwrap();
+        let t = crate::tracefs::read_file(&root.join("events/header_event")).unwrap();
+        super::check_header_event(&t, "live").unwrap();
     }
 }

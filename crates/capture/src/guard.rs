@@ -130,3 +130,16 @@ pub fn wait_stop(timeout: Duration) -> bool {
         .unwrap_or_else(|p| p.into_inner());
     *guard || stop_requested().is_some()
 }
+
+/// Sends `sig` to process `pid` (e.g. to pass a stop on to a traced command).
+pub fn signal_process(pid: u32, sig: i32) -> std::io::Result<()> {
+    let pid =
+        i32::try_from(pid).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid, sig) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -145,7 +145,7 @@ impl Instance {
         match write_raw(&path, value) {
             Ok(()) => Ok(()),
             Err(source) if source.raw_os_error() == Some(libc::EINVAL) => {
-                let kernel_message = std::fs::read_to_string(&path)
+                let kernel_message = read_file(&path)
                     .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
                     .unwrap_or_default();
                 Err(CaptureError::InvalidFilter {
@@ -354,8 +354,21 @@ pub(crate) fn write_file(path: &Path, value: &str) -> Result<(), CaptureError> {
     })
 }
 
-pub(crate) fn read_file(path: &Path) -> Result<String, CaptureError> {
-    std::fs::read_to_string(path).map_err(|e| CaptureError::read(path, e))
+/// Reads a tracefs file with one large first read: some tracefs files (`header_page`,
+/// `header_event`) return their whole content on the first read and nothing after, so
+/// the small probing reads of `std::fs::read_to_string` would cut them short.
+pub fn read_file(path: &Path) -> Result<String, CaptureError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| CaptureError::read(path, e))?;
+    let mut buf = Vec::with_capacity(1 << 16);
+    f.read_to_end(&mut buf)
+        .map_err(|e| CaptureError::read(path, e))?;
+    String::from_utf8(buf).map_err(|e| {
+        CaptureError::read(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,748 @@
+//! Recording a private tracefs instance into a trace.dat file.
+//!
+//! [`Recorder::start`] creates the instance, sets its buffer size, filters and events, opens
+//! every CPU's `trace_pipe_raw` (non-blocking) and turns recording on. [`Recorder::poll`]
+//! drains whole pages from every CPU into per-CPU spool files beside the output, counting
+//! events and lost events as it goes. [`Recorder::finish`] stops recording, drains what is
+//! left, writes the trace.dat (version 6) and removes the instance and the spool files.
+//!
+//! Only the instance's own files are written: kvmscope needs no global tracing state, so it
+//! works under kernel lockdown.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::CaptureError;
+use crate::format::{check_header_event, EventFormat, PageLayout};
+use crate::ringbuf::{Missed, Page};
+use crate::tracedat::{self, option, CpuPages, Metadata};
+use crate::tracefs::{read_file, Instance};
+
+/// The event presets of `kvmscope record --events`.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("kvm", "every event of the kvm system (default)"),
+    ("mmu", "kvmmmu:* and kvm:kvm_page_fault (shadow/TDP MMU activity)"),
+    ("timers", "hrtimers, LAPIC timer interrupts, KVM timer state, TSC-deadline MSR writes"),
+    ("ipi", "IPIs and cross-CPU calls, KVM APIC IPIs and injected interrupts"),
+    ("guest", "what a guest kernel shows of its hypervisor: MSR writes, timers, IRQ vectors, IPIs, scheduling"),
+    ("all", "kvm, kvmmmu, timer, irq_vectors, ipi, csd, msr and scheduler switches/wakeups"),
+];
+
+/// One thing to enable: a whole system or one event.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventSel {
+    pub system: String,
+    /// None: every event of the system.
+    pub event: Option<String>,
+    /// From a preset: skipped (with a note) when this kernel lacks it.
+    pub optional: bool,
+}
+
+impl EventSel {
+    fn req(system: &str, event: Option<&str>) -> EventSel {
+        EventSel {
+            system: system.into(),
+            event: event.map(Into::into),
+            optional: false,
+        }
+    }
+    fn opt(system: &str, event: Option<&str>) -> EventSel {
+        EventSel {
+            optional: true,
+            ..EventSel::req(system, event)
+        }
+    }
+}
+
+impl std::fmt::Display for EventSel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}",
+            self.system,
+            self.event.as_deref().unwrap_or("*")
+        )
+    }
+}
+
+/// Parses `--events`: preset names and `system:event` / `system:*` / `system` items,
+/// comma-separated.
+pub fn parse_events(spec: &str) -> Result<Vec<EventSel>, CaptureError> {
+    let mut out = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match item {
+            "kvm" => out.push(EventSel::req("kvm", None)),
+            "mmu" => {
+                out.push(EventSel::req("kvmmmu", None));
+                out.push(EventSel::opt("kvm", Some("kvm_page_fault")));
+            }
+            "timers" => {
+                for e in [
+                    "hrtimer_start",
+                    "hrtimer_cancel",
+                    "hrtimer_expire_entry",
+                    "hrtimer_expire_exit",
+                ] {
+                    out.push(EventSel::opt("timer", Some(e)));
+                }
+                out.push(EventSel::opt("irq_vectors", Some("local_timer_entry")));
+                out.push(EventSel::opt("kvm", Some("kvm_hv_timer_state")));
+                out.push(EventSel::opt("kvm", Some("kvm_timer_update_irq")));
+                out.push(EventSel::opt("msr", Some("write_msr")));
+            }
+            "ipi" => {
+                out.push(EventSel::opt("ipi", None));
+                out.push(EventSel::opt("csd", None));
+                out.push(EventSel::opt("kvm", Some("kvm_apic_ipi")));
+                out.push(EventSel::opt("kvm", Some("kvm_apic_accept_irq")));
+                out.push(EventSel::opt("irq_vectors", Some("call_function_entry")));
+                out.push(EventSel::opt(
+                    "irq_vectors",
+                    Some("call_function_single_entry"),
+                ));
+                out.push(EventSel::opt("irq_vectors", Some("reschedule_entry")));
+            }
+            "guest" => {
+                out.push(EventSel::opt("msr", Some("write_msr")));
+                out.push(EventSel::opt("timer", None));
+                out.push(EventSel::opt("irq_vectors", None));
+                out.push(EventSel::opt("ipi", None));
+                out.push(EventSel::opt("csd", None));
+                out.push(EventSel::opt("sched", Some("sched_switch")));
+                out.push(EventSel::opt("sched", Some("sched_wakeup")));
+            }
+            "all" => {
+                for s in ["kvm", "kvmmmu", "timer", "irq_vectors", "ipi", "csd", "msr"] {
+                    out.push(EventSel::opt(s, None));
+                }
+                out.push(EventSel::opt("sched", Some("sched_switch")));
+                out.push(EventSel::opt("sched", Some("sched_wakeup")));
+            }
+            _ => {
+                let (sys, ev) = item.split_once(':').unwrap_or((item, "*"));
+                let ok = |s: &str| {
+                    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                };
+                if !ok(sys) || !(ev == "*" || ok(ev)) {
+                    return Err(CaptureError::InvalidEventName(format!(
+                        "{item} (presets: {})",
+                        PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                out.push(EventSel::req(sys, (ev != "*").then_some(ev)));
+            }
+        }
+    }
+    // A required selection wins over an optional duplicate.
+    out.sort();
+    out.dedup_by(|b, a| {
+        if a.system == b.system && a.event == b.event {
+            a.optional &= b.optional;
+            true
+        } else {
+            false
+        }
+    });
+    Ok(out)
+}
+
+/// What to record.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    pub events: Vec<EventSel>,
+    /// (system, Some(event) or None for all selected events, kernel filter expression).
+    pub filters: Vec<(Option<(String, String)>, String)>,
+    /// Per-CPU buffer size in KiB (None: the kernel's default).
+    pub buffer_kb: Option<u64>,
+    /// Store /proc/kallsyms in the file (lets trace-cmd print kernel symbols; ~5 MB).
+    pub kallsyms: bool,
+}
+
+/// Counters while recording.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub events: u64,
+    /// Bytes of pages read from the kernel.
+    pub bytes: u64,
+    pub pages: u64,
+    /// Per CPU: lost events the kernel counted in page headers.
+    pub lost_known: Vec<u64>,
+    /// Per CPU: pages that say events were lost without a count.
+    pub lost_unknown_pages: Vec<u64>,
+    /// Events per event id.
+    pub by_id: BTreeMap<u16, u64>,
+    /// `system:event` of each enabled event id.
+    pub names: BTreeMap<u16, String>,
+}
+
+impl Progress {
+    pub fn lost_total(&self) -> u64 {
+        self.lost_known.iter().sum()
+    }
+    pub fn lost_pages(&self) -> u64 {
+        self.lost_unknown_pages.iter().sum()
+    }
+}
+
+#[derive(Debug)]
+struct CpuSpool {
+    /// None once closed (the instance cannot be removed while a pipe is open).
+    pipe: Option<File>,
+    path: PathBuf,
+    out: BufWriter<File>,
+    size: u64,
+}
+
+/// A recording in progress. Dropping it without [`Recorder::finish`] removes the instance
+/// and the spool files and writes no output.
+#[derive(Debug)]
+pub struct Recorder {
+    instance: Option<Instance>,
+    root: PathBuf,
+    output: PathBuf,
+    layout: PageLayout,
+    header_page: String,
+    header_event: String,
+    formats: Vec<EventFormat>,
+    cpus: Vec<CpuSpool>,
+    page: Vec<u8>,
+    progress: Progress,
+    pids: BTreeMap<i32, Option<String>>,
+    /// Notes for the user (skipped optional events).
+    pub notes: Vec<String>,
+    enabled: Vec<String>,
+    options: RecordOptions,
+}
+
+fn spool_path(output: &Path, cpu: usize) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".kvmscope-cpu{cpu}.tmp"));
+    output.with_file_name(name)
+}
+
+impl Recorder {
+    /// Sets up the instance and starts recording into spool files next to `output`.
+    pub fn start(
+        tracefs_root: &Path,
+        options: RecordOptions,
+        output: &Path,
+    ) -> Result<Recorder, CaptureError> {
+        let events_dir = tracefs_root.join("events");
+        let header_page = read_file(&events_dir.join("header_page"))?;
+        let header_event = read_file(&events_dir.join("header_event"))?;
+        let layout = PageLayout::parse(&header_page, "events/header_page")?;
+        check_header_event(&header_event, "events/header_event")?;
+
+        let instance = Instance::create(tracefs_root, "record")?;
+        instance.set_tracing_on(false)?;
+        if let Some(kb) = options.buffer_kb {
+            instance.set_buffer_size_kb(kb)?;
+        }
+        // Resolve selections to concrete events.
+        let mut notes = Vec::new();
+        let mut concrete: BTreeSet<(String, String)> = BTreeSet::new();
+        for sel in &options.events {
+            let sys_dir = instance.path().join("events").join(&sel.system);
+            match &sel.event {
+                Some(ev) => {
+                    if sys_dir.join(ev).is_dir() {
+                        concrete.insert((sel.system.clone(), ev.clone()));
+                    } else if sel.optional {
+                        notes.push(format!("{sel} is not available on this kernel; skipped"));
+                    } else {
+                        instance.event_dir(&sel.system, ev)?;
+                    }
+                }
+                None => {
+                    let entries = match std::fs::read_dir(&sys_dir) {
+                        Ok(e) => e,
+                        Err(_) if sel.optional => {
+                            notes.push(format!("{sel} is not available on this kernel; skipped"));
+                            continue;
+                        }
+                        Err(_) => {
+                            return Err(CaptureError::NoSuchEvent {
+                                system: sel.system.clone(),
+                                event: "*".into(),
+                                path: sys_dir,
+                                available: tracefs_root.join("available_events"),
+                            })
+                        }
+                    };
+                    for e in entries.flatten() {
+                        if e.path().join("format").is_file() {
+                            concrete.insert((
+                                sel.system.clone(),
+                                e.file_name().to_string_lossy().into_owned(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if concrete.is_empty() {
+            return Err(CaptureError::NoSuchEvent {
+                system: options
+                    .events
+                    .first()
+                    .map_or("?".into(), |s| s.system.clone()),
+                event: "*".into(),
+                path: instance.path().join("events"),
+                available: tracefs_root.join("available_events"),
+            });
+        }
+        let mut formats = Vec::new();
+        for (sys, ev) in &concrete {
+            let path = events_dir.join(sys).join(ev).join("format");
+            let text = read_file(&path)?;
+            formats.push(EventFormat::parse(sys, &text, &path.display().to_string())?);
+        }
+        for (target, expr) in &options.filters {
+            match target {
+                Some((sys, ev)) => instance.set_filter(sys, ev, expr)?,
+                None => {
+                    for (sys, ev) in &concrete {
+                        instance.set_filter(sys, ev, expr)?;
+                    }
+                }
+            }
+        }
+        for (sys, ev) in &concrete {
+            instance.enable(sys, ev)?;
+        }
+        let ncpu = count_cpus(instance.path())?;
+        let mut cpus = Vec::new();
+        for cpu in 0..ncpu {
+            let pipe_path = instance.trace_pipe_raw(cpu);
+            let pipe = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&pipe_path)
+                .map_err(|e| CaptureError::read(&pipe_path, e))?;
+            let path = spool_path(output, cpu);
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|source| CaptureError::Io {
+                    context: "cannot create a spool file beside the output".into(),
+                    path: path.clone(),
+                    source,
+                })?;
+            cpus.push(CpuSpool {
+                pipe: Some(pipe),
+                path,
+                out: BufWriter::with_capacity(1 << 20, f),
+                size: 0,
+            });
+        }
+        instance.set_tracing_on(true)?;
+        let enabled = concrete.iter().map(|(s, e)| format!("{s}:{e}")).collect();
+        Ok(Recorder {
+            instance: Some(instance),
+            root: tracefs_root.to_path_buf(),
+            output: output.to_path_buf(),
+            layout,
+            header_page,
+            header_event,
+            page: vec![0u8; layout.page_size()],
+            progress: Progress {
+                names: formats.iter().map(|f| (f.id, f.full_name())).collect(),
+                lost_known: vec![0; ncpu],
+                lost_unknown_pages: vec![0; ncpu],
+                ..Progress::default()
+            },
+            cpus,
+            formats,
+            pids: BTreeMap::new(),
+            notes,
+            enabled,
+            options,
+        })
+    }
+
+    /// The instance being recorded.
+    pub fn instance(&self) -> Option<&Instance> {
+        self.instance.as_ref()
+    }
+
+    /// The concrete events enabled, as `system:event`.
+    pub fn enabled_events(&self) -> &[String] {
+        &self.enabled
+    }
+
+    /// The counters so far.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Reads every full or partial page the kernel has ready, on every CPU. Returns the
+    /// number of pages read.
+    pub fn poll(&mut self) -> Result<u64, CaptureError> {
+        let mut pages = 0;
+        for cpu in 0..self.cpus.len() {
+            // Bound the work per CPU per call so one busy CPU cannot starve the others.
+            for _ in 0..256 {
+                let spool = &mut self.cpus[cpu];
+                let Some(pipe) = spool.pipe.as_mut() else {
+                    break;
+                };
+                let n = match pipe.read(&mut self.page) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(CaptureError::read(
+                            self.instance
+                                .as_ref()
+                                .map_or_else(PathBuf::new, |i| i.trace_pipe_raw(cpu)),
+                            e,
+                        ))
+                    }
+                };
+                // Keep pages whole in the file, as trace-cmd does.
+                self.page[n..].fill(0);
+                spool
+                    .out
+                    .write_all(&self.page)
+                    .map_err(|source| CaptureError::Io {
+                        context: "cannot write the spool file".into(),
+                        path: spool.path.clone(),
+                        source,
+                    })?;
+                spool.size += self.page.len() as u64;
+                pages += 1;
+                self.account(cpu)?;
+            }
+        }
+        Ok(pages)
+    }
+
+    fn account(&mut self, cpu: usize) -> Result<(), CaptureError> {
+        let p = &mut self.progress;
+        p.pages += 1;
+        p.bytes += self.page.len() as u64;
+        let page = Page::parse(&self.layout, &self.page, cpu as u32, 0)?;
+        match page.missed {
+            Missed::None => {}
+            Missed::Unknown => p.lost_unknown_pages[cpu] += 1,
+            Missed::Count(n) => p.lost_known[cpu] += n,
+        }
+        for rec in page.records() {
+            let Ok(rec) = rec else { break };
+            p.events += 1;
+            *p.by_id.entry(rec.id).or_insert(0) += 1;
+            if let std::collections::btree_map::Entry::Vacant(v) = self.pids.entry(rec.common_pid) {
+                // Read the name now: the thread may be gone by the end.
+                v.insert(comm_of(rec.common_pid));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops recording, drains the buffers, writes the trace.dat file with `sidecar` (a
+    /// JSON object, e.g. the system snapshot; kvmscope adds its own fields) and removes the
+    /// instance. Returns the final counters.
+    pub fn finish(mut self, sidecar: Option<serde_json::Value>) -> Result<Progress, CaptureError> {
+        let instance = self.instance.take().expect("instance present until finish");
+        instance.set_tracing_on(false)?;
+        while self.poll()? > 0 {}
+        for spool in &mut self.cpus {
+            spool.pipe = None;
+        }
+        let ncpu = self.cpus.len();
+        let mut cpustats = Vec::new();
+        for cpu in 0..ncpu {
+            let s = instance.cpu_stats(cpu).unwrap_or_default();
+            cpustats.push(s);
+        }
+        let clock = read_file(&instance.path().join("trace_clock")).unwrap_or_default();
+        instance.remove()?;
+
+        let meta = self.metadata(&cpustats, clock, sidecar)?;
+        let mut inputs = Vec::new();
+        for spool in std::mem::take(&mut self.cpus) {
+            let size = spool.size;
+            let path = spool.path.clone();
+            let mut f = spool.out.into_inner().map_err(|e| CaptureError::Io {
+                context: "cannot flush the spool file".into(),
+                path: path.clone(),
+                source: e.into_error(),
+            })?;
+            f.rewind().map_err(|e| CaptureError::read(&path, e))?;
+            inputs.push((path, CpuPages { reader: f, size }));
+        }
+        let out_path = self.output.clone();
+        let tmp = out_path.with_extension("dat.kvmscope-tmp");
+        let result = (|| {
+            let f = File::create(&tmp)?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let mut cpus: Vec<_> = inputs
+                .iter_mut()
+                .map(|(_, c)| CpuPages {
+                    reader: &mut c.reader,
+                    size: c.size,
+                })
+                .collect();
+            tracedat::write_v6(&mut w, &meta, &mut cpus)?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, &out_path)
+        })();
+        for (path, _) in &inputs {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Err(source) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(CaptureError::Io {
+                context: "cannot write the trace.dat file".into(),
+                path: out_path,
+                source,
+            });
+        }
+        Ok(std::mem::take(&mut self.progress))
+    }
+
+    fn metadata(
+        &self,
+        cpustats: &[String],
+        clock: String,
+        sidecar: Option<serde_json::Value>,
+    ) -> Result<Metadata, CaptureError> {
+        let mut systems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in &self.formats {
+            systems
+                .entry(f.system.clone())
+                .or_default()
+                .push(f.text.clone());
+        }
+        let root = &self.root;
+        let mut ftrace_formats = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(root.join("events/ftrace")) {
+            let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            names.sort();
+            for p in names {
+                if let Ok(t) = read_file(&p.join("format")) {
+                    ftrace_formats.push(t);
+                }
+            }
+        }
+        // pid → comm: what we saw live, then the kernel's saved_cmdlines for the rest.
+        let saved = read_file(&root.join("saved_cmdlines")).unwrap_or_default();
+        let saved: BTreeMap<i32, &str> = saved
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(p, c)| Some((p.parse().ok()?, c)))
+            .collect();
+        let mut cmdlines = String::new();
+        for (pid, comm) in &self.pids {
+            let name = comm.as_deref().or_else(|| saved.get(pid).copied());
+            if let Some(name) = name {
+                cmdlines.push_str(&format!("{pid} {name}\n"));
+            } else if *pid == 0 {
+                cmdlines.push_str("0 <idle>\n");
+            }
+        }
+        let mut options = Vec::new();
+        let mut cstr = |id: u16, s: &str| {
+            let mut d = s.as_bytes().to_vec();
+            d.push(0);
+            options.push((id, d));
+        };
+        if !clock.is_empty() {
+            cstr(option::TRACECLOCK, &clock);
+        }
+        cstr(option::UNAME, &uname());
+        cstr(
+            option::VERSION,
+            concat!("kvmscope ", env!("CARGO_PKG_VERSION")),
+        );
+        for (cpu, s) in cpustats.iter().enumerate() {
+            cstr(option::CPUSTAT, &format!("CPU: {cpu}\n{s}"));
+        }
+        options.push((
+            option::CPUCOUNT,
+            (cpustats.len() as u32).to_le_bytes().to_vec(),
+        ));
+        let lost: Vec<serde_json::Value> = (0..self.progress.lost_known.len())
+            .map(|cpu| {
+                let stats = parse_stats(cpustats.get(cpu).map_or("", String::as_str));
+                serde_json::json!({
+                    "cpu": cpu,
+                    "lost_in_pages": self.progress.lost_known[cpu],
+                    "pages_with_unknown_loss": self.progress.lost_unknown_pages[cpu],
+                    "overrun": stats.get("overrun"),
+                    "dropped_events": stats.get("dropped events"),
+                })
+            })
+            .collect();
+        let mut doc = serde_json::json!({
+            "format": "kvmscope-sidecar",
+            "format_version": 1,
+            "tool": concat!("kvmscope ", env!("CARGO_PKG_VERSION")),
+            "events": self.enabled,
+            "filters": self.options.filters.iter().map(|(t, e)| serde_json::json!({
+                "event": t.as_ref().map(|(s, ev)| format!("{s}:{ev}")),
+                "filter": e,
+            })).collect::<Vec<_>>(),
+            "buffer_kb": self.options.buffer_kb,
+            "lost_events": lost,
+            "events_recorded": self.progress.events,
+        });
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (sidecar, doc.as_object_mut())
+        {
+            for (k, v) in extra {
+                obj.insert(k, v);
+            }
+        }
+        let mut json = serde_json::to_vec(&doc).unwrap_or_default();
+        json.push(0);
+        options.push((tracedat::OPTION_KVMSCOPE, json));
+        let kallsyms = if self.options.kallsyms {
+            std::fs::read("/proc/kallsyms").unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok(Metadata {
+            page_size: page_size(),
+            header_page: self.header_page.clone(),
+            header_event: self.header_event.clone(),
+            ftrace_formats,
+            systems: systems.into_iter().collect(),
+            kallsyms,
+            printk: Vec::new(),
+            cmdlines,
+            options,
+        })
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        for spool in self.cpus.drain(..) {
+            let _ = std::fs::remove_file(&spool.path);
+        }
+        // The pipes are closed now, so the instance can be removed.
+        drop(self.instance.take());
+    }
+}
+
+/// Events recorded per `system:event` (ids without a known name as `id N`).
+pub fn event_names(p: &Progress) -> BTreeMap<String, u64> {
+    p.by_id
+        .iter()
+        .map(|(id, n)| {
+            let name = p
+                .names
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| format!("id {id}"));
+            (name, *n)
+        })
+        .collect()
+}
+
+/// A snapshot of the system (kernel, command line, KVM parameters, CPU, isolation,
+/// interrupts, timers) from `kvmscope-system`.
+pub fn collect_system() -> kvmscope_system::SystemSnapshot {
+    kvmscope_system::collect()
+}
+
+/// The sidecar fields for a capture: the whole snapshot taken at the start as `system`,
+/// and the counters that change during it (`/proc/interrupts`, `/proc/softirqs`) again
+/// at the end as `interrupts_end` / `softirqs_end`.
+pub fn system_sidecar(
+    start: &kvmscope_system::SystemSnapshot,
+    end: &kvmscope_system::SystemSnapshot,
+) -> serde_json::Value {
+    serde_json::json!({
+        "system": start,
+        "interrupts_end": end.interrupts,
+        "softirqs_end": end.softirqs,
+    })
+}
+
+/// `key: value` lines of a per-CPU `stats` file.
+pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter_map(|(k, v)| Some((k.trim().to_string(), v.trim().parse().ok()?)))
+        .collect()
+}
+
+fn count_cpus(instance: &Path) -> Result<usize, CaptureError> {
+    let dir = instance.join("per_cpu");
+    let n = std::fs::read_dir(&dir)
+        .map_err(|e| CaptureError::read(&dir, e))?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("cpu")?
+                .parse::<usize>()
+                .ok()
+        })
+        .map(|c| c + 1)
+        .max()
+        .unwrap_or(0);
+    Ok(n)
+}
+
+fn comm_of(pid: i32) -> Option<String> {
+    if pid == 0 {
+        return Some("<idle>".into());
+    }
+    // common_pid is a thread id: /proc/<tid>/comm works for threads too.
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+fn uname() -> String {
+    let r = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "Linux {} {} {}",
+        r("/proc/sys/kernel/hostname"),
+        r("/proc/sys/kernel/osrelease"),
+        std::env::consts::ARCH
+    )
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as u32
+    } else {
+        4096
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_and_lists() {
+        let e = parse_events("kvm").unwrap();
+        assert_eq!(e, vec![EventSel::req("kvm", None)]);
+        let e = parse_events("kvm:kvm_pio, msr:write_msr,kvm:kvm_pio").unwrap();
+        assert_eq!(e.len(), 2);
+        let e = parse_events("timers,msr:write_msr").unwrap();
+        assert!(e.iter().any(|s| s.system == "msr" && !s.optional));
+        assert!(parse_events("kvm:../x").is_err());
+        assert!(parse_events("nope:").is_err());
+        for (p, _) in PRESETS {
+            assert!(!parse_events(p).unwrap().is_empty());
+        }
+    }
+}
