@@ -2,7 +2,8 @@
 //!
 //! [`Recorder::start`] creates the instance, sets its buffer size, filters and events, opens
 //! every CPU's `trace_pipe_raw` (non-blocking) and turns recording on. [`Recorder::poll`]
-//! drains whole pages from every CPU into per-CPU spool files beside the output, counting
+//! drains whole pages from every CPU into per-CPU spool files (unlinked temporary files beside
+//! the output), counting
 //! events and lost events as it goes. [`Recorder::finish`] stops recording, drains what is
 //! left, writes the trace.dat (version 6) and removes the instance and the spool files.
 //!
@@ -334,6 +335,9 @@ impl Recorder {
                     path: path.clone(),
                     source,
                 })?;
+            // Unlinked at once: the data lives as long as the descriptor, so even a run
+            // killed with SIGKILL leaves no spool file behind.
+            let _ = std::fs::remove_file(&path);
             cpus.push(CpuSpool {
                 pipe: Some(pipe),
                 path,
@@ -494,9 +498,6 @@ impl Recorder {
             w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             std::fs::rename(&tmp, &out_path)
         })();
-        for (path, _) in &inputs {
-            let _ = std::fs::remove_file(path);
-        }
         if let Err(source) = result {
             let _ = std::fs::remove_file(&tmp);
             return Err(CaptureError::Io {
@@ -624,10 +625,8 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        for spool in self.cpus.drain(..) {
-            let _ = std::fs::remove_file(&spool.path);
-        }
-        // The pipes are closed now, so the instance can be removed.
+        // Close the pipes first: the instance cannot be removed while one is open.
+        self.cpus.clear();
         drop(self.instance.take());
     }
 }
