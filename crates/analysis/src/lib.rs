@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod exits;
+pub mod guest;
 pub mod interrupts;
 pub mod keys;
 pub mod mmu;

@@ -98,3 +98,17 @@ pub fn allowed_cpus() -> Result<Vec<usize>, WorkloadError> {
 fn backstop(expected: Duration) -> Duration {
     expected.saturating_mul(20).max(Duration::from_secs(10))
 }
+
+/// Pins the calling thread to `cpu` (for tests and demos that add their own threads).
+pub fn pin(cpu: usize) -> Result<(), WorkloadError> {
+    sys::pin_to(cpu).map_err(|source| WorkloadError::Syscall {
+        workload: "setup",
+        call: "sched_setaffinity",
+        source,
+    })
+}
+
+/// The calling thread's id.
+pub fn current_tid() -> u32 {
+    sys::gettid()
+}

@@ -1,0 +1,248 @@
+//! hrtimers by function and CPU, the "re-armed from its own interrupt" pattern, and local
+//! timer interrupts per CPU.
+//!
+//! A timer is re-armed from its own interrupt when, on the CPU where timer T just expired,
+//! T is started again before that timer interrupt ends: either by its callback
+//! (`hrtimer_start` of T between `hrtimer_expire_entry` and `hrtimer_expire_exit` of T), or by
+//! the hrtimer core because the callback returned HRTIMER_RESTART (`hrtimer_start` of T after
+//! its `hrtimer_expire_exit`, before `irq_vectors:local_timer_exit`). That is what a tick that
+//! never stops looks like (`nohz=off`, field report 003: `enqueue_hrtimer` under
+//! `__hrtimer_run_queues`). A timer re-armed later by a task (a `nanosleep` loop) is not.
+//! Without `irq_vectors:local_timer_*` events the interrupt's end is unknown; then a start of
+//! T that is the very next hrtimer event on that CPU after T's expiry counts, and
+//! [`TimerReport::irq_context_known`] is false.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use kvmscope_trace::{Event, EventKind};
+use serde::Serialize;
+
+#[derive(Debug, Default)]
+struct CpuState {
+    in_local_timer: bool,
+    running: Vec<u64>,
+    expired_in_irq: BTreeSet<u64>,
+    last_exit: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    starts: u64,
+    starts_by_scope: u64,
+    expiries: u64,
+    expiries_of_scope_timers: u64,
+    cancels: u64,
+    rearmed_in_handler: u64,
+    restarted_in_interrupt: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Timers {
+    cpus: BTreeMap<u32, CpuState>,
+    rows: BTreeMap<(String, u32), Counts>,
+    functions: HashMap<u64, String>,
+    scope_timers: BTreeSet<u64>,
+    local_timer: BTreeMap<u32, u64>,
+    irq_context_known: bool,
+}
+
+/// One hrtimer function on one CPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HrtimerRow {
+    /// The callback (`tick_nohz_handler`, `hrtimer_wakeup`, `apic_timer_fn`, ...).
+    pub function: String,
+    pub cpu: u32,
+    /// `hrtimer_start` events.
+    pub starts: u64,
+    /// Of which by a thread of the scope.
+    pub starts_by_scope: u64,
+    /// `hrtimer_expire_entry` events.
+    pub expiries: u64,
+    /// Expiries of timers a thread of the scope started (matched by timer address).
+    pub expiries_of_scope_timers: u64,
+    /// `hrtimer_cancel` events.
+    pub cancels: u64,
+    /// Starts from inside the timer's own callback.
+    pub rearmed_in_handler: u64,
+    /// Restarts after the callback, in the same timer interrupt (HRTIMER_RESTART).
+    pub restarted_in_interrupt: u64,
+}
+
+impl HrtimerRow {
+    /// Both kinds of re-arming from the timer's own interrupt.
+    pub fn rearmed_from_own_interrupt(&self) -> u64 {
+        self.rearmed_in_handler + self.restarted_in_interrupt
+    }
+}
+
+/// Local timer interrupts (`irq_vectors:local_timer_entry`) on one CPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalTimerRow {
+    pub cpu: u32,
+    pub interrupts: u64,
+}
+
+/// hrtimers and timer interrupts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TimerReport {
+    /// Sorted by function, then CPU.
+    pub hrtimers: Vec<HrtimerRow>,
+    pub local_timer: Vec<LocalTimerRow>,
+    /// True when local timer interrupt boundaries were traced (see the module docs).
+    pub irq_context_known: bool,
+}
+
+impl Timers {
+    fn row(&mut self, function: &str, cpu: u32) -> &mut Counts {
+        self.rows.entry((function.to_string(), cpu)).or_default()
+    }
+
+    pub fn observe(&mut self, ev: &Event<'_>, ours: bool) {
+        let cpu = ev.cpu;
+        match ev.kind {
+            EventKind::HrtimerStart {
+                hrtimer, function, ..
+            } => {
+                self.functions.insert(hrtimer, function.to_string());
+                if ours {
+                    self.scope_timers.insert(hrtimer);
+                }
+                let known = self.irq_context_known;
+                let st = self.cpus.entry(cpu).or_default();
+                let in_handler = st.running.contains(&hrtimer);
+                let restarted = !in_handler
+                    && if known {
+                        st.in_local_timer && st.expired_in_irq.contains(&hrtimer)
+                    } else {
+                        st.last_exit == Some(hrtimer)
+                    };
+                st.last_exit = None;
+                let row = self.row(function, cpu);
+                row.starts += 1;
+                row.starts_by_scope += u64::from(ours);
+                row.rearmed_in_handler += u64::from(in_handler);
+                row.restarted_in_interrupt += u64::from(restarted);
+            }
+            EventKind::HrtimerExpireEntry { hrtimer, function } => {
+                self.functions.insert(hrtimer, function.to_string());
+                let st = self.cpus.entry(cpu).or_default();
+                st.running.push(hrtimer);
+                st.expired_in_irq.insert(hrtimer);
+                st.last_exit = None;
+                let of_scope = self.scope_timers.contains(&hrtimer);
+                let row = self.row(function, cpu);
+                row.expiries += 1;
+                row.expiries_of_scope_timers += u64::from(of_scope);
+            }
+            EventKind::HrtimerExpireExit { hrtimer } => {
+                let st = self.cpus.entry(cpu).or_default();
+                if let Some(i) = st.running.iter().rposition(|&t| t == hrtimer) {
+                    st.running.remove(i);
+                }
+                st.last_exit = Some(hrtimer);
+            }
+            EventKind::HrtimerCancel { hrtimer } => {
+                let st = self.cpus.entry(cpu).or_default();
+                st.last_exit = None;
+                let function = self
+                    .functions
+                    .get(&hrtimer)
+                    .cloned()
+                    .unwrap_or_else(|| "unknown".to_string());
+                self.row(&function, cpu).cancels += 1;
+            }
+            EventKind::IrqVector { entry, .. } if ev.name.starts_with("local_timer_") => {
+                self.irq_context_known = true;
+                let st = self.cpus.entry(cpu).or_default();
+                st.in_local_timer = entry;
+                st.expired_in_irq.clear();
+                if entry {
+                    *self.local_timer.entry(cpu).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn finish(&self) -> TimerReport {
+        TimerReport {
+            hrtimers: self
+                .rows
+                .iter()
+                .map(|((function, cpu), c)| HrtimerRow {
+                    function: function.clone(),
+                    cpu: *cpu,
+                    starts: c.starts,
+                    starts_by_scope: c.starts_by_scope,
+                    expiries: c.expiries,
+                    expiries_of_scope_timers: c.expiries_of_scope_timers,
+                    cancels: c.cancels,
+                    rearmed_in_handler: c.rearmed_in_handler,
+                    restarted_in_interrupt: c.restarted_in_interrupt,
+                })
+                .collect(),
+            local_timer: self
+                .local_timer
+                .iter()
+                .map(|(&cpu, &interrupts)| LocalTimerRow { cpu, interrupts })
+                .collect(),
+            irq_context_known: self.irq_context_known,
+        }
+    }
+}
+
+impl TimerReport {
+    /// Expiries of `function` (any when `None`) on `cpu` (all when `None`).
+    pub fn expiries(&self, function: Option<&str>, cpu: Option<u32>) -> u64 {
+        self.hrtimers
+            .iter()
+            .filter(|r| function.is_none_or(|f| f == r.function) && cpu.is_none_or(|c| c == r.cpu))
+            .map(|r| r.expiries)
+            .sum()
+    }
+
+    /// Per function, over all CPUs: expiries of timers started by the scope, most first.
+    pub fn scope_functions(&self) -> Vec<(String, u64)> {
+        let mut m: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in &self.hrtimers {
+            if r.expiries_of_scope_timers > 0 || r.starts_by_scope > 0 {
+                *m.entry(&r.function).or_default() += r.expiries_of_scope_timers;
+            }
+        }
+        let mut v: Vec<(String, u64)> = m.into_iter().map(|(f, n)| (f.to_string(), n)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
+
+    /// The function with the most expiries on `cpu` (all CPUs when `None`).
+    pub fn top_function(&self, cpu: Option<u32>) -> Option<(&str, u64)> {
+        let mut m: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in self
+            .hrtimers
+            .iter()
+            .filter(|r| cpu.is_none_or(|c| c == r.cpu))
+        {
+            *m.entry(&r.function).or_default() += r.expiries;
+        }
+        m.into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+    }
+
+    /// Re-arms from the timer's own interrupt of `function` on `cpu` (all when `None`).
+    pub fn rearmed_from_own_interrupt(&self, function: &str, cpu: Option<u32>) -> u64 {
+        self.hrtimers
+            .iter()
+            .filter(|r| r.function == function && cpu.is_none_or(|c| c == r.cpu))
+            .map(HrtimerRow::rearmed_from_own_interrupt)
+            .sum()
+    }
+
+    /// Local timer interrupts on `cpu` (all when `None`).
+    pub fn local_timer_interrupts(&self, cpu: Option<u32>) -> u64 {
+        self.local_timer
+            .iter()
+            .filter(|r| cpu.is_none_or(|c| c == r.cpu))
+            .map(|r| r.interrupts)
+            .sum()
+    }
+}

@@ -1,0 +1,472 @@
+//! The guest-side analyses against what the kernel really does here, under the lab's
+//! workload generators, traced through a private tracefs instance.
+//!
+//! Acceptance tests (issue 8):
+//! - timer storm: the TSC-deadline MSR write rate and the hrtimer expiry rate kvmscope reports
+//!   agree with the generator's own count, and the storm's function is named;
+//! - IPI storm: the IPIs attributed to TLB shootdown match the /proc/interrupts TLB delta.
+//!
+//! Tolerances come from the measurements in docs/guest.md (the `measure_*` tests, run with
+//! `cargo test -p kvmscope-system --test guest_storms -- --ignored --nocapture`).
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use kvmscope_analysis::guest::{Guest, GuestReport, Scope};
+use kvmscope_capture::tracefs::Instance;
+use kvmscope_lab::workload::{
+    ipi_storm, timer_storm, IpiMethod, IpiStorm, TimerMethod, TimerStorm,
+};
+use kvmscope_system::interrupts::{self, Interrupts, IpiKind};
+
+const TIMER_EVENTS: &[(&str, &str)] = &[
+    ("msr", "write_msr"),
+    ("timer", "hrtimer_start"),
+    ("timer", "hrtimer_expire_entry"),
+    ("timer", "hrtimer_expire_exit"),
+    ("timer", "hrtimer_cancel"),
+    ("irq_vectors", "local_timer_entry"),
+    ("irq_vectors", "local_timer_exit"),
+];
+
+const IPI_EVENTS: &[(&str, &str)] = &[
+    ("ipi", "ipi_send_cpu"),
+    ("ipi", "ipi_send_cpumask"),
+    ("csd", "csd_queue_cpu"),
+    ("csd", "csd_function_entry"),
+    ("tlb", "tlb_flush"),
+    ("irq_vectors", "call_function_entry"),
+    ("irq_vectors", "call_function_single_entry"),
+    ("irq_vectors", "reschedule_entry"),
+];
+
+const START: &str = "kvmscope-storm-start";
+const END: &str = "kvmscope-storm-end";
+
+/// A private instance (`instances/kvmscope-sys-<pid>-<n>`), removed on drop.
+struct Session {
+    inst: Instance,
+}
+
+impl Session {
+    fn start(tracefs: &Path, events: &[(&str, &str)]) -> Session {
+        let inst = Instance::create(tracefs, "sys").expect("create the tracefs instance");
+        inst.set_buffer_size_kb(16 * 1024).expect("buffer size");
+        for (system, event) in events {
+            inst.enable(system, event)
+                .unwrap_or_else(|e| panic!("enable {system}:{event}: {e}"));
+        }
+        inst.set_tracing_on(true).unwrap();
+        Session { inst }
+    }
+
+    fn mark(&self, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.inst.path().join("trace_marker"))
+            .expect("open the instance's trace_marker");
+        f.write_all(text.as_bytes()).expect("write the marker");
+    }
+
+    /// Stops tracing and analyses the events between the two markers.
+    fn finish(self, tids: &[u32], before: &Interrupts, after: &Interrupts) -> (GuestReport, u64) {
+        self.inst.set_tracing_on(false).unwrap();
+        let text = self.inst.trace_text().expect("read the instance's trace");
+        self.inst.remove().expect("remove the instance");
+        let (mut start, mut end) = (None, None);
+        kvmscope_trace::text::decode(text.as_bytes(), |ev| {
+            if ev.name == "tracing_mark_write" {
+                if ev.payload.contains(START) {
+                    start = Some(ev.ts_ns);
+                } else if ev.payload.contains(END) {
+                    end = Some(ev.ts_ns);
+                }
+            }
+        })
+        .unwrap();
+        let (start, end) = (
+            start.expect("start marker traced"),
+            end.expect("end marker traced"),
+        );
+        let scope = Scope {
+            tids: tids.iter().copied().collect::<BTreeSet<_>>(),
+            cpus: None,
+            window_ns: Some((start, end)),
+        };
+        let mut guest = Guest::new(scope);
+        guest.set_interrupts(before, after);
+        let stats = kvmscope_trace::text::decode(text.as_bytes(), |ev| guest.observe(ev)).unwrap();
+        (guest.finish(), stats.lost_total())
+    }
+}
+
+fn proc_interrupts() -> Interrupts {
+    interrupts::parse(&std::fs::read_to_string("/proc/interrupts").unwrap()).unwrap()
+}
+
+fn two_cpus() -> Option<Vec<usize>> {
+    let cpus = kvmscope_lab::workload::allowed_cpus().unwrap();
+    if cpus.len() < 2 {
+        eprintln!("SKIPPED: the storms need two CPUs, this process may use {cpus:?}");
+        return None;
+    }
+    Some(cpus)
+}
+
+/// Runs a traced timer storm on the last allowed CPU.
+fn traced_timer_storm(
+    tracefs: &Path,
+    spec: TimerStorm,
+) -> (kvmscope_lab::workload::TimerStormOutcome, GuestReport, u64) {
+    let s = Session::start(tracefs, TIMER_EVENTS);
+    let mut before = None;
+    let out = timer_storm(&spec, |_| {
+        before = Some(proc_interrupts());
+        s.mark(START);
+    })
+    .unwrap();
+    s.mark(END);
+    let after = proc_interrupts();
+    let (report, lost) = s.finish(&out.threads.tids(), &before.unwrap(), &after);
+    (out, report, lost)
+}
+
+fn traced_ipi_storm(
+    tracefs: &Path,
+    spec: IpiStorm,
+) -> (kvmscope_lab::workload::IpiStormOutcome, GuestReport, u64) {
+    let s = Session::start(tracefs, IPI_EVENTS);
+    let mut before = None;
+    let out = ipi_storm(&spec, |_| {
+        before = Some(proc_interrupts());
+        s.mark(START);
+    })
+    .unwrap();
+    s.mark(END);
+    let after = proc_interrupts();
+    let (report, lost) = s.finish(&out.threads.tids(), &before.unwrap(), &after);
+    (out, report, lost)
+}
+
+fn timer_summary(
+    out: &kvmscope_lab::workload::TimerStormOutcome,
+    r: &GuestReport,
+) -> serde_json::Value {
+    let cpu = out.threads.driver_cpu.map(|c| c as u32);
+    let gen = out.expiries as f64;
+    let scope_expiries: u64 = r.timers.scope_functions().iter().map(|(_, n)| n).sum();
+    let writes = r.msr.tsc_deadline_writes(cpu);
+    let local = r.timers.local_timer_interrupts(cpu);
+    let all_exp = r.timers.expiries(None, cpu);
+    serde_json::json!({
+        "method": out.method,
+        "generator_expiries": out.expiries,
+        "generator_late": out.late,
+        "span_ms": r.span_ns as f64 / 1e6,
+        "scope_functions": r.timers.scope_functions(),
+        "top_function_on_cpu": r.timers.top_function(cpu),
+        "scope_timer_expiries": scope_expiries,
+        "scope_expiries_per_op": scope_expiries as f64 / gen,
+        "tsc_deadline_writes_on_cpu": writes,
+        "tsc_deadline_writes_per_op": writes as f64 / gen,
+        "tsc_deadline_writes_per_expiry_on_cpu": writes as f64 / all_exp.max(1) as f64,
+        "all_expiries_on_cpu": all_exp,
+        "local_timer_on_cpu": local,
+        "local_timer_per_op": local as f64 / gen,
+        "tick_rearmed_from_own_interrupt_on_cpu": r.timers.rearmed_from_own_interrupt("tick_nohz_handler", cpu),
+        "loc_delta_on_cpu": r.interrupts_delta.as_ref().and_then(|d| d.line("LOC")).map(|l| l.deltas.clone()),
+    })
+}
+
+fn ipi_summary(
+    out: &kvmscope_lab::workload::IpiStormOutcome,
+    r: &GuestReport,
+) -> serde_json::Value {
+    let d = r.interrupts_delta.as_ref().unwrap();
+    let spinners: Vec<u32> = out.threads.helpers.iter().map(|&(_, c)| c as u32).collect();
+    let tlb_delta = d.ipi_total(IpiKind::TlbShootdown, Some(&spinners));
+    let cal_delta = d.ipi_total(IpiKind::FunctionCall, Some(&spinners));
+    let on_spinners =
+        |f: &dyn Fn(Option<u32>) -> u64| spinners.iter().map(|&c| f(Some(c))).sum::<u64>();
+    let tlb_runs = on_spinners(&|c| r.ipi.runs("tlb_shootdown", c));
+    let remote = on_spinners(&|c| r.ipi.remote_tlb_flushes(c));
+    let mb_runs = on_spinners(&|c| r.ipi.runs("membarrier", c));
+    let sent_tlb_scope = r.ipi.sent("tlb_shootdown", None, true);
+    let sent_mb_scope = r.ipi.sent("membarrier", None, true);
+    let ops = out.ops as f64;
+    serde_json::json!({
+        "method": out.method,
+        "generator_ops": out.ops,
+        "span_ms": r.span_ns as f64 / 1e6,
+        "tlb_delta_on_spinners": tlb_delta,
+        "cal_delta_on_spinners": cal_delta,
+        "csd_flush_tlb_runs_on_spinners": tlb_runs,
+        "remote_shootdown_flushes_on_spinners": remote,
+        "tlb_ipis_sent_by_scope": sent_tlb_scope,
+        "tlb_ipis_sent_all": r.ipi.sent("tlb_shootdown", None, false),
+        "membarrier_ipis_sent_by_scope": sent_mb_scope,
+        "csd_membarrier_runs_on_spinners": mb_runs,
+        "tlb_delta_per_op": tlb_delta as f64 / ops,
+        "tlb_runs_per_tlb_delta": tlb_runs as f64 / tlb_delta.max(1) as f64,
+        "scope_tlb_ipis_per_op": sent_tlb_scope as f64 / ops,
+        "cal_delta_per_op": cal_delta as f64 / ops,
+        "csd_functions": r.ipi.csd_functions,
+        "spinner_loops": out.spinner_loops,
+    })
+}
+
+#[test]
+#[ignore = "measurement: prints the ratios docs/guest.md records"]
+fn measure_timer_storms() {
+    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+        return;
+    };
+    let Some(cpus) = two_cpus() else { return };
+    let cpu = *cpus.last().unwrap();
+    for (method, period_us, count) in [
+        (TimerMethod::Nanosleep, 200, 2000),
+        (TimerMethod::Nanosleep, 100, 4000),
+        (TimerMethod::Timerfd, 200, 2000),
+        (TimerMethod::Nanosleep, 1000, 500),
+    ] {
+        let spec = TimerStorm::new(Duration::from_micros(period_us), count)
+            .method(method)
+            .cpu(cpu);
+        let (out, r, lost) = traced_timer_storm(&tracefs, spec);
+        let mut v = timer_summary(&out, &r);
+        v["period_us"] = period_us.into();
+        v["lost"] = lost.into();
+        println!("MEASURE timer {}", v);
+    }
+}
+
+#[test]
+#[ignore = "measurement: prints the ratios docs/guest.md records"]
+fn measure_ipi_storms() {
+    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+        return;
+    };
+    if two_cpus().is_none() {
+        return;
+    }
+    for (method, ops) in [
+        (IpiMethod::Munmap, 2000),
+        (IpiMethod::Mprotect, 2000),
+        (IpiMethod::Membarrier, 20000),
+        (IpiMethod::Membarrier, 20000),
+    ] {
+        let (out, r, lost) = traced_ipi_storm(&tracefs, IpiStorm::new(method, ops));
+        let mut v = ipi_summary(&out, &r);
+        v["lost"] = lost.into();
+        println!("MEASURE ipi {}", v);
+    }
+}
+
+fn fail_on_loss(lost: u64) {
+    assert_eq!(
+        lost, 0,
+        "the trace lost {lost} events: every comparison below would be skewed; raise the instance buffer"
+    );
+}
+
+/// Acceptance: under the timer storm, kvmscope's TSC-deadline write rate and hrtimer expiry
+/// rate agree with the generator's own count, and the storm's function is named.
+///
+/// Tolerances (docs/guest.md, measured here with load average 5-8 from parallel builds):
+/// - expiries of the storm's own timers (matched by the address of the hrtimers its thread
+///   started) equal the generator's count exactly in every run; allowed: 0.5% or 2, for a
+///   period that straddles a marker;
+/// - TSC-deadline writes on the storm's CPU per generator expiry were 2.012-2.014 (one write
+///   when the sleep arms the earliest timer, one when the interrupt programs the next
+///   event); allowed 1.8-2.4: other timers on that CPU (the 250 Hz tick, other tasks) add
+///   writes, a period in which the storm's timer was not the earliest removes one.
+#[test]
+fn timer_storm_rates_match_the_generator() {
+    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+        return;
+    };
+    let Some(cpus) = two_cpus() else { return };
+    let cpu = *cpus.last().unwrap();
+    let spec = TimerStorm::new(Duration::from_micros(200), 2000).cpu(cpu);
+    let (out, r, lost) = traced_timer_storm(&tracefs, spec);
+    fail_on_loss(lost);
+    let summary = timer_summary(&out, &r);
+    println!("{summary}");
+    assert!(!out.stopped_by_time_limit);
+    let cpu = cpu as u32;
+
+    // The storm's function is named: first among the timers its thread started, and first
+    // by expiries on its CPU.
+    let scope = r.timers.scope_functions();
+    assert_eq!(scope[0].0, "hrtimer_wakeup", "{summary}");
+    assert_eq!(
+        r.timers.top_function(Some(cpu)).map(|(f, _)| f),
+        Some("hrtimer_wakeup"),
+        "{summary}"
+    );
+
+    // Expiry rate.
+    let traced = scope[0].1;
+    let generated = out.expiries;
+    let slack = (generated / 200).max(2);
+    assert!(
+        traced.abs_diff(generated) <= slack,
+        "expiries: traced {traced}, generator {generated}; {summary}"
+    );
+    let (traced_rate, generated_rate) = (r.rate(traced), r.rate(generated));
+    assert!((traced_rate / generated_rate - 1.0).abs() <= 0.005 + 2.0 / generated as f64);
+
+    // TSC-deadline MSR write rate on the storm's CPU, relative to the generator's rate.
+    let writes = r.msr.tsc_deadline_writes(Some(cpu));
+    let per_expiry = r.rate(writes) / generated_rate;
+    assert!(
+        (1.8..=2.4).contains(&per_expiry),
+        "TSC-deadline writes per expiry {per_expiry:.3}; {summary}"
+    );
+    let row = r
+        .msr
+        .rows
+        .iter()
+        .find(|m| m.msr == 0x6e0 && m.cpu == cpu)
+        .unwrap();
+    assert_eq!(row.name, Some("IA32_TSC_DEADLINE"));
+
+    // The sleep is re-armed by its task, not from its own interrupt.
+    assert!(
+        r.timers
+            .rearmed_from_own_interrupt("hrtimer_wakeup", Some(cpu))
+            * 100
+            <= traced,
+        "{summary}"
+    );
+    // Every expiry of the storm came with a local timer interrupt on its CPU.
+    assert!(
+        r.timers.local_timer_interrupts(Some(cpu)) >= traced,
+        "{summary}"
+    );
+    let loc = r.interrupts_delta.as_ref().unwrap().line("LOC").unwrap();
+    let col = r
+        .interrupts_delta
+        .as_ref()
+        .unwrap()
+        .cpus
+        .iter()
+        .position(|&c| c == cpu)
+        .unwrap();
+    assert!(
+        loc.deltas[col] >= traced,
+        "/proc/interrupts LOC delta {} < {traced}",
+        loc.deltas[col]
+    );
+}
+
+/// The "re-armed from its own interrupt" pattern, on the tick of a busy CPU: a CPU that never
+/// goes idle keeps its tick, whose handler returns HRTIMER_RESTART every 1/HZ s (what a
+/// guest booted with `nohz=off` does on every CPU, field report 003). Expected count:
+/// CONFIG_HZ (read from this kernel's configuration) per second of trace time on that CPU;
+/// allowed 75%-105% (a tick can be skipped while interrupts are off; never more than HZ).
+#[test]
+fn busy_cpu_tick_is_rearmed_from_its_own_interrupt() {
+    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+        return;
+    };
+    let Some(cpus) = two_cpus() else { return };
+    let snap = kvmscope_system::collect();
+    let Some(hz) = snap.config.as_ref().and_then(|c| c.tick().hz) else {
+        eprintln!(
+            "SKIPPED: no kernel configuration to read CONFIG_HZ from: {:?}",
+            snap.absent
+        );
+        return;
+    };
+    let cpu = *cpus.last().unwrap();
+    let s = Session::start(&tracefs, TIMER_EVENTS);
+    let before = proc_interrupts();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spinner = std::thread::spawn(move || {
+        kvmscope_lab::workload::pin(cpu).unwrap();
+        tx.send(kvmscope_lab::workload::current_tid()).unwrap();
+        let t0 = std::time::Instant::now();
+        // Busy for a bounded time (a loop count would depend on CPU speed).
+        while t0.elapsed() < Duration::from_millis(400) {
+            std::hint::spin_loop();
+        }
+    });
+    let tid = rx.recv().unwrap();
+    s.mark(START);
+    spinner.join().unwrap();
+    s.mark(END);
+    let after = proc_interrupts();
+    let (r, lost) = s.finish(&[tid], &before, &after);
+    fail_on_loss(lost);
+    let cpu = cpu as u32;
+    let rearmed = r
+        .timers
+        .rearmed_from_own_interrupt("tick_nohz_handler", Some(cpu));
+    let expected = f64::from(hz) * r.span_ns as f64 / 1e9;
+    println!("tick re-armed from its own interrupt on CPU {cpu}: {rearmed} in {} ms, HZ={hz}, expected {expected:.0}", r.span_ns / 1_000_000);
+    assert!(r.timers.irq_context_known);
+    assert!(
+        rearmed as f64 >= 0.75 * expected && rearmed as f64 <= 1.05 * expected + 1.0,
+        "tick re-arms {rearmed}, expected about {expected:.0} (HZ={hz})"
+    );
+}
+
+/// Acceptance: under the IPI storm, the IPIs kvmscope attributes to TLB shootdown match the
+/// /proc/interrupts TLB delta, on the CPUs the spinners ran on.
+///
+/// The TLB line counts `flush_tlb_func` runs requested by another CPU; kvmscope attributes
+/// each `ipi_send_cpu` to the function queued for that target just before
+/// (`csd_queue_cpu`), and counts remote `flush_tlb_func` runs (`csd_function_entry` with a
+/// csd). Measured: equal to the delta within 0.2% (1409/1409, 1144/1146, 307/307, 256/256). Allowed: 2% or 3, for IPIs in flight when the window
+/// closes (the counters are read just after the end marker). An IPI is sent only when the
+/// target's queue was empty, so under heavy load sent IPIs may fall below function runs: the
+/// allowed range for sent IPIs is 90%-102% of the delta.
+#[test]
+fn ipi_storm_tlb_attribution_matches_proc_interrupts() {
+    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+        return;
+    };
+    if two_cpus().is_none() {
+        return;
+    }
+    let (out, r, lost) = traced_ipi_storm(&tracefs, IpiStorm::new(IpiMethod::Munmap, 3000));
+    fail_on_loss(lost);
+    let summary = ipi_summary(&out, &r);
+    println!("{summary}");
+    assert_eq!(out.ops, 3000);
+    let d = r.interrupts_delta.as_ref().unwrap();
+    for &(_, spinner_cpu) in &out.threads.helpers {
+        let c = spinner_cpu as u32;
+        let delta = d.ipi_total(IpiKind::TlbShootdown, Some(&[c]));
+        let runs = r.ipi.runs("tlb_shootdown", Some(c));
+        let remote = r.ipi.remote_tlb_flushes(Some(c));
+        let sent = r.ipi.sent("tlb_shootdown", Some(c), false);
+        let slack = (delta / 50).max(3);
+        assert!(
+            runs.abs_diff(delta) <= slack,
+            "CPU {c}: flush_tlb_func runs {runs} vs TLB delta {delta}; {summary}"
+        );
+        // `tlb_flush` "remote shootdown" is traced only when the flush really had work to do
+        // (not when the CPU already switched to another mm or was up to date), so it is a
+        // lower bound of the TLB count, not a match (measured 248 for a delta of 256).
+        assert!(
+            remote <= delta + slack,
+            "CPU {c}: remote flushes {remote} vs TLB delta {delta}; {summary}"
+        );
+        assert!(
+            sent as f64 >= 0.9 * delta as f64 - 3.0 && sent as f64 <= 1.02 * delta as f64 + 3.0,
+            "CPU {c}: TLB IPIs sent {sent} vs TLB delta {delta}; {summary}"
+        );
+    }
+    // The storm's own IPIs are at most one per munmap per spinner (fewer when a spinner was
+    // preempted: a CPU not running the process gets no shootdown).
+    let own = r.ipi.sent("tlb_shootdown", None, true);
+    assert!(
+        own <= out.ops * out.threads.helpers.len() as u64,
+        "{summary}"
+    );
+    assert!(own > 0, "the storm sent no TLB shootdown at all: {summary}");
+}
