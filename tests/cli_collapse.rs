@@ -1,0 +1,190 @@
+//! `kvmscope collapse` against FlameGraph's `stackcollapse-perf.pl`: exact bytes on the shared
+//! corpus (`../shared/corpus/flamegraph` beside the repository, see its README) for no option
+//! and each of `--pid --tid --kernel --jit --all --addrs`, and on a capture from this
+//! project's machine (`tests/fixtures/stacks`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MODES: [&str; 7] = ["default", "pid", "tid", "kernel", "jit", "all", "addrs"];
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared corpus, or `None` (after saying why) when it is absent and absence is allowed.
+fn corpus() -> Option<PathBuf> {
+    let dir = repo().join("../shared/corpus/flamegraph");
+    if dir.join("results").is_dir() {
+        return Some(dir);
+    }
+    let msg = format!(
+        "FlameGraph corpus not found at {}: put the project's shared/ folder beside the repository",
+        dir.display()
+    );
+    if std::env::var_os("KVMSCOPE_REQUIRE_KVM").is_some_and(|v| v == "1") {
+        panic!("{msg} (KVMSCOPE_REQUIRE_KVM=1: not skipping)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+fn collapse(input: &Path, mode: &str, threads: usize) -> Vec<u8> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvmscope"));
+    cmd.arg("collapse").arg(input);
+    if mode != "default" {
+        cmd.arg(format!("--{mode}"));
+    }
+    cmd.arg("--threads").arg(threads.to_string());
+    let out = cmd.output().expect("run kvmscope");
+    assert!(
+        out.status.success(),
+        "kvmscope collapse --{mode} {} failed: {}",
+        input.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Index and text of the first differing line, for a readable failure.
+fn first_difference(got: &[u8], want: &[u8]) -> String {
+    let g: Vec<&[u8]> = got.split(|&b| b == b'\n').collect();
+    let w: Vec<&[u8]> = want.split(|&b| b == b'\n').collect();
+    for i in 0..g.len().max(w.len()) {
+        let (a, b) = (g.get(i), w.get(i));
+        if a != b {
+            return format!(
+                "line {}:\n  got:  {}\n  want: {}",
+                i + 1,
+                a.map_or("<none>".into(), |l| String::from_utf8_lossy(l)),
+                b.map_or("<none>".into(), |l| String::from_utf8_lossy(l))
+            );
+        }
+    }
+    "no line differs (length?)".into()
+}
+
+#[test]
+fn corpus_matches_stackcollapse_perf_byte_for_byte() {
+    let Some(dir) = corpus() else { return };
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 13, "corpus looks incomplete: {inputs:?}");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for input in &inputs {
+        let stem = input.file_stem().unwrap().to_string_lossy();
+        for mode in MODES {
+            let want_path = dir.join(format!("results/{stem}-collapsed-{mode}.txt"));
+            let want = std::fs::read(&want_path)
+                .unwrap_or_else(|e| panic!("missing expected {}: {e}", want_path.display()));
+            let got = collapse(input, mode, 1);
+            if got != want {
+                failures.push(format!(
+                    "{stem} --{mode}: {}",
+                    first_difference(&got, &want)
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(checked, inputs.len() * MODES.len());
+}
+
+#[test]
+fn two_threads_give_the_same_bytes() {
+    let Some(dir) = corpus() else { return };
+    for input in [
+        "perf-vertx-stacks-01.txt",
+        "perf-cycles-instructions-01.txt",
+    ] {
+        let input = dir.join(input);
+        let stem = input.file_stem().unwrap().to_string_lossy().into_owned();
+        let want =
+            std::fs::read(dir.join(format!("results/{stem}-collapsed-default.txt"))).unwrap();
+        assert!(
+            collapse(&input, "default", 2) == want,
+            "{stem} with 2 threads"
+        );
+    }
+}
+
+#[test]
+fn capture_from_this_machine_matches_golden() {
+    let fixtures = repo().join("tests/fixtures/stacks");
+    for (input, mode, golden) in [
+        (
+            "kvm-lab-perf-script.txt",
+            "default",
+            "kvm-lab-collapsed-default.txt",
+        ),
+        (
+            "kvm-lab-perf-script.txt",
+            "tid",
+            "kvm-lab-collapsed-tid.txt",
+        ),
+        (
+            "kvm-lab-perf-script.txt",
+            "all",
+            "kvm-lab-collapsed-all.txt",
+        ),
+    ] {
+        let want = std::fs::read(fixtures.join(golden)).unwrap();
+        for threads in [1, 2] {
+            let got = collapse(&fixtures.join(input), mode, threads);
+            assert!(
+                got == want,
+                "{input} --{mode} ({threads} threads) differs from {golden}: {}",
+                first_difference(&got, &want)
+            );
+        }
+    }
+}
+
+#[test]
+fn reads_standard_input_and_reports_unrecognized_lines_with_line_numbers() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let input = b"a.out 12 [000] 1.0: cpu-clock:\n\tffff f1+0x3 ([kernel.kallsyms])\n  garbage\n\tffff main (/a.out)\n\nvcpu 7 [001] 2.0: cpu-clock:\n\n";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .args(["collapse", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "a.out;main;f1 1\nvcpu 1\n",
+        "a sample without stack lines folds to the bare process name"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("<stdin>:3: unrecognized line"), "{err}");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .args(["collapse", "/nonexistent/perf.txt"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open perf script file /nonexistent/perf.txt"),
+        "{err}"
+    );
+}
