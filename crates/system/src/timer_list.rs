@@ -467,3 +467,70 @@ fn parse_tick_line(line: &Line<'_>, t: &str, dev: &mut TickDevice) -> Result<(),
     }
     Ok(())
 }
+
+/// One CPU's tick and timers in a line: what a report or a diagnosis rule needs from
+/// `/proc/timer_list` (field report 004 read `tick_stopped` and the active timers of the
+/// isolated CPUs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuTickSummary {
+    /// CPU number.
+    pub cpu: u32,
+    /// Clock event device of the CPU's tick device (`lapic-deadline`, `arch_sys_timer`).
+    pub clock_event_device: Option<String>,
+    /// Tick device mode: `periodic` or `oneshot`.
+    pub tick_mode: Option<String>,
+    /// The device's event handler (`hrtimer_interrupt` in high-resolution mode).
+    pub event_handler: Option<String>,
+    /// NO_HZ mode of the CPU.
+    pub nohz_mode: Option<NohzMode>,
+    /// Whether the tick was stopped when the file was read.
+    pub tick_stopped: Option<bool>,
+    /// Number of active hrtimers.
+    pub active_timers: usize,
+    /// Active hrtimers per function.
+    pub functions: BTreeMap<String, usize>,
+}
+
+impl TimerList {
+    /// One summary per CPU (CPUs from the hrtimer sections and the tick devices), by CPU.
+    pub fn summary(&self) -> Vec<CpuTickSummary> {
+        let mut cpus: Vec<u32> = self
+            .cpus
+            .iter()
+            .map(|c| c.cpu)
+            .chain(self.tick_devices.iter().filter_map(|d| d.cpu))
+            .collect();
+        cpus.sort_unstable();
+        cpus.dedup();
+        cpus.into_iter()
+            .map(|cpu| {
+                let section = self.cpu(cpu);
+                let dev = self.tick_device(cpu);
+                CpuTickSummary {
+                    cpu,
+                    clock_event_device: dev.and_then(|d| d.device.clone()),
+                    tick_mode: dev.map(|d| {
+                        if d.tick_mode == 0 {
+                            "periodic"
+                        } else {
+                            "oneshot"
+                        }
+                        .to_string()
+                    }),
+                    event_handler: dev.and_then(|d| d.event_handler().map(str::to_string)),
+                    nohz_mode: section.and_then(CpuTimers::nohz_mode),
+                    tick_stopped: section.and_then(CpuTimers::tick_stopped),
+                    active_timers: section.map_or(0, |s| s.timers.len()),
+                    functions: section
+                        .map(|s| {
+                            s.functions()
+                                .into_iter()
+                                .map(|(f, n)| (f.to_string(), n))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+}

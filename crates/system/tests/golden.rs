@@ -36,7 +36,10 @@ fn parse_dir(dir: &Path) -> BTreeMap<String, serde_json::Value> {
         let v = match base {
             "interrupts" => serde_json::to_value(interrupts::parse(&text).unwrap()),
             "softirqs" => serde_json::to_value(softirqs::parse(&text).unwrap()),
-            "timer_list" => serde_json::to_value(timer_list::parse(&text).unwrap()),
+            "timer_list" => {
+                let t = timer_list::parse(&text).unwrap();
+                serde_json::to_value((t.summary(), t))
+            }
             "cmdline" => {
                 let c = cmdline::parse(&text);
                 serde_json::to_value((c.timing().unwrap(), c))
@@ -230,6 +233,12 @@ fn timer_list_this_machine() {
     assert_eq!(td.device_mode(), Some(3));
     assert_eq!(td.tick_mode, 1);
     let bc = tl.tick_devices.iter().find(|d| d.cpu.is_none()).unwrap();
+    let sum = tl.summary();
+    assert_eq!(sum.len(), 2);
+    assert_eq!(sum[1].clock_event_device.as_deref(), Some("lapic-deadline"));
+    assert_eq!(sum[1].tick_mode.as_deref(), Some("oneshot"));
+    assert_eq!(sum[0].nohz_mode, Some(NohzMode::HighRes));
+    assert_eq!(sum[0].functions["timerfd_tmrproc"], 1);
     assert_eq!(bc.device, None);
     assert_eq!(bc.broadcast_mask, Some(vec![]));
 }

@@ -292,3 +292,43 @@ mod tests {
         assert_eq!(classify_function("do_nothing"), "function_call");
     }
 }
+
+#[cfg(test)]
+mod trace_tests {
+    use super::super::{Guest, Scope};
+
+    #[test]
+    fn sends_are_attributed_to_the_queued_function() {
+        let text = "\
+           storm-42      [000] d..1.   1.000000: csd_queue_cpu: cpu=1 callsite=on_each_cpu_cond_mask+0x20/0x60 func=flush_tlb_func csd=00000000e025bcc4
+           storm-42      [000] d..1.   1.000001: ipi_send_cpu: cpu=1 callsite=on_each_cpu_cond_mask+0x20/0x60 callback=generic_smp_call_function_single_interrupt+0x0/0x10
+           storm-42      [000] d..1.   1.000002: csd_function_entry: func=flush_tlb_func, csd=0000000000000000
+           spin-43       [001] d.h..   1.000003: call_function_single_entry: vector=251
+           spin-43       [001] d.h..   1.000004: csd_function_entry: func=flush_tlb_func, csd=00000000dada4b8b
+           spin-43       [001] d.h1.   1.000005: tlb_flush: pages:1 reason:remote shootdown (1)
+           other-7       [000] dNs4.   1.000006: ipi_send_cpu: cpu=1 callsite=wakeup_preempt+0x92/0xa0 callback=0x0
+           other-7       [000] d..1.   1.000007: ipi_send_cpumask: cpumask=3 callsite=smp_call_function_many_cond+0x1/0x2 callback=do_nothing+0x0/0x10
+";
+        let mut g = Guest::new(Scope::tids([42]));
+        kvmscope_trace::text::decode(text.as_bytes(), |ev| g.observe(ev)).unwrap();
+        let r = g.finish().ipi;
+        assert_eq!(r.sent("tlb_shootdown", Some(1), true), 1);
+        assert_eq!(r.sent("tlb_shootdown", None, false), 1);
+        assert_eq!(r.sent("reschedule", Some(1), false), 1);
+        assert_eq!(r.sent("function_call", None, false), 2, "{:?}", r.sent);
+        assert_eq!(r.runs("tlb_shootdown", Some(1)), 1);
+        assert_eq!(r.runs("tlb_shootdown", Some(0)), 0);
+        assert_eq!(
+            r.csd_functions
+                .iter()
+                .find(|c| c.cpu == 0)
+                .unwrap()
+                .local_runs,
+            1
+        );
+        assert_eq!(r.remote_tlb_flushes(Some(1)), 1);
+        assert_eq!(r.received_vectors[0].vector, "call_function_single");
+        let f = r.sent.iter().find(|s| s.kind == "tlb_shootdown").unwrap();
+        assert_eq!(f.function, "flush_tlb_func");
+    }
+}

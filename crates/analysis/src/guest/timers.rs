@@ -246,3 +246,84 @@ impl TimerReport {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Guest, Scope};
+
+    fn run(text: &str, scope: Scope) -> super::TimerReport {
+        let mut g = Guest::new(scope);
+        kvmscope_trace::text::decode(text.as_bytes(), |ev| g.observe(ev)).unwrap();
+        g.finish().timers
+    }
+
+    const IN_IRQ: &str = "\
+          <idle>-0       [001] d.h..   100.000000: local_timer_entry: vector=236
+          <idle>-0       [001] d.h..   100.000001: hrtimer_expire_entry: hrtimer=00000000aaaa0001 function=tick_nohz_handler now=100000000000
+          <idle>-0       [001] d.h..   100.000002: hrtimer_expire_exit: hrtimer=00000000aaaa0001
+          <idle>-0       [001] d.h1.   100.000003: hrtimer_start: hrtimer=00000000aaaa0001 function=tick_nohz_handler expires=100004000000 softexpires=100004000000 mode=ABS was_armed=0
+          <idle>-0       [001] d.h..   100.000004: hrtimer_expire_entry: hrtimer=00000000bbbb0002 function=apic_timer_fn now=100000000000
+          <idle>-0       [001] d.h1.   100.000005: hrtimer_start: hrtimer=00000000bbbb0002 function=apic_timer_fn expires=100000100000 softexpires=100000100000 mode=ABS_HARD was_armed=0
+          <idle>-0       [001] d.h..   100.000006: hrtimer_expire_exit: hrtimer=00000000bbbb0002
+          <idle>-0       [001] d.h..   100.000007: hrtimer_expire_entry: hrtimer=00000000cccc0003 function=hrtimer_wakeup now=100000000000
+          <idle>-0       [001] d.h..   100.000008: hrtimer_expire_exit: hrtimer=00000000cccc0003
+          <idle>-0       [001] d.h..   100.000009: local_timer_exit: vector=236
+           storm-42      [001] d..1.   100.000050: hrtimer_start: hrtimer=00000000cccc0003 function=hrtimer_wakeup expires=100000200000 softexpires=100000200000 mode=ABS was_armed=0
+           storm-42      [001] d..1.   100.000051: write_msr: 6e0, value 1234
+";
+
+    #[test]
+    fn rearm_kinds_are_told_apart() {
+        let r = run(IN_IRQ, Scope::tids([42]));
+        assert!(r.irq_context_known);
+        let row = |f: &str| r.hrtimers.iter().find(|h| h.function == f).unwrap().clone();
+        // The tick returned HRTIMER_RESTART: restarted after its exit, same interrupt.
+        assert_eq!(row("tick_nohz_handler").restarted_in_interrupt, 1);
+        assert_eq!(row("tick_nohz_handler").rearmed_in_handler, 0);
+        // apic_timer_fn called hrtimer_start from inside its handler.
+        assert_eq!(row("apic_timer_fn").rearmed_in_handler, 1);
+        // The sleep was re-armed by its task after the interrupt ended: not from its interrupt.
+        let w = row("hrtimer_wakeup");
+        assert_eq!(w.rearmed_from_own_interrupt(), 0);
+        assert_eq!(w.starts_by_scope, 1);
+        assert_eq!(w.expiries, 1);
+        assert_eq!(r.local_timer_interrupts(Some(1)), 1);
+        assert_eq!(
+            r.top_function(Some(1)).map(|(f, _)| f),
+            Some("apic_timer_fn")
+        );
+        assert_eq!(r.rearmed_from_own_interrupt("tick_nohz_handler", None), 1);
+    }
+
+    #[test]
+    fn without_interrupt_boundaries_the_next_event_decides() {
+        let text: String = IN_IRQ
+            .lines()
+            .filter(|l| !l.contains("local_timer"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let r = run(&text, Scope::all());
+        assert!(!r.irq_context_known);
+        let row = |f: &str| r.hrtimers.iter().find(|h| h.function == f).unwrap().clone();
+        assert_eq!(row("tick_nohz_handler").restarted_in_interrupt, 1);
+        assert_eq!(row("apic_timer_fn").rearmed_in_handler, 1);
+        // The task's start directly follows the expiry of the same timer: without interrupt
+        // boundaries this is indistinguishable, and is counted (irq_context_known says so).
+        assert_eq!(row("hrtimer_wakeup").restarted_in_interrupt, 1);
+    }
+
+    #[test]
+    fn scope_timers_are_matched_by_address() {
+        let text = "\
+           storm-42      [000] d..1.   1.000000: hrtimer_start: hrtimer=00000000cccc0003 function=hrtimer_wakeup expires=1 softexpires=1 mode=ABS was_armed=0
+          <idle>-0       [000] d.h..   1.000100: hrtimer_expire_entry: hrtimer=00000000cccc0003 function=hrtimer_wakeup now=1
+          <idle>-0       [000] d.h..   1.000101: hrtimer_expire_exit: hrtimer=00000000cccc0003
+           other-7       [000] d..1.   1.000200: hrtimer_start: hrtimer=00000000dddd0004 function=hrtimer_wakeup expires=1 softexpires=1 mode=ABS was_armed=0
+          <idle>-0       [000] d.h..   1.000300: hrtimer_expire_entry: hrtimer=00000000dddd0004 function=hrtimer_wakeup now=1
+          <idle>-0       [000] d.h..   1.000301: hrtimer_expire_exit: hrtimer=00000000dddd0004
+";
+        let r = run(text, Scope::tids([42]));
+        assert_eq!(r.expiries(Some("hrtimer_wakeup"), Some(0)), 2);
+        assert_eq!(r.scope_functions(), vec![("hrtimer_wakeup".to_string(), 1)]);
+    }
+}
