@@ -74,8 +74,11 @@ fn wait_recording(root: &Path, child: &mut Child) -> PathBuf {
         }
         if let Some(name) = instances_of(root, child.id()).first() {
             let dir = root.join("instances").join(name);
+            // A new instance starts with tracing_on = 1; kvmscope turns it off, enables the
+            // events, then turns it on: events enabled + on means recording.
             let on = std::fs::read_to_string(dir.join("tracing_on")).unwrap_or_default();
-            if on.trim() == "1" {
+            let enabled = std::fs::read_to_string(dir.join("set_event")).unwrap_or_default();
+            if on.trim() == "1" && !enabled.trim().is_empty() {
                 return dir;
             }
         }
@@ -446,4 +449,73 @@ fn bad_event_and_filter_are_explained() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("rejected filter"), "{e}");
     assert!(!dir.path().join("y.dat").exists());
+}
+
+/// Runs a lab scenario in this process and returns its vCPU thread ids.
+fn run_lab(spec: &kvmscope_lab::ScenarioSpec) -> Vec<i32> {
+    let out = kvmscope_lab::run(spec).expect("lab guest");
+    out.vcpu_tids
+}
+
+#[test]
+fn record_lab_pio_msr_mmio_gives_exactly_n_events_per_guest() {
+    if !kvmscope_capture::host::require_kvm() {
+        return;
+    }
+    let Some(root) = kvmscope_capture::host::require_tracefs() else {
+        return;
+    };
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lab.dat");
+    const N: u64 = 500;
+    // The default preset: every kvm event, no filter. Other KVM users may run at the same
+    // time, so what is counted is what this process's vCPU threads did.
+    // A CPL0 guest is emulated instruction by instruction (hundreds of thousands of
+    // kvm_emulate_insn/kvmmmu events per second): a roomy buffer keeps a busy shared machine
+    // from losing any.
+    let mut child = kvmscope()
+        .args(["record", "--quiet", "--buffer-kb", "32768", "-o"])
+        .arg(&out)
+        .spawn()
+        .unwrap();
+    wait_recording(&root, &mut child);
+    use kvmscope_lab::{Scenario, ScenarioSpec};
+    let mut pio = ScenarioSpec::new(Scenario::Pio).count(N);
+    pio.port = 0x2f0;
+    let pio_tids = run_lab(&pio);
+    let msr_tids = run_lab(&ScenarioSpec::new(Scenario::Msr).count(N));
+    let mmio_tids = run_lab(&ScenarioSpec::new(Scenario::Mmio).count(N));
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+
+    let f = FileAt::open(&out).unwrap();
+    let td = TraceDat::parse(&f).unwrap();
+    let fmt = |e: &str| td.formats.by_name("kvm", e).unwrap().clone();
+    let (pio_f, msr_f, mmio_f) = (fmt("kvm_pio"), fmt("kvm_msr"), fmt("kvm_mmio"));
+    let (mut pios, mut msrs, mut mmios) = (0u64, 0u64, 0u64);
+    let mut m = Merger::new(&td, &td.buffers[0], &f).unwrap();
+    while let Some(r) = m.next_record().unwrap() {
+        let tid = r.common_pid;
+        if r.id == pio_f.id && pio_tids.contains(&tid) && pio_f.u64(r.data, "port") == Some(0x2f0) {
+            pios += 1;
+        } else if r.id == msr_f.id
+            && msr_tids.contains(&tid)
+            && msr_f.u64(r.data, "ecx") == Some(0x6e0)
+            && msr_f.u64(r.data, "write") == Some(1)
+        {
+            msrs += 1;
+        } else if r.id == mmio_f.id
+            && mmio_tids.contains(&tid)
+            && mmio_f.u64(r.data, "gpa") == Some(kvmscope_lab::MMIO_GPA)
+            && mmio_f.symbol(r.data, "type").as_deref() == Some("write")
+        {
+            mmios += 1;
+        }
+    }
+    assert_eq!((pios, msrs, mmios), (N, N, N));
+    assert!(m
+        .lost_events()
+        .iter()
+        .all(|l| l.known == 0 && l.unknown_pages == 0));
 }

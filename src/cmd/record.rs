@@ -31,9 +31,10 @@ pub struct Args {
     /// A kernel filter: `system:event:EXPR` for one event, or `EXPR` for all selected events.
     #[arg(short, long)]
     pub filter: Vec<String>,
-    /// Per-CPU ring-buffer size in KiB.
-    #[arg(long)]
-    pub buffer_kb: Option<u64>,
+    /// Per-CPU ring-buffer size in KiB (of the private instance only). Larger buffers ride
+    /// out longer bursts without losing events.
+    #[arg(long, default_value_t = 4096)]
+    pub buffer_kb: u64,
     /// Store /proc/kallsyms in the file so trace-cmd can print kernel symbols (~5 MB more).
     #[arg(long)]
     pub kallsyms: bool,
@@ -115,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = RecordOptions {
         events: recorder::parse_events(&args.events)?,
         filters: parse_filters(&args.filter),
-        buffer_kb: args.buffer_kb,
+        buffer_kb: Some(args.buffer_kb),
         kallsyms: args.kallsyms,
     };
     let system_start = recorder::collect_system();
@@ -189,7 +190,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             last_events = p.events;
         }
         if pages == 0 {
-            guard::wait_stop(Duration::from_millis(50));
+            // 10 ms: a 4 MiB buffer holds ~100,000 events, so even bursts of millions of
+            // events/s are drained before they wrap.
+            guard::wait_stop(Duration::from_millis(10));
         }
     }
     if live {
