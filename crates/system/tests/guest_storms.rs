@@ -70,6 +70,14 @@ impl Session {
         f.write_all(text.as_bytes()).expect("write the marker");
     }
 
+    /// Stops tracing, removes the instance and returns the trace text.
+    fn stop_and_read(self) -> String {
+        self.inst.set_tracing_on(false).unwrap();
+        let text = self.inst.trace_text().expect("read the instance's trace");
+        self.inst.remove().expect("remove the instance");
+        text
+    }
+
     /// Stops tracing and analyses the events between the two markers.
     fn finish(self, tids: &[u32], before: &Interrupts, after: &Interrupts) -> (GuestReport, u64) {
         self.inst.set_tracing_on(false).unwrap();
@@ -469,4 +477,134 @@ fn ipi_storm_tlb_attribution_matches_proc_interrupts() {
         "{summary}"
     );
     assert!(own > 0, "the storm sent no TLB shootdown at all: {summary}");
+}
+
+fn fixture_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/system/traces")
+}
+
+/// Records `tests/fixtures/system/traces/guest-storms.{trace,json}`: a timer storm then an
+/// IPI storm on this machine, the events between the markers, and /proc/interrupts around
+/// them. Run by hand when the fixture must be remade.
+#[test]
+#[ignore = "records the fixture of recorded_trace_gives_the_golden_report (run by hand)"]
+fn record_guest_trace_fixture() {
+    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+        return;
+    };
+    let Some(cpus) = two_cpus() else { return };
+    let cpu = *cpus.last().unwrap();
+    let events: Vec<(&str, &str)> = TIMER_EVENTS.iter().chain(IPI_EVENTS).copied().collect();
+    let s = Session::start(&tracefs, &events);
+    // Keep the fixture small: only TLB flushes requested by another CPU (remote shootdown,
+    // remote wrong CPU), not the local ones of every process.
+    s.inst
+        .set_filter("tlb", "tlb_flush", "reason == 1 || reason == 5")
+        .unwrap();
+    let before = std::fs::read_to_string("/proc/interrupts").unwrap();
+    s.mark(START);
+    let timer = timer_storm(
+        &TimerStorm::new(Duration::from_micros(500), 100).cpu(cpu),
+        |_| {},
+    )
+    .unwrap();
+    let ipi = ipi_storm(&IpiStorm::new(IpiMethod::Munmap, 100), |_| {}).unwrap();
+    s.mark(END);
+    let after = std::fs::read_to_string("/proc/interrupts").unwrap();
+    let text = s.stop_and_read();
+    let mut inside = false;
+    let mut kept = String::new();
+    for line in text.lines() {
+        if line.contains(START) {
+            inside = true;
+        }
+        if inside {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+        if line.contains(END) {
+            break;
+        }
+    }
+    let mut tids = timer.threads.tids();
+    tids.extend(ipi.threads.tids());
+    let meta = serde_json::json!({
+        "command": "cargo test -p kvmscope-system --test guest_storms record_guest_trace_fixture -- --ignored",
+        "timer_storm": {"period_us": 500, "count": 100, "cpu": cpu, "outcome": timer},
+        "ipi_storm": {"method": "munmap", "ops": 100, "outcome": ipi},
+        "tlb_flush_filter": "reason == 1 || reason == 5",
+        "tids": tids,
+        "interrupts_before": before,
+        "interrupts_after": after,
+    });
+    let dir = fixture_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("guest-storms.trace"), kept).unwrap();
+    std::fs::write(
+        dir.join("guest-storms.json"),
+        serde_json::to_string_pretty(&meta).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+/// The guest report of the recorded fixture, compared with its golden
+/// (`KVMSCOPE_BLESS=1` rewrites it). Needs no kernel: deterministic.
+#[test]
+fn recorded_trace_gives_the_golden_report() {
+    let dir = fixture_dir();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("guest-storms.json")).unwrap())
+            .unwrap();
+    let text = std::fs::read_to_string(dir.join("guest-storms.trace")).unwrap();
+    let tids: Vec<u32> = meta["tids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    let before = interrupts::parse(meta["interrupts_before"].as_str().unwrap()).unwrap();
+    let after = interrupts::parse(meta["interrupts_after"].as_str().unwrap()).unwrap();
+    let mut guest = Guest::new(Scope::tids(tids));
+    guest.set_interrupts(&before, &after);
+    let stats = kvmscope_trace::text::decode(text.as_bytes(), |ev| guest.observe(ev)).unwrap();
+    assert_eq!(stats.undecoded, 0, "{:?}", stats.unknown_examples);
+    let r = guest.finish();
+
+    // What the generators said they did is what the report finds.
+    let timer_cpu = meta["timer_storm"]["cpu"].as_u64().unwrap() as u32;
+    let expiries = meta["timer_storm"]["outcome"]["expiries"].as_u64().unwrap();
+    assert_eq!(
+        r.timers.scope_functions()[0],
+        ("hrtimer_wakeup".to_string(), expiries)
+    );
+    // The window also holds the IPI storm, whose time adds other timers' writes on that CPU:
+    // only the lower bound of the live test applies here.
+    let per = r.msr.tsc_deadline_writes(Some(timer_cpu)) as f64 / expiries as f64;
+    assert!(per >= 1.8, "{per}");
+    let d = r.interrupts_delta.as_ref().unwrap();
+    for (_, c) in meta["ipi_storm"]["outcome"]["threads"]["helpers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h[0].as_u64().unwrap(), h[1].as_u64().unwrap() as u32))
+    {
+        let delta = d.ipi_total(IpiKind::TlbShootdown, Some(&[c]));
+        let runs = r.ipi.runs("tlb_shootdown", Some(c));
+        assert!(
+            runs.abs_diff(delta) <= (delta / 50).max(3),
+            "CPU {c}: runs {runs} vs TLB delta {delta}"
+        );
+    }
+
+    let got = serde_json::to_string_pretty(&r).unwrap() + "\n";
+    let golden = dir.join("guest-storms.report.json");
+    if std::env::var_os("KVMSCOPE_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(&golden, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap();
+    assert!(
+        got == want,
+        "the report differs from {}; check, then KVMSCOPE_BLESS=1",
+        golden.display()
+    );
 }
