@@ -228,3 +228,91 @@ impl Collector {
         (None, None)
     }
 }
+
+/// Isolation and tick facts gathered from every source of a snapshot, for reports and
+/// diagnosis rules (field report 003: `nohz=off`; 004: isolated CPUs whose tick did not
+/// stop because `kernel.timer_migration=1` moved timers onto them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsolationSummary {
+    /// Tick, isolation and idle parameters of the command line.
+    pub cmdline: Option<cmdline::TimingParams>,
+    /// A CPU list on the command line that did not parse (the kernel ignored it).
+    pub cmdline_error: Option<String>,
+    /// `CONFIG_HZ`.
+    pub hz: Option<u32>,
+    /// `CONFIG_NO_HZ_FULL=y`.
+    pub config_no_hz_full: Option<bool>,
+    /// `/sys/devices/system/cpu/isolated`.
+    pub isolated: Option<Vec<u32>>,
+    /// `/sys/devices/system/cpu/nohz_full`.
+    pub nohz_full: Option<Vec<u32>>,
+    /// `kernel.timer_migration`.
+    pub timer_migration: Option<bool>,
+    /// `nohz=off` on the command line: no CPU ever stops its tick.
+    pub nohz_off: bool,
+    /// `nohz_full=` asked for on the command line but the running kernel has no
+    /// NO_HZ_FULL (config or sysfs says so): the request was ignored.
+    pub nohz_full_ignored: bool,
+    /// nohz_full CPUs whose tick was running when /proc/timer_list was read.
+    pub nohz_full_tick_running: Vec<u32>,
+    /// Timer migration is on while nohz_full CPUs exist.
+    pub timer_migration_with_nohz_full: bool,
+    /// The per-CPU tick summary of isolated or nohz_full CPUs.
+    pub isolated_cpu_ticks: Vec<timer_list::CpuTickSummary>,
+}
+
+impl SystemSnapshot {
+    /// The isolation and tick facts of this snapshot.
+    pub fn isolation_summary(&self) -> IsolationSummary {
+        let (params, cmdline_error) = match self.cmdline.as_ref().map(Cmdline::timing) {
+            Some(Ok(p)) => (Some(p), None),
+            Some(Err(e)) => (None, Some(e.to_string())),
+            None => (None, None),
+        };
+        let tick = self.config.as_ref().map(KernelConfig::tick);
+        let nohz_full_asked = params
+            .as_ref()
+            .and_then(|p| p.nohz_full.as_ref())
+            .is_some_and(|c| !c.is_empty());
+        let nohz_full: Vec<u32> = self.isolation.nohz_full.clone().unwrap_or_default();
+        let mut interesting: Vec<u32> = nohz_full
+            .iter()
+            .chain(self.isolation.isolated.iter().flatten())
+            .copied()
+            .collect();
+        interesting.sort_unstable();
+        interesting.dedup();
+        let ticks: Vec<timer_list::CpuTickSummary> = self
+            .timer_list
+            .as_ref()
+            .map(|t| {
+                t.summary()
+                    .into_iter()
+                    .filter(|s| interesting.contains(&s.cpu))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let nohz_full_tick_running = ticks
+            .iter()
+            .filter(|s| nohz_full.contains(&s.cpu) && s.tick_stopped == Some(false))
+            .map(|s| s.cpu)
+            .collect();
+        IsolationSummary {
+            nohz_off: params.as_ref().and_then(|p| p.nohz) == Some(false),
+            nohz_full_ignored: nohz_full_asked
+                && (tick.as_ref().is_some_and(|t| !t.no_hz_full)
+                    || (self.isolation.nohz_full.is_some() && nohz_full.is_empty())),
+            timer_migration_with_nohz_full: !nohz_full.is_empty()
+                && self.isolation.timer_migration == Some(true),
+            nohz_full_tick_running,
+            hz: tick.as_ref().and_then(|t| t.hz),
+            config_no_hz_full: tick.as_ref().map(|t| t.no_hz_full),
+            isolated: self.isolation.isolated.clone(),
+            nohz_full: self.isolation.nohz_full.clone(),
+            timer_migration: self.isolation.timer_migration,
+            cmdline: params,
+            cmdline_error,
+            isolated_cpu_ticks: ticks,
+        }
+    }
+}
