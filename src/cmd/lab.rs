@@ -1,8 +1,361 @@
+//! `kvmscope lab`: run real KVM guests whose behaviour is known exactly, and show what the
+//! host should see (ground truth), how fast the guest went, and what KVM's own binary stats
+//! counted.
+
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use kvmscope_lab::{HostKind, Length, RunOutcome, Scenario, ScenarioSpec};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`kvmscope lab` is not built yet")
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCommand {
+    /// List the scenarios: what each guest does, its privilege level, which field report it
+    /// reproduces.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one scenario and print its ground truth, the achieved rate and KVM's binary stats.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario name (see `kvmscope lab list`).
+    pub scenario: String,
+    /// Operations per vCPU (exact ground truth). Default: the scenario's own.
+    #[arg(long, conflicts_with = "duration")]
+    pub count: Option<u64>,
+    /// Run for this long instead (e.g. `2s`, `500ms`).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Number of vCPUs, each on its own thread running the program (`ipi` needs 2).
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    /// Port for `pio` (decimal or 0x hex).
+    #[arg(long, value_parser = parse_u64)]
+    pub port: Option<u64>,
+    /// MSR for `msr` (default IA32_TSC_DEADLINE, 0x6e0).
+    #[arg(long, value_parser = parse_u64)]
+    pub msr: Option<u64>,
+    /// Value `msr` writes to MSRs other than IA32_TSC_DEADLINE.
+    #[arg(long, value_parser = parse_u64)]
+    pub msr_value: Option<u64>,
+    /// Page-table roots for `cr3` (<= 4 fit KVM's root cache, >= 5 do not).
+    #[arg(long)]
+    pub roots: Option<u32>,
+    /// Timer period for `timer-storm` and `hlt` (e.g. `30us`).
+    #[arg(long, value_parser = parse_duration)]
+    pub period: Option<Duration>,
+    /// Give up after this long (e.g. `60s`).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Show every binary statistic, not only those that changed.
+    #[arg(long)]
+    pub all_stats: bool,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        LabCommand::List { json } => list(json),
+        LabCommand::Run(r) => run_scenario(r),
+    }
+}
+
+fn list(json: bool) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v: Vec<_> = Scenario::ALL.iter().map(|s| s.info()).collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<12} {:<5} {:>11}  WHAT THE GUEST DOES / REPRODUCES",
+        "SCENARIO", "CPL", "COUNT"
+    )?;
+    for s in Scenario::ALL {
+        let i = s.info();
+        let count = if i.default_count == 0 {
+            "duration".to_string()
+        } else {
+            i.default_count.to_string()
+        };
+        writeln!(
+            out,
+            "{:<12} {:<5} {:>11}  {}",
+            i.name,
+            i.privilege.to_string(),
+            count,
+            i.summary
+        )?;
+        writeln!(out, "{:<31}  reproduces: {}", "", i.reproduces)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spec_of(r: &RunArgs) -> anyhow::Result<ScenarioSpec> {
+    let Some(scenario) = Scenario::from_name(&r.scenario) else {
+        let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        bail!(
+            "unknown scenario `{}`; the scenarios are: {}",
+            r.scenario,
+            names.join(", ")
+        );
+    };
+    let mut spec = ScenarioSpec::new(scenario);
+    if let Some(n) = r.count {
+        spec = spec.count(n);
+    }
+    if let Some(d) = r.duration {
+        spec = spec.duration(d);
+    }
+    if let Some(v) = r.vcpus {
+        spec = spec.vcpus(v);
+    }
+    if let Some(p) = r.port {
+        spec.port = u16::try_from(p).context("--port must be below 0x10000")?;
+    }
+    if let Some(m) = r.msr {
+        spec.msr = u32::try_from(m).context("--msr must fit in 32 bits")?;
+    }
+    if let Some(v) = r.msr_value {
+        spec.msr_value = v;
+    }
+    if let Some(k) = r.roots {
+        spec.roots = k;
+    }
+    if let Some(p) = r.period {
+        spec.period = p;
+    }
+    if let Some(t) = r.timeout {
+        spec.timeout = t;
+    }
+    Ok(spec)
+}
+
+fn run_scenario(r: RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = spec_of(&r)?;
+    let outcome = kvmscope_lab::run(&spec)
+        .with_context(|| format!("lab scenario `{}` failed", spec.scenario))?;
+    let host = outcome.host;
+    let text = if r.json {
+        let mut v = serde_json::to_value(&outcome)?;
+        v["elapsed_secs"] = serde_json::json!(outcome.elapsed.as_secs_f64());
+        v["ops_per_sec"] = serde_json::json!(outcome.ops_per_sec());
+        v["kernel"] = serde_json::json!(kernel_release());
+        v["stat_checks"] = serde_json::json!(outcome
+            .check_stats(host)
+            .iter()
+            .map(|(n, c, seen, ok)| serde_json::json!({"name": n, "promised": c, "seen": seen.map(|s| s as i64), "ok": ok}))
+            .collect::<Vec<_>>());
+        serde_json::to_string_pretty(&v)? + "\n"
+    } else {
+        render_text(&outcome, r.all_stats)
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn host_name(h: HostKind) -> &'static str {
+    match h {
+        HostKind::Vmx => "vmx (kvm_intel)",
+        HostKind::Svm => "svm (kvm_amd)",
+        HostKind::Pvm => "pvm (kvm_pvm, shadow paging)",
+        _ => "unknown",
+    }
+}
+
+fn render_text(o: &RunOutcome, all_stats: bool) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let info = o.spec.scenario.info();
+    let gt = &o.ground_truth;
+    let _ = writeln!(s, "scenario    {}: {}", info.name, info.summary);
+    let _ = writeln!(s, "reproduces  {}", info.reproduces);
+    let _ = writeln!(s, "privilege   {} (see docs/lab.md)", info.privilege);
+    let _ = writeln!(
+        s,
+        "host        {}, kernel {}",
+        host_name(o.host),
+        kernel_release()
+    );
+    let length = match o.spec.length {
+        Length::Count(n) => format!("--count {n}"),
+        Length::Duration(d) => format!("--duration {d:?}"),
+    };
+    let _ = writeln!(
+        s,
+        "run         {} x {} on {} vCPU(s) ({length}) in {:.3} s = {:.0} ops/s",
+        gt.ops,
+        info.action,
+        o.spec.vcpus,
+        o.elapsed.as_secs_f64(),
+        o.ops_per_sec()
+    );
+    let tids: Vec<String> = o.vcpu_tids.iter().map(|t| t.to_string()).collect();
+    let _ = writeln!(s, "threads     pid {}, vCPU tids {}", o.pid, tids.join(" "));
+
+    let _ = writeln!(s, "\nground truth: events this VM's vCPU threads must show");
+    let _ = writeln!(
+        s,
+        "  {:<30} {:<44} {:>12}  {:<6} WHY",
+        "EVENT", "FILTER", "COUNT", "HOSTS"
+    );
+    for e in &gt.expectations {
+        let scope = match e.host {
+            kvmscope_lab::HostScope::Any => "any",
+            kvmscope_lab::HostScope::ShadowPaging => "shadow",
+            _ => "pvm",
+        };
+        let here = if o.host.covers(e.host) {
+            ""
+        } else {
+            " (not this host)"
+        };
+        let _ = writeln!(
+            s,
+            "  {:<30} {:<44} {:>12}  {:<6} {}{here}",
+            format!("{}:{}", e.system, e.event),
+            e.filter.as_deref().unwrap_or("-"),
+            e.count.to_string(),
+            scope,
+            e.why
+        );
+    }
+
+    match (&o.stats_before, &o.stats_after) {
+        (Some(b), Some(a)) => {
+            let checks = o.check_stats(o.host);
+            if !checks.is_empty() {
+                let _ = writeln!(s, "\nbinary stats promises (per-vCPU stats, summed)");
+                for (name, promised, seen, ok) in checks {
+                    let seen = seen.map_or("absent".to_string(), |d| format!("{d:+}"));
+                    let promised = if promised.max == u64::MAX {
+                        format!(">= {}", promised.min)
+                    } else {
+                        promised.to_string()
+                    };
+                    let _ = writeln!(
+                        s,
+                        "  {:<4} {:<24} promised {:<14} seen {seen}",
+                        if ok { "ok" } else { "DIFF" },
+                        name,
+                        promised
+                    );
+                }
+            }
+            let _ = writeln!(
+                s,
+                "\nKVM binary stats (KVM_GET_STATS_FD){}",
+                if all_stats {
+                    ""
+                } else {
+                    ", those that changed"
+                }
+            );
+            let _ = writeln!(
+                s,
+                "  {:<22} {:<28} {:>16} {:>16} {:>14}",
+                "SOURCE", "STAT", "BEFORE", "AFTER", "DELTA"
+            );
+            let pairs = std::iter::once((&b.vm, &a.vm)).chain(b.vcpus.iter().zip(&a.vcpus));
+            for (bs, as_) in pairs {
+                for d in bs.deltas(as_) {
+                    if all_stats || d.delta() != 0 {
+                        let _ = writeln!(
+                            s,
+                            "  {:<22} {:<28} {:>16} {:>16} {:>+14}",
+                            as_.id,
+                            d.name,
+                            d.before,
+                            d.after,
+                            d.delta()
+                        );
+                    }
+                }
+            }
+        }
+        _ => {
+            let _ = writeln!(
+                s,
+                "\nKVM binary stats: unavailable ({})",
+                o.stats_unavailable.as_deref().unwrap_or("unknown reason")
+            );
+        }
+    }
+    s
+}
+
+/// `2s`, `500ms`, `100us`, `1.5s`, `2m`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 2s, 500ms, 100us)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" | "µs" => n / 1e6,
+        "ns" => n / 1e9,
+        "m" | "min" => n * 60.0,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{s}` (use ns, us, ms, s, m)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// Decimal or `0x` hex.
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("`{s}` is not a number (decimal or 0x hex)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30us"), Ok(Duration::from_micros(30)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_u64("0x3f8"), Ok(0x3f8));
+        assert_eq!(parse_u64("1016"), Ok(1016));
+        assert!(parse_u64("0xzz").is_err());
+    }
 }

@@ -46,18 +46,22 @@ fn throughput(c: &mut Criterion) {
             spec.period = Duration::from_micros(30);
         }
         g.throughput(Throughput::Elements(count));
-        g.bench_with_input(BenchmarkId::new("ops", scenario.name()), &spec, |b, spec| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    match kvmscope_lab::run(spec) {
-                        Ok(o) => total += o.elapsed,
-                        Err(e) => panic!("{} failed: {e}", spec.scenario),
+        g.bench_with_input(
+            BenchmarkId::new("ops", scenario.name()),
+            &spec,
+            |b, spec| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        match kvmscope_lab::run(spec) {
+                            Ok(o) => total += o.elapsed,
+                            Err(e) => panic!("{} failed: {e}", spec.scenario),
+                        }
                     }
-                }
-                total
-            })
-        });
+                    total
+                })
+            },
+        );
     }
     g.finish();
 }

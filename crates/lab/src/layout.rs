@@ -111,7 +111,7 @@ pub(crate) fn write_tables(mem: &GuestMemory, ports: &[u16], rsp0: u64) -> Resul
     gdt[2] = gdt_entry(0x93, 0xc); // kernel data: P, DPL0, data rw accessed; G, D/B
     gdt[3] = gdt_entry(0xfb, 0xa); // user code: P, DPL3, code; G, L
     gdt[4] = gdt_entry(0xf3, 0xc); // user data: P, DPL3, data; G, D/B
-    // 64-bit TSS descriptor (16 bytes): type 0xb (busy 64-bit TSS), P.
+                                   // 64-bit TSS descriptor (16 bytes): type 0xb (busy 64-bit TSS), P.
     let base = TSS_BASE;
     let limit = u64::from(TSS_LIMIT);
     gdt[5] = (limit & 0xffff)

@@ -160,7 +160,8 @@ pub fn run_with(
         for v in &vm.vcpus {
             let mut r = v.get_regs().map_err(|e| LabError::kvm("KVM_GET_REGS", e))?;
             r.r13 = ticks;
-            v.set_regs(&r).map_err(|e| LabError::kvm("KVM_SET_REGS", e))?;
+            v.set_regs(&r)
+                .map_err(|e| LabError::kvm("KVM_SET_REGS", e))?;
         }
     }
 

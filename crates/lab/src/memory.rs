@@ -90,9 +90,7 @@ impl GuestMemory {
         let start = self.check(gpa, 8)?;
         // SAFETY: in bounds by `check`; read_unaligned has no alignment requirement and the
         // volatile-ness does not matter for a plain integer snapshot.
-        let v = unsafe {
-            std::ptr::read_volatile(self.ptr.as_ptr().add(start).cast::<[u8; 8]>())
-        };
+        let v = unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(start).cast::<[u8; 8]>()) };
         Ok(u64::from_le_bytes(v))
     }
 }

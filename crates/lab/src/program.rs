@@ -150,8 +150,10 @@ impl Program {
         a.hlt()?;
         a.jmp(spin2)?;
 
-        let result =
-            a.assemble_options(CODE_BASE, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+        let result = a.assemble_options(
+            CODE_BASE,
+            BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+        )?;
         let mut gates = Vec::new();
         for (v, l) in stubs.iter().chain(self.gates.iter()) {
             gates.push((*v, result.label_ip(l)?));

@@ -240,7 +240,8 @@ impl ScenarioSpec {
             Length::Duration(d) if d.is_zero() => return bad("--duration must be > 0".into()),
             _ => {}
         }
-        if s == Scenario::Pio && (self.port == DONE_PORT || self.port == crate::program::FAULT_PORT) {
+        if s == Scenario::Pio && (self.port == DONE_PORT || self.port == crate::program::FAULT_PORT)
+        {
             return bad(format!(
                 "port {:#x} is reserved by the lab (done/fault signals)",
                 self.port
@@ -519,36 +520,153 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
     let at_least = |n: u64| Count::between(n, u64::MAX);
     match spec.scenario {
         Scenario::Pio => {
-            e.push(expect("kvm", "kvm_pio", Some(format!("rw == 1 && port == {:#x}", spec.port)), exact(ops), Any, "each OUT"));
-            e.push(expect("kvm", "kvm_userspace_exit", Some("reason == 2".into()), exact(ops + v), Any, "each OUT exits to the VMM (KVM_EXIT_IO), plus each vCPU's done OUT"));
+            e.push(expect(
+                "kvm",
+                "kvm_pio",
+                Some(format!("rw == 1 && port == {:#x}", spec.port)),
+                exact(ops),
+                Any,
+                "each OUT",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_userspace_exit",
+                Some("reason == 2".into()),
+                exact(ops + v),
+                Any,
+                "each OUT exits to the VMM (KVM_EXIT_IO), plus each vCPU's done OUT",
+            ));
             e.push(expect("kvm", "kvm_emulate_insn", None, exact(ops + 3 * v), Pvm, "PVM decodes each trapped OUT with the emulator; 3 per vCPU for entry (IRETQ) and the done OUT"));
-            st.push(expect_stat("exits", at_least(ops), Any, "each OUT is an exit"));
-            st.push(expect_stat("fpu_reload", exact(ops + v), Pvm, "each exit to userspace reloads the guest FPU"));
-            st.push(expect_stat("insn_emulation", exact(ops + 2 * v), Pvm, "each OUT and the done OUT are emulated"));
+            e.push(expect(
+                "kvm",
+                "kvm_fpu",
+                None,
+                exact(2 * (ops + v)),
+                Pvm,
+                "guest FPU state put and reloaded around each exit to userspace",
+            ));
+            st.push(expect_stat(
+                "exits",
+                at_least(ops),
+                Any,
+                "each OUT is an exit",
+            ));
+            st.push(expect_stat(
+                "fpu_reload",
+                exact(ops + v),
+                Pvm,
+                "each exit to userspace reloads the guest FPU",
+            ));
+            st.push(expect_stat(
+                "insn_emulation",
+                exact(ops + 2 * v),
+                Pvm,
+                "each OUT and the done OUT are emulated",
+            ));
         }
         Scenario::Mmio => {
-            e.push(expect("kvm", "kvm_mmio", Some(format!("type == 2 && gpa == {MMIO_GPA:#x}")), exact(ops), Any, "each store to the unbacked GPA"));
-            e.push(expect("kvm", "kvm_userspace_exit", Some("reason == 6".into()), exact(ops), Any, "each store exits to the VMM (KVM_EXIT_MMIO)"));
-            e.push(expect("kvm", "vcpu_match_mmio", None, exact(ops), ShadowPaging, "each store faults and is matched as MMIO (no MMIO SPTE caching)"));
-            st.push(expect_stat("mmio_exits", exact(ops), Any, "each store exits to the VMM"));
-            st.push(expect_stat("pf_emulate", exact(ops), ShadowPaging, "each store page-faults and is emulated"));
+            e.push(expect(
+                "kvm",
+                "kvm_mmio",
+                Some(format!("type == 2 && gpa == {MMIO_GPA:#x}")),
+                exact(ops),
+                Any,
+                "each store to the unbacked GPA",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_userspace_exit",
+                Some("reason == 6".into()),
+                exact(ops),
+                Any,
+                "each store exits to the VMM (KVM_EXIT_MMIO)",
+            ));
+            e.push(expect(
+                "kvm",
+                "vcpu_match_mmio",
+                None,
+                exact(ops),
+                ShadowPaging,
+                "each store faults and is matched as MMIO (no MMIO SPTE caching)",
+            ));
+            st.push(expect_stat(
+                "mmio_exits",
+                exact(ops),
+                Any,
+                "each store exits to the VMM",
+            ));
+            st.push(expect_stat(
+                "pf_emulate",
+                exact(ops),
+                ShadowPaging,
+                "each store page-faults and is emulated",
+            ));
         }
         Scenario::Msr => {
-            e.push(expect("kvm", "kvm_msr", msr(spec.msr), exact(ops), Any, "each WRMSR"));
+            e.push(expect(
+                "kvm",
+                "kvm_msr",
+                msr(spec.msr),
+                exact(ops),
+                Any,
+                "each WRMSR",
+            ));
             e.push(done_exits());
             if spec.msr == MSR_TSC_DEADLINE {
-                e.push(expect("kvm", "kvm_hv_timer_state", None, exact(ops), Pvm, "each TSC-deadline write re-programs the LAPIC timer (software hrtimer on PVM)"));
+                e.push(expect(
+                    "kvm",
+                    "kvm_hv_timer_state",
+                    None,
+                    exact(ops),
+                    Pvm,
+                    "each TSC-deadline write re-programs the LAPIC timer (software hrtimer on PVM)",
+                ));
             }
         }
         Scenario::TimerStorm | Scenario::Hlt => {
-            let why_arm = if spec.scenario == Scenario::Hlt { "each cycle arms the timer before HLT" } else { "one arm before the first interrupt, then one re-arm in each handler but the last" };
-            e.push(expect("kvm", "kvm_msr", msr(MSR_TSC_DEADLINE), exact(ops), Any, why_arm));
-            e.push(expect("kvm", "kvm_apic_accept_irq", Some(format!("vec == {TIMER_VECTOR}")), exact(ops), Any, "each timer expiry raises the timer vector"));
-            e.push(expect("kvm", "kvm_msr", msr(0x80b), exact(ops), Any, "each handler writes x2APIC EOI"));
+            let why_arm = if spec.scenario == Scenario::Hlt {
+                "each cycle arms the timer before HLT"
+            } else {
+                "one arm before the first interrupt, then one re-arm in each handler but the last"
+            };
+            e.push(expect(
+                "kvm",
+                "kvm_msr",
+                msr(MSR_TSC_DEADLINE),
+                exact(ops),
+                Any,
+                why_arm,
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_apic_accept_irq",
+                Some(format!("vec == {TIMER_VECTOR}")),
+                exact(ops),
+                Any,
+                "each timer expiry raises the timer vector",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_msr",
+                msr(0x80b),
+                exact(ops),
+                Any,
+                "each handler writes x2APIC EOI",
+            ));
             e.push(expect("kvm", "kvm_vcpu_wakeup", None, Count::between(0, ops), Any, "a HLT that blocked is woken by the timer (halt polling or an already expired deadline avoid some)"));
             e.push(expect("kvm", "kvm_eoi", Some(format!("vector == {TIMER_VECTOR}")), exact(ops), Pvm, "PVM EOIs the timer vector when it injects it (the guest's own EOI then logs vector -1)"));
-            st.push(expect_stat("halt_exits", exact(ops), Any, "the vCPU halts once per timer interrupt"));
-            st.push(expect_stat("halt_wakeup", Count::between(0, ops), Any, "a halt that blocked is woken once"));
+            st.push(expect_stat(
+                "halt_exits",
+                exact(ops),
+                Any,
+                "the vCPU halts once per timer interrupt",
+            ));
+            st.push(expect_stat(
+                "halt_wakeup",
+                Count::between(0, ops),
+                Any,
+                "a halt that blocked is woken once",
+            ));
             e.push(done_exits());
         }
         Scenario::Pagefault => {
@@ -556,14 +674,62 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
             if let Ok((Some(r), _)) = layout::plan(pages.max(1)) {
                 let (g0, g1) = (r.start >> 12, (r.start >> 12) + pages);
                 let gfns = Some(format!("gfn >= {g0:#x} && gfn < {g1:#x}"));
-                let pts = Some(format!("gpa >= {:#x} && gpa < {:#x}", layout::PT_BASE, r.start));
-                e.push(expect("kvmmmu", "kvm_mmu_spte_requested", gfns.clone(), exact(pages), ShadowPaging, "each first touch maps one 4 KiB page"));
-                e.push(expect("kvmmmu", "kvm_mmu_set_spte", gfns, exact(pages), ShadowPaging, "each first touch installs one shadow PTE"));
-                e.push(expect("kvmmmu", "kvm_mmu_set_dirty_bit", pts.clone(), exact(pages), ShadowPaging, "each first write sets the dirty bit of the guest PTE"));
-                e.push(expect("kvmmmu", "kvm_mmu_set_accessed_bit", pts, exact(pages), ShadowPaging, "each first touch sets the accessed bit of the guest PTE"));
-                let pt_gfns = Some(format!("gfn >= {:#x} && gfn < {:#x} && created == 1", layout::PT_BASE >> 12, r.start >> 12));
-                e.push(expect("kvmmmu", "kvm_mmu_get_page", pt_gfns, exact(pages.div_ceil(512)), ShadowPaging, "one new shadow page per guest page table (512 PTEs)"));
-                st.push(expect_stat("pf_fixed", Count::between(pages, pages + 2 * v), ShadowPaging, "each first touch is a fixed page fault (plus the code/stack page)"));
+                let pts = Some(format!(
+                    "gpa >= {:#x} && gpa < {:#x}",
+                    layout::PT_BASE,
+                    r.start
+                ));
+                e.push(expect(
+                    "kvmmmu",
+                    "kvm_mmu_spte_requested",
+                    gfns.clone(),
+                    exact(pages),
+                    ShadowPaging,
+                    "each first touch maps one 4 KiB page",
+                ));
+                e.push(expect(
+                    "kvmmmu",
+                    "kvm_mmu_set_spte",
+                    gfns,
+                    exact(pages),
+                    ShadowPaging,
+                    "each first touch installs one shadow PTE",
+                ));
+                e.push(expect(
+                    "kvmmmu",
+                    "kvm_mmu_set_dirty_bit",
+                    pts.clone(),
+                    exact(pages),
+                    ShadowPaging,
+                    "each first write sets the dirty bit of the guest PTE",
+                ));
+                e.push(expect(
+                    "kvmmmu",
+                    "kvm_mmu_set_accessed_bit",
+                    pts,
+                    exact(pages),
+                    ShadowPaging,
+                    "each first touch sets the accessed bit of the guest PTE",
+                ));
+                let pt_gfns = Some(format!(
+                    "gfn >= {:#x} && gfn < {:#x} && created == 1",
+                    layout::PT_BASE >> 12,
+                    r.start >> 12
+                ));
+                e.push(expect(
+                    "kvmmmu",
+                    "kvm_mmu_get_page",
+                    pt_gfns,
+                    exact(pages.div_ceil(512)),
+                    ShadowPaging,
+                    "one new shadow page per guest page table (512 PTEs)",
+                ));
+                st.push(expect_stat(
+                    "pf_fixed",
+                    Count::between(pages, pages + 2 * v),
+                    ShadowPaging,
+                    "each first touch is a fixed page fault (plus the code/stack page)",
+                ));
             }
             e.push(done_exits());
         }
@@ -579,39 +745,169 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
             } else {
                 (exact(ops + v), "K >= 5: the prev_roots cache (3 entries) misses, so every switch looks the root up again (one more per vCPU for the first load)")
             };
-            e.push(expect("kvmmmu", "kvm_mmu_get_page", roots_filter, loads, ShadowPaging, why));
+            e.push(expect(
+                "kvmmmu",
+                "kvm_mmu_get_page",
+                roots_filter,
+                loads,
+                ShadowPaging,
+                why,
+            ));
             if k >= 5 {
-                st.push(expect_stat("tlb_flush", exact(ops + v), ShadowPaging, "each root miss loads a new root and flushes"));
+                st.push(expect_stat(
+                    "tlb_flush",
+                    exact(ops + v),
+                    ShadowPaging,
+                    "each root miss loads a new root and flushes",
+                ));
             }
             e.push(done_exits());
         }
         Scenario::Cpuid => {
-            e.push(expect("kvm", "kvm_cpuid", Some("function == 0".into()), exact(ops), Any, "each CPUID"));
+            e.push(expect(
+                "kvm",
+                "kvm_cpuid",
+                Some("function == 0".into()),
+                exact(ops),
+                Any,
+                "each CPUID",
+            ));
             e.push(done_exits());
         }
         Scenario::Ipi => {
             let sent = 2 * ops + 1;
-            e.push(expect("kvm", "kvm_msr", msr(0x830), exact(sent), Any, "two ICR writes per round trip, plus the final stop IPI"));
-            e.push(expect("kvm", "kvm_apic_ipi", None, exact(sent), Any, "each ICR write sends one IPI"));
-            e.push(expect("kvm", "kvm_apic_accept_irq", None, exact(sent), Any, "each IPI is accepted by the other LAPIC"));
-            e.push(expect("kvm", "kvm_msr", msr(0x80b), exact(sent), Any, "each IPI handler writes x2APIC EOI"));
-            e.push(expect("kvm", "kvm_userspace_exit", Some("reason == 2".into()), exact(2), Any, "only the two done OUTs"));
-            st.push(expect_stat("halt_exits", Count::between((2 * ops).saturating_sub(2), 2 * ops + 2), Any, "each vCPU halts once per IPI it waits for"));
+            e.push(expect(
+                "kvm",
+                "kvm_msr",
+                msr(0x830),
+                exact(sent),
+                Any,
+                "two ICR writes per round trip, plus the final stop IPI",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_apic_ipi",
+                None,
+                exact(sent),
+                Any,
+                "each ICR write sends one IPI",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_apic_accept_irq",
+                None,
+                exact(sent),
+                Any,
+                "each IPI is accepted by the other LAPIC",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_msr",
+                msr(0x80b),
+                exact(sent),
+                Any,
+                "each IPI handler writes x2APIC EOI",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_userspace_exit",
+                Some("reason == 2".into()),
+                exact(2),
+                Any,
+                "only the two done OUTs",
+            ));
+            st.push(expect_stat(
+                "halt_exits",
+                Count::between((2 * ops).saturating_sub(2), 2 * ops + 2),
+                Any,
+                "each vCPU halts once per IPI it waits for",
+            ));
         }
         Scenario::Idle => {
-            e.push(expect("kvm", "kvm_msr", None, exact(0), Any, "an idle guest does nothing"));
-            e.push(expect("kvm", "kvm_pio", None, exact(0), Any, "an idle guest does nothing"));
-            e.push(expect("kvm", "kvm_apic_accept_irq", None, exact(0), Any, "no interrupt source"));
-            e.push(expect("kvm", "kvm_userspace_exit", Some("reason == 2".into()), exact(0), Any, "the VMM stops the vCPU with a signal (KVM_EXIT_INTR), never an I/O exit"));
-            st.push(expect_stat("halt_exits", exact(v), Any, "one HLT per vCPU, which sleeps until the VMM stops it"));
-            st.push(expect_stat("signal_exits", at_least(v), Any, "the VMM's stop signal"));
+            e.push(expect(
+                "kvm",
+                "kvm_msr",
+                None,
+                exact(0),
+                Any,
+                "an idle guest does nothing",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_pio",
+                None,
+                exact(0),
+                Any,
+                "an idle guest does nothing",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_apic_accept_irq",
+                None,
+                exact(0),
+                Any,
+                "no interrupt source",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_userspace_exit",
+                Some("reason == 2".into()),
+                exact(0),
+                Any,
+                "the VMM stops the vCPU with a signal (KVM_EXIT_INTR), never an I/O exit",
+            ));
+            st.push(expect_stat(
+                "halt_exits",
+                exact(v),
+                Any,
+                "one HLT per vCPU, which sleeps until the VMM stops it",
+            ));
+            st.push(expect_stat(
+                "signal_exits",
+                at_least(v),
+                Any,
+                "the VMM's stop signal",
+            ));
         }
         Scenario::Compute => {
-            e.push(expect("kvm", "kvm_pio", Some(format!("port != {DONE_PORT:#x}")), exact(0), Any, "arithmetic does not exit"));
-            e.push(expect("kvm", "kvm_userspace_exit", None, exact(v), Any, "only the done OUT"));
-            e.push(expect("kvm", "kvm_msr", None, exact(0), Any, "arithmetic does not exit"));
-            e.push(expect("kvm", "kvm_emulate_insn", None, exact(3 * v), Pvm, "CPL3 code runs natively: only entry and the done OUT are emulated"));
-            st.push(expect_stat("insn_emulation", exact(2 * v), Pvm, "only the done OUT (and entry) are emulated"));
+            e.push(expect(
+                "kvm",
+                "kvm_pio",
+                Some(format!("port != {DONE_PORT:#x}")),
+                exact(0),
+                Any,
+                "arithmetic does not exit",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_userspace_exit",
+                None,
+                exact(v),
+                Any,
+                "only the done OUT",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_msr",
+                None,
+                exact(0),
+                Any,
+                "arithmetic does not exit",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_emulate_insn",
+                None,
+                exact(3 * v),
+                Pvm,
+                "CPL3 code runs natively: only entry and the done OUT are emulated",
+            ));
+            st.push(expect_stat(
+                "insn_emulation",
+                exact(2 * v),
+                Pvm,
+                "only the done OUT (and entry) are emulated",
+            ));
         }
     }
     GroundTruth {

@@ -178,7 +178,10 @@ pub fn parse_descriptors(b: &[u8], h: &StatsHeader) -> Result<Vec<StatDesc>, Sta
     for d in b[..need].chunks_exact(stride) {
         let flags = u32_at(d, 0);
         let name_bytes = &d[16..];
-        let end = name_bytes.iter().position(|c| *c == 0).unwrap_or(name_bytes.len());
+        let end = name_bytes
+            .iter()
+            .position(|c| *c == 0)
+            .unwrap_or(name_bytes.len());
         out.push(StatDesc {
             name: String::from_utf8_lossy(&name_bytes[..end]).into_owned(),
             kind: match flags & 0xf {
@@ -374,8 +377,10 @@ mod tests {
             b.extend_from_slice(&v.to_ne_bytes());
         }
         b.extend_from_slice(b"kvm-1\0\0\0");
-        for (flags, size, offset, name) in [(0u32, 1u16, 0u32, b"exits\0\0\0"), (1, 1, 8, b"pages\0\0\0")]
-        {
+        for (flags, size, offset, name) in [
+            (0u32, 1u16, 0u32, b"exits\0\0\0"),
+            (1, 1, 8, b"pages\0\0\0"),
+        ] {
             b.extend_from_slice(&flags.to_ne_bytes());
             b.extend_from_slice(&0i16.to_ne_bytes());
             b.extend_from_slice(&size.to_ne_bytes());

@@ -19,7 +19,7 @@ use kvm_bindings::{
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
 
 use crate::error::exception_name;
-use crate::layout::{self, Region};
+use crate::layout;
 use crate::memory::GuestMemory;
 use crate::program::{Assembled, DONE_PORT, FAULT_PORT};
 use crate::LabError;
@@ -69,8 +69,6 @@ pub(crate) struct ExitCounts {
 pub(crate) struct VcpuEnd {
     pub regs: kvm_regs,
     pub exits: ExitCounts,
-    /// The guest reached `done` (false: stopped by the VMM).
-    pub done: bool,
 }
 
 /// Ids of the threads running a VM, handed out before the guest runs.
@@ -87,9 +85,8 @@ pub struct Threads {
 pub(crate) struct Vm {
     pub vcpus: Vec<VcpuFd>,
     pub vm: VmFd,
-    pub kvm: Kvm,
+    _kvm: Kvm,
     pub mem: GuestMemory,
-    pub region: Option<Region>,
     pub tsc_khz: Option<u32>,
 }
 
@@ -179,7 +176,9 @@ impl Vm {
             });
         }
         let (region, mem_size) = layout::plan(spec.region_pages)?;
-        let vm = kvm.create_vm().map_err(|e| LabError::kvm("KVM_CREATE_VM", e))?;
+        let vm = kvm
+            .create_vm()
+            .map_err(|e| LabError::kvm("KVM_CREATE_VM", e))?;
         let mem = GuestMemory::new(mem_size)?;
         let slot = kvm_userspace_memory_region {
             slot: 0,
@@ -233,10 +232,8 @@ impl Vm {
             vcpu.set_cpuid2(&cpuid)
                 .map_err(|e| LabError::kvm("KVM_SET_CPUID2", e))?;
             if spec.irqchip {
-                let base = APIC_BASE_DEFAULT
-                    | APIC_EN
-                    | APIC_EXTD
-                    | if i == 0 { APIC_BSP } else { 0 };
+                let base =
+                    APIC_BASE_DEFAULT | APIC_EN | APIC_EXTD | if i == 0 { APIC_BSP } else { 0 };
                 let msrs = Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
                     index: MSR_APIC_BASE,
                     data: base,
@@ -268,9 +265,9 @@ impl Vm {
                 vcpu.set_lapic(&lapic)
                     .map_err(|e| LabError::kvm("KVM_SET_LAPIC", e))?;
             }
-            let start = starts.get(i as usize).ok_or_else(|| {
-                LabError::InvalidSpec(format!("no start state for vCPU {i}"))
-            })?;
+            let start = starts
+                .get(i as usize)
+                .ok_or_else(|| LabError::InvalidSpec(format!("no start state for vCPU {i}")))?;
             Self::setup_vcpu(&vcpu, &mem, prog, start, i)?;
             vcpus.push(vcpu);
         }
@@ -278,9 +275,8 @@ impl Vm {
         Ok(Vm {
             vcpus,
             vm,
-            kvm,
+            _kvm: kvm,
             mem,
-            region,
             tsc_khz,
         })
     }
@@ -400,7 +396,10 @@ impl Vm {
                         } else {
                             Err(None)
                         };
-                        let _ = tx.send(Msg::Ended { i, result });
+                        let _ = tx.send(Msg::Ended {
+                            i,
+                            result: Box::new(result),
+                        });
                     });
                 match r {
                     Ok(_) => spawned += 1,
@@ -480,12 +479,7 @@ impl Vm {
             let elapsed = finished_at.duration_since(t0);
             if let Some(e) = supervisor.first_err {
                 if let LabError::Timeout(t, _) = e {
-                    let ops = supervisor
-                        .ends
-                        .iter()
-                        .flatten()
-                        .map(|e| e.regs.r15)
-                        .sum();
+                    let ops = supervisor.ends.iter().flatten().map(|e| e.regs.r15).sum();
                     return Err(LabError::Timeout(t, ops));
                 }
                 return Err(e);
@@ -509,7 +503,7 @@ enum Msg {
     },
     Ended {
         i: usize,
-        result: Result<VcpuEnd, Option<LabError>>,
+        result: Box<Result<VcpuEnd, Option<LabError>>>,
     },
 }
 
@@ -532,7 +526,7 @@ impl Supervisor<'_> {
             Msg::Ended { i, result } => {
                 // The thread is about to return: never signal it again.
                 self.pthreads[i] = None;
-                match result {
+                match *result {
                     Ok(end) => self.ends[i] = Some(end),
                     Err(e) => {
                         if let (None, Some(e)) = (&self.first_err, e) {
@@ -609,7 +603,6 @@ fn vcpu_loop(
     stop: &AtomicBool,
 ) -> Result<VcpuEnd, Option<LabError>> {
     let mut exits = ExitCounts::default();
-    let mut done = false;
     loop {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -618,7 +611,6 @@ fn vcpu_loop(
         match vcpu.run() {
             Ok(VcpuExit::IoOut(port, _)) => {
                 if port == DONE_PORT {
-                    done = true;
                     break;
                 }
                 if port == FAULT_PORT {
@@ -680,7 +672,7 @@ fn vcpu_loop(
     let regs = vcpu
         .get_regs()
         .map_err(|e| Some(LabError::kvm("KVM_GET_REGS", e)))?;
-    Ok(VcpuEnd { regs, exits, done })
+    Ok(VcpuEnd { regs, exits })
 }
 
 /// Reads the frame the exception stub pushed: vector, error code, rip, cs, rflags, rsp, ss.
@@ -694,8 +686,10 @@ fn guest_fault(vcpu: &VcpuFd, mem: &GuestMemory, index: u32) -> LabError {
     let vector = word(0) as u8;
     let (error_code, rip) = (word(1), word(2));
     let hint = match vector {
-        13 => "; a #GP at a WRMSR means this host rejects that MSR or value (try another --msr)".to_string(),
-        6 => "; a #UD means this host cannot run that instruction at that privilege level".to_string(),
+        13 => "; a #GP at a WRMSR means this host rejects that MSR or value (try another --msr)"
+            .to_string(),
+        6 => "; a #UD means this host cannot run that instruction at that privilege level"
+            .to_string(),
         _ => String::new(),
     };
     LabError::GuestFault {

@@ -45,7 +45,12 @@ fn counts(spec: &ScenarioSpec) -> Option<(BTreeMap<String, u64>, u64)> {
                 .flatten()
                 .flatten()
                 .filter(|d| d.path().is_dir())
-                .map(move |d| (sys.to_string(), d.file_name().to_string_lossy().into_owned()))
+                .map(move |d| {
+                    (
+                        sys.to_string(),
+                        d.file_name().to_string_lossy().into_owned(),
+                    )
+                })
         })
         .collect();
     let t = support::traced_run(spec, &all)?;
@@ -68,25 +73,54 @@ fn counts(spec: &ScenarioSpec) -> Option<(BTreeMap<String, u64>, u64)> {
 #[ignore = "measurement for docs/lab.md; enables every kvm/kvmmmu event"]
 fn measure_events_per_action() {
     let only = std::env::var("KVMSCOPE_LAB_MEASURE").ok();
-    println!("kernel {}", std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim());
+    println!(
+        "kernel {}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
     for s in Scenario::ALL {
-        if only.as_deref().is_some_and(|o| !o.split(',').any(|x| x == s.name())) {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|x| x == s.name()))
+        {
             continue;
         }
         let small = ScenarioSpec::new(s);
         let (a_spec, b_spec) = match s {
-            Scenario::Idle => (small.clone().duration(std::time::Duration::from_millis(200)), small.clone().duration(std::time::Duration::from_millis(400))),
-            Scenario::Compute => (small.clone().count(1_000_000), small.clone().count(2_000_000)),
+            Scenario::Idle => (
+                small
+                    .clone()
+                    .duration(std::time::Duration::from_millis(200)),
+                small
+                    .clone()
+                    .duration(std::time::Duration::from_millis(400)),
+            ),
+            Scenario::Compute => (
+                small.clone().count(1_000_000),
+                small.clone().count(2_000_000),
+            ),
             Scenario::Cr3 => (small.clone().count(500), small.clone().count(1000)),
             _ => (small.clone().count(200), small.clone().count(400)),
         };
-        let Some((a, na)) = counts(&a_spec) else { return };
-        let Some((b, nb)) = counts(&b_spec) else { return };
+        let Some((a, na)) = counts(&a_spec) else {
+            return;
+        };
+        let Some((b, nb)) = counts(&b_spec) else {
+            return;
+        };
         println!("\n== {} ({} ops vs {} ops)", s.name(), na, nb);
         let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
         for k in keys {
-            let (ca, cb) = (a.get(k).copied().unwrap_or(0), b.get(k).copied().unwrap_or(0));
-            let per = if nb > na { (cb as f64 - ca as f64) / (nb - na) as f64 } else { 0.0 };
+            let (ca, cb) = (
+                a.get(k).copied().unwrap_or(0),
+                b.get(k).copied().unwrap_or(0),
+            );
+            let per = if nb > na {
+                (cb as f64 - ca as f64) / (nb - na) as f64
+            } else {
+                0.0
+            };
             let fixed = ca as f64 - per * na as f64;
             println!("{k:<48} {ca:>8} {cb:>8}   per op {per:>7.3}  fixed {fixed:>8.1}");
         }

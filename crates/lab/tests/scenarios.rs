@@ -20,11 +20,21 @@ fn assert_ground_truth(spec: ScenarioSpec) -> Option<RunOutcome> {
     if t.outcome.stats_before.is_some() {
         let checks = t.outcome.check_stats(kvmscope_lab::HostKind::detect());
         for (name, promised, seen, ok) in &checks {
-            println!("{} stat {name} promised {promised} seen {seen:?}", if *ok { "ok  " } else { "FAIL" });
+            println!(
+                "{} stat {name} promised {promised} seen {seen:?}",
+                if *ok { "ok  " } else { "FAIL" }
+            );
         }
-        assert!(checks.iter().all(|c| c.3), "{}: binary stats inconsistent: {checks:?}", spec.scenario);
+        assert!(
+            checks.iter().all(|c| c.3),
+            "{}: binary stats inconsistent: {checks:?}",
+            spec.scenario
+        );
     } else {
-        println!("no binary stats on this host: {:?}", t.outcome.stats_unavailable);
+        println!(
+            "no binary stats on this host: {:?}",
+            t.outcome.stats_unavailable
+        );
     }
     Some(t.outcome)
 }
@@ -40,7 +50,8 @@ fn pio_10000_outs_give_exactly_10000_kvm_pio_on_port_0x3f8() {
 
 #[test]
 fn pio_on_two_vcpus_counts_per_thread() {
-    let Some(o) = assert_ground_truth(ScenarioSpec::new(Scenario::Pio).count(3_000).vcpus(2)) else {
+    let Some(o) = assert_ground_truth(ScenarioSpec::new(Scenario::Pio).count(3_000).vcpus(2))
+    else {
         return;
     };
     assert_eq!(o.ops_per_vcpu, vec![3_000, 3_000]);

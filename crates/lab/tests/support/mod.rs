@@ -150,7 +150,10 @@ pub fn traced_run(spec: &ScenarioSpec, events: &[(String, String)]) -> Option<Tr
     for cpu in 0..cpus {
         let stats = inst.cpu_stats(cpu).unwrap_or_default();
         for l in stats.lines() {
-            if let Some(v) = l.strip_prefix("overrun: ").or_else(|| l.strip_prefix("dropped events: ")) {
+            if let Some(v) = l
+                .strip_prefix("overrun: ")
+                .or_else(|| l.strip_prefix("dropped events: "))
+            {
                 assert_eq!(v.trim(), "0", "events were lost on cpu {cpu}: {stats}");
             }
         }
