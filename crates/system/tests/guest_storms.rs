@@ -221,6 +221,7 @@ fn ipi_summary(
         "scope_tlb_ipis_per_op": sent_tlb_scope as f64 / ops,
         "cal_delta_per_op": cal_delta as f64 / ops,
         "csd_functions": r.ipi.csd_functions,
+        "warnings": r.warnings,
         "spinner_loops": out.spinner_loops,
     })
 }
@@ -440,11 +441,34 @@ fn ipi_storm_tlb_attribution_matches_proc_interrupts() {
     if two_cpus().is_none() {
         return;
     }
-    let (out, r, lost) = traced_ipi_storm(&tracefs, IpiStorm::new(IpiMethod::Munmap, 3000));
-    fail_on_loss(lost);
-    let summary = ipi_summary(&out, &r);
-    println!("{summary}");
-    assert_eq!(out.ops, 3000);
+    // Another tracer registering probes on the same tracepoints patches kernel text
+    // (do_sync_core IPIs) and can make a few events go missing (measured once: 84 of 1326,
+    // docs/guest.md). The report says so in its warnings; only then is the storm run again,
+    // at most twice.
+    for attempt in 1..=3 {
+        let (out, r, lost) = traced_ipi_storm(&tracefs, IpiStorm::new(IpiMethod::Munmap, 3000));
+        fail_on_loss(lost);
+        let summary = ipi_summary(&out, &r);
+        println!("{summary}");
+        assert_eq!(out.ops, 3000);
+        match check_tlb_attribution(&out, &r, &summary) {
+            Ok(()) => return,
+            Err(why) if !r.warnings.is_empty() && attempt < 3 => {
+                eprintln!(
+                    "attempt {attempt}: {why}; the capture warned {:?}: running again",
+                    r.warnings
+                );
+            }
+            Err(why) => panic!("{why} (warnings: {:?})", r.warnings),
+        }
+    }
+}
+
+fn check_tlb_attribution(
+    out: &kvmscope_lab::workload::IpiStormOutcome,
+    r: &GuestReport,
+    summary: &serde_json::Value,
+) -> Result<(), String> {
     let d = r.interrupts_delta.as_ref().unwrap();
     for &(_, spinner_cpu) in &out.threads.helpers {
         let c = spinner_cpu as u32;
@@ -453,30 +477,34 @@ fn ipi_storm_tlb_attribution_matches_proc_interrupts() {
         let remote = r.ipi.remote_tlb_flushes(Some(c));
         let sent = r.ipi.sent("tlb_shootdown", Some(c), false);
         let slack = (delta / 50).max(3);
-        assert!(
-            runs.abs_diff(delta) <= slack,
-            "CPU {c}: flush_tlb_func runs {runs} vs TLB delta {delta}; {summary}"
-        );
+        if runs.abs_diff(delta) > slack {
+            return Err(format!(
+                "CPU {c}: flush_tlb_func runs {runs} vs TLB delta {delta}; {summary}"
+            ));
+        }
         // `tlb_flush` "remote shootdown" is traced only when the flush really had work to do
         // (not when the CPU already switched to another mm or was up to date), so it is a
         // lower bound of the TLB count, not a match (measured 248 for a delta of 256).
-        assert!(
-            remote <= delta + slack,
-            "CPU {c}: remote flushes {remote} vs TLB delta {delta}; {summary}"
-        );
-        assert!(
-            sent as f64 >= 0.9 * delta as f64 - 3.0 && sent as f64 <= 1.02 * delta as f64 + 3.0,
-            "CPU {c}: TLB IPIs sent {sent} vs TLB delta {delta}; {summary}"
-        );
+        if remote > delta + slack {
+            return Err(format!(
+                "CPU {c}: remote flushes {remote} vs TLB delta {delta}; {summary}"
+            ));
+        }
+        if (sent as f64) < 0.9 * delta as f64 - 3.0 || sent as f64 > 1.02 * delta as f64 + 3.0 {
+            return Err(format!(
+                "CPU {c}: TLB IPIs sent {sent} vs TLB delta {delta}; {summary}"
+            ));
+        }
     }
     // The storm's own IPIs are at most one per munmap per spinner (fewer when a spinner was
     // preempted: a CPU not running the process gets no shootdown).
     let own = r.ipi.sent("tlb_shootdown", None, true);
-    assert!(
-        own <= out.ops * out.threads.helpers.len() as u64,
-        "{summary}"
-    );
-    assert!(own > 0, "the storm sent no TLB shootdown at all: {summary}");
+    if own > out.ops * out.threads.helpers.len() as u64 || own == 0 {
+        return Err(format!(
+            "the storm's own TLB IPIs {own} are not in 1..=ops x spinners; {summary}"
+        ));
+    }
+    Ok(())
 }
 
 fn fixture_dir() -> std::path::PathBuf {

@@ -127,6 +127,15 @@ fn mask_cpus(mask: &str) -> Vec<u32> {
 }
 
 impl Ipis {
+    /// Functions run by IPI that x86 uses to synchronise CPUs after patching kernel text.
+    pub fn text_patching_runs(&self) -> u64 {
+        self.csd
+            .iter()
+            .filter(|((_, f), _)| f == "do_sync_core" || f.starts_with("text_poke"))
+            .map(|(_, &(remote, _))| remote)
+            .sum()
+    }
+
     pub fn observe(&mut self, ev: &Event<'_>, ours: bool) {
         match ev.kind {
             EventKind::CsdQueue { cpu, func } => {

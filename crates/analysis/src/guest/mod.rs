@@ -92,6 +92,8 @@ pub struct GuestReport {
     pub ipi: IpiReport,
     /// /proc/interrupts at the end minus at the start, when both were given.
     pub interrupts_delta: Option<InterruptsDelta>,
+    /// What may make these numbers incomplete, in words.
+    pub warnings: Vec<String>,
 }
 
 impl Guest {
@@ -132,7 +134,23 @@ impl Guest {
             timers: self.timers.finish(),
             ipi: self.ipi.finish(),
             interrupts_delta: self.interrupts.clone(),
+            warnings: self.warnings(),
         }
+    }
+}
+
+impl Guest {
+    fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let patching = self.ipi.text_patching_runs();
+        if patching > 0 {
+            w.push(format!(
+                "kernel text was patched during the capture ({patching} do_sync_core/text_poke IPI runs): \
+                 another tracer registering or removing probes on the same tracepoints can make \
+                 events go missing for a moment; counts may be a little low"
+            ));
+        }
+        w
     }
 }
 
