@@ -17,6 +17,7 @@ pub mod kvm_params;
 pub mod snapshot;
 pub mod softirqs;
 pub mod timer_list;
+pub mod vms;
 
 pub use error::Error;
 pub use snapshot::{collect, collect_from, Absent, Isolation, SystemSnapshot};

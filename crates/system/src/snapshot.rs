@@ -62,6 +62,9 @@ pub struct SystemSnapshot {
     pub softirqs: Option<Softirqs>,
     /// `/proc/timer_list` (needs root).
     pub timer_list: Option<TimerList>,
+    /// Processes holding a KVM VM, by pid (reading other processes' descriptors needs root;
+    /// those that cannot be read are skipped).
+    pub vms: Vec<crate::vms::RunningVm>,
     /// Files that were missing, unreadable or unparsable.
     pub absent: Vec<Absent>,
 }
@@ -103,6 +106,7 @@ pub fn collect_from(root: &Path) -> SystemSnapshot {
         crate::parse_timer_migration,
     );
     snap.kvm_params = c.kvm_params();
+    snap.vms = c.vms();
     let (config, source) = c.config(snap.kernel_release.as_deref());
     snap.config = config;
     snap.config_source = source;
@@ -188,6 +192,65 @@ impl Collector {
             }
         }
         params
+    }
+
+    fn vms(&mut self) -> Vec<crate::vms::RunningVm> {
+        let proc_dir = self.path("/proc");
+        let Ok(entries) = std::fs::read_dir(&proc_dir) else {
+            return Vec::new();
+        };
+        let mut pids: Vec<u32> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .collect();
+        pids.sort_unstable();
+        let mut vms = Vec::new();
+        for pid in pids {
+            let dir = proc_dir.join(pid.to_string());
+            let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
+                continue;
+            };
+            let vm_fds = fds
+                .filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|t| t.as_os_str() == "anon_inode:kvm-vm")
+                .count();
+            if vm_fds == 0 {
+                continue;
+            }
+            let comm = std::fs::read_to_string(dir.join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let name = std::fs::read(dir.join("cmdline"))
+                .ok()
+                .and_then(|c| crate::vms::qemu_name(&c));
+            let mut vcpu_threads = Vec::new();
+            if let Ok(tasks) = std::fs::read_dir(dir.join("task")) {
+                for t in tasks.filter_map(|e| e.ok()) {
+                    let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+                    else {
+                        continue;
+                    };
+                    let tcomm = std::fs::read_to_string(t.path().join("comm"))
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string();
+                    if crate::vms::is_vcpu_thread(&tcomm) {
+                        vcpu_threads.push((tid, tcomm));
+                    }
+                }
+            }
+            vcpu_threads.sort();
+            vms.push(crate::vms::RunningVm {
+                pid,
+                comm,
+                name,
+                vm_fds: u32::try_from(vm_fds).unwrap_or(u32::MAX),
+                vcpu_threads,
+            });
+        }
+        vms
     }
 
     fn config(&mut self, release: Option<&str>) -> (Option<KernelConfig>, Option<String>) {

@@ -123,3 +123,42 @@ fn isolation_summary_of_a_field_report_003_system() {
     // No config and no sysfs file: nothing says nohz_full was ignored.
     assert!(!s.nohz_full_ignored);
 }
+
+/// A lab VM running in this process is found with its vCPU threads.
+#[test]
+fn collect_finds_a_running_lab_vm() {
+    if !kvmscope_capture::host::require_kvm() {
+        return;
+    }
+    let mut seen = None;
+    let spec = kvmscope_lab::ScenarioSpec::new(kvmscope_lab::Scenario::Pio).count(10);
+    let out = kvmscope_lab::run_with(&spec, |threads| {
+        seen = Some((threads.vcpu_tids.clone(), kvmscope_system::collect().vms));
+    })
+    .unwrap();
+    let (tids, vms) = seen.unwrap();
+    let me = vms
+        .iter()
+        .find(|v| v.pid == std::process::id())
+        .unwrap_or_else(|| {
+            panic!(
+                "this process (pid {}) holds a VM: {vms:?}",
+                std::process::id()
+            )
+        });
+    assert!(me.vm_fds >= 1);
+    let found: Vec<i32> = me.vcpu_threads.iter().map(|&(t, _)| t as i32).collect();
+    for t in &tids {
+        assert!(
+            found.contains(t),
+            "vCPU thread {t} not found in {:?}",
+            me.vcpu_threads
+        );
+    }
+    assert_eq!(out.vcpu_tids, tids);
+    // After the run the VM is gone.
+    assert!(kvmscope_system::collect()
+        .vms
+        .iter()
+        .all(|v| v.pid != std::process::id()));
+}
