@@ -1,45 +1,61 @@
 //! Small, allocation-free helpers to read printed tracepoint fields.
 
 /// Finds `key=value`, `key value` or `key: value` in a printed payload; the value ends at a
-/// space or a comma. The key must start a token.
+/// space or a comma. The key must start a token (after a space, comma or parenthesis).
 pub fn find<'a>(payload: &'a str, key: &str) -> Option<&'a str> {
-    let bytes = payload.as_bytes();
-    let mut from = 0;
-    while let Some(pos) = payload[from..].find(key) {
-        let start = from + pos;
-        let end = start + key.len();
-        from = start + 1;
-        let at_token_start = start == 0 || matches!(bytes[start - 1], b' ' | b',' | b'(' | b'\t');
-        if !at_token_start {
-            continue;
+    let b = payload.as_bytes();
+    let k = key.as_bytes();
+    let mut i = 0;
+    while i + k.len() <= b.len() {
+        if b[i..].starts_with(k) {
+            let j = i + k.len();
+            let value_start = match (b.get(j), b.get(j + 1)) {
+                (Some(b'='), _) | (Some(b' '), _) => Some(j + 1),
+                (Some(b':'), Some(b' ')) => Some(j + 2),
+                _ => None,
+            };
+            if let Some(v) = value_start {
+                let len = memchr::memchr2(b' ', b',', &b[v..]).unwrap_or(b.len() - v);
+                return Some(&payload[v..v + len]);
+            }
         }
-        let rest = &payload[end..];
-        let rest = if let Some(r) = rest.strip_prefix('=') {
-            r
-        } else if let Some(r) = rest.strip_prefix(": ") {
-            r
-        } else if let Some(r) = rest.strip_prefix(' ') {
-            r
-        } else {
-            continue;
-        };
-        let len = rest.find([' ', ',']).unwrap_or(rest.len());
-        return Some(&rest[..len]);
+        // Next token start.
+        let off = memchr::memchr3(b' ', b',', b'(', &b[i..])?;
+        i += off + 1;
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
     }
     None
 }
 
+fn trim_num(s: &str) -> &[u8] {
+    let mut b = s.as_bytes();
+    while let [rest @ .., b',' | b')' | b':'] = b {
+        b = rest;
+    }
+    b
+}
+
+fn parse_radix(b: &[u8], radix: u32) -> Option<u64> {
+    if b.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in b {
+        let d = (c as char).to_digit(radix)?;
+        v = v.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
+    }
+    Some(v)
+}
+
 /// Parses a number printed in hex (`0x` prefix optional when `hex_default`) or decimal.
 pub fn num(s: &str, hex_default: bool) -> Option<u64> {
-    let s = s.trim_end_matches([',', ')', ':']);
-    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        return u64::from_str_radix(h, 16).ok();
+    let b = trim_num(s);
+    if let [b'0', b'x' | b'X', h @ ..] = b {
+        return parse_radix(h, 16);
     }
-    if hex_default {
-        u64::from_str_radix(s, 16).ok()
-    } else {
-        s.parse().ok()
-    }
+    parse_radix(b, if hex_default { 16 } else { 10 })
 }
 
 pub fn hex(s: &str) -> Option<u64> {
@@ -51,7 +67,12 @@ pub fn dec(s: &str) -> Option<u64> {
 }
 
 pub fn dec_i64(s: &str) -> Option<i64> {
-    s.trim_end_matches([',', ')', ':']).parse().ok()
+    match trim_num(s) {
+        [b'-', rest @ ..] => parse_radix(rest, 10)
+            .and_then(|v| i64::try_from(v).ok())
+            .map(|v| -v),
+        b => parse_radix(b, 10).and_then(|v| i64::try_from(v).ok()),
+    }
 }
 
 /// The u32 variant of [`dec`], refusing values that do not fit.
@@ -61,6 +82,47 @@ pub fn dec32(s: &str) -> Option<u32> {
 
 pub fn hex32(s: &str) -> Option<u32> {
     hex(s).and_then(|v| u32::try_from(v).ok())
+}
+
+/// Space-separated tokens, empty ones skipped; cheaper than `str::split` on short payloads.
+#[derive(Debug, Clone)]
+pub struct Tokens<'a> {
+    rest: &'a str,
+}
+
+pub fn tokens(s: &str) -> Tokens<'_> {
+    Tokens { rest: s }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = trim_start_blank(self.rest);
+        if rest.is_empty() {
+            self.rest = rest;
+            return None;
+        }
+        let end = memchr::memchr(b' ', rest.as_bytes()).unwrap_or(rest.len());
+        self.rest = &rest[end..];
+        Some(&rest[..end])
+    }
+}
+
+/// `trim_start` for ASCII blanks only (spaces and tabs), without decoding chars.
+pub fn trim_start_blank(s: &str) -> &str {
+    let n = s.bytes().take_while(|&b| b == b' ' || b == b'\t').count();
+    &s[n..]
+}
+
+/// `trim_end` for ASCII blanks only.
+pub fn trim_end_blank(s: &str) -> &str {
+    let n = s
+        .bytes()
+        .rev()
+        .take_while(|&b| b == b' ' || b == b'\t')
+        .count();
+    &s[..s.len() - n]
 }
 
 /// Strips a `+0x1e/0x2a` offset suffix from a printed symbol (`func+0x1e/0x2a` → `func`).
@@ -98,5 +160,9 @@ mod tests {
         assert_eq!(hex("6e0"), Some(0x6e0));
         assert_eq!(dec("42,"), Some(42));
         assert_eq!(dec("x"), None);
+        assert_eq!(dec(""), None);
+        assert_eq!(hex("0x"), None);
+        assert_eq!(dec_i64("-12)"), Some(-12));
+        assert_eq!(hex("ffffffffffffffffff"), None);
     }
 }

@@ -6,6 +6,8 @@
 //! - `trace-cmd report`: the same, with padding after the name;
 //! - `perf script` of tracepoints: `comm tid [cpu] ts: sys:name: fields`, or `comm pid/tid`.
 
+use crate::fields::{trim_end_blank, trim_start_blank};
+
 /// The common columns of a text event line, borrowing from the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {
@@ -41,7 +43,7 @@ pub enum Line<'a> {
 }
 
 pub fn parse(line: &str) -> Line<'_> {
-    let s = line.trim_start();
+    let s = trim_start_blank(line);
     let Some(&first) = s.as_bytes().first() else {
         return Line::Meta;
     };
@@ -116,20 +118,24 @@ fn cpu_column(s: &str) -> Option<(usize, usize, u32)> {
 }
 
 fn parse_task(task: &str) -> Option<(&str, u32, Option<u32>)> {
-    let mut task = task.trim_end();
+    let mut task = trim_end_blank(task);
     let mut tgid = None;
     if task.ends_with(')') {
-        let open = task.rfind('(')?;
+        let open = memchr::memrchr(b'(', task.as_bytes())?;
         let inner = task[open + 1..task.len() - 1].trim();
         tgid = inner.parse().ok(); // `-------` when unknown
-        task = task[..open].trim_end();
+        task = trim_end_blank(&task[..open]);
     }
-    let last_start = task.rfind([' ', '\t']).map_or(0, |i| i + 1);
+    let last_start = memchr::memrchr2(b' ', b'\t', task.as_bytes()).map_or(0, |i| i + 1);
     let last = &task[last_start..];
     // perf script: `comm tid` or `comm pid/tid`
     if last_start > 0 {
         if all_digits(last) {
-            return Some((task[..last_start].trim_end(), last.parse().ok()?, tgid));
+            return Some((
+                trim_end_blank(&task[..last_start]),
+                last.parse().ok()?,
+                tgid,
+            ));
         }
         if let Some((pid, tid)) = last.split_once('/') {
             if all_digits(pid) && all_digits(tid) {
@@ -142,7 +148,7 @@ fn parse_task(task: &str) -> Option<(&str, u32, Option<u32>)> {
         }
     }
     // ftrace: `comm-tid`, comm may contain spaces and dashes
-    let dash = task.rfind('-')?;
+    let dash = memchr::memrchr(b'-', task.as_bytes())?;
     let tid = &task[dash + 1..];
     if !all_digits(tid) {
         return None;
@@ -150,21 +156,32 @@ fn parse_task(task: &str) -> Option<(&str, u32, Option<u32>)> {
     Some((&task[..dash], tid.parse().ok()?, tgid))
 }
 
-/// Parses `secs.frac` (any number of decimals) or a bare integer into nanoseconds.
+/// Parses `secs.frac` (any number of decimals up to 9) or a bare integer into nanoseconds.
 pub fn parse_ts(s: &str) -> Option<u64> {
-    let (secs, frac) = match s.split_once('.') {
-        Some((a, b)) => (a, b),
-        None => return s.parse().ok(),
+    let b = s.as_bytes();
+    let dot = memchr::memchr(b'.', b);
+    let (secs, frac) = match dot {
+        Some(d) => (&b[..d], &b[d + 1..]),
+        None => (b, &b[b.len()..]),
     };
-    if !all_digits(secs) || !all_digits(frac) || frac.len() > 9 {
+    if secs.is_empty() || secs.len() > 19 || frac.len() > 9 || (dot.is_some() && frac.is_empty()) {
         return None;
     }
-    let secs: u64 = secs.parse().ok()?;
-    let mut f: u64 = frac.parse().ok()?;
+    let digits = |d: &[u8]| -> Option<u64> {
+        d.iter().try_fold(0u64, |v, &c| {
+            c.is_ascii_digit()
+                .then(|| v.wrapping_mul(10) + u64::from(c - b'0'))
+        })
+    };
+    let whole = digits(secs)?;
+    if dot.is_none() {
+        return Some(whole);
+    }
+    let mut f = digits(frac)?;
     for _ in frac.len()..9 {
         f *= 10;
     }
-    secs.checked_mul(1_000_000_000)?.checked_add(f)
+    whole.checked_mul(1_000_000_000)?.checked_add(f)
 }
 
 /// The CPU column was not printed.
@@ -182,26 +199,26 @@ fn synthetic_tid(comm: &str) -> u32 {
     SYNTHETIC_TID_BASE | (h & 0x7fff_ffff)
 }
 
-/// Finds the timestamp token (`123.456789:`) that ends the common columns: returns its start,
-/// its end, and the time.
+/// Finds the timestamp token (`123.456789:` followed by a blank) that ends the common columns:
+/// returns its start, its end (after the colon), and the time.
 fn timestamp_token(s: &str) -> Option<(usize, usize, u64)> {
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        while i < bytes.len() && bytes[i] == b' ' {
-            i += 1;
+    let b = s.as_bytes();
+    for colon in memchr::memchr_iter(b':', b) {
+        if !matches!(b.get(colon + 1), None | Some(b' ' | b'\t')) {
+            continue;
         }
-        let start = i;
-        while i < bytes.len() && bytes[i] != b' ' {
-            i += 1;
+        let mut start = colon;
+        while start > 0 && (b[start - 1].is_ascii_digit() || b[start - 1] == b'.') {
+            start -= 1;
         }
-        let tok = &s[start..i];
-        if tok.len() > 1 && tok.as_bytes()[0].is_ascii_digit() {
-            if let Some(t) = tok.strip_suffix(':') {
-                if let Some(ts) = parse_ts(t) {
-                    return Some((start, i, ts));
-                }
-            }
+        if start == colon || !b[start].is_ascii_digit() {
+            continue;
+        }
+        if start > 0 && !matches!(b[start - 1], b' ' | b'\t') {
+            continue;
+        }
+        if let Some(ts) = parse_ts(&s[start..colon]) {
+            return Some((start, colon + 1, ts));
         }
     }
     None
@@ -217,14 +234,14 @@ fn parse_event(s: &str) -> Option<Header<'_>> {
     let (comm, tid, tgid) = match parse_task(task) {
         Some(t) => t,
         None => {
-            let comm = task.trim();
+            let comm = trim_start_blank(trim_end_blank(task));
             (comm, synthetic_tid(comm), None)
         }
     };
-    let rest = s[ts_end..].trim_start();
-    let name_end = rest.find([' ', '\t']).unwrap_or(rest.len());
+    let rest = trim_start_blank(&s[ts_end..]);
+    let name_end = memchr::memchr2(b' ', b'\t', rest.as_bytes()).unwrap_or(rest.len());
     let name_tok = &rest[..name_end];
-    let payload = rest[name_end..].trim_start();
+    let payload = trim_start_blank(&rest[name_end..]);
     let (system, name, payload) = match name_tok.strip_suffix(':') {
         Some(full) => match full.split_once(':') {
             Some((sys, name)) => (sys, name, payload),
@@ -310,6 +327,17 @@ mod tests {
         let h =
             ev("    [001]   770.850287:                      kvm:kvm_entry: vcpu 0, rip 0x100146");
         assert_eq!((h.comm, h.cpu, h.name), ("", 1, "kvm_entry"));
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(parse_ts("1.5"), Some(1_500_000_000));
+        assert_eq!(parse_ts("12"), Some(12));
+        assert_eq!(parse_ts("1."), None);
+        assert_eq!(parse_ts("1.1234567890"), None);
+        assert_eq!(parse_ts("99999999999999999999"), None);
+        let h = ev("kworker/0:1-55 [000] .... 3.000001: x: y");
+        assert_eq!((h.comm, h.tid, h.ts_ns), ("kworker/0:1", 55, 3_000_001_000));
     }
 
     #[test]

@@ -114,16 +114,45 @@ pub fn decode<R: Read>(
         }
         let mut start = 0usize;
         // The carried-over partial line (buf[..filled]) holds no newline, so scanning from 0
-        // finds exactly the lines completed by this read.
-        for nl in memchr::memchr_iter(b'\n', &buf[..end]) {
-            one_line(&buf[start..nl], base + start as u64, &mut stats, &mut sink);
-            start = nl + 1;
+        // finds exactly the lines completed by this read. UTF-8 is checked once for all of
+        // them; only a chunk with invalid bytes falls back to line-by-line checks.
+        if let Some(last_nl) = memchr::memrchr(b'\n', &buf[..end]) {
+            match std::str::from_utf8(&buf[..last_nl]) {
+                Ok(text) => {
+                    for nl in memchr::memchr_iter(b'\n', text.as_bytes()) {
+                        one_line(
+                            Ok(&text[start..nl]),
+                            base + start as u64,
+                            &mut stats,
+                            &mut sink,
+                        );
+                        start = nl + 1;
+                    }
+                    one_line(
+                        Ok(&text[start..]),
+                        base + start as u64,
+                        &mut stats,
+                        &mut sink,
+                    );
+                    start = last_nl + 1;
+                }
+                Err(_) => {
+                    for nl in memchr::memchr_iter(b'\n', &buf[..end]) {
+                        let bytes = &buf[start..nl];
+                        let line = std::str::from_utf8(bytes).map_err(|_| bytes);
+                        one_line(line, base + start as u64, &mut stats, &mut sink);
+                        start = nl + 1;
+                    }
+                }
+            }
         }
         if eof && start < end {
             // The file ended without a newline: still decode the line, and record that the
             // input may have been cut off when it does not parse.
             let before = stats.unknown_lines;
-            one_line(&buf[start..end], base + start as u64, &mut stats, &mut sink);
+            let bytes = &buf[start..end];
+            let line = std::str::from_utf8(bytes).map_err(|_| bytes);
+            one_line(line, base + start as u64, &mut stats, &mut sink);
             if stats.unknown_lines > before {
                 stats.truncated_at = Some(base + start as u64);
             }
@@ -146,13 +175,23 @@ fn read_some<R: Read>(input: &mut R, buf: &mut [u8], offset: u64) -> Result<usiz
     }
 }
 
-fn one_line(bytes: &[u8], offset: u64, stats: &mut TextStats, sink: &mut impl FnMut(&Event<'_>)) {
+fn one_line(
+    line: Result<&str, &[u8]>,
+    offset: u64,
+    stats: &mut TextStats,
+    sink: &mut impl FnMut(&Event<'_>),
+) {
     stats.lines += 1;
-    stats.bytes = offset + bytes.len() as u64 + 1;
-    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        unknown(stats, &String::from_utf8_lossy(bytes));
-        return;
+    let text = match line {
+        Ok(text) => {
+            stats.bytes = offset + text.len() as u64 + 1;
+            text.strip_suffix('\r').unwrap_or(text)
+        }
+        Err(bytes) => {
+            stats.bytes = offset + bytes.len() as u64 + 1;
+            unknown(stats, &String::from_utf8_lossy(bytes));
+            return;
+        }
     };
     let (parsed, ev, undecoded) = decode_line(text);
     match (parsed, ev) {

@@ -232,35 +232,49 @@ pub fn exit_reason(text: &str) -> ExitReason<'_> {
 }
 
 fn kvm_exit(p: &str) -> Option<KvmExit<'_>> {
-    if let Some(pos) = p.find("SR_EC: ") {
+    let (vcpu, rest) = match p.strip_prefix("vcpu ") {
+        Some(r) => {
+            let sp = memchr::memchr(b' ', r.as_bytes())?;
+            (dec32(&r[..sp]), &r[sp + 1..])
+        }
+        None => (None, p),
+    };
+    let Some(rest) = rest.strip_prefix("reason ") else {
+        let pos = p.find("SR_EC: ")?;
         return arm64_exit(p, pos);
+    };
+    // The reason runs up to the ` rip ` token; SVM names may hold a space (`PF excp`).
+    let b = rest.as_bytes();
+    let mut end = b.len();
+    for sp in memchr::memchr_iter(b' ', b) {
+        if b[sp + 1..].starts_with(b"rip ") {
+            end = sp;
+            break;
+        }
     }
-    let vcpu = p
-        .strip_prefix("vcpu ")
-        .and_then(|r| dec32(r.split(' ').next()?));
-    let from = p.find("reason ")? + "reason ".len();
-    let rest = &p[from..];
-    let end = rest.find(" rip ").unwrap_or(rest.len());
-    let mut text = rest[..end].trim_end();
+    let mut text = crate::fields::trim_end_blank(&rest[..end]);
     let mut failed_vmentry = false;
     if let Some(t) = text.strip_suffix(" FAILED_VMENTRY") {
         text = t.trim_end();
         failed_vmentry = true;
     }
-    let tail = &rest[end..];
-    let rip = find(tail, "rip").and_then(hex);
-    let (info1, info2) = match find(tail, "info1") {
-        Some(i1) => (hex(i1), find(tail, "info2").and_then(hex)),
-        None => {
+    let (mut rip, mut info1, mut info2) = (None, None, None);
+    let mut tokens = crate::fields::tokens(&rest[end..]);
+    while let Some(key) = tokens.next() {
+        match key {
+            "rip" => rip = tokens.next().and_then(hex),
+            "info1" => info1 = tokens.next().and_then(hex),
+            "info2" => info2 = tokens.next().and_then(hex),
             // old layout: `info %llx %llx`
-            let mut it = tail
-                .split_once(" info ")
-                .map(|(_, r)| r.split(' '))
-                .into_iter()
-                .flatten();
-            (it.next().and_then(hex), it.next().and_then(hex))
+            "info" => {
+                info1 = tokens.next().and_then(hex);
+                info2 = tokens.next().and_then(hex);
+            }
+            _ => {
+                tokens.next();
+            }
         }
-    };
+    }
     Some(KvmExit {
         reason: exit_reason(text),
         failed_vmentry,
@@ -422,7 +436,7 @@ fn inj_virq(p: &str) -> Option<EventKind<'_>> {
 }
 
 fn exception_vector(p: &str) -> Option<u32> {
-    let name = p.split([' ', '(']).next()?;
+    let name = &p[..memchr::memchr2(b' ', b'(', p.as_bytes()).unwrap_or(p.len())];
     Some(match name {
         "#DE" => 0,
         "#DB" => 1,
@@ -537,12 +551,31 @@ fn mmu<'a>(name: &str, p: &'a str) -> EventKind<'a> {
         "kvm_tdp_mmu_spte_changed" => MmuKind::TdpMmuSptChanged,
         _ => MmuKind::Other,
     };
-    let gfn = find(p, "gfn").and_then(hex);
-    // The page role prints the level as `l4`.
-    let level = p
-        .split(' ')
-        .find_map(|t| t.strip_prefix('l').filter(|l| l.len() == 1).and_then(dec32));
-    let created = p.trim_end().ends_with(" new");
+    // Only the shadow-page events print a page role (`sp gen N gfn X lL ...`).
+    if !matches!(
+        kind,
+        MmuKind::GetPage | MmuKind::SyncPage | MmuKind::Unsync | MmuKind::PrepareZap
+    ) {
+        return EventKind::Mmu {
+            kind,
+            gfn: None,
+            level: None,
+            created: false,
+            root: false,
+        };
+    }
+    let mut gfn = None;
+    let mut level = None;
+    let mut tokens = crate::fields::tokens(p);
+    while let Some(t) = tokens.next() {
+        if t == "gfn" {
+            gfn = tokens.next().and_then(hex);
+        } else if let Some(l) = t.strip_prefix('l').filter(|l| l.len() == 1) {
+            level = dec32(l);
+            break;
+        }
+    }
+    let created = crate::fields::trim_end_blank(p).ends_with(" new");
     let root = level.is_some_and(|l| l >= 4) && matches!(kind, MmuKind::GetPage);
     EventKind::Mmu {
         kind,
