@@ -55,11 +55,11 @@ mod tests {
     #[test]
     fn names_and_threads() {
         assert_eq!(
-            qemu_name(b"qemu-system-x86_64\0-name\0guest=web1,debug-threads=on\0-m\04096\0"),
+            qemu_name(b"qemu-system-x86_64\0-name\0guest=web1,debug-threads=on\0-m\x004096\0"),
             Some("web1".into())
         );
         assert_eq!(qemu_name(b"qemu\0-name\0db,process=x\0"), Some("db".into()));
-        assert_eq!(qemu_name(b"qemu\0-m\0512\0"), None);
+        assert_eq!(qemu_name(b"qemu\0-m\x00512\0"), None);
         assert_eq!(qemu_name(b"qemu\0-name\0"), None);
         assert!(is_vcpu_thread("CPU 0/KVM"));
         assert!(is_vcpu_thread("fc_vcpu 1"));
