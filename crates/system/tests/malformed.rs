@@ -144,3 +144,31 @@ proptest! {
         prop_assert_eq!(cpulist::parse("t", &text).unwrap(), v);
     }
 }
+
+proptest! {
+    /// Adding known increments to a real file's counters and diffing gives them back.
+    #[test]
+    fn diff_recovers_increments(incs in proptest::collection::vec((0u64..1_000_000, 0u64..1_000_000), 36)) {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/system/x86_64-6.18-pvm/interrupts"),
+        )
+        .unwrap();
+        let before = interrupts::parse(&text).unwrap();
+        let mut after = before.clone();
+        for (line, &(a, b)) in after.lines.iter_mut().zip(&incs) {
+            line.counts[0] += a;
+            if !line.global {
+                line.counts[1] += b;
+            }
+        }
+        let d = interrupts::diff(&before, &after);
+        prop_assert_eq!(d.wrapped, 0);
+        for (line, &(a, b)) in d.lines.iter().zip(&incs) {
+            if line.global {
+                prop_assert_eq!(&line.deltas, &vec![a]);
+            } else {
+                prop_assert_eq!(&line.deltas, &vec![a, b]);
+            }
+        }
+    }
+}
