@@ -125,3 +125,36 @@ fn idle_is_quiet() {
 fn compute_never_exits() {
     assert_ground_truth(ScenarioSpec::new(Scenario::Compute).count(50_000_000));
 }
+
+/// `run_with` hands out the vCPU tids before any guest instruction runs: a kernel filter on
+/// those tids, set in the callback, sees every OUT and nothing else.
+#[test]
+fn run_with_reports_tids_before_the_guest_runs() {
+    if !kvmscope_capture::host::require_kvm() {
+        return;
+    }
+    let Some(root) = kvmscope_capture::host::require_tracefs() else {
+        return;
+    };
+    let inst = kvmscope_capture::tracefs::Instance::create(&root, "labtest").expect("instance");
+    inst.set_buffer_size_kb(1024).expect("buffer");
+    let spec = ScenarioSpec::new(Scenario::Pio).count(2_000).vcpus(2);
+    let outcome = kvmscope_lab::run_with(&spec, |t| {
+        let tids: Vec<String> = t
+            .vcpu_tids
+            .iter()
+            .map(|tid| format!("common_pid == {tid}"))
+            .collect();
+        let filter = format!("({}) && port == 0x3f8", tids.join(" || "));
+        inst.set_filter("kvm", "kvm_pio", &filter).expect("filter");
+        inst.enable("kvm", "kvm_pio").expect("enable");
+    })
+    .expect("pio runs");
+    inst.set_tracing_on(false).expect("off");
+    let bytes = std::fs::read(inst.path().join("trace")).expect("trace");
+    let text = String::from_utf8_lossy(&bytes);
+    let n = text.lines().filter(|l| l.contains(" kvm_pio: ")).count();
+    assert_eq!(n, 4_000, "kernel-filtered kvm_pio lines");
+    assert_eq!(outcome.vcpu_tids.len(), 2);
+    assert_eq!(outcome.pid, std::process::id() as i32);
+}

@@ -131,7 +131,8 @@ pub fn events_of(expectations: &[Expectation], extra: &[(&str, &str)]) -> Vec<(S
     set.into_iter().collect()
 }
 
-/// Runs `spec` with `events` enabled in a private instance; None when the host cannot
+/// Runs `spec` with `events` enabled in a private instance (filtered in the kernel on the
+/// VM's vCPU threads, set up before the guest runs); None when the host cannot
 /// (skipped with a printed reason, or a panic under KVMSCOPE_REQUIRE_KVM=1).
 pub fn traced_run(spec: &ScenarioSpec, events: &[(String, String)]) -> Option<Traced> {
     if !kvmscope_capture::host::require_kvm() {
@@ -139,12 +140,23 @@ pub fn traced_run(spec: &ScenarioSpec, events: &[(String, String)]) -> Option<Tr
     }
     let root = kvmscope_capture::host::require_tracefs()?;
     let inst = Instance::create(&root, "labtest").expect("create tracefs instance");
-    inst.set_buffer_size_kb(16 * 1024).expect("buffer size");
+    inst.set_buffer_size_kb(8 * 1024).expect("buffer size");
     std::fs::write(inst.path().join("options/fields"), "1").expect("options/fields");
-    for (s, e) in events {
-        inst.enable(s, e).expect("enable event");
-    }
-    let outcome = kvmscope_lab::run(spec).unwrap_or_else(|e| panic!("lab run failed: {e}"));
+    // Events are enabled once the vCPU threads exist, filtered in the kernel on their tids:
+    // tests run in parallel, and other VMs' events must not fill this buffer.
+    let outcome = kvmscope_lab::run_with(spec, |t| {
+        let tids: Vec<String> = t
+            .vcpu_tids
+            .iter()
+            .map(|tid| format!("common_pid == {tid}"))
+            .collect();
+        let filter = tids.join(" || ");
+        for (s, e) in events {
+            inst.set_filter(s, e, &filter).expect("set filter");
+            inst.enable(s, e).expect("enable event");
+        }
+    })
+    .unwrap_or_else(|e| panic!("lab run failed: {e}"));
     inst.set_tracing_on(false).expect("tracing off");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     for cpu in 0..cpus {
