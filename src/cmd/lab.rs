@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Timer period for `timer-storm` and `hlt` (e.g. `30us`).
     #[arg(long, value_parser = parse_duration)]
     pub period: Option<Duration>,
+    /// Run the measured code at CPL 0 or 3 instead of the scenario's own level (pio, mmio,
+    /// cpuid, compute), to compare how this host handles each.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub cpl: Option<u8>,
     /// Give up after this long (e.g. `60s`).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
@@ -140,6 +144,13 @@ fn spec_of(r: &RunArgs) -> anyhow::Result<ScenarioSpec> {
     if let Some(p) = r.period {
         spec.period = p;
     }
+    if let Some(c) = r.cpl {
+        spec.cpl = Some(match c {
+            0 => kvmscope_lab::Privilege::Cpl0,
+            3 => kvmscope_lab::Privilege::Cpl3,
+            _ => bail!("--cpl must be 0 or 3 (the lab uses no other rings)"),
+        });
+    }
     if let Some(t) = r.timeout {
         spec.timeout = t;
     }
@@ -191,7 +202,7 @@ fn render_text(o: &RunOutcome, all_stats: bool) -> String {
     let gt = &o.ground_truth;
     let _ = writeln!(s, "scenario    {}: {}", info.name, info.summary);
     let _ = writeln!(s, "reproduces  {}", info.reproduces);
-    let _ = writeln!(s, "privilege   {} (see docs/lab.md)", info.privilege);
+    let _ = writeln!(s, "privilege   {} (see docs/lab.md)", o.spec.privilege());
     let _ = writeln!(
         s,
         "host        {}, kernel {}",
@@ -224,6 +235,7 @@ fn render_text(o: &RunOutcome, all_stats: bool) -> String {
         let scope = match e.host {
             kvmscope_lab::HostScope::Any => "any",
             kvmscope_lab::HostScope::ShadowPaging => "shadow",
+            kvmscope_lab::HostScope::HardwareVirt => "vmx/svm",
             _ => "pvm",
         };
         let here = if o.host.covers(e.host) {

@@ -32,6 +32,8 @@ pub enum HostScope {
     ShadowPaging,
     /// PVM (`kvm_pvm`), where CPL0 code is emulated and CPL3 code runs natively.
     Pvm,
+    /// Hardware virtualisation (VMX or SVM), where every guest instruction runs natively.
+    HardwareVirt,
 }
 
 /// The KVM flavour of this host.
@@ -69,6 +71,7 @@ impl HostKind {
         match scope {
             HostScope::Any => true,
             HostScope::ShadowPaging | HostScope::Pvm => self == HostKind::Pvm,
+            HostScope::HardwareVirt => matches!(self, HostKind::Vmx | HostKind::Svm),
         }
     }
 }

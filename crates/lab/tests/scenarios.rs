@@ -158,3 +158,27 @@ fn run_with_reports_tids_before_the_guest_runs() {
     assert_eq!(outcome.vcpu_tids.len(), 2);
     assert_eq!(outcome.pid, std::process::id() as i32);
 }
+
+#[test]
+fn pio_at_cpl0_still_gives_exact_kvm_pio() {
+    let mut spec = ScenarioSpec::new(Scenario::Pio).count(2_000);
+    spec.cpl = Some(kvmscope_lab::Privilege::Cpl0);
+    assert_ground_truth(spec);
+}
+
+/// On PVM CPUID at CPL3 is not intercepted (it runs natively); VMX/SVM intercept it always.
+/// The promise says which host shows what, and this checks the one that applies here.
+#[test]
+fn cpuid_at_cpl3_depends_on_the_host() {
+    let mut spec = ScenarioSpec::new(Scenario::Cpuid).count(2_000);
+    spec.cpl = Some(kvmscope_lab::Privilege::Cpl3);
+    assert_ground_truth(spec);
+}
+
+#[test]
+fn cpl_override_is_refused_where_the_action_needs_one_level() {
+    let mut spec = ScenarioSpec::new(Scenario::Msr);
+    spec.cpl = Some(kvmscope_lab::Privilege::Cpl3);
+    let e = kvmscope_lab::run(&spec).unwrap_err();
+    assert!(e.to_string().contains("need CPL0"), "{e}");
+}
