@@ -178,6 +178,8 @@ fn timer_summary(
         "scope_timer_expiries": scope_expiries,
         "scope_expiries_per_op": scope_expiries as f64 / gen,
         "tsc_deadline_writes_on_cpu": writes,
+        "scope_tsc_deadline_writes": r.timers.scope_tsc_deadline_writes,
+        "scope_tsc_deadline_writes_per_op": r.timers.scope_tsc_deadline_writes.total() as f64 / gen,
         "tsc_deadline_writes_per_op": writes as f64 / gen,
         "tsc_deadline_writes_per_expiry_on_cpu": writes as f64 / all_exp.max(1) as f64,
         "all_expiries_on_cpu": all_exp,
@@ -283,14 +285,16 @@ fn fail_on_loss(lost: u64) {
 /// Acceptance: under the timer storm, kvmscope's TSC-deadline write rate and hrtimer expiry
 /// rate agree with the generator's own count, and the storm's function is named.
 ///
-/// Tolerances (docs/guest.md, measured here with load average 5-8 from parallel builds):
+/// Tolerances (docs/guest.md, measured here with load average 5-8 from parallel builds and
+/// tests):
 /// - expiries of the storm's own timers (matched by the address of the hrtimers its thread
 ///   started) equal the generator's count exactly in every run; allowed: 0.5% or 2, for a
 ///   period that straddles a marker;
-/// - TSC-deadline writes on the storm's CPU per generator expiry were 2.012-2.014 (one write
-///   when the sleep arms the earliest timer, one when the interrupt programs the next
-///   event); allowed 1.8-2.4: other timers on that CPU (the 250 Hz tick, other tasks) add
-///   writes, a period in which the storm's timer was not the earliest removes one.
+/// - TSC-deadline writes made in the storm's timer interrupts (programming the next event)
+///   were exactly one per generator expiry in every run; allowed: the same 0.5% or 2;
+/// - writes by the storm thread itself (arming a timer that became the CPU's earliest) are
+///   at most one per period: 0.22-0.99 per expiry measured, depending on the other timers of
+///   the CPU; so the storm's writes are 1-2 per expiry, and the CPU's writes at least one.
 #[test]
 fn timer_storm_rates_match_the_generator() {
     let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
@@ -327,13 +331,23 @@ fn timer_storm_rates_match_the_generator() {
     let (traced_rate, generated_rate) = (r.rate(traced), r.rate(generated));
     assert!((traced_rate / generated_rate - 1.0).abs() <= 0.005 + 2.0 / generated as f64);
 
-    // TSC-deadline MSR write rate on the storm's CPU, relative to the generator's rate.
-    let writes = r.msr.tsc_deadline_writes(Some(cpu));
-    let per_expiry = r.rate(writes) / generated_rate;
+    // TSC-deadline MSR write rate, relative to the generator's rate.
+    let w = r.timers.scope_tsc_deadline_writes;
+    let irq_rate = r.rate(w.in_interrupt);
     assert!(
-        (1.8..=2.4).contains(&per_expiry),
-        "TSC-deadline writes per expiry {per_expiry:.3}; {summary}"
+        w.in_interrupt.abs_diff(generated) <= slack,
+        "writes in the storm's interrupts {} vs generator expiries {generated}; {summary}",
+        w.in_interrupt
     );
+    assert!((irq_rate / generated_rate - 1.0).abs() <= 0.005 + 2.0 / generated as f64);
+    assert!(w.by_task <= generated + slack, "{summary}");
+    let storm_rate = r.rate(w.total()) / generated_rate;
+    assert!(
+        (0.995..=2.005).contains(&storm_rate),
+        "storm's writes per expiry {storm_rate:.3}; {summary}"
+    );
+    let cpu_writes = r.msr.tsc_deadline_writes(Some(cpu));
+    assert!(cpu_writes >= w.total(), "{summary}");
     let row = r
         .msr
         .rows
@@ -341,6 +355,7 @@ fn timer_storm_rates_match_the_generator() {
         .find(|m| m.msr == 0x6e0 && m.cpu == cpu)
         .unwrap();
     assert_eq!(row.name, Some("IA32_TSC_DEADLINE"));
+    assert!(row.writes_by_scope >= w.by_task, "{summary}");
 
     // The sleep is re-armed by its task, not from its own interrupt.
     assert!(

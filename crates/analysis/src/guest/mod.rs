@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use ipi::{classify_function, CsdRow, IpiReport, IpiSentRow, TlbFlushRow};
 pub use msr::{MsrReport, MsrRow, MSR_TSC_DEADLINE};
-pub use timers::{HrtimerRow, LocalTimerRow, TimerReport};
+pub use timers::{HrtimerRow, LocalTimerRow, ScopeDeadlineWrites, TimerReport};
 
 /// Which events count as "ours".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -20,6 +20,7 @@ use serde::Serialize;
 #[derive(Debug, Default)]
 struct CpuState {
     in_local_timer: bool,
+    last_expired: Option<u64>,
     running: Vec<u64>,
     expired_in_irq: BTreeSet<u64>,
     last_exit: Option<u64>,
@@ -27,6 +28,7 @@ struct CpuState {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
+    tsc_deadline_writes_in_irq: u64,
     starts: u64,
     starts_by_scope: u64,
     expiries: u64,
@@ -44,6 +46,8 @@ pub(super) struct Timers {
     scope_timers: BTreeSet<u64>,
     local_timer: BTreeMap<u32, u64>,
     irq_context_known: bool,
+    scope_deadline_writes_task: u64,
+    scope_deadline_writes_irq: u64,
 }
 
 /// One hrtimer function on one CPU.
@@ -66,6 +70,9 @@ pub struct HrtimerRow {
     pub rearmed_in_handler: u64,
     /// Restarts after the callback, in the same timer interrupt (HRTIMER_RESTART).
     pub restarted_in_interrupt: u64,
+    /// IA32_TSC_DEADLINE writes in timer interrupts whose last expired timer was this
+    /// function (the interrupt programming the next event after running it).
+    pub tsc_deadline_writes_in_irq: u64,
 }
 
 impl HrtimerRow {
@@ -90,6 +97,25 @@ pub struct TimerReport {
     pub local_timer: Vec<LocalTimerRow>,
     /// True when local timer interrupt boundaries were traced (see the module docs).
     pub irq_context_known: bool,
+    /// IA32_TSC_DEADLINE writes caused by the scope: written by a scope thread outside a
+    /// timer interrupt (arming its timer), or inside a timer interrupt that expired a timer a
+    /// scope thread started (needs `irq_context_known`).
+    pub scope_tsc_deadline_writes: ScopeDeadlineWrites,
+}
+
+/// IA32_TSC_DEADLINE writes attributed to the scope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ScopeDeadlineWrites {
+    /// By a scope thread, outside timer interrupts.
+    pub by_task: u64,
+    /// In timer interrupts that expired a scope timer.
+    pub in_interrupt: u64,
+}
+
+impl ScopeDeadlineWrites {
+    pub fn total(&self) -> u64 {
+        self.by_task + self.in_interrupt
+    }
 }
 
 impl Timers {
@@ -104,11 +130,14 @@ impl Timers {
                 hrtimer, function, ..
             } => {
                 self.functions.insert(hrtimer, function.to_string());
-                if ours {
-                    self.scope_timers.insert(hrtimer);
-                }
                 let known = self.irq_context_known;
                 let st = self.cpus.entry(cpu).or_default();
+                // A start inside a timer interrupt belongs to whatever task the interrupt
+                // hit (the tick restarting itself), not to that task: only task-context
+                // starts make a timer the scope's.
+                if ours && !st.in_local_timer {
+                    self.scope_timers.insert(hrtimer);
+                }
                 let in_handler = st.running.contains(&hrtimer);
                 let restarted = !in_handler
                     && if known {
@@ -128,6 +157,7 @@ impl Timers {
                 let st = self.cpus.entry(cpu).or_default();
                 st.running.push(hrtimer);
                 st.expired_in_irq.insert(hrtimer);
+                st.last_expired = Some(hrtimer);
                 st.last_exit = None;
                 let of_scope = self.scope_timers.contains(&hrtimer);
                 let row = self.row(function, cpu);
@@ -151,11 +181,32 @@ impl Timers {
                     .unwrap_or_else(|| "unknown".to_string());
                 self.row(&function, cpu).cancels += 1;
             }
+            EventKind::GuestMsr {
+                write: true,
+                msr: super::MSR_TSC_DEADLINE,
+                ..
+            } => {
+                let st = self.cpus.entry(cpu).or_default();
+                if st.in_local_timer {
+                    let scope_irq = st
+                        .expired_in_irq
+                        .iter()
+                        .any(|t| self.scope_timers.contains(t));
+                    let last = st.last_expired;
+                    self.scope_deadline_writes_irq += u64::from(scope_irq);
+                    if let Some(f) = last.and_then(|t| self.functions.get(&t)).cloned() {
+                        self.row(&f, cpu).tsc_deadline_writes_in_irq += 1;
+                    }
+                } else if ours {
+                    self.scope_deadline_writes_task += 1;
+                }
+            }
             EventKind::IrqVector { entry, .. } if ev.name.starts_with("local_timer_") => {
                 self.irq_context_known = true;
                 let st = self.cpus.entry(cpu).or_default();
                 st.in_local_timer = entry;
                 st.expired_in_irq.clear();
+                st.last_expired = None;
                 if entry {
                     *self.local_timer.entry(cpu).or_default() += 1;
                 }
@@ -179,6 +230,7 @@ impl Timers {
                     cancels: c.cancels,
                     rearmed_in_handler: c.rearmed_in_handler,
                     restarted_in_interrupt: c.restarted_in_interrupt,
+                    tsc_deadline_writes_in_irq: c.tsc_deadline_writes_in_irq,
                 })
                 .collect(),
             local_timer: self
@@ -187,6 +239,10 @@ impl Timers {
                 .map(|(&cpu, &interrupts)| LocalTimerRow { cpu, interrupts })
                 .collect(),
             irq_context_known: self.irq_context_known,
+            scope_tsc_deadline_writes: ScopeDeadlineWrites {
+                by_task: self.scope_deadline_writes_task,
+                in_interrupt: self.scope_deadline_writes_irq,
+            },
         }
     }
 }
@@ -293,6 +349,9 @@ mod tests {
             Some("apic_timer_fn")
         );
         assert_eq!(r.rearmed_from_own_interrupt("tick_nohz_handler", None), 1);
+        // The task's arming write is the scope's; no write happened inside the interrupt.
+        assert_eq!(r.scope_tsc_deadline_writes.by_task, 1);
+        assert_eq!(r.scope_tsc_deadline_writes.in_interrupt, 0);
     }
 
     #[test]
@@ -310,6 +369,32 @@ mod tests {
         // The task's start directly follows the expiry of the same timer: without interrupt
         // boundaries this is indistinguishable, and is counted (irq_context_known says so).
         assert_eq!(row("hrtimer_wakeup").restarted_in_interrupt, 1);
+    }
+
+    #[test]
+    fn deadline_writes_are_attributed_to_the_scope() {
+        let text = "\
+           storm-42      [001] d..1.   1.000000: hrtimer_start: hrtimer=00000000cccc0003 function=hrtimer_wakeup expires=1 softexpires=1 mode=ABS was_armed=0
+           storm-42      [001] d..1.   1.000001: write_msr: 6e0, value 100
+          <idle>-0       [001] d.h..   1.000100: local_timer_entry: vector=236
+          <idle>-0       [001] d.h..   1.000101: hrtimer_expire_entry: hrtimer=00000000cccc0003 function=hrtimer_wakeup now=1
+          <idle>-0       [001] d.h..   1.000102: hrtimer_expire_exit: hrtimer=00000000cccc0003
+          <idle>-0       [001] d.h..   1.000103: write_msr: 6e0, value 200
+          <idle>-0       [001] d.h..   1.000104: local_timer_exit: vector=236
+          <idle>-0       [001] d.h..   1.000200: local_timer_entry: vector=236
+          <idle>-0       [001] d.h..   1.000201: hrtimer_expire_entry: hrtimer=00000000aaaa0001 function=tick_nohz_handler now=1
+          <idle>-0       [001] d.h..   1.000202: hrtimer_expire_exit: hrtimer=00000000aaaa0001
+          <idle>-0       [001] d.h..   1.000203: write_msr: 6e0, value 300
+          <idle>-0       [001] d.h..   1.000204: local_timer_exit: vector=236
+           other-7       [001] d..1.   1.000300: write_msr: 6e0, value 400
+";
+        let r = run(text, Scope::tids([42]));
+        assert_eq!(r.scope_tsc_deadline_writes.by_task, 1);
+        assert_eq!(r.scope_tsc_deadline_writes.in_interrupt, 1);
+        assert_eq!(r.scope_tsc_deadline_writes.total(), 2);
+        let row = |f: &str| r.hrtimers.iter().find(|h| h.function == f).unwrap().clone();
+        assert_eq!(row("hrtimer_wakeup").tsc_deadline_writes_in_irq, 1);
+        assert_eq!(row("tick_nohz_handler").tsc_deadline_writes_in_irq, 1);
     }
 
     #[test]
