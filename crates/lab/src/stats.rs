@@ -434,4 +434,29 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            if let Ok(h) = parse_header(&b) {
+                let descs = parse_descriptors(b.get(h.desc_offset as usize..).unwrap_or(&[]), &h);
+                if let Ok(d) = descs {
+                    let _ = parse_data(b.get(h.data_offset as usize..).unwrap_or(&[]), &d);
+                }
+            }
+            let _ = parse_descriptors(&b, &StatsHeader { name_size: 8, num_desc: 3, id_offset: 0, desc_offset: 0, data_offset: 0 });
+        }
+
+        #[test]
+        fn truncating_a_valid_file_is_an_error_not_a_panic(cut in 0usize..120) {
+            let b = sample();
+            let s = &b[..cut.min(b.len())];
+            if let Ok(h) = parse_header(s) {
+                if let Ok(d) = parse_descriptors(s.get(h.desc_offset as usize..).unwrap_or(&[]), &h) {
+                    let r = parse_data(s.get(h.data_offset as usize..).unwrap_or(&[]), &d);
+                    proptest::prop_assert!(r.is_err() || s.len() == b.len());
+                }
+            }
+        }
+    }
 }
