@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use kvmscope_analysis::{InputSummary, ReportBuilder};
+use kvmscope_analysis::{EventFilter as Filter, InputSummary, ReportBuilder};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,13 +17,24 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Only events of these processes (VMs), by pid; needs a trace that records the pid of each
+    /// thread (ftrace `options/record-tgid`, `perf script -F pid,tid`, `kvmscope record`).
+    #[arg(short = 'p', long = "pid", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// Only events of these threads (vCPU threads), by thread id.
+    #[arg(short = 't', long = "tid", value_delimiter = ',')]
+    pub tids: Vec<u32>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut builder = ReportBuilder::new();
     let mut inputs = Vec::new();
+    let filter = Filter {
+        pids: args.pids.clone(),
+        tids: args.tids.clone(),
+    };
     for path in &args.files {
-        inputs.push(read_into(path, &mut builder)?);
+        inputs.push(read_into(path, &filter, &mut builder)?);
     }
     let report = builder.finish(inputs);
     let text = if args.json {
@@ -36,7 +47,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Decodes one input into the builder and says what it held.
-pub fn read_into(path: &PathBuf, builder: &mut ReportBuilder) -> anyhow::Result<InputSummary> {
+pub fn read_into(
+    path: &PathBuf,
+    filter: &Filter,
+    builder: &mut ReportBuilder,
+) -> anyhow::Result<InputSummary> {
     let shown = path.display().to_string();
     let mut input: Box<dyn Read> = if shown == "-" {
         Box::new(std::io::stdin().lock())
@@ -53,8 +68,12 @@ pub fn read_into(path: &PathBuf, builder: &mut ReportBuilder) -> anyhow::Result<
         bail!("{shown} is a perf.data file: run `perf script -i {shown} > trace.txt` and report on trace.txt");
     }
     let chained = std::io::Cursor::new(magic.to_vec()).chain(input);
-    let stats = kvmscope_trace::text::decode(chained, |ev| builder.observe(ev))
-        .with_context(|| format!("cannot decode {shown}"))?;
+    let stats = kvmscope_trace::text::decode(chained, |ev| {
+        if filter.keeps(ev) {
+            builder.observe(ev);
+        }
+    })
+    .with_context(|| format!("cannot decode {shown}"))?;
     if stats.events == 0 && stats.unknown_lines > 0 {
         let first = stats
             .unknown_examples

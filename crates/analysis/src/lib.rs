@@ -12,4 +12,4 @@ pub mod overview;
 pub mod report;
 pub mod stats;
 
-pub use report::{InputSummary, Report, ReportBuilder};
+pub use report::{EventFilter, InputSummary, Report, ReportBuilder};

@@ -53,6 +53,24 @@ pub struct Report {
     pub interrupts: InterruptReport,
 }
 
+/// Which events a report keeps: by process (VM) and by thread (vCPU). Empty lists keep all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub pids: Vec<u32>,
+    pub tids: Vec<u32>,
+}
+
+impl EventFilter {
+    /// A pid matches the event's thread group, or the thread itself (a process's main thread
+    /// has tid == pid, and traces without thread groups print only tids).
+    pub fn keeps(&self, ev: &Event<'_>) -> bool {
+        (self.pids.is_empty()
+            || ev.tgid.is_some_and(|p| self.pids.contains(&p))
+            || self.pids.contains(&ev.tid))
+            && (self.tids.is_empty() || self.tids.contains(&ev.tid))
+    }
+}
+
 /// Feeds every analysis; call [`ReportBuilder::observe`] per event in time order per thread.
 #[derive(Debug, Default)]
 pub struct ReportBuilder {

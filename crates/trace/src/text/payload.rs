@@ -18,6 +18,7 @@ pub fn system_of(name: &str) -> &'static str {
         "mark_mmio_spte" | "handle_mmio_page_fault" | "fast_page_fault" | "check_mmio_spte" => {
             "kvmmmu"
         }
+        "vcpu_match_mmio" => "kvm",
         "write_msr" | "read_msr" | "rdpmc" => "msr",
         "sched_switch" | "sched_wakeup" | "sched_wakeup_new" | "sched_waking"
         | "sched_migrate_task" => "sched",
