@@ -1,6 +1,8 @@
 //! What the kernel says about itself, as plain data: `/proc/interrupts`, `/proc/softirqs`,
 //! `/proc/timer_list`, the command line, the tick and preemption configuration, CPU
-//! isolation, `kernel.timer_migration`, KVM module parameters and CPU flags.
+//! isolation, `kernel.timer_migration`, KVM module parameters, CPU flags and the processes
+//! that run VMs. [`SystemSnapshot::isolation_summary`] gathers the isolation and tick facts
+//! that field reports 003 (`nohz=off`) and 004 (timer migration onto nohz_full CPUs) needed.
 //!
 //! Every parser takes text and returns typed data or an [`Error`] with the line that could
 //! not be read; none does I/O or panics. [`collect`] reads the live files (a missing file is
