@@ -1,0 +1,70 @@
+//! Helpers shared by the report integration tests.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// `field == value && ...` as (field, value) pairs.
+pub fn conditions(filter: &str) -> BTreeMap<&str, u64> {
+    filter
+        .split("&&")
+        .map(|c| {
+            let (f, v) = c.split_once("==").expect("only == filters");
+            let v = v.trim();
+            let v = v.strip_prefix("0x").map_or_else(
+                || v.parse().unwrap(),
+                |h| u64::from_str_radix(h, 16).unwrap(),
+            );
+            (f.trim(), v)
+        })
+        .collect()
+}
+
+/// What the report says for one promised event (and filter), or None when the report has no
+/// breakdown for it.
+pub fn reported(report: &Value, event: &str, filter: Option<&str>) -> Option<u64> {
+    let sum = |rows: &Value, keep: &dyn Fn(&Value) -> bool| -> u64 {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| keep(r))
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum()
+    };
+    let Some(filter) = filter else {
+        let by_name = report["overview"]["by_name"].as_array().unwrap();
+        let full = format!("kvm:{event}");
+        return Some(
+            by_name
+                .iter()
+                .find(|p| p[0] == full.as_str())
+                .map_or(0, |p| p[1].as_u64().unwrap()),
+        );
+    };
+    let c = conditions(filter);
+    let is = |r: &Value, key: &str, field: &str| {
+        c.get(field).is_none_or(|&v| r[key].as_u64() == Some(v))
+    };
+    let is_write = |r: &Value, field: &str, write_value: u64| {
+        c.get(field)
+            .is_none_or(|&v| r["write"].as_bool() == Some(v == write_value))
+    };
+    let a = &report["accesses"];
+    match event {
+        "kvm_pio" => Some(sum(&a["pio"], &|r| {
+            is(r, "port", "port") && is_write(r, "rw", 1)
+        })),
+        "kvm_msr" => Some(sum(&a["msr"], &|r| {
+            is(r, "msr", "ecx") && is_write(r, "write", 1)
+        })),
+        "kvm_mmio" => Some(sum(&a["mmio"], &|r| {
+            is(r, "gpa", "gpa") && is_write(r, "type", 2)
+        })),
+        "kvm_userspace_exit" => Some(sum(&report["overview"]["userspace_exits"], &|r| {
+            is(r, "reason", "reason")
+        })),
+        _ => None,
+    }
+}
