@@ -5,10 +5,11 @@
 //! ```text
 //! 0x0000_1000  GDT: null, kernel code 0x08, kernel data 0x10, user code 0x1b, user data 0x23, TSS 0x28
 //! 0x0000_2000  IDT: 256 64-bit interrupt gates
-//! 0x0000_3000  TSS (104 bytes) + I/O bitmap (8 KiB + 0xff)
+//! 0x0000_3000  TSS of vCPU 0 (104 bytes) + I/O bitmap (8 KiB + 0xff); vCPU i's at tss_addr(i)
 //! 0x0000_8000  guest code (32 KiB)
 //! 0x0001_0000  PML4 roots (up to 64, one page each; all share one PDPT)
 //! 0x0005_0000  PDPT, then 4 page directories: 4 GiB identity map with 2 MiB pages
+//! 0x0005_6000  TSSs of vCPUs 1.. (12 KiB apart: each vCPU has its own RSP0)
 //! 0x0010_0000  stacks: per vCPU 32 KiB (user stack below, kernel stack above)
 //! 0x0020_0000  page tables of the 4 KiB region (if any), then the region (2 MiB aligned)
 //! 0xd000_0000  MMIO_GPA: mapped by the guest page tables, backed by no memory slot
@@ -19,7 +20,8 @@ use crate::LabError;
 
 pub(crate) const GDT_BASE: u64 = 0x1000;
 pub(crate) const IDT_BASE: u64 = 0x2000;
-pub(crate) const TSS_BASE: u64 = 0x3000;
+const TSS_BASE: u64 = 0x3000;
+const TSS_MORE: u64 = 0x5_6000;
 const TSS_IOMAP_OFFSET: u64 = 104;
 /// TSS limit: covers the 104-byte TSS, the 8192-byte bitmap and its trailing 0xff byte.
 pub(crate) const TSS_LIMIT: u32 = (TSS_IOMAP_OFFSET + 8192) as u32;
@@ -51,6 +53,16 @@ const PTE_P: u64 = 1;
 const PTE_RW: u64 = 2;
 const PTE_US: u64 = 4;
 const PTE_PS: u64 = 0x80;
+
+/// Guest-physical address of vCPU `i`'s TSS. Each vCPU loads its own (KVM_SET_SREGS sets the
+/// TR base), so interrupts from CPL3 land on that vCPU's kernel stack.
+pub(crate) fn tss_addr(vcpu: u32) -> u64 {
+    if vcpu == 0 {
+        TSS_BASE
+    } else {
+        TSS_MORE + u64::from(vcpu - 1) * 0x3000
+    }
+}
 
 /// Guest-physical addresses of a vCPU's stacks (tops).
 pub(crate) fn kernel_stack_top(vcpu: u32) -> u64 {
@@ -104,15 +116,17 @@ fn gdt_entry(access: u8, flags: u8) -> u64 {
     0xffff | (u64::from(access) << 40) | (0xf << 48) | (u64::from(flags) << 52)
 }
 
-/// Writes GDT, TSS (+I/O bitmap allowing `ports` at CPL3) and an empty IDT.
-pub(crate) fn write_tables(mem: &GuestMemory, ports: &[u16], rsp0: u64) -> Result<(), LabError> {
+/// Writes the GDT and one TSS per vCPU (RSP0 = its kernel stack; I/O bitmap allowing
+/// `ports` at CPL3). The GDT's TSS descriptor names vCPU 0's; the others are only reached
+/// through the TR base each vCPU gets from KVM_SET_SREGS (nothing executes LTR).
+pub(crate) fn write_tables(mem: &GuestMemory, ports: &[u16], vcpus: u32) -> Result<(), LabError> {
     let mut gdt = [0u64; 7];
     gdt[1] = gdt_entry(0x9b, 0xa); // kernel code: P, DPL0, code exec/read accessed; G, L
     gdt[2] = gdt_entry(0x93, 0xc); // kernel data: P, DPL0, data rw accessed; G, D/B
     gdt[3] = gdt_entry(0xfb, 0xa); // user code: P, DPL3, code; G, L
     gdt[4] = gdt_entry(0xf3, 0xc); // user data: P, DPL3, data; G, D/B
                                    // 64-bit TSS descriptor (16 bytes): type 0xb (busy 64-bit TSS), P.
-    let base = TSS_BASE;
+    let base = tss_addr(0);
     let limit = u64::from(TSS_LIMIT);
     gdt[5] = (limit & 0xffff)
         | ((base & 0xff_ffff) << 16)
@@ -123,15 +137,18 @@ pub(crate) fn write_tables(mem: &GuestMemory, ports: &[u16], rsp0: u64) -> Resul
     let bytes: Vec<u8> = gdt.iter().flat_map(|e| e.to_le_bytes()).collect();
     mem.write(GDT_BASE, &bytes)?;
 
-    let mut tss = vec![0u8; TSS_IOMAP_OFFSET as usize + 8192 + 1];
-    tss[4..12].copy_from_slice(&rsp0.to_le_bytes()); // RSP0
-    tss[102..104].copy_from_slice(&(TSS_IOMAP_OFFSET as u16).to_le_bytes());
-    let map = &mut tss[TSS_IOMAP_OFFSET as usize..];
-    map.fill(0xff); // every port denied, plus the trailing 0xff byte
-    for &p in ports {
-        map[usize::from(p / 8)] &= !(1 << (p % 8));
+    for i in 0..vcpus {
+        let mut tss = vec![0u8; TSS_IOMAP_OFFSET as usize + 8192 + 1];
+        tss[4..12].copy_from_slice(&kernel_stack_top(i).to_le_bytes()); // RSP0
+        tss[102..104].copy_from_slice(&(TSS_IOMAP_OFFSET as u16).to_le_bytes());
+        let map = &mut tss[TSS_IOMAP_OFFSET as usize..];
+        map.fill(0xff); // every port denied, plus the trailing 0xff byte
+        for &p in ports {
+            map[usize::from(p / 8)] &= !(1 << (p % 8));
+        }
+        mem.write(tss_addr(i), &tss)?;
     }
-    mem.write(TSS_BASE, &tss)
+    Ok(())
 }
 
 /// Writes one 64-bit interrupt gate (DPL0, kernel code segment) for `vector`.
@@ -182,4 +199,32 @@ pub(crate) fn write_page_tables(
         entry.copy_from_slice(&value.to_le_bytes());
     }
     mem.write(PD_BASE, &pd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_do_not_overlap() {
+        // TSSs stay clear of the code, the roots, the PDPT/PDs and the stacks.
+        assert!(tss_addr(0) + u64::from(TSS_LIMIT) < CODE_BASE);
+        assert!(tss_addr(1) >= PD_BASE + 4 * 4096);
+        assert!(tss_addr(MAX_VCPUS - 1) + u64::from(TSS_LIMIT) < STACKS_BASE);
+        assert!(root_addr(MAX_ROOTS) <= PDPT_BASE);
+        assert!(kernel_stack_top(MAX_VCPUS - 1) <= PT_BASE);
+    }
+
+    #[test]
+    fn region_plan_is_aligned_and_below_mmio() {
+        let (r, size) = plan(4096).unwrap();
+        let r = r.unwrap();
+        assert_eq!(r.start % (2 << 20), 0);
+        assert!(r.start >= PT_BASE + 8 * 4096);
+        assert!(size >= r.start + 4096 * 4096);
+        let (r, size) = plan(MAX_REGION_BYTES / 4096).unwrap();
+        assert!(r.is_some() && size <= MMIO_GPA);
+        assert!(plan(MAX_REGION_BYTES / 4096 + 1).is_err());
+        assert!(plan(0).unwrap().0.is_none());
+    }
 }

@@ -198,7 +198,7 @@ impl Vm {
                 .map_err(|e| LabError::kvm("KVM_CREATE_IRQCHIP", e))?;
         }
 
-        layout::write_tables(&mem, &spec.user_ports, layout::kernel_stack_top(0))?;
+        layout::write_tables(&mem, &spec.user_ports, spec.vcpus)?;
         layout::write_page_tables(&mem, spec.roots, region)?;
         mem.write(layout::CODE_BASE, &prog.code)?;
         for &(v, addr) in &prog.gates {
@@ -299,7 +299,7 @@ impl Vm {
         sregs.gs = data;
         sregs.ss = data;
         sregs.tr = kvm_segment {
-            base: layout::TSS_BASE,
+            base: layout::tss_addr(index),
             limit: layout::TSS_LIMIT,
             selector: layout::SEL_TSS,
             type_: 0xb,

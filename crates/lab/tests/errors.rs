@@ -13,6 +13,20 @@ fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
+/// (fds, threads) once they stop changing: a joined thread can linger in /proc/self/task for
+/// a moment after pthread_join returns (the kernel clears its tid before it is reaped).
+fn settled(want: (usize, usize)) -> (usize, usize) {
+    let mut now = (fds(), threads());
+    for _ in 0..200 {
+        if now == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        now = (fds(), threads());
+    }
+    now
+}
+
 #[test]
 fn errors_are_clear_and_release_threads_and_fds() {
     // Invalid settings are refused before anything is created.
@@ -38,7 +52,11 @@ fn errors_are_clear_and_release_threads_and_fds() {
         other => panic!("expected a #GP, got {other}"),
     }
     assert!(e.to_string().contains("#GP"), "{e}");
-    assert_eq!((fds(), threads()), (fds0, threads0), "after a guest fault");
+    assert_eq!(
+        settled((fds0, threads0)),
+        (fds0, threads0),
+        "after a guest fault"
+    );
 
     // A guest that never finishes: stopped at the timeout, on two vCPUs.
     let mut spec = ScenarioSpec::new(Scenario::Hlt).count(10).vcpus(2);
@@ -46,7 +64,11 @@ fn errors_are_clear_and_release_threads_and_fds() {
     spec.timeout = Duration::from_millis(300);
     let e = kvmscope_lab::run(&spec).unwrap_err();
     assert!(matches!(e, LabError::Timeout(..)), "{e}");
-    assert_eq!((fds(), threads()), (fds0, threads0), "after a timeout");
+    assert_eq!(
+        settled((fds0, threads0)),
+        (fds0, threads0),
+        "after a timeout"
+    );
 
     // Duration mode stops sleeping vCPUs with a signal, and counts what they did.
     let o = kvmscope_lab::run(
@@ -57,7 +79,11 @@ fn errors_are_clear_and_release_threads_and_fds() {
     .expect("idle runs");
     assert_eq!(o.vcpu_tids.len(), 3);
     assert_eq!(o.ops, 0);
-    assert_eq!((fds(), threads()), (fds0, threads0), "after a duration run");
+    assert_eq!(
+        settled((fds0, threads0)),
+        (fds0, threads0),
+        "after a duration run"
+    );
 
     // Duration mode on a busy guest: ops counted from the guest's own counter.
     let o =
@@ -66,7 +92,7 @@ fn errors_are_clear_and_release_threads_and_fds() {
     assert!(o.ops > 0, "cpuid did nothing in 200 ms");
     assert_eq!(o.ground_truth.ops, o.ops);
     assert_eq!(
-        (fds(), threads()),
+        settled((fds0, threads0)),
         (fds0, threads0),
         "after a busy duration run"
     );
