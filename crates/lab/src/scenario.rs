@@ -314,7 +314,7 @@ pub(crate) fn plan(spec: &ScenarioSpec) -> Result<Plan, LabError> {
     let mut p = Program::new()?;
     let mut vm = VmSpec {
         vcpus: spec.vcpus,
-        irqchip: true,
+        irqchip: false,
         timer_vector: None,
         roots: 1,
         region_pages: 0,
@@ -348,6 +348,7 @@ pub(crate) fn plan(spec: &ScenarioSpec) -> Result<Plan, LabError> {
             }
         }
         Scenario::Msr => {
+            vm.irqchip = true;
             if spec.msr == MSR_TSC_DEADLINE {
                 vm.timer_vector = Some(TIMER_VECTOR);
             }
@@ -368,6 +369,7 @@ pub(crate) fn plan(spec: &ScenarioSpec) -> Result<Plan, LabError> {
             }
         }
         Scenario::TimerStorm => {
+            vm.irqchip = true;
             vm.timer_vector = Some(TIMER_VECTOR);
             interrupts = true;
             // handler: count; EOI; stop at the limit, else re-arm from the handler.
@@ -387,6 +389,7 @@ pub(crate) fn plan(spec: &ScenarioSpec) -> Result<Plan, LabError> {
             p.a.jmp(idle)?;
         }
         Scenario::Hlt => {
+            vm.irqchip = true;
             vm.timer_vector = Some(TIMER_VECTOR);
             interrupts = true;
             let mut hlt_at = p.a.create_label();
@@ -448,6 +451,7 @@ pub(crate) fn plan(spec: &ScenarioSpec) -> Result<Plan, LabError> {
             counted_loop_tail(&mut p, top)?;
         }
         Scenario::Ipi => {
+            vm.irqchip = true;
             interrupts = true;
             // vCPU 1: ping handler counts and answers; stop handler finishes.
             p.handler_here(PING_VECTOR)?;
@@ -485,6 +489,7 @@ pub(crate) fn plan(spec: &ScenarioSpec) -> Result<Plan, LabError> {
             per_vcpu[1].r14 = u64::MAX;
         }
         Scenario::Idle => {
+            vm.irqchip = true;
             interrupts = true;
             let top = p.entry_here()?;
             p.a.hlt()?;

@@ -28,7 +28,9 @@ use crate::LabError;
 #[derive(Debug, Clone)]
 pub(crate) struct VmSpec {
     pub vcpus: u32,
-    /// In-kernel irqchip (PIC, IOAPIC, LAPICs); LAPICs put in x2APIC mode.
+    /// The scenario needs the in-kernel irqchip (PIC, IOAPIC, LAPICs; LAPICs put in x2APIC
+    /// mode). Scenarios that do not need it still get it where the host has it, as every
+    /// real x86 VMM sets it up.
     pub irqchip: bool,
     /// LAPIC timer in TSC-deadline mode with this vector (needs `irqchip`).
     pub timer_vector: Option<u8>,
@@ -175,6 +177,7 @@ impl Vm {
                 fix: "use --vcpus 1",
             });
         }
+        let irqchip = spec.irqchip || kvm.check_extension(Cap::Irqchip);
         let (region, mem_size) = layout::plan(spec.region_pages)?;
         let vm = kvm
             .create_vm()
@@ -193,7 +196,7 @@ impl Vm {
             .map_err(|e| LabError::kvm("KVM_SET_USER_MEMORY_REGION", e))?;
         // Only used for real-mode emulation on VMX; harmless elsewhere, so errors are ignored.
         let _ = vm.set_tss_address(0xfffb_d000);
-        if spec.irqchip {
+        if irqchip {
             vm.create_irq_chip()
                 .map_err(|e| LabError::kvm("KVM_CREATE_IRQCHIP", e))?;
         }
@@ -218,7 +221,7 @@ impl Vm {
                 match e.function {
                     1 => {
                         e.ebx = (e.ebx & 0x00ff_ffff) | (i << 24);
-                        if spec.irqchip {
+                        if irqchip {
                             e.ecx |= 1 << 21; // x2APIC
                             if deadline_ok {
                                 e.ecx |= 1 << 24; // TSC-deadline timer
