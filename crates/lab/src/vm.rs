@@ -436,10 +436,18 @@ impl Vm {
             }
             let ok = supervisor.first_err.is_none() && spawned == n;
             if ok {
-                ready(&Threads {
+                let threads = Threads {
                     pid: std::process::id() as i32,
                     vcpu_tids: supervisor.tids.clone(),
-                });
+                };
+                // A panicking callback must not leave the vCPU threads waiting at the gate
+                // (the scope would never join): release them as "stopped", then re-raise.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ready(&threads)));
+                if let Err(panic) = r {
+                    gate.open(false);
+                    drop(rx);
+                    std::panic::resume_unwind(panic);
+                }
             }
             let t0 = Instant::now();
             gate.open(ok);

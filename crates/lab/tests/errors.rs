@@ -70,6 +70,19 @@ fn errors_are_clear_and_release_threads_and_fds() {
         "after a timeout"
     );
 
+    // A panicking `ready` callback releases the waiting vCPU threads and propagates.
+    let r = std::panic::catch_unwind(|| {
+        kvmscope_lab::run_with(&ScenarioSpec::new(Scenario::Pio).count(10).vcpus(2), |_| {
+            panic!("tracer setup failed")
+        })
+    });
+    assert!(r.is_err(), "the callback's panic propagates");
+    assert_eq!(
+        settled((fds0, threads0)),
+        (fds0, threads0),
+        "after a panicking callback"
+    );
+
     // Duration mode stops sleeping vCPUs with a signal, and counts what they did.
     let o = kvmscope_lab::run(
         &ScenarioSpec::new(Scenario::Idle)
