@@ -22,4 +22,6 @@ pub enum Command {
     Record(cmd::record::Args),
     /// Fold `perf script` stacks into FlameGraph's collapsed format.
     Collapse(cmd::collapse::Args),
+    /// Draw an SVG flame graph with KVM-aware colours (or a differential one), and attribute host CPU to KVM's parts.
+    Flamegraph(cmd::flamegraph::Args),
 }

@@ -188,3 +188,75 @@ fn missing_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn flamegraph_svg_attribution_and_diff_from_the_cli() {
+    let fixtures = repo().join("tests/fixtures/stacks");
+    let input = fixtures.join("kvm-lab-perf-script.txt");
+    let dir = std::env::temp_dir().join(format!("kvmscope-flame-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("out.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .arg("flamegraph")
+        .arg(&input)
+        .arg("-o")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&svg).unwrap(),
+        std::fs::read(fixtures.join("kvm-lab.svg")).unwrap(),
+        "CLI SVG differs from the library golden"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .args(["flamegraph", "--json"])
+        .arg(fixtures.join("kvm-lab-collapsed-all.txt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout,
+        std::fs::read(fixtures.join("kvm-lab-attribution.json")).unwrap(),
+        "attribution from folded input differs from the golden JSON"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .args(["flamegraph", "--attribution"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("emulation") && text.contains("pvm_emulate_insn_scrubbed"),
+        "{text}"
+    );
+
+    let diff = dir.join("diff.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .arg("flamegraph")
+        .arg(fixtures.join("kvm-lab-collapsed-all.txt"))
+        .arg("--diff")
+        .arg(&input)
+        .arg("-o")
+        .arg(&diff)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = std::fs::read_to_string(&diff).unwrap();
+    assert!(d.contains("<svg") && d.contains("differential"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand; each has `Args` (its options) and `run`.
 
 pub mod collapse;
+pub mod flamegraph;
 pub mod lab;
 pub mod record;
 pub mod report;
@@ -15,5 +16,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lab(args) => lab::run(args),
         Command::Record(args) => record::run(args),
         Command::Collapse(args) => collapse::run(args),
+        Command::Flamegraph(args) => flamegraph::run(args),
     }
 }

@@ -4,13 +4,19 @@
 //!
 //! Nothing here does I/O beyond reading a caller's `Read` and writing a caller's `Write`.
 
+pub mod attribution;
 pub mod collapse;
 pub mod count;
+pub mod flame;
+pub mod folded;
+pub mod kvm;
 mod parallel;
 pub mod perf_script;
 
+pub use attribution::Attribution;
 pub use collapse::{collapse_reader, collapse_reader_blocks, Collapsed, Collapser, Options};
 pub use count::Count;
+pub use folded::{InputKind, Stack};
 
 /// What went wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -24,4 +30,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A folded stack line could not be read.
+    #[error("folded stacks, line {line}: {reason} (expected `frame;frame;... count`)")]
+    Folded {
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// inferno could not draw the SVG (or write it).
+    #[error("drawing the flame graph failed")]
+    Render(#[source] std::io::Error),
 }

@@ -8,16 +8,15 @@ use kvmscope_stacks::perf_script::{match_event, match_frame, match_header, strip
 use kvmscope_stacks::{collapse_reader_blocks, Collapser, Options};
 use proptest::prelude::*;
 use regex::bytes::Regex;
+use std::sync::LazyLock;
 
-fn header_re() -> Regex {
-    Regex::new(r"(?-u)^(\S.+?)\s+(\d+)/*(\d+)*\s+").unwrap()
-}
-fn event_re() -> Regex {
-    Regex::new(r"(?-u):\s*(\d+)*\s+(\S+):\s*$").unwrap()
-}
-fn frame_re() -> Regex {
-    Regex::new(r"(?-u)^\s*(\w+)\s*(.+) \((.*)\)").unwrap()
-}
+static HEADER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?-u)^(\S.+?)\s+(\d+)/*(\d+)*\s+").unwrap());
+static EVENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?-u):\s*(\d+)*\s+(\S+):\s*$").unwrap());
+static FRAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?-u)^\s*(\w+)\s*(.+) \((.*)\)").unwrap());
+static OFFSET: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?-u)\+0x[\da-f]+$").unwrap());
 
 /// Lines made of the bytes that matter to the patterns.
 fn line() -> impl Strategy<Value = Vec<u8>> {
@@ -30,7 +29,7 @@ proptest! {
 
     #[test]
     fn header_matcher_is_the_regex(l in line()) {
-        let want = header_re().captures(&l).map(|c| {
+        let want = HEADER.captures(&l).map(|c| {
             (c.get(1).unwrap().as_bytes().to_vec(), c.get(2).unwrap().as_bytes().to_vec(),
              c.get(3).map(|m| m.as_bytes().to_vec()))
         });
@@ -40,7 +39,7 @@ proptest! {
 
     #[test]
     fn event_matcher_is_the_regex(l in line()) {
-        let want = event_re().captures(&l).map(|c| {
+        let want = EVENT.captures(&l).map(|c| {
             (c.get(1).map(|m| m.as_bytes().to_vec()), c.get(2).unwrap().as_bytes().to_vec())
         });
         let got = match_event(&l).map(|e| (e.period.map(<[u8]>::to_vec), e.event.to_vec()));
@@ -49,7 +48,7 @@ proptest! {
 
     #[test]
     fn frame_matcher_is_the_regex(l in line()) {
-        let want = frame_re().captures(&l).map(|c| {
+        let want = FRAME.captures(&l).map(|c| {
             (c.get(1).unwrap().as_bytes().to_vec(), c.get(2).unwrap().as_bytes().to_vec(),
              c.get(3).unwrap().as_bytes().to_vec())
         });
@@ -59,8 +58,7 @@ proptest! {
 
     #[test]
     fn offset_strip_is_the_regex(l in line()) {
-        let re = Regex::new(r"(?-u)\+0x[\da-f]+$").unwrap();
-        let want = re.find(&l).map_or(&l[..], |m| &l[..m.start()]).to_vec();
+        let want = OFFSET.find(&l).map_or(&l[..], |m| &l[..m.start()]).to_vec();
         prop_assert_eq!(strip_offset(&l).to_vec(), want);
     }
 
