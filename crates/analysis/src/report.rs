@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::access::{AccessReport, Accesses};
 use crate::exits::{ExitReport, Exits};
+use crate::guest::{Guest, GuestReport, Scope};
 use crate::interrupts::{InterruptReport, Interrupts};
 use crate::mmu::{Mmu, MmuReport};
 use crate::overview::{Overview, OverviewReport};
@@ -51,6 +52,10 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mmu: Option<MmuReport>,
     pub interrupts: InterruptReport,
+    /// Guest-side sections (msr, timer, ipi, csd, irq_vectors, tlb events of the kernel that
+    /// was traced), when the trace has such events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestReport>,
 }
 
 /// Which events a report keeps: by process (VM) and by thread (vCPU). Empty lists keep all.
@@ -79,11 +84,16 @@ pub struct ReportBuilder {
     accesses: Accesses,
     mmu: Mmu,
     interrupts: Interrupts,
+    guest: Guest,
+    guest_events: u64,
 }
 
 impl ReportBuilder {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            guest: Guest::new(Scope::all()),
+            ..Self::default()
+        }
     }
 
     pub fn observe(&mut self, ev: &Event<'_>) {
@@ -96,6 +106,10 @@ impl ReportBuilder {
                 self.interrupts.observe(ev);
             }
             "kvmmmu" => self.mmu.observe(ev),
+            "msr" | "timer" | "ipi" | "csd" | "irq_vectors" | "tlb" => {
+                self.guest_events += 1;
+                self.guest.observe(ev);
+            }
             _ => {}
         }
     }
@@ -109,6 +123,7 @@ impl ReportBuilder {
             accesses: self.accesses.finish(),
             mmu: (!self.mmu.is_empty()).then(|| self.mmu.finish()),
             interrupts: self.interrupts.finish(),
+            guest: (self.guest_events > 0).then(|| self.guest.finish()),
         }
     }
 }

@@ -21,6 +21,9 @@ pub fn render(r: &Report) -> String {
     userspace(&mut out, r, d);
     mmu(&mut out, r, d);
     interrupts(&mut out, r, d);
+    if let Some(g) = &r.guest {
+        guest(&mut out, g);
+    }
     events(&mut out, r, d);
     out
 }
@@ -381,6 +384,120 @@ fn interrupts(out: &mut String, r: &Report, d: u64) {
             us(h.waited.mean_ns),
             us(h.polled.mean_ns)
         );
+    }
+}
+
+/// How many rows of a guest table to print; `--json` has them all.
+const GUEST_ROWS: usize = 15;
+
+fn guest(out: &mut String, g: &kvmscope_analysis::guest::GuestReport) {
+    let d = g.span_ns;
+    for w in &g.warnings {
+        let _ = writeln!(out, "\nWARNING (guest side): {w}");
+    }
+    if !g.msr.rows.is_empty() {
+        heading(out, "Guest MSR writes (msr:write_msr) by MSR and CPU:");
+        let mut t = Table::new(&["MSR", "NAME", "CPU", "WRITES", "RATE/s"]).left(1);
+        for m in g.msr.rows.iter().take(GUEST_ROWS) {
+            t.row(vec![
+                format!("{:#x}", m.msr),
+                m.name.unwrap_or("?").into(),
+                m.cpu.to_string(),
+                m.writes.to_string(),
+                rate(m.writes, d),
+            ]);
+        }
+        t.render(out, "  ");
+    }
+    let timers = &g.timers;
+    if !timers.hrtimers.is_empty() {
+        heading(out, "Guest hrtimers by function and CPU (timer:hrtimer_*):");
+        let mut t = Table::new(&[
+            "FUNCTION",
+            "CPU",
+            "EXPIRIES",
+            "RATE/s",
+            "STARTS",
+            "RE-ARMED IN OWN IRQ",
+        ]);
+        let mut rows: Vec<_> = timers.hrtimers.iter().collect();
+        rows.sort_by(|a, b| {
+            b.expiries
+                .cmp(&a.expiries)
+                .then(a.function.cmp(&b.function))
+                .then(a.cpu.cmp(&b.cpu))
+        });
+        for h in rows.into_iter().take(GUEST_ROWS) {
+            t.row(vec![
+                h.function.clone(),
+                h.cpu.to_string(),
+                h.expiries.to_string(),
+                rate(h.expiries, d),
+                h.starts.to_string(),
+                (h.rearmed_in_handler + h.restarted_in_interrupt).to_string(),
+            ]);
+        }
+        t.render(out, "  ");
+    }
+    if !timers.local_timer.is_empty() {
+        heading(
+            out,
+            "Guest local timer interrupts (irq_vectors:local_timer_entry):",
+        );
+        let mut t = Table::new(&["CPU", "INTERRUPTS", "RATE/s"]);
+        for l in &timers.local_timer {
+            t.row(vec![
+                l.cpu.to_string(),
+                l.interrupts.to_string(),
+                rate(l.interrupts, d),
+            ]);
+        }
+        t.render(out, "  ");
+    }
+    let ipi = &g.ipi;
+    if !ipi.sent.is_empty() {
+        heading(out, "Guest IPIs sent, by type and function (ipi:*, csd:*):");
+        let mut t = Table::new(&["FROM CPU", "TO CPU", "TYPE", "FUNCTION", "SENT", "RATE/s"])
+            .left(2)
+            .left(3);
+        let mut rows: Vec<_> = ipi.sent.iter().collect();
+        rows.sort_by(|a, b| b.sent.cmp(&a.sent).then(a.function.cmp(&b.function)));
+        for r in rows.into_iter().take(GUEST_ROWS) {
+            t.row(vec![
+                r.sender_cpu.to_string(),
+                r.target_cpu.to_string(),
+                r.kind.into(),
+                r.function.clone(),
+                r.sent.to_string(),
+                rate(r.sent, d),
+            ]);
+        }
+        t.render(out, "  ");
+    }
+    if !ipi.csd_functions.is_empty() {
+        heading(out, "Guest functions run by IPI (csd:csd_function_entry):");
+        let mut t = Table::new(&[
+            "FUNCTION",
+            "CPU",
+            "TYPE",
+            "REMOTE RUNS",
+            "LOCAL RUNS",
+            "RATE/s",
+        ])
+        .left(2);
+        let mut rows: Vec<_> = ipi.csd_functions.iter().collect();
+        rows.sort_by(|a, b| b.runs.cmp(&a.runs).then(a.function.cmp(&b.function)));
+        for r in rows.into_iter().take(GUEST_ROWS) {
+            t.row(vec![
+                r.function.clone(),
+                r.cpu.to_string(),
+                r.kind.into(),
+                r.runs.to_string(),
+                r.local_runs.to_string(),
+                rate(r.runs, d),
+            ]);
+        }
+        t.render(out, "  ");
     }
 }
 

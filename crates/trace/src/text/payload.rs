@@ -19,6 +19,8 @@ pub fn system_of(name: &str) -> &'static str {
             "kvmmmu"
         }
         "vcpu_match_mmio" => "kvm",
+        "tlb_flush" => "tlb",
+        "tracing_mark_write" | "print" => "ftrace",
         "write_msr" | "read_msr" | "rdpmc" => "msr",
         "sched_switch" | "sched_wakeup" | "sched_wakeup_new" | "sched_waking"
         | "sched_migrate_task" => "sched",
