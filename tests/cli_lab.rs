@@ -172,3 +172,30 @@ fn missing_dev_kvm_is_one_line_with_the_fix() {
     assert_one_line_error(&o, "/dev/kvm does not exist");
     assert!(e.contains("modprobe"), "{e}");
 }
+
+#[test]
+fn verify_traces_the_run_and_compares_with_the_ground_truth() {
+    if !kvmscope_capture::host::require_kvm() || kvmscope_capture::host::require_tracefs().is_none()
+    {
+        return;
+    }
+    let o = run(&[
+        "lab", "run", "mmio", "--count", "1000", "--vcpus", "2", "--verify", "--json",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let checks = v["verify"].as_array().expect("verify");
+    assert!(!checks.is_empty());
+    assert!(checks.iter().all(|c| c["ok"] == true), "{checks:?}");
+    let mmio = checks
+        .iter()
+        .find(|c| c["event"] == "kvm_mmio")
+        .expect("kvm_mmio checked");
+    assert_eq!(mmio["seen"], 2000);
+    let o = run(&[
+        "lab", "run", "cr3", "--count", "100", "--roots", "4", "--verify",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("SEEN"), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("DIFF"), "{}", stdout(&o));
+}

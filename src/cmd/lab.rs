@@ -63,6 +63,11 @@ pub struct RunArgs {
     /// Give up after this long (e.g. `60s`).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Trace the run in a private tracefs instance (events filtered on this VM's vCPU
+    /// threads) and compare what the host showed with the ground truth; exit status 1 when a
+    /// promise that holds on this host is broken.
+    #[arg(long)]
+    pub verify: bool,
     /// Show every binary statistic, not only those that changed.
     #[arg(long)]
     pub all_stats: bool,
@@ -159,9 +164,23 @@ fn spec_of(r: &RunArgs) -> anyhow::Result<ScenarioSpec> {
 
 fn run_scenario(r: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_of(&r)?;
-    let outcome = kvmscope_lab::run(&spec)
-        .with_context(|| format!("lab scenario `{}` failed", spec.scenario))?;
+    let (outcome, seen) = if r.verify {
+        let (o, seen) = verify::run(&spec)?;
+        (o, Some(seen))
+    } else {
+        let o = kvmscope_lab::run(&spec)
+            .with_context(|| format!("lab scenario `{}` failed", spec.scenario))?;
+        (o, None)
+    };
     let host = outcome.host;
+    let broken = seen.as_ref().is_some_and(|seen| {
+        outcome
+            .ground_truth
+            .expectations
+            .iter()
+            .zip(seen)
+            .any(|(e, n)| host.covers(e.host) && !e.count.contains(*n))
+    });
     let text = if r.json {
         let mut v = serde_json::to_value(&outcome)?;
         v["elapsed_secs"] = serde_json::json!(outcome.elapsed.as_secs_f64());
@@ -172,12 +191,124 @@ fn run_scenario(r: RunArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(n, c, seen, ok)| serde_json::json!({"name": n, "promised": c, "seen": seen.map(|s| s as i64), "ok": ok}))
             .collect::<Vec<_>>());
+        if let Some(seen) = &seen {
+            v["verify"] = serde_json::json!(outcome
+                .ground_truth
+                .expectations
+                .iter()
+                .zip(seen)
+                .map(|(e, n)| serde_json::json!({
+                    "system": e.system,
+                    "event": e.event,
+                    "filter": e.filter,
+                    "promised": e.count,
+                    "seen": n,
+                    "applies_here": host.covers(e.host),
+                    "ok": !host.covers(e.host) || e.count.contains(*n),
+                }))
+                .collect::<Vec<_>>());
+        }
         serde_json::to_string_pretty(&v)? + "\n"
     } else {
-        render_text(&outcome, r.all_stats)
+        render_text(&outcome, seen.as_deref(), r.all_stats)
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if broken {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `--verify`: the run under a private tracefs instance.
+mod verify {
+    use anyhow::{bail, Context};
+    use kvmscope_capture::tracefs::Instance;
+    use kvmscope_lab::{RunOutcome, ScenarioSpec};
+    use kvmscope_trace::text::line::{self, Line};
+
+    /// Runs `spec` traced; returns the outcome and, per expectation, the events seen.
+    pub fn run(spec: &ScenarioSpec) -> anyhow::Result<(RunOutcome, Vec<u64>)> {
+        let root = kvmscope_capture::host::tracefs().context("--verify needs tracefs")?;
+        kvmscope_capture::guard::install(&root, kvmscope_capture::guard::OnSignal::Exit)
+            .context("cannot install the cleanup guard for tracing instances")?;
+        let inst = Instance::create(&root, "lab").context("cannot create a tracing instance")?;
+        inst.set_buffer_size_kb(16 * 1024)
+            .context("cannot size the tracing buffer")?;
+        let fields = inst.path().join("options/fields");
+        std::fs::write(&fields, "1").with_context(|| {
+            format!(
+                "cannot write {} (the kernel needs the `fields` trace option, Linux 6.6+)",
+                fields.display()
+            )
+        })?;
+        let mut events: Vec<(&str, &str)> = spec
+            .expected()
+            .expectations
+            .iter()
+            .map(|e| (e.system, e.event))
+            .collect();
+        events.sort();
+        events.dedup();
+        let mut setup: anyhow::Result<()> = Ok(());
+        let outcome = kvmscope_lab::run_with(spec, |t| {
+            let filter = t
+                .vcpu_tids
+                .iter()
+                .map(|tid| format!("common_pid == {tid}"))
+                .collect::<Vec<_>>()
+                .join(" || ");
+            for (sys, ev) in &events {
+                let r = inst
+                    .set_filter(sys, ev, &filter)
+                    .and_then(|()| inst.enable(sys, ev));
+                if let Err(e) = r {
+                    setup = Err(anyhow::Error::new(e).context(format!("cannot enable {sys}:{ev}")));
+                    return;
+                }
+            }
+        })
+        .with_context(|| format!("lab scenario `{}` failed", spec.scenario))?;
+        setup?;
+        inst.set_tracing_on(false).context("cannot stop tracing")?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for cpu in 0..cpus {
+            let stats = inst.cpu_stats(cpu).unwrap_or_default();
+            for l in stats.lines() {
+                let lost = l
+                    .strip_prefix("overrun: ")
+                    .or_else(|| l.strip_prefix("dropped events: "))
+                    .is_some_and(|v| v.trim() != "0");
+                if lost {
+                    bail!(
+                        "the tracing buffer overflowed on CPU {cpu} ({}): use a smaller --count",
+                        l.trim()
+                    );
+                }
+            }
+        }
+        // With `options/fields` char arrays are printed raw: not always UTF-8.
+        let bytes = std::fs::read(inst.path().join("trace")).context("cannot read the trace")?;
+        let text = String::from_utf8_lossy(&bytes);
+        let tids: Vec<u32> = outcome.vcpu_tids.iter().map(|t| *t as u32).collect();
+        let expectations = &outcome.ground_truth.expectations;
+        let mut seen = vec![0u64; expectations.len()];
+        for l in text.lines() {
+            if let Line::Event(h) = line::parse(l) {
+                if !tids.contains(&h.tid) {
+                    continue;
+                }
+                for (e, n) in expectations.iter().zip(seen.iter_mut()) {
+                    if e.event == h.name && e.matches_fields(h.payload) {
+                        *n += 1;
+                    }
+                }
+            }
+        }
+        inst.remove()
+            .context("cannot remove the tracing instance")?;
+        Ok((outcome, seen))
+    }
 }
 
 fn kernel_release() -> String {
@@ -195,7 +326,7 @@ fn host_name(h: HostKind) -> &'static str {
     }
 }
 
-fn render_text(o: &RunOutcome, all_stats: bool) -> String {
+fn render_text(o: &RunOutcome, seen: Option<&[u64]>, all_stats: bool) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let info = o.spec.scenario.info();
@@ -226,12 +357,18 @@ fn render_text(o: &RunOutcome, all_stats: bool) -> String {
     let _ = writeln!(s, "threads     pid {}, vCPU tids {}", o.pid, tids.join(" "));
 
     let _ = writeln!(s, "\nground truth: events this VM's vCPU threads must show");
+    let seen_head = if seen.is_some() { "      SEEN" } else { "" };
     let _ = writeln!(
         s,
-        "  {:<30} {:<44} {:>12}  {:<6} WHY",
+        "  {:<32} {:<44} {:>12}{seen_head}  {:<7} WHY",
         "EVENT", "FILTER", "COUNT", "HOSTS"
     );
-    for e in &gt.expectations {
+    for (k, e) in gt.expectations.iter().enumerate() {
+        let seen_col = match seen.and_then(|v| v.get(k)) {
+            Some(n) if !o.host.covers(e.host) || e.count.contains(*n) => format!(" {n:>9}"),
+            Some(n) => format!(" {:>9}", format!("DIFF {n}")),
+            None => String::new(),
+        };
         let scope = match e.host {
             kvmscope_lab::HostScope::Any => "any",
             kvmscope_lab::HostScope::ShadowPaging => "shadow",
@@ -245,7 +382,7 @@ fn render_text(o: &RunOutcome, all_stats: bool) -> String {
         };
         let _ = writeln!(
             s,
-            "  {:<30} {:<44} {:>12}  {:<6} {}{here}",
+            "  {:<32} {:<44} {:>12}{seen_col}  {:<7} {}{here}",
             format!("{}:{}", e.system, e.event),
             e.filter.as_deref().unwrap_or("-"),
             e.count.to_string(),

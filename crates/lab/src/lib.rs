@@ -38,7 +38,9 @@ pub use layout::{MAX_ROOTS, MAX_VCPUS, MMIO_GPA};
 pub use program::{DONE_PORT, FAULT_PORT};
 pub use scenario::{Length, Scenario, ScenarioInfo, ScenarioSpec, MSR_TSC_DEADLINE};
 pub use stats::{StatDelta, StatsSnapshot};
-pub use truth::{Count, Expectation, GroundTruth, HostKind, HostScope, Privilege, StatExpectation};
+pub use truth::{
+    field_value, Count, Expectation, GroundTruth, HostKind, HostScope, Privilege, StatExpectation,
+};
 pub use vm::Threads;
 
 /// KVM binary stats of one VM: the VM's own and each vCPU's.

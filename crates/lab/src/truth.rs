@@ -192,3 +192,120 @@ pub(crate) fn expect_stat(
         why: why.into(),
     }
 }
+
+/// The value of `field` in an event printed with tracefs's `fields` option:
+/// `port=0x3f8 (1016)`, `failed=(0)` (u8 and bool), or `vec='<byte>'(236)` (u8 also printed
+/// as a character). None when the field is absent or not a number.
+pub fn field_value(payload: &str, name: &str) -> Option<i128> {
+    let key = format!("{name}=");
+    let mut from = 0;
+    let at = loop {
+        let pos = from + payload.get(from..)?.find(&key)?;
+        if pos == 0 || payload.as_bytes()[pos - 1] == b' ' {
+            break pos + key.len();
+        }
+        from = pos + 1;
+    };
+    let v = &payload[at..];
+    let num = if v.starts_with('\'') {
+        // '<char>'(N): the char may be any byte, so look for the closing "'(".
+        let open = v.get(1..)?.find("'(")? + 3;
+        let rest = v.get(open..)?;
+        &rest[..rest.find(')')?]
+    } else if let Some(r) = v.strip_prefix('(') {
+        &r[..r.find(')')?]
+    } else {
+        &v[..v.find(' ').unwrap_or(v.len())]
+    };
+    match num.strip_prefix("0x") {
+        Some(h) => i128::from_str_radix(h, 16).ok(),
+        None => num.parse().ok(),
+    }
+}
+
+impl Expectation {
+    /// True when an event printed with tracefs's `fields` option matches this expectation's
+    /// filter (a conjunction of `field OP number`, OP one of `== != < <= > >=`). An event
+    /// without the field, or a clause this cannot read, does not match.
+    pub fn matches_fields(&self, payload: &str) -> bool {
+        let Some(filter) = &self.filter else {
+            return true;
+        };
+        filter.split("&&").all(|clause| {
+            let parts: Vec<&str> = clause.split_whitespace().collect();
+            let [name, op, value] = parts[..] else {
+                return false;
+            };
+            let want = match value.strip_prefix("0x") {
+                Some(h) => i128::from_str_radix(h, 16).ok(),
+                None => value.parse().ok(),
+            };
+            let (Some(want), Some(have)) = (want, field_value(payload, name)) else {
+                return false;
+            };
+            match op {
+                "==" => have == want,
+                "!=" => have != want,
+                ">=" => have >= want,
+                "<=" => have <= want,
+                "<" => have < want,
+                ">" => have > want,
+                _ => false,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(filter: &str) -> Expectation {
+        expect(
+            "kvm",
+            "x",
+            Some(filter.into()),
+            Count::exact(1),
+            HostScope::Any,
+            "",
+        )
+    }
+
+    #[test]
+    fn reads_fields_option_payloads() {
+        let p = "rw=0x1 (1) port=0x3f8 (1016) size=0x1 (1) count=0x1 (1) val=0x0 (0)";
+        assert_eq!(field_value(p, "port"), Some(0x3f8));
+        assert_eq!(field_value(p, "rw"), Some(1));
+        assert_eq!(field_value(p, "w"), None);
+        assert_eq!(
+            field_value("apicid=0x0 (0) vec='\u{fffd}'(236)", "vec"),
+            Some(236)
+        );
+        assert_eq!(field_value("x=''(39)", "x"), Some(39));
+        assert_eq!(field_value("failed=(0) created=(1)", "created"), Some(1));
+        assert!(e("rw == 1 && port == 0x3f8").matches_fields(p));
+        assert!(!e("port != 0x3f8").matches_fields(p));
+        assert!(e("port >= 1016 && port < 1017").matches_fields(p));
+        assert!(!e("nosuch == 1").matches_fields(p));
+        assert!(!e("port ~ 1").matches_fields(p));
+    }
+
+    #[test]
+    fn never_panics_on_odd_payloads() {
+        for p in [
+            "",
+            "=",
+            "x=",
+            "x='",
+            "x='(",
+            "x=(",
+            "x=(1",
+            "x='a'(",
+            "é=1 x=é",
+            "x=0x",
+        ] {
+            let _ = field_value(p, "x");
+            let _ = e("x == 1 && y != 2").matches_fields(p);
+        }
+    }
+}

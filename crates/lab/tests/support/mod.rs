@@ -28,11 +28,11 @@ pub struct Traced {
 }
 
 impl Traced {
-    /// Events named `event` on this VM's vCPU threads that match `filter`.
-    pub fn count(&self, event: &str, filter: Option<&str>) -> u64 {
+    /// Events on this VM's vCPU threads that match `e` (name and filter).
+    pub fn count(&self, e: &Expectation) -> u64 {
         self.events
             .iter()
-            .filter(|s| s.name == event && filter.is_none_or(|f| matches(&s.payload, f)))
+            .filter(|s| s.name == e.event && e.matches_fields(&s.payload))
             .count() as u64
     }
 
@@ -46,7 +46,7 @@ impl Traced {
             if !host.covers(e.host) {
                 continue;
             }
-            let n = self.count(e.event, e.filter.as_deref());
+            let n = self.count(e);
             let good = e.count.contains(n);
             ok &= good;
             table.push_str(&format!(
@@ -63,60 +63,9 @@ impl Traced {
     }
 }
 
-/// Value of `field` in a `fields`-option payload: `port=0x3f8 (1016)`, `failed=(0)` (u8 and
-/// bool) or `vec='<byte>'(236)` (u8 printed as a character too).
+/// Value of `field` in a `fields`-option payload.
 pub fn field(payload: &str, name: &str) -> Option<i128> {
-    let key = format!("{name}=");
-    let mut from = 0;
-    let at = loop {
-        let pos = from + payload[from..].find(&key)?;
-        if pos == 0 || payload.as_bytes()[pos - 1] == b' ' {
-            break pos + key.len();
-        }
-        from = pos + 1;
-    };
-    let v = &payload[at..];
-    let num = if v.starts_with('\'') {
-        // '<char>'(N): the char may be any byte, so search for the closing "'(".
-        let open = v.get(1..)?.find("'(")? + 3;
-        &v[open..open + v[open..].find(')')?]
-    } else if let Some(r) = v.strip_prefix('(') {
-        &r[..r.find(')')?]
-    } else {
-        &v[..v.find(' ').unwrap_or(v.len())]
-    };
-    if let Some(h) = num.strip_prefix("0x") {
-        i128::from_str_radix(h, 16).ok()
-    } else {
-        num.parse().ok()
-    }
-}
-
-/// Evaluates a conjunction `a == 1 && b >= 0x10 && ...` on a payload.
-pub fn matches(payload: &str, filter: &str) -> bool {
-    filter.split("&&").all(|clause| {
-        let parts: Vec<&str> = clause.split_whitespace().collect();
-        let [name, op, value] = parts[..] else {
-            panic!("unsupported filter clause {clause:?}");
-        };
-        let want = if let Some(h) = value.strip_prefix("0x") {
-            i128::from_str_radix(h, 16).expect("hex value")
-        } else {
-            value.parse().expect("decimal value")
-        };
-        let Some(have) = field(payload, name) else {
-            return false;
-        };
-        match op {
-            "==" => have == want,
-            "!=" => have != want,
-            ">=" => have >= want,
-            "<=" => have <= want,
-            "<" => have < want,
-            ">" => have > want,
-            _ => panic!("unsupported operator {op:?}"),
-        }
-    })
+    kvmscope_lab::field_value(payload, name)
 }
 
 /// The events a spec's ground truth names, plus `extra`.
