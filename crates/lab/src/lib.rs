@@ -194,7 +194,12 @@ pub fn run_with(
         Length::Duration(d) => Some(d),
         Length::Count(_) => None,
     };
-    let (ends, elapsed) = vm.run(stop_after, spec.timeout, &mut |t: &Threads| {
+    // A duration run is stopped by the VMM, so its timeout only guards the stopping itself.
+    let timeout = match stop_after {
+        Some(d) => spec.timeout.max(d + Duration::from_secs(30)),
+        None => spec.timeout,
+    };
+    let (ends, elapsed) = vm.run(stop_after, timeout, &mut |t: &Threads| {
         threads = Some(t.clone());
         ready(t);
     })?;
