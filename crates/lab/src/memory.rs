@@ -88,8 +88,8 @@ impl GuestMemory {
     /// Reads a little-endian u64 at `gpa` (a volatile read: the guest may be running).
     pub(crate) fn read_u64(&self, gpa: u64) -> Result<u64, LabError> {
         let start = self.check(gpa, 8)?;
-        // SAFETY: in bounds by `check`; read_unaligned has no alignment requirement and the
-        // volatile-ness does not matter for a plain integer snapshot.
+        // SAFETY: start..start+8 is inside the mapping (`check`); a `[u8; 8]` has alignment 1,
+        // so any address is aligned for it. Volatile because the guest may write it meanwhile.
         let v = unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(start).cast::<[u8; 8]>()) };
         Ok(u64::from_le_bytes(v))
     }
