@@ -66,11 +66,28 @@ impl HostKind {
         }
     }
 
+    /// True when guest page tables are shadowed: always on PVM; on VMX/SVM when EPT/NPT is
+    /// off (`kvm_intel ept=N`, `kvm_amd npt=0`).
+    pub fn shadow_paging(self) -> bool {
+        let param = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        match self {
+            HostKind::Pvm => true,
+            HostKind::Vmx => param("/sys/module/kvm_intel/parameters/ept") == "N",
+            HostKind::Svm => param("/sys/module/kvm_amd/parameters/npt") == "0",
+            _ => false,
+        }
+    }
+
     /// True when expectations of `scope` hold on this host.
     pub fn covers(self, scope: HostScope) -> bool {
         match scope {
             HostScope::Any => true,
-            HostScope::ShadowPaging | HostScope::Pvm => self == HostKind::Pvm,
+            HostScope::ShadowPaging => self.shadow_paging(),
+            HostScope::Pvm => self == HostKind::Pvm,
             HostScope::HardwareVirt => matches!(self, HostKind::Vmx | HostKind::Svm),
         }
     }
