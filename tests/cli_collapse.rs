@@ -260,3 +260,141 @@ fn flamegraph_svg_attribution_and_diff_from_the_cli() {
     assert!(d.contains("<svg") && d.contains("differential"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Acceptance: sample this machine with `perf record -a -g` while a lab guest runs (CPL0
+/// WRMSR loop: every guest instruction is emulated on this host's kvm_pvm), then find the
+/// vCPU thread and its KVM frames in the attribution.
+#[test]
+fn perf_sampling_of_a_lab_guest_is_attributed_to_kvm() {
+    if !kvmscope_capture::host::require_kvm() {
+        return;
+    }
+    let have_perf = Command::new("perf")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_perf {
+        let msg = "perf not found: apt-get install -y linux-perf";
+        if std::env::var_os("KVMSCOPE_REQUIRE_KVM").is_some_and(|v| v == "1") {
+            panic!("{msg} (KVMSCOPE_REQUIRE_KVM=1: not skipping)");
+        }
+        eprintln!("SKIPPED: {msg}");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("kvmscope-perf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("perf.data");
+    let out = Command::new("perf")
+        .args(["record", "-q", "-F", "499", "-a", "-g", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_kvmscope"))
+        .args(["lab", "run", "msr", "--duration", "1500ms"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "perf record failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = Command::new("perf")
+        .args(["script", "-i"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(script.status.success());
+    let text = dir.join("perf.txt");
+    std::fs::write(&text, &script.stdout).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .args(["flamegraph", "--json"])
+        .arg(&text)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let threads: Vec<&str> = a["vcpu_threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t.starts_with("kvmscope-vcpu")),
+        "no lab vCPU thread in {threads:?}"
+    );
+    let share = |cat: &str| {
+        a["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["category"] == cat)
+            .and_then(|c| c["share"].as_f64())
+            .unwrap()
+    };
+    assert!(share("emulation") > 0.0, "no emulation: {a:#}");
+    assert!(
+        !a["exit_handlers"].as_array().unwrap().is_empty(),
+        "no exit handler: {a:#}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Acceptance: kvmscope's own sampler (perf_event_open, cpu-clock, kernel callchains) on
+/// this machine while lab guests run: one at CPL3 (runs natively: guest-mode samples) and
+/// one at CPL0 (every instruction emulated by kvm_pvm), then the attribution finds the vCPU
+/// thread, guest time and the emulation.
+#[test]
+fn own_sampler_attributes_a_lab_guest() {
+    if !kvmscope_capture::host::require_kvm() {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_kvmscope");
+    let mut guest = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{bin} lab run compute --duration 2s >/dev/null && {bin} lab run msr --duration 2s >/dev/null"
+        ))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = Command::new(bin)
+        .args([
+            "flamegraph",
+            "--record",
+            "3500ms",
+            "--frequency",
+            "499",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(guest.wait().unwrap().success(), "lab guests failed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let threads = a["vcpu_threads"].as_array().unwrap();
+    assert!(
+        threads
+            .iter()
+            .any(|t| t.as_str().unwrap().starts_with("kvmscope-vcpu")),
+        "no lab vCPU thread in {threads:?}"
+    );
+    let share = |cat: &str| {
+        a["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["category"] == cat)
+            .and_then(|c| c["share"].as_f64())
+            .unwrap()
+    };
+    assert!(share("guest") > 0.0, "no guest time: {a:#}");
+    assert!(share("emulation") > 0.0, "no emulation: {a:#}");
+}

@@ -14,6 +14,16 @@ use kvmscope_stacks::{collapse_reader, Attribution, Options};
 pub struct Args {
     /// Folded stacks or `perf script` output (detected); `-` or nothing reads standard input.
     pub input: Option<PathBuf>,
+    /// Sample every CPU for this long (cpu-clock with kernel callchains through
+    /// perf_event_open) instead of reading INPUT, e.g. `5s`, `500ms`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "input")]
+    pub record: Option<std::time::Duration>,
+    /// Samples per second per CPU for --record.
+    #[arg(long, default_value_t = 999, requires = "record")]
+    pub frequency: u64,
+    /// With --record: also write the folded stacks here.
+    #[arg(long, value_name = "FILE", requires = "record")]
+    pub folded: Option<PathBuf>,
     /// Write the SVG here (default: standard output, unless --attribution alone is asked).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -41,7 +51,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let stacks = read_stacks(args.input.as_deref())?;
+    let stacks = match args.record {
+        Some(d) => record(d, args.frequency, args.folded.as_deref())?,
+        None => read_stacks(args.input.as_deref())?,
+    };
     let table = args.attribution || args.json;
     if table {
         let a = Attribution::from_stacks(&stacks);
@@ -129,4 +142,52 @@ pub fn read_stacks(input: Option<&Path>) -> anyhow::Result<Vec<Stack>> {
             Ok(folded::from_collapsed(&c))
         }
     }
+}
+
+/// Samples the whole system and returns its folded stacks.
+fn record(
+    duration: std::time::Duration,
+    frequency: u64,
+    folded_out: Option<&Path>,
+) -> anyhow::Result<Vec<Stack>> {
+    use kvmscope_capture::perf_sample::{sample_system, SampleConfig};
+    let cfg = SampleConfig {
+        frequency,
+        ..SampleConfig::default()
+    };
+    let p = sample_system(duration, &cfg).context("cannot sample the system's stacks")?;
+    eprintln!(
+        "kvmscope: {} samples ({} in guest mode, {} records lost) in {:?}",
+        p.samples, p.guest_samples, p.lost, duration
+    );
+    let stacks: Vec<Stack> = p
+        .stacks
+        .into_iter()
+        .map(|(frames, weight)| Stack { frames, weight })
+        .collect();
+    if let Some(path) = folded_out {
+        let mut text = String::new();
+        for s in &stacks {
+            text.push_str(&format!("{} {}\n", s.frames, s.weight));
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(stacks)
+}
+
+/// `1500ms`, `2s`, `1m`, or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, "s"), |i| s.split_at(i));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 5s or 500ms)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" | "min" => v * 60.0,
+        _ => return Err(format!("unknown unit in {s:?}: use ms, s or m")),
+    };
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod format;
 pub mod guard;
 pub mod host;
+pub mod perf_sample;
 pub mod recorder;
 pub mod ringbuf;
 pub mod tracedat;
