@@ -53,8 +53,8 @@ pub fn read_into(
     builder: &mut ReportBuilder,
 ) -> anyhow::Result<InputSummary> {
     let shown = path.display().to_string();
-    let mut input: Box<dyn Read> = if shown == "-" {
-        Box::new(std::io::stdin().lock())
+    let mut input: Box<dyn Read + Send> = if shown == "-" {
+        Box::new(std::io::stdin())
     } else {
         Box::new(File::open(path).with_context(|| format!("cannot open {shown}"))?)
     };

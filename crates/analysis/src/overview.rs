@@ -13,8 +13,7 @@ pub struct Overview {
     first_ts: Option<u64>,
     last_ts: u64,
     events: u64,
-    names: Vec<(String, u64)>,
-    last_name: usize,
+    names: std::collections::HashMap<String, Vec<(String, u64)>, foldhash::fast::FixedState>,
     threads: IdMap<u32, Thread>,
     userspace: BTreeMap<(u32, Option<u32>), u64>,
     cpus: BTreeMap<u32, u64>,
@@ -116,24 +115,15 @@ impl Overview {
     }
 
     fn count_name(&mut self, ev: &Event<'_>) {
-        let matches = |full: &str| {
-            full.len() == ev.system.len() + 1 + ev.name.len()
-                && full.starts_with(ev.system)
-                && full.ends_with(ev.name)
+        // Keyed by name, then system: one hash of a short string per event.
+        let systems = match self.names.get_mut(ev.name) {
+            Some(v) => v,
+            None => self.names.entry(ev.name.to_string()).or_default(),
         };
-        if let Some((full, n)) = self.names.get_mut(self.last_name) {
-            if matches(full) {
-                *n += 1;
-                return;
-            }
+        match systems.iter_mut().find(|(s, _)| s == ev.system) {
+            Some((_, n)) => *n += 1,
+            None => systems.push((ev.system.to_string(), 1)),
         }
-        if let Some(i) = self.names.iter().position(|(full, _)| matches(full)) {
-            self.names[i].1 += 1;
-            self.last_name = i;
-            return;
-        }
-        self.names.push((format!("{}:{}", ev.system, ev.name), 1));
-        self.last_name = self.names.len() - 1;
     }
 
     pub fn duration_ns(&self) -> u64 {
@@ -141,7 +131,11 @@ impl Overview {
     }
 
     pub fn finish(&self) -> OverviewReport {
-        let mut by_name = self.names.clone();
+        let mut by_name: Vec<(String, u64)> = self
+            .names
+            .iter()
+            .flat_map(|(name, systems)| systems.iter().map(move |(sys, n)| (format!("{sys}:{name}"), *n)))
+            .collect();
         by_name.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let mut vms: BTreeMap<Option<u32>, Vm> = BTreeMap::new();
         let mut tids: Vec<_> = self.threads.keys().copied().collect();

@@ -184,6 +184,11 @@ pub fn parse_ts(s: &str) -> Option<u64> {
     whole.checked_mul(1_000_000_000)?.checked_add(f)
 }
 
+/// The strings [`parse`] may put in a [`Header`] that are not slices of the line.
+pub const CONSTANTS: &[&str] = &["", FUNCTION_SYSTEM, FUNCTION_NAME];
+const FUNCTION_SYSTEM: &str = "ftrace";
+const FUNCTION_NAME: &str = "function";
+
 /// The CPU column was not printed.
 pub const CPU_UNKNOWN: u32 = u32::MAX;
 /// Thread ids at or above this were made up for lines that print no thread id (a `perf script`
@@ -243,12 +248,12 @@ fn parse_event(s: &str) -> Option<Header<'_>> {
     let name_tok = &rest[..name_end];
     let payload = trim_start_blank(&rest[name_end..]);
     let (system, name, payload) = match name_tok.strip_suffix(':') {
-        Some(full) => match full.split_once(':') {
-            Some((sys, name)) => (sys, name, payload),
+        Some(full) => match memchr::memchr(b':', full.as_bytes()) {
+            Some(c) => (&full[..c], &full[c + 1..], payload),
             None => ("", full, payload),
         },
         // function tracer lines: `func <-parent`
-        None => ("ftrace", "function", rest),
+        None => (FUNCTION_SYSTEM, FUNCTION_NAME, rest),
     };
     if name.is_empty() {
         return None;

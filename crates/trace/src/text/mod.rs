@@ -5,6 +5,7 @@
 //! split into lines, and each line's [`Event`] borrows from the chunk while the sink sees it.
 
 pub mod line;
+mod parallel;
 pub mod payload;
 
 use std::io::Read;
@@ -61,13 +62,18 @@ pub fn decode_line(text: &str) -> (line::Line<'_>, Option<Event<'_>>, bool) {
     let line::Line::Event(h) = parsed else {
         return (parsed, None, false);
     };
+    let (ev, undecoded) = assemble(h);
+    (parsed, Some(ev), undecoded)
+}
+
+/// Second half of decoding a line: the typed payload.
+fn assemble(h: line::Header<'_>) -> (Event<'_>, bool) {
     let system = if h.system.is_empty() {
         payload::system_of(h.name)
     } else {
         h.system
     };
     let decoded = payload::decode(system, h.name, h.payload);
-    let undecoded = decoded.is_none();
     let ev = Event {
         ts_ns: h.ts_ns,
         cpu: h.cpu,
@@ -79,15 +85,45 @@ pub fn decode_line(text: &str) -> (line::Line<'_>, Option<Event<'_>>, bool) {
         payload: h.payload,
         kind: decoded.unwrap_or(EventKind::Other),
     };
-    (parsed, Some(ev), undecoded)
+    (ev, decoded.is_none())
 }
 
 /// Decodes a whole text trace from `input`, calling `sink` for every event in input order.
-pub fn decode<R: Read>(
-    mut input: R,
+///
+/// On a machine with more than one CPU the work is split over two threads: one reads, checks
+/// UTF-8 and splits the common columns, the caller's thread decodes the payloads and runs
+/// `sink`. Both paths give the same events and statistics ([`decode_sequential`] is the
+/// reference).
+pub fn decode<R: Read + Send>(
+    input: R,
+    sink: impl FnMut(&Event<'_>),
+) -> Result<TextStats, DecodeError> {
+    if std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+        parallel::decode(input, sink)
+    } else {
+        decode_sequential(input, sink)
+    }
+}
+
+/// Decodes on the caller's thread only.
+pub fn decode_sequential<R: Read>(
+    input: R,
     mut sink: impl FnMut(&Event<'_>),
 ) -> Result<TextStats, DecodeError> {
     let mut stats = TextStats::default();
+    split_lines(input, &mut stats, |line, offset, stats| {
+        one_line(line, offset, stats, &mut sink)
+    })?;
+    Ok(stats)
+}
+
+/// Reads `input` in chunks and calls `on_line` for every line (without its newline) with its
+/// byte offset; `Err` carries a line that is not UTF-8. Refuses binary input.
+fn split_lines<R: Read>(
+    mut input: R,
+    stats: &mut TextStats,
+    mut on_line: impl FnMut(Result<&str, &[u8]>, u64, &mut TextStats),
+) -> Result<(), DecodeError> {
     let mut buf = vec![0u8; CHUNK];
     let mut filled = 0usize;
     let mut base = 0u64; // byte offset of buf[0] in the input
@@ -120,27 +156,17 @@ pub fn decode<R: Read>(
             match std::str::from_utf8(&buf[..last_nl]) {
                 Ok(text) => {
                     for nl in memchr::memchr_iter(b'\n', text.as_bytes()) {
-                        one_line(
-                            Ok(&text[start..nl]),
-                            base + start as u64,
-                            &mut stats,
-                            &mut sink,
-                        );
+                        on_line(Ok(&text[start..nl]), base + start as u64, stats);
                         start = nl + 1;
                     }
-                    one_line(
-                        Ok(&text[start..]),
-                        base + start as u64,
-                        &mut stats,
-                        &mut sink,
-                    );
+                    on_line(Ok(&text[start..]), base + start as u64, stats);
                     start = last_nl + 1;
                 }
                 Err(_) => {
                     for nl in memchr::memchr_iter(b'\n', &buf[..end]) {
                         let bytes = &buf[start..nl];
                         let line = std::str::from_utf8(bytes).map_err(|_| bytes);
-                        one_line(line, base + start as u64, &mut stats, &mut sink);
+                        on_line(line, base + start as u64, stats);
                         start = nl + 1;
                     }
                 }
@@ -152,7 +178,7 @@ pub fn decode<R: Read>(
             let before = stats.unknown_lines;
             let bytes = &buf[start..end];
             let line = std::str::from_utf8(bytes).map_err(|_| bytes);
-            one_line(line, base + start as u64, &mut stats, &mut sink);
+            on_line(line, base + start as u64, stats);
             if stats.unknown_lines > before {
                 stats.truncated_at = Some(base + start as u64);
             }
@@ -162,7 +188,7 @@ pub fn decode<R: Read>(
         filled = end - start;
         base += start as u64;
     }
-    Ok(stats)
+    Ok(())
 }
 
 fn read_some<R: Read>(input: &mut R, buf: &mut [u8], offset: u64) -> Result<usize, DecodeError> {
@@ -181,6 +207,19 @@ fn one_line(
     stats: &mut TextStats,
     sink: &mut impl FnMut(&Event<'_>),
 ) {
+    if let Some((text, h)) = line_header(line, offset, stats) {
+        let line_no = stats.lines;
+        emit(h, text, line_no, stats, sink);
+    }
+}
+
+/// First half of a line: the line and byte bookkeeping and the common columns. Returns the
+/// line (without `\r`) and its header when it is an event.
+fn line_header<'a>(
+    line: Result<&'a str, &[u8]>,
+    offset: u64,
+    stats: &mut TextStats,
+) -> Option<(&'a str, line::Header<'a>)> {
     stats.lines += 1;
     let text = match line {
         Ok(text) => {
@@ -190,30 +229,42 @@ fn one_line(
         Err(bytes) => {
             stats.bytes = offset + bytes.len() as u64 + 1;
             unknown(stats, &String::from_utf8_lossy(bytes));
-            return;
+            return None;
         }
     };
-    let (parsed, ev, undecoded) = decode_line(text);
-    match (parsed, ev) {
-        (_, Some(ev)) => {
+    match line::parse(text) {
+        line::Line::Event(h) => {
             stats.events += 1;
-            if undecoded {
-                stats.undecoded += 1;
-                if stats.undecoded_examples.len() < UNKNOWN_EXAMPLES {
-                    stats
-                        .undecoded_examples
-                        .push((stats.lines, text.chars().take(160).collect()));
-                }
-            }
-            sink(&ev);
+            return Some((text, h));
         }
-        (line::Line::Lost { cpu, count }, None) => stats.add_lost(cpu, count),
-        (line::Line::EntriesHeader { in_buffer, written }, None) => {
+        line::Line::Lost { cpu, count } => stats.add_lost(cpu, count),
+        line::Line::EntriesHeader { in_buffer, written } => {
             stats.overwritten += written.saturating_sub(in_buffer);
         }
-        (line::Line::Unknown, None) => unknown(stats, text),
-        _ => {}
+        line::Line::Unknown => unknown(stats, text),
+        line::Line::Meta => {}
     }
+    None
+}
+
+/// Second half: the typed payload, then the sink.
+fn emit(
+    h: line::Header<'_>,
+    text: &str,
+    line_no: u64,
+    stats: &mut TextStats,
+    sink: &mut impl FnMut(&Event<'_>),
+) {
+    let (ev, undecoded) = assemble(h);
+    if undecoded {
+        stats.undecoded += 1;
+        if stats.undecoded_examples.len() < UNKNOWN_EXAMPLES {
+            stats
+                .undecoded_examples
+                .push((line_no, text.chars().take(160).collect()));
+        }
+    }
+    sink(&ev);
 }
 
 fn unknown(stats: &mut TextStats, text: &str) {
