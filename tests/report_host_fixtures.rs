@@ -15,8 +15,11 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/host")
 }
 
-/// The vCPU tids and the promised (event, filter, count) rows from the lab's printout.
-fn lab_truth(lab: &str) -> (Vec<u32>, Vec<(String, Option<String>, u64)>) {
+/// One promise of the lab: (event, filter, exact count).
+type Promise = (String, Option<String>, u64);
+
+/// The vCPU tids and the promised rows from the lab's printout.
+fn lab_truth(lab: &str) -> (Vec<u32>, Vec<Promise>) {
     let tids = lab
         .lines()
         .find_map(|l| {
