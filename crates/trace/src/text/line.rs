@@ -229,9 +229,24 @@ fn timestamp_token(s: &str) -> Option<(usize, usize, u64)> {
     None
 }
 
+/// `trace-cmd report` on a trace.dat with several buffers prints the buffer (instance) name
+/// before the task: `kvmscope-rec-12:   qemu-77 [001] ...`. A first token ending in `:`
+/// followed by more columns is that name.
+fn strip_instance(prefix: &str) -> &str {
+    let b = prefix.as_bytes();
+    let Some(sp) = memchr::memchr(b' ', b) else {
+        return prefix;
+    };
+    if sp > 1 && b[sp - 1] == b':' && cpu_column(&prefix[sp..]).is_some() {
+        trim_start_blank(&prefix[sp + 1..])
+    } else {
+        prefix
+    }
+}
+
 fn parse_event(s: &str) -> Option<Header<'_>> {
     let (ts_start, ts_end, ts_ns) = timestamp_token(s)?;
-    let prefix = &s[..ts_start];
+    let prefix = strip_instance(&s[..ts_start]);
     let (task, cpu) = match cpu_column(prefix) {
         Some((open, _, cpu)) => (&prefix[..open], cpu),
         None => (prefix, CPU_UNKNOWN),
@@ -343,6 +358,18 @@ mod tests {
         assert_eq!(parse_ts("99999999999999999999"), None);
         let h = ev("kworker/0:1-55 [000] .... 3.000001: x: y");
         assert_eq!((h.comm, h.tid, h.ts_ns), ("kworker/0:1", 55, 3_000_001_000));
+    }
+
+    #[test]
+    fn trace_cmd_instance_prefix() {
+        let h = ev("kvmscope-bench-4551:   kvmscope-vcpu0-5574  [001]  2918.984173: kvm_pio:              pio_write at 0x3f8 size 1 count 1 val 0x0 ");
+        assert_eq!(
+            (h.comm, h.tid, h.cpu, h.name),
+            ("kvmscope-vcpu0", 5574, 1, "kvm_pio")
+        );
+        // A comm with a colon inside stays whole.
+        let h = ev("kworker/0:1-55 [000] .... 3.000001: x: y");
+        assert_eq!(h.comm, "kworker/0:1");
     }
 
     #[test]

@@ -95,14 +95,37 @@ fn assemble(h: line::Header<'_>) -> (Event<'_>, bool) {
 /// `sink`. Both paths give the same events and statistics ([`decode_sequential`] is the
 /// reference).
 pub fn decode<R: Read + Send>(
-    input: R,
+    mut input: R,
     sink: impl FnMut(&Event<'_>),
 ) -> Result<TextStats, DecodeError> {
-    if std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
-        parallel::decode(input, sink)
-    } else {
-        decode_sequential(input, sink)
+    // An input that fits in one chunk is not worth a thread.
+    let mut first = Vec::with_capacity(CHUNK);
+    (&mut input)
+        .take(CHUNK as u64)
+        .read_to_end(&mut first)
+        .map_err(|source| DecodeError::Io {
+            offset: first.len() as u64,
+            source,
+        })?;
+    if first.len() < CHUNK || !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+        return decode_sequential(std::io::Cursor::new(first).chain(input), sink);
     }
+    parallel::decode(
+        std::io::Cursor::new(first).chain(input),
+        sink,
+        parallel::BATCH,
+    )
+}
+
+/// The two-thread decoder with a chosen batch size, for tests that cross many batch
+/// boundaries on small inputs.
+#[doc(hidden)]
+pub fn decode_parallel_with_batch<R: Read + Send>(
+    input: R,
+    sink: impl FnMut(&Event<'_>),
+    batch_bytes: usize,
+) -> Result<TextStats, DecodeError> {
+    parallel::decode(input, sink, batch_bytes.max(1))
 }
 
 /// Decodes on the caller's thread only.

@@ -13,7 +13,7 @@ use crate::event::Event;
 use crate::DecodeError;
 
 /// Bytes of event text per batch.
-const BATCH: usize = 256 * 1024;
+pub(super) const BATCH: usize = 256 * 1024;
 /// Batches in flight: bounds memory to about `DEPTH * BATCH` plus the reader's chunk.
 const DEPTH: usize = 8;
 
@@ -92,6 +92,7 @@ fn rebuild<'a>(text: &'a str, r: &RawLine) -> (&'a str, line::Header<'a>) {
 pub(super) fn decode<R: Read + Send>(
     input: R,
     mut sink: impl FnMut(&Event<'_>),
+    batch_bytes: usize,
 ) -> Result<TextStats, DecodeError> {
     let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(DEPTH);
     let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
@@ -117,7 +118,7 @@ pub(super) fn decode<R: Read + Send>(
                     cpu: h.cpu,
                     ts_ns: h.ts_ns,
                 });
-                if batch.text.len() >= BATCH {
+                if batch.text.len() >= batch_bytes {
                     let next = empty_rx.try_recv().unwrap_or_default();
                     // A closed channel means the consumer stopped; the rest is dropped.
                     let _ = full_tx.send(std::mem::replace(&mut batch, next));
