@@ -3,7 +3,7 @@
 //! `cargo bench -p kvmscope-stacks --bench collapse`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kvmscope_stacks::{collapse_reader, Options};
+use kvmscope_stacks::{collapse_reader, collapse_reader_blocks, Options};
 
 fn fixture() -> Vec<u8> {
     let path = concat!(
@@ -20,8 +20,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("perf_script_1_thread", |b| {
         b.iter(|| collapse_reader(input.as_slice(), &Options::default(), 1).unwrap())
     });
-    g.bench_function("perf_script_2_threads", |b| {
-        b.iter(|| collapse_reader(input.as_slice(), &Options::default(), 2).unwrap())
+    // 64 KiB blocks so that the fixture is really split between the two workers.
+    g.bench_function("perf_script_2_threads_64k_blocks", |b| {
+        b.iter(|| {
+            collapse_reader_blocks(input.as_slice(), &Options::default(), 2, 64 << 10).unwrap()
+        })
     });
     g.finish();
 }

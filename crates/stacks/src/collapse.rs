@@ -538,44 +538,49 @@ pub fn collapse_reader_blocks<R: Read>(
 }
 
 /// Reads `reader` in blocks of whole lines, calling `f(block, offset)`; a line longer than a
-/// block grows the buffer.
+/// block grows the buffer. Reads append to spare capacity (`Read::take` + `read_to_end`), so
+/// buffers are never zero-filled.
 pub(crate) fn for_each_block<R: Read>(
     mut reader: R,
     block: usize,
     mut f: impl FnMut(&[u8], u64),
 ) -> Result<(), Error> {
-    let mut buf = vec![0u8; block];
-    let mut filled = 0usize;
+    let mut buf: Vec<u8> = Vec::with_capacity(block);
     let mut offset = 0u64;
     loop {
-        if filled == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        let n = match reader.read(&mut buf[filled..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Error::Read {
-                    offset: offset + filled as u64,
-                    source: e,
-                })
-            }
+        let want = if buf.len() < block {
+            block - buf.len()
+        } else {
+            buf.len()
         };
+        let n = fill(&mut reader, &mut buf, want, offset)?;
         if n == 0 {
-            if filled > 0 {
-                f(&buf[..filled], offset);
+            if !buf.is_empty() {
+                f(&buf, offset);
             }
             return Ok(());
         }
-        filled += n;
-        if filled < buf.len() / 2 {
-            continue; // keep reading: fewer, larger blocks
-        }
-        if let Some(nl) = memchr::memrchr(b'\n', &buf[..filled]) {
+        if let Some(nl) = memchr::memrchr(b'\n', &buf) {
             f(&buf[..=nl], offset);
             offset += (nl + 1) as u64;
-            buf.copy_within(nl + 1..filled, 0);
-            filled -= nl + 1;
+            buf.drain(..=nl);
         }
     }
+}
+
+/// Appends up to `want` bytes from `reader` to `buf` (fewer only at the end of the input).
+pub(crate) fn fill<R: Read>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    want: usize,
+    offset: u64,
+) -> Result<usize, Error> {
+    let before = buf.len();
+    Read::take(&mut *reader, want as u64)
+        .read_to_end(buf)
+        .map_err(|source| Error::Read {
+            offset: offset + buf.len() as u64,
+            source,
+        })?;
+    Ok(buf.len() - before)
 }

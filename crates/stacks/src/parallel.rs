@@ -10,7 +10,7 @@
 use std::io::Read;
 use std::sync::mpsc;
 
-use crate::collapse::{first_event, Collapsed, Collapser, Options};
+use crate::collapse::{fill, first_event, Collapsed, Collapser, Options};
 use crate::Error;
 
 struct Job {
@@ -108,11 +108,10 @@ fn read_and_dispatch<R: Read>(
     pool: &mpsc::Receiver<Vec<u8>>,
     block: usize,
 ) -> Result<(), Error> {
-    let get_buf = |min: usize| -> Vec<u8> {
+    let get_buf = || -> Vec<u8> {
         let mut b = pool.try_recv().unwrap_or_default();
-        if b.len() < min {
-            b.resize(min, 0);
-        }
+        b.clear();
+        b.reserve(block);
         b
     };
     let mut event: Option<Vec<u8>> = None;
@@ -120,12 +119,12 @@ fn read_and_dispatch<R: Read>(
     let mut worker = 0usize;
     let mut next_fresh = true;
     let mut offset = 0u64;
-    let mut buf = get_buf(block);
-    let mut filled = 0usize;
-    let mut send = |buf: Vec<u8>, len: usize, fresh: bool, event: &Option<Vec<u8>>| {
+    let mut buf = get_buf();
+    let mut send = |buf: Vec<u8>, fresh: bool, event: &Option<Vec<u8>>| {
         if fresh {
             worker = (worker + 1) % senders.len();
         }
+        let len = buf.len();
         let job = Job {
             buf,
             len,
@@ -137,36 +136,25 @@ fn read_and_dispatch<R: Read>(
         let _ = senders[worker].send(job);
     };
     loop {
-        if filled == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        let n = match reader.read(&mut buf[filled..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Error::Read {
-                    offset: offset + filled as u64,
-                    source: e,
-                })
-            }
+        let want = if buf.len() < block {
+            block - buf.len()
+        } else {
+            buf.len()
         };
+        let n = fill(reader, &mut buf, want, offset)?;
         if n == 0 {
-            if filled > 0 {
+            if !buf.is_empty() {
                 if event.is_none() {
-                    event = first_event(&buf[..filled]).map(<[u8]>::to_vec);
+                    event = first_event(&buf).map(<[u8]>::to_vec);
                 }
-                send(buf, filled, next_fresh, &event);
+                send(buf, next_fresh, &event);
             }
             return Ok(());
         }
-        filled += n;
-        if filled < buf.len() {
-            continue;
-        }
         // Cut after the last blank line, else after the last line.
-        let (cut, fresh_after) = match memchr::memmem::rfind(&buf[..filled], b"\n\n") {
+        let (cut, fresh_after) = match memchr::memmem::rfind(&buf, b"\n\n") {
             Some(i) => (i + 2, true),
-            None => match memchr::memrchr(b'\n', &buf[..filled]) {
+            None => match memchr::memrchr(b'\n', &buf) {
                 Some(i) => (i + 1, false),
                 None => continue, // one line longer than the buffer: grow it
             },
@@ -174,12 +162,12 @@ fn read_and_dispatch<R: Read>(
         if event.is_none() {
             event = first_event(&buf[..cut]).map(<[u8]>::to_vec);
         }
-        let mut next = get_buf(block.max(filled - cut + 1));
-        next[..filled - cut].copy_from_slice(&buf[cut..filled]);
-        send(buf, cut, next_fresh, &event);
+        let mut next = get_buf();
+        next.extend_from_slice(&buf[cut..]);
+        buf.truncate(cut);
+        send(buf, next_fresh, &event);
         next_fresh = fresh_after;
         offset += cut as u64;
-        filled -= cut;
         buf = next;
     }
 }

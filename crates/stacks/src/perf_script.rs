@@ -5,16 +5,36 @@
 //! Each matcher documents the pattern it implements and why the scan finds the same match a
 //! backtracking engine would; `tests/` checks them against a regex engine with proptest.
 
+const SPACE: u8 = 1;
+const WORD: u8 = 2;
+
+/// Byte classes, one table lookup per byte in the hot loops.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
+            t[i] = SPACE;
+        }
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            t[i] = WORD;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// Perl's `\s` on a byte string.
 #[inline]
 pub fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+    CLASS[b as usize] == SPACE
 }
 
 /// Perl's `\w` on a byte string.
 #[inline]
 pub fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    CLASS[b as usize] == WORD
 }
 
 #[inline]
@@ -142,12 +162,16 @@ pub fn match_frame(line: &[u8]) -> Option<Frame<'_>> {
         return None;
     }
     let c = run_end(line, b, is_space);
-    // Short backward scans: in perf script the `)` is near the end and the ` (` close to it.
-    let r = line.iter().rposition(|&b| b == b')')?;
+    // In perf script the `)` is the last byte.
+    let r = if line.last() == Some(&b')') {
+        line.len() - 1
+    } else {
+        memchr::memrchr(b')', line)?
+    };
     // Last " (" with its "(" before r.
     let mut open = r;
     let q = loop {
-        open = line[..open].iter().rposition(|&b| b == b'(')?;
+        open = memchr::memrchr(b'(', &line[..open])?;
         if open >= 1 && line[open - 1] == b' ' {
             break open - 1;
         }
