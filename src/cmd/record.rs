@@ -147,6 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         );
     }
+    let ncpu = rec.progress().lost_known.len() as u64;
     let started = Instant::now();
     let mut last_tick = started;
     let mut last_events = 0u64;
@@ -169,6 +170,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         let now = Instant::now();
         if live && now.duration_since(last_tick) >= Duration::from_secs(1) {
+            rec.refresh_kernel_stats();
             let p = rec.progress();
             let rate =
                 (p.events - last_events) as f64 / now.duration_since(last_tick).as_secs_f64();
@@ -189,10 +191,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             last_tick = now;
             last_events = p.events;
         }
-        if pages == 0 {
-            // 10 ms: a 4 MiB buffer holds ~100,000 events, so even bursts of millions of
-            // events/s are drained before they wrap.
-            guard::wait_stop(Duration::from_millis(10));
+        // Few pages means the buffers are nearly empty: sleep in poll(2) until one is a
+        // quarter full (or 100 ms pass, for the status line and the stop checks).
+        if pages <= ncpu {
+            rec.wait(Duration::from_millis(100))
+                .context("waiting for the ring buffers")?;
         }
     }
     if live {
@@ -235,7 +238,8 @@ fn print_summary(args: &Args, p: &recorder::Progress, elapsed: Duration) -> anyh
             "bytes": p.bytes,
             "pages": p.pages,
             "by_event": names,
-            "lost_events_per_cpu": p.lost_known,
+            "lost_events_per_cpu": p.lost_per_cpu(),
+            "lost_in_pages_per_cpu": p.lost_known,
             "pages_with_unknown_loss_per_cpu": p.lost_unknown_pages,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -251,7 +255,12 @@ fn print_summary(args: &Args, p: &recorder::Progress, elapsed: Duration) -> anyh
     for (name, n) in &names {
         eprintln!("  {n:>12}  {name}");
     }
-    for (cpu, (k, u)) in p.lost_known.iter().zip(&p.lost_unknown_pages).enumerate() {
+    for (cpu, (k, u)) in p
+        .lost_per_cpu()
+        .iter()
+        .zip(&p.lost_unknown_pages)
+        .enumerate()
+    {
         if *k > 0 || *u > 0 {
             eprintln!(
                 "  cpu {cpu}: lost {k} events{}",

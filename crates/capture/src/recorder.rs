@@ -173,6 +173,10 @@ pub struct Progress {
     pub lost_known: Vec<u64>,
     /// Per CPU: pages that say events were lost without a count.
     pub lost_unknown_pages: Vec<u64>,
+    /// Per CPU: the kernel's own count of events the reader never saw (`overrun` plus
+    /// `dropped events` of the instance's `per_cpu/cpuN/stats`), as of the last
+    /// [`Recorder::refresh_kernel_stats`].
+    pub lost_kernel: Vec<u64>,
     /// Events per event id.
     pub by_id: BTreeMap<u16, u64>,
     /// `system:event` of each enabled event id.
@@ -180,8 +184,18 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Lost events per CPU: the larger of what the pages said and what the kernel counted
+    /// (a page can only say "some were lost" when it has no room for the count).
+    pub fn lost_per_cpu(&self) -> Vec<u64> {
+        self.lost_known
+            .iter()
+            .zip(self.lost_kernel.iter().chain(std::iter::repeat(&0)))
+            .map(|(a, b)| *a.max(b))
+            .collect()
+    }
+
     pub fn lost_total(&self) -> u64 {
-        self.lost_known.iter().sum()
+        self.lost_per_cpu().iter().sum()
     }
     pub fn lost_pages(&self) -> u64 {
         self.lost_unknown_pages.iter().sum()
@@ -345,6 +359,9 @@ impl Recorder {
                 size: 0,
             });
         }
+        // Wake readers only when a quarter of a CPU's buffer is full (see `wait`); kernels
+        // before 5.x have no such file and wake on any data.
+        let _ = crate::tracefs::write_file(&instance.path().join("buffer_percent"), "25");
         instance.set_tracing_on(true)?;
         let enabled = concrete.iter().map(|(s, e)| format!("{s}:{e}")).collect();
         Ok(Recorder {
@@ -359,6 +376,7 @@ impl Recorder {
                 names: formats.iter().map(|f| (f.id, f.full_name())).collect(),
                 lost_known: vec![0; ncpu],
                 lost_unknown_pages: vec![0; ncpu],
+                lost_kernel: vec![0; ncpu],
                 ..Progress::default()
             },
             cpus,
@@ -383,6 +401,61 @@ impl Recorder {
     /// The counters so far.
     pub fn progress(&self) -> &Progress {
         &self.progress
+    }
+
+    /// Waits until a CPU's buffer reaches the wake-up mark (a quarter full) or `timeout`
+    /// passes. Reading right away would take the kernel's partly filled pages and store
+    /// them whole; waiting lets them fill. Returns true when data is ready.
+    pub fn wait(&self, timeout: std::time::Duration) -> Result<bool, CaptureError> {
+        use std::os::fd::AsRawFd;
+        let mut fds: Vec<libc::pollfd> = self
+            .cpus
+            .iter()
+            .filter_map(|c| c.pipe.as_ref())
+            .map(|f| libc::pollfd {
+                fd: f.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if fds.is_empty() {
+            return Ok(false);
+        }
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: `fds` is a live, initialised array of `fds.len()` pollfd structs for the
+        // duration of the call, and each fd is owned by a File in `self.cpus` that outlives it.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(CaptureError::Io {
+                context: "poll on trace_pipe_raw failed".into(),
+                path: self
+                    .instance
+                    .as_ref()
+                    .map_or_else(PathBuf::new, |i| i.path().to_path_buf()),
+                source: e,
+            });
+        }
+        Ok(rc > 0)
+    }
+
+    /// Reads the kernel's per-CPU counters of events the reader lost (overrun, dropped)
+    /// into [`Progress::lost_kernel`].
+    pub fn refresh_kernel_stats(&mut self) {
+        let Some(inst) = self.instance.as_ref() else {
+            return;
+        };
+        for cpu in 0..self.progress.lost_kernel.len() {
+            if let Ok(text) = inst.cpu_stats(cpu) {
+                let st = parse_stats(&text);
+                let lost = st.get("overrun").copied().unwrap_or(0)
+                    + st.get("dropped events").copied().unwrap_or(0);
+                self.progress.lost_kernel[cpu] = lost;
+            }
+        }
     }
 
     /// Reads every full or partial page the kernel has ready, on every CPU. Returns the
@@ -422,17 +495,24 @@ impl Recorder {
                     })?;
                 spool.size += self.page.len() as u64;
                 pages += 1;
-                self.account(cpu)?;
+                let filled = self.account(cpu)?;
+                // A partly filled page is the one the kernel is still writing: reading on
+                // would return a page per handful of new events. Come back later.
+                if filled < self.layout.data_size / 2 {
+                    break;
+                }
             }
         }
         Ok(pages)
     }
 
-    fn account(&mut self, cpu: usize) -> Result<(), CaptureError> {
+    /// Counts the page just read; returns how many data bytes it held.
+    fn account(&mut self, cpu: usize) -> Result<usize, CaptureError> {
         let p = &mut self.progress;
         p.pages += 1;
         p.bytes += self.page.len() as u64;
         let page = Page::parse(&self.layout, &self.page, cpu as u32, 0)?;
+        let filled = page.data.len();
         match page.missed {
             Missed::None => {}
             Missed::Unknown => p.lost_unknown_pages[cpu] += 1,
@@ -447,19 +527,22 @@ impl Recorder {
                 v.insert(comm_of(rec.common_pid));
             }
         }
-        Ok(())
+        Ok(filled)
     }
 
     /// Stops recording, drains the buffers, writes the trace.dat file with `sidecar` (a
     /// JSON object, e.g. the system snapshot; kvmscope adds its own fields) and removes the
     /// instance. Returns the final counters.
     pub fn finish(mut self, sidecar: Option<serde_json::Value>) -> Result<Progress, CaptureError> {
-        let instance = self.instance.take().expect("instance present until finish");
-        instance.set_tracing_on(false)?;
+        if let Some(inst) = self.instance.as_ref() {
+            inst.set_tracing_on(false)?;
+        }
         while self.poll()? > 0 {}
         for spool in &mut self.cpus {
             spool.pipe = None;
         }
+        self.refresh_kernel_stats();
+        let instance = self.instance.take().expect("instance present until finish");
         let ncpu = self.cpus.len();
         let mut cpustats = Vec::new();
         for cpu in 0..ncpu {
@@ -575,6 +658,7 @@ impl Recorder {
                 let stats = parse_stats(cpustats.get(cpu).map_or("", String::as_str));
                 serde_json::json!({
                     "cpu": cpu,
+                    "lost": self.progress.lost_per_cpu()[cpu],
                     "lost_in_pages": self.progress.lost_known[cpu],
                     "pages_with_unknown_loss": self.progress.lost_unknown_pages[cpu],
                     "overrun": stats.get("overrun"),
