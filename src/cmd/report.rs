@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -48,7 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Decodes one input into the builder and says what it held.
 pub fn read_into(
-    path: &PathBuf,
+    path: &Path,
     filter: &Filter,
     builder: &mut ReportBuilder,
 ) -> anyhow::Result<InputSummary> {
@@ -61,8 +61,11 @@ pub fn read_into(
     let mut magic = [0u8; 10];
     let n = read_prefix(&mut input, &mut magic).with_context(|| format!("cannot read {shown}"))?;
     let magic = &magic[..n];
-    if magic.starts_with(b"\x17\x08\x44tracing") {
-        bail!("{shown} is a trace.dat file: reading trace.dat in `report` is not built yet; run `trace-cmd report {shown} > trace.txt` and report on trace.txt");
+    if kvmscope_capture::events::is_tracedat(magic) {
+        if shown == "-" {
+            bail!("a trace.dat file cannot be read from standard input: give its path");
+        }
+        return read_tracedat(path, filter, builder);
     }
     if magic.starts_with(b"PERFILE2") {
         bail!("{shown} is a perf.data file: run `perf script -i {shown} > trace.txt` and report on trace.txt");
@@ -95,6 +98,43 @@ pub fn read_into(
         lost_total: stats.lost_total(),
         lost: stats.lost,
         truncated_at: stats.truncated_at,
+    })
+}
+
+fn read_tracedat(
+    path: &Path,
+    filter: &Filter,
+    builder: &mut ReportBuilder,
+) -> anyhow::Result<InputSummary> {
+    let shown = path.display().to_string();
+    let dat = kvmscope_capture::events::for_each_event(path, |ev| {
+        if filter.keeps(ev) {
+            builder.observe(ev);
+        }
+    })
+    .with_context(|| format!("cannot read trace.dat {shown}"))?;
+    let mut lost: Vec<(u32, u64)> = dat
+        .lost
+        .iter()
+        .filter(|l| l.1 > 0)
+        .map(|l| (l.0, l.1))
+        .collect();
+    lost.sort_unstable();
+    let unknown_pages = dat.lost_unknown_pages();
+    Ok(InputSummary {
+        path: shown,
+        format: format!(
+            "trace.dat v{}{}",
+            dat.version,
+            dat.compression
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        ),
+        events: dat.events,
+        lost_total: dat.lost_total() + unknown_pages,
+        lost,
+        ..InputSummary::default()
     })
 }
 

@@ -4,9 +4,11 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod counters;
 pub mod error;
 pub mod format;
 pub mod guard;
+pub mod events;
 pub mod host;
 pub mod perf_sample;
 pub mod recorder;

@@ -30,10 +30,15 @@ pub fn render(r: &Report) -> String {
 
 fn header(out: &mut String, r: &Report) {
     for input in &r.inputs {
+        let lines = if input.lines > 0 {
+            format!(" in {} lines", input.lines)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "{}: {}, {} events in {} lines",
-            input.path, input.format, input.events, input.lines
+            "{}: {}, {} events{lines}",
+            input.path, input.format, input.events
         );
         if input.unknown_lines > 0 {
             let _ = writeln!(

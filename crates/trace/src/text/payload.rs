@@ -529,8 +529,9 @@ fn sched_switch(p: &str) -> Option<EventKind<'_>> {
     })
 }
 
-fn mmu<'a>(name: &str, p: &'a str) -> EventKind<'a> {
-    let kind = match name {
+/// The kvmmmu event kind of a tracepoint name.
+pub fn mmu_kind(name: &str) -> MmuKind {
+    match name {
         "kvm_mmu_get_page" => MmuKind::GetPage,
         "kvm_mmu_sync_page" => MmuKind::SyncPage,
         "kvm_mmu_unsync_page" => MmuKind::Unsync,
@@ -553,7 +554,11 @@ fn mmu<'a>(name: &str, p: &'a str) -> EventKind<'a> {
         "kvm_mmu_split_huge_page" => MmuKind::SplitHugePage,
         "kvm_tdp_mmu_spte_changed" => MmuKind::TdpMmuSptChanged,
         _ => MmuKind::Other,
-    };
+    }
+}
+
+fn mmu<'a>(name: &str, p: &'a str) -> EventKind<'a> {
+    let kind = mmu_kind(name);
     // Only the shadow-page events print a page role (`sp gen N gfn X lL ...`).
     if !matches!(
         kind,

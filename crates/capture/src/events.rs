@@ -1,0 +1,481 @@
+//! trace.dat records → the typed [`Event`]s every analysis takes, so a recording is reported
+//! exactly as a text trace is.
+//!
+//! Fields are read by name from each event's `format` (field lookups are resolved once per
+//! event id), so a kernel that moves fields around still decodes. Pointer-valued fields that
+//! the kernel prints as symbols (`%ps`: IPI callbacks, csd and hrtimer functions) are given as
+//! hex addresses: the recording keeps no symbol table yet.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use kvmscope_trace::{ArmExitKind, Event, EventKind, ExitReason, KvmExit, MmioKind, MmuKind};
+
+use crate::format::EventFormat;
+use crate::tracedat::{FileAt, Merger, TraceDat};
+use crate::CaptureError;
+
+/// What a trace.dat file held besides its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatSummary {
+    pub version: u32,
+    pub compression: Option<String>,
+    /// Buffers read, by name (`""` is the top-level buffer).
+    pub buffers: Vec<String>,
+    pub events: u64,
+    /// Per CPU: events the kernel said it dropped (page headers), and pages that said events
+    /// were lost without a count.
+    pub lost: Vec<(u32, u64, u64)>,
+    /// kvmscope's JSON sidecar (system snapshot and recording settings), when present.
+    pub sidecar: Option<String>,
+}
+
+impl DatSummary {
+    pub fn lost_total(&self) -> u64 {
+        self.lost.iter().map(|l| l.1).sum()
+    }
+
+    pub fn lost_unknown_pages(&self) -> u64 {
+        self.lost.iter().map(|l| l.2).sum()
+    }
+}
+
+/// True when `magic` (the first bytes of a file) starts a trace.dat file.
+pub fn is_tracedat(magic: &[u8]) -> bool {
+    magic.starts_with(b"\x17\x08\x44tracing")
+}
+
+/// Reads every event of every data buffer of the trace.dat file at `path`, each buffer's
+/// CPUs merged by time, and calls `sink` with it.
+pub fn for_each_event(
+    path: &Path,
+    mut sink: impl FnMut(&Event<'_>),
+) -> Result<DatSummary, CaptureError> {
+    let file = FileAt::open(path)?;
+    let td = TraceDat::parse(&file)?;
+    let mut summary = DatSummary {
+        version: td.version,
+        compression: td.compression.clone(),
+        sidecar: td.kvmscope_json().map(str::to_string),
+        ..DatSummary::default()
+    };
+    let mut plans: HashMap<u16, Plan<'_>> = HashMap::new();
+    let mut scratch = String::new();
+    for buffer in td.data_buffers() {
+        summary.buffers.push(buffer.name.clone());
+        let mut merger = Merger::new(&td, buffer, &file)?;
+        while let Some(rec) = merger.next_record()? {
+            let Some(fmt) = td.formats.get(rec.id) else {
+                continue;
+            };
+            let plan = plans.entry(rec.id).or_insert_with(|| Plan::new(fmt));
+            summary.events += 1;
+            let tid = u32::try_from(rec.common_pid).unwrap_or(0);
+            let comm = td
+                .cmdlines
+                .get(&rec.common_pid)
+                .map_or("<...>", String::as_str);
+            scratch.clear();
+            let kind = plan.kind(rec.data, &mut scratch);
+            let kind = resolve_scratch(kind, &scratch);
+            sink(&Event {
+                ts_ns: rec.ts_ns,
+                cpu: rec.cpu,
+                tid,
+                tgid: None,
+                comm,
+                system: &fmt.system,
+                name: &fmt.name,
+                payload: "",
+                kind,
+            });
+        }
+        for l in merger.lost_events() {
+            summary.lost.push((l.cpu, l.known, l.unknown_pages));
+        }
+    }
+    Ok(summary)
+}
+
+/// Strings that exist only as formatted text (hex addresses, symbol names) are written to a
+/// scratch buffer while decoding; this swaps the placeholders for slices of it.
+fn resolve_scratch<'a>(kind: Decoded, scratch: &'a str) -> EventKind<'a> {
+    let s = |r: &std::ops::Range<usize>| scratch.get(r.clone()).unwrap_or("");
+    match kind {
+        Decoded::Plain(k) => k,
+        Decoded::IpiSend {
+            cpu,
+            callsite,
+            callback,
+        } => EventKind::IpiSend {
+            cpu,
+            cpumask: "",
+            callsite: s(&callsite),
+            callback: s(&callback),
+        },
+        Decoded::CsdQueue { cpu, func } => EventKind::CsdQueue {
+            cpu,
+            func: s(&func),
+        },
+        Decoded::CsdFunction { entry, func } => EventKind::CsdFunction {
+            entry,
+            func: s(&func),
+        },
+        Decoded::HrtimerStart {
+            hrtimer,
+            function,
+            expires_ns,
+        } => EventKind::HrtimerStart {
+            hrtimer,
+            function: s(&function),
+            expires_ns,
+        },
+        Decoded::HrtimerExpireEntry { hrtimer, function } => EventKind::HrtimerExpireEntry {
+            hrtimer,
+            function: s(&function),
+        },
+        Decoded::Apic { write, reg, val } => EventKind::Apic {
+            write,
+            reg: s(&reg),
+            val,
+        },
+    }
+}
+
+/// A decoded kind whose strings may live in the scratch buffer.
+#[derive(Debug)]
+enum Decoded {
+    Plain(EventKind<'static>),
+    IpiSend {
+        cpu: Option<u32>,
+        callsite: std::ops::Range<usize>,
+        callback: std::ops::Range<usize>,
+    },
+    CsdQueue {
+        cpu: u32,
+        func: std::ops::Range<usize>,
+    },
+    CsdFunction {
+        entry: bool,
+        func: std::ops::Range<usize>,
+    },
+    HrtimerStart {
+        hrtimer: u64,
+        function: std::ops::Range<usize>,
+        expires_ns: Option<u64>,
+    },
+    HrtimerExpireEntry {
+        hrtimer: u64,
+        function: std::ops::Range<usize>,
+    },
+    Apic {
+        write: bool,
+        reg: std::ops::Range<usize>,
+        val: u64,
+    },
+}
+
+/// How to decode one event id: the event's format and which of its fields we read.
+#[derive(Debug)]
+struct Plan<'f> {
+    fmt: &'f EventFormat,
+    /// Field indices by the names the decoder asks for, resolved on first use.
+    cache: Vec<(&'static str, Option<usize>)>,
+}
+
+impl<'f> Plan<'f> {
+    fn new(fmt: &'f EventFormat) -> Plan<'f> {
+        Plan {
+            fmt,
+            cache: Vec::new(),
+        }
+    }
+
+    fn index(&mut self, name: &'static str) -> Option<usize> {
+        if let Some(&(_, i)) = self.cache.iter().find(|(n, _)| *n == name) {
+            return i;
+        }
+        let i = self.fmt.fields.iter().position(|f| f.name == name);
+        self.cache.push((name, i));
+        i
+    }
+
+    fn u64(&mut self, data: &[u8], name: &'static str) -> Option<u64> {
+        let i = self.index(name)?;
+        self.fmt.fields[i].u64(data)
+    }
+
+    fn i64(&mut self, data: &[u8], name: &'static str) -> Option<i64> {
+        let i = self.index(name)?;
+        self.fmt.fields[i].i64(data)
+    }
+
+    fn u32(&mut self, data: &[u8], name: &'static str) -> Option<u32> {
+        self.u64(data, name).map(|v| v as u32)
+    }
+
+    fn flag(&mut self, data: &[u8], name: &'static str) -> Option<bool> {
+        self.u64(data, name).map(|v| v != 0)
+    }
+
+    /// A pointer field written as hex into `scratch`; returns its range there.
+    fn addr(
+        &mut self,
+        data: &[u8],
+        name: &'static str,
+        scratch: &mut String,
+    ) -> std::ops::Range<usize> {
+        let start = scratch.len();
+        if let Some(v) = self.u64(data, name) {
+            let _ = write!(scratch, "{v:#x}");
+        }
+        start..scratch.len()
+    }
+
+    fn kind(&mut self, d: &[u8], scratch: &mut String) -> Decoded {
+        self.try_kind(d, scratch)
+            .unwrap_or(Decoded::Plain(EventKind::Other))
+    }
+
+    fn try_kind(&mut self, d: &[u8], scratch: &mut String) -> Option<Decoded> {
+        let system = self.fmt.system.as_str();
+        let name = self.fmt.name.as_str();
+        let plain = |k: EventKind<'static>| Some(Decoded::Plain(k));
+        match (system, name) {
+            ("kvm", "kvm_exit") => plain(EventKind::KvmExit(self.kvm_exit(d)?)),
+            ("kvm", "kvm_entry") => plain(EventKind::KvmEntry {
+                vcpu: self.u32(d, "vcpu_id"),
+                rip: self.u64(d, "rip").or_else(|| self.u64(d, "vcpu_pc")),
+            }),
+            ("kvm", "kvm_userspace_exit") => {
+                let errno = self.i64(d, "errno").unwrap_or(0);
+                plain(EventKind::UserspaceExit {
+                    reason: self.u32(d, "reason")?,
+                    errno: (errno < 0).then(|| errno.unsigned_abs() as u32),
+                })
+            }
+            ("kvm", "kvm_pio") => plain(EventKind::Pio {
+                write: self.flag(d, "rw")?,
+                port: self.u32(d, "port")?,
+                size: self.u32(d, "size")?,
+                count: self.u32(d, "count")?,
+                val: self.u64(d, "val").unwrap_or(0),
+            }),
+            ("kvm", "kvm_mmio") => plain(EventKind::Mmio {
+                kind: match self.u64(d, "type")? {
+                    0 => MmioKind::UnsatisfiedRead,
+                    1 => MmioKind::Read,
+                    _ => MmioKind::Write,
+                },
+                len: self.u32(d, "len")?,
+                gpa: self.u64(d, "gpa")?,
+                val: self.u64(d, "val").unwrap_or(0),
+            }),
+            ("kvm", "kvm_msr") => plain(EventKind::Msr {
+                write: self.flag(d, "write")?,
+                msr: self.u32(d, "ecx")?,
+                data: self.u64(d, "data")?,
+                gp: self.flag(d, "exception").unwrap_or(false),
+            }),
+            ("kvm", "kvm_cr") => plain(EventKind::Cr {
+                write: self.flag(d, "rw")?,
+                cr: self.u32(d, "cr")?,
+                val: self.u64(d, "val")?,
+            }),
+            ("kvm", "kvm_page_fault") => plain(EventKind::PageFault {
+                vcpu: self.u32(d, "vcpu_id"),
+                addr: self.u64(d, "fault_address")?,
+                error_code: self.u64(d, "error_code")?,
+            }),
+            ("kvm", "kvm_inj_virq") => plain(EventKind::InjVirq {
+                irq: self.u32(d, "vector").or_else(|| self.u32(d, "irq"))?,
+                soft: self.flag(d, "soft").unwrap_or(false),
+                reinjected: self.flag(d, "reinjected").unwrap_or(false),
+            }),
+            ("kvm", "kvm_inj_exception") => plain(EventKind::InjException {
+                vector: self.u32(d, "exception")?,
+            }),
+            ("kvm", "kvm_apic_ipi") => plain(EventKind::ApicIpi {
+                dst: self.u32(d, "dest_id")?,
+                vec: self.u32(d, "icr_low")? & 0xff,
+            }),
+            ("kvm", "kvm_apic_accept_irq") => plain(EventKind::ApicAcceptIrq {
+                apicid: self.u32(d, "apicid")?,
+                vec: self.u32(d, "vec")?,
+                coalesced: self.flag(d, "coalesced").unwrap_or(false),
+            }),
+            ("kvm", "kvm_apic") => {
+                let start = scratch.len();
+                if let Some(sym) = self.fmt.symbol(d, "reg") {
+                    scratch.push_str(&sym);
+                } else if let Some(r) = self.u64(d, "reg") {
+                    let _ = write!(scratch, "{r:#x}");
+                }
+                Some(Decoded::Apic {
+                    write: self.flag(d, "rw")?,
+                    reg: start..scratch.len(),
+                    val: self.u64(d, "val")?,
+                })
+            }
+            ("kvm", "kvm_eoi") => plain(EventKind::Eoi {
+                vector: self.i64(d, "vector")?,
+            }),
+            ("kvm", "kvm_hv_timer_state") => plain(EventKind::HvTimerState {
+                vcpu: self.u32(d, "vcpu_id")?,
+                hv_timer: self.flag(d, "hv_timer_in_use")?,
+            }),
+            ("kvm", "kvm_wait_lapic_expire") => plain(EventKind::WaitLapicExpire {
+                vcpu: self.u32(d, "vcpu_id")?,
+                delta_ns: self.i64(d, "delta")?,
+            }),
+            ("kvm", "kvm_vcpu_wakeup") => plain(EventKind::VcpuWakeup {
+                ns: self.u64(d, "ns")?,
+                waited: self.flag(d, "waited")?,
+                valid: self.flag(d, "valid")?,
+            }),
+            ("kvm", "kvm_halt_poll_ns") => plain(EventKind::HaltPollNs {
+                vcpu: self.u32(d, "vcpu_id")?,
+                grow: self.flag(d, "grow")?,
+                new: self.u64(d, "new")?,
+                old: self.u64(d, "old")?,
+            }),
+            ("kvm", "kvm_fpu") => plain(EventKind::Fpu {
+                load: self.flag(d, "load")?,
+            }),
+            ("kvm", "kvm_emulate_insn") => plain(EventKind::EmulateInsn {
+                failed: self.flag(d, "failed")?,
+            }),
+            ("kvm", "kvm_cpuid") => plain(EventKind::Cpuid {
+                function: self.u32(d, "function")?,
+            }),
+            ("kvm", "kvm_pv_tlb_flush") => plain(EventKind::PvTlbFlush {
+                vcpu: self.u32(d, "vcpu_id")?,
+                need_flush: self.flag(d, "need_flush_tlb")?,
+            }),
+            ("kvm", "kvm_set_irq") => plain(EventKind::SetIrq {
+                gsi: self.u32(d, "gsi")?,
+                level: self.i64(d, "level")? as i32,
+            }),
+            ("kvm", "kvm_msi_set_irq") => plain(EventKind::MsiSetIrq {
+                dst: (self.u64(d, "address")? >> 12) & 0xff,
+                vec: self.u32(d, "data")? & 0xff,
+            }),
+            ("kvm", "kvm_wfx_arm64") => plain(EventKind::Wfx {
+                wfe: self.flag(d, "is_wfe")?,
+                pc: self.u64(d, "vcpu_pc").unwrap_or(0),
+            }),
+            ("kvmmmu", _) => plain(self.mmu(d)),
+            ("msr", "write_msr" | "read_msr" | "rdpmc") => plain(EventKind::GuestMsr {
+                write: name == "write_msr",
+                msr: self.u32(d, "msr")?,
+                val: self.u64(d, "val")?,
+                failed: self.flag(d, "failed").unwrap_or(false),
+            }),
+            ("ipi", "ipi_send_cpu") => Some(Decoded::IpiSend {
+                cpu: self.u32(d, "cpu"),
+                callsite: self.addr(d, "callsite", scratch),
+                callback: self.addr(d, "callback", scratch),
+            }),
+            ("csd", "csd_queue_cpu") => Some(Decoded::CsdQueue {
+                cpu: self.u32(d, "cpu")?,
+                func: self.addr(d, "func", scratch),
+            }),
+            ("csd", "csd_function_entry" | "csd_function_exit") => Some(Decoded::CsdFunction {
+                entry: name == "csd_function_entry",
+                func: self.addr(d, "func", scratch),
+            }),
+            ("timer", "hrtimer_start") => Some(Decoded::HrtimerStart {
+                hrtimer: self.u64(d, "hrtimer")?,
+                function: self.addr(d, "function", scratch),
+                expires_ns: self.u64(d, "expires"),
+            }),
+            ("timer", "hrtimer_expire_entry") => Some(Decoded::HrtimerExpireEntry {
+                hrtimer: self.u64(d, "hrtimer")?,
+                function: self.addr(d, "function", scratch),
+            }),
+            ("timer", "hrtimer_expire_exit") => plain(EventKind::HrtimerExpireExit {
+                hrtimer: self.u64(d, "hrtimer")?,
+            }),
+            ("timer", "hrtimer_cancel") => plain(EventKind::HrtimerCancel {
+                hrtimer: self.u64(d, "hrtimer")?,
+            }),
+            ("irq_vectors", _) => {
+                let entry = name.ends_with("_entry");
+                if !entry && !name.ends_with("_exit") {
+                    return None;
+                }
+                plain(EventKind::IrqVector {
+                    entry,
+                    vector: self.u32(d, "vector"),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn kvm_exit(&mut self, d: &[u8]) -> Option<KvmExit<'static>> {
+        if let Some(ec) = self.u32(d, "esr_ec") {
+            // arm64: `ret` is the exception type (ARM_EXCEPTION_IRQ 0, EL1_SERROR 1, TRAP 2,
+            // IL 3).
+            let kind = match self.u64(d, "ret").unwrap_or(2) {
+                0 => ArmExitKind::Irq,
+                1 => ArmExitKind::Serror,
+                2 => ArmExitKind::Trap,
+                3 => ArmExitKind::Il,
+                _ => ArmExitKind::Other,
+            };
+            return Some(KvmExit {
+                reason: ExitReason::Arm64 { kind, ec },
+                failed_vmentry: false,
+                vcpu: None,
+                rip: self.u64(d, "vcpu_pc"),
+                info1: None,
+                info2: None,
+            });
+        }
+        let raw = self.u64(d, "exit_reason")?;
+        let (reason, failed_vmentry) = match self.u64(d, "isa") {
+            Some(1) => (
+                ExitReason::Vmx((raw & 0xffff) as u32),
+                raw & 0x8000_0000 != 0,
+            ),
+            Some(2) => (ExitReason::Svm(raw & 0xffff_ffff), false),
+            _ => (ExitReason::Code(raw), false),
+        };
+        Some(KvmExit {
+            reason,
+            failed_vmentry,
+            vcpu: self.u32(d, "vcpu_id"),
+            rip: self.u64(d, "guest_rip"),
+            info1: self.u64(d, "info1"),
+            info2: self.u64(d, "info2"),
+        })
+    }
+
+    fn mmu(&mut self, d: &[u8]) -> EventKind<'static> {
+        let name = self.fmt.name.as_str();
+        let kind = kvmscope_trace::text::payload::mmu_kind(name);
+        if !matches!(
+            kind,
+            MmuKind::GetPage | MmuKind::SyncPage | MmuKind::Unsync | MmuKind::PrepareZap
+        ) {
+            return EventKind::Mmu {
+                kind,
+                gfn: None,
+                level: None,
+                created: false,
+                root: false,
+            };
+        }
+        // union kvm_mmu_page_role: `level` is bits 0-3.
+        let level = self.u64(d, "role").map(|r| (r & 0xf) as u32);
+        EventKind::Mmu {
+            kind,
+            gfn: self.u64(d, "gfn"),
+            level,
+            created: self.flag(d, "created").unwrap_or(false),
+            root: kind == MmuKind::GetPage && level.is_some_and(|l| l >= 4),
+        }
+    }
+}

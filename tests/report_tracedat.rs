@@ -1,0 +1,122 @@
+//! trace.dat input: `kvmscope report` on a recording (ours, v6; trace-cmd's, v7 with zstd)
+//! gives the same report as our text decoder on `trace-cmd report`'s output for the same file
+//! — two independent decoders (binary fields vs printed text) must agree.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn report(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .arg("report")
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn trace_cmd_available() -> bool {
+    let ok = Command::new("trace-cmd")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success() || !o.stdout.is_empty() || !o.stderr.is_empty());
+    if !ok {
+        assert!(
+            std::env::var_os("KVMSCOPE_REQUIRE_KVM").is_none_or(|v| v != "1"),
+            "trace-cmd is required (KVMSCOPE_REQUIRE_KVM=1) but not installed"
+        );
+        eprintln!("SKIPPED: trace-cmd not installed (apt-get install trace-cmd)");
+    }
+    ok
+}
+
+#[test]
+fn tracedat_reports_equal_text_reports_of_trace_cmd() {
+    if !trace_cmd_available() {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tracedat");
+    let tmp = tempfile::tempdir().unwrap();
+    for name in [
+        "kvmscope-record-lab-v6.dat",
+        "trace-cmd-extract-lab-v7-zstd.dat",
+    ] {
+        let dat = dir.join(name);
+        let text = Command::new("trace-cmd")
+            .arg("report")
+            .arg("-i")
+            .arg(&dat)
+            .output()
+            .unwrap();
+        assert!(
+            text.status.success(),
+            "trace-cmd report {name}: {}",
+            String::from_utf8_lossy(&text.stderr)
+        );
+        let txt = tmp.path().join(format!("{name}.txt"));
+        std::fs::write(&txt, &text.stdout).unwrap();
+
+        let binary = report(&[dat.to_str().unwrap()]);
+        let printed = report(&[txt.to_str().unwrap()]);
+        assert_eq!(
+            binary["inputs"][0]["events"], printed["inputs"][0]["events"],
+            "{name}: event count"
+        );
+        assert_eq!(
+            printed["inputs"][0]["unknown_lines"], 0,
+            "{name}: {}",
+            printed["inputs"][0]
+        );
+        for section in [
+            &["overview", "by_name"][..],
+            &["overview", "userspace_exits"],
+            &["accesses", "pio"],
+            &["accesses", "mmio"],
+            &["mmu"],
+            &["interrupts"],
+        ] {
+            let pick = |v: &Value| section.iter().fold(v.clone(), |v, k| v[*k].clone());
+            assert_eq!(
+                pick(&binary),
+                pick(&printed),
+                "{name}: {section:?} differs between trace.dat and trace-cmd report text"
+            );
+        }
+        // MSR rows: trace-cmd prints the last value as text, we read it from the record; both
+        // must agree too, and count what the lab guest did (100 TSC-deadline writes).
+        assert_eq!(
+            binary["accesses"]["msr"], printed["accesses"]["msr"],
+            "{name}: msr rows"
+        );
+        assert_eq!(binary["accesses"]["msr"][0]["count"], 100, "{name}");
+        assert_eq!(binary["accesses"]["pio"][0]["count"], 100, "{name}");
+        assert_eq!(binary["accesses"]["mmio"][0]["count"], 100, "{name}");
+    }
+}
+
+#[test]
+fn corrupt_tracedat_is_an_error_with_an_offset() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tracedat");
+    let bytes = std::fs::read(dir.join("kvmscope-record-lab-v6.dat")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cut = tmp.path().join("cut.dat");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .args(["report"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a cut trace.dat must fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cut.dat") && err.contains("offset"),
+        "error must name the file and an offset: {err}"
+    );
+}
