@@ -1058,3 +1058,29 @@ mod live {
         super::check_header_event(&t, "live").unwrap();
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn format_parser_never_panics(text in "(name: [a-z_]{0,8}\n)?(ID: [0-9]{0,6}\n)?(\tfield:[ -~]{0,40};\toffset:[0-9]{0,3};\tsize:[0-9]{0,3};\tsigned:[01];\n){0,4}(print fmt: [ -~]{0,120})?", data in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(f) = EventFormat::parse("s", &text, "fuzz") {
+                for field in &f.fields {
+                    let _ = field.u64(&data);
+                    let _ = field.str(&data);
+                    let _ = f.symbol(&data, &field.name);
+                }
+            }
+            let _ = PageLayout::parse(&text, "fuzz");
+            let _ = parse_symbols(&text);
+        }
+
+        #[test]
+        fn print_fmt_parser_never_panics(pf in "\"[ -~]{0,10}\"(, (__print_symbolic|__print_flags|REC->|\\(|\\)|\\{|\\}|,|\"|[ -~]){0,40})?") {
+            let _ = parse_symbols(&pf);
+        }
+    }
+}

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::CaptureError;
 use crate::format::{check_header_event, EventFormat, PageLayout};
-use crate::ringbuf::{Missed, Page};
+use crate::ringbuf::{Missed, Page, Record};
 use crate::tracedat::{self, option, CpuPages, Metadata};
 use crate::tracefs::{read_file, Instance};
 
@@ -393,6 +393,11 @@ impl Recorder {
         self.instance.as_ref()
     }
 
+    /// The formats of the enabled events.
+    pub fn formats(&self) -> &[EventFormat] {
+        &self.formats
+    }
+
     /// The concrete events enabled, as `system:event`.
     pub fn enabled_events(&self) -> &[String] {
         &self.enabled
@@ -461,6 +466,13 @@ impl Recorder {
     /// Reads every full or partial page the kernel has ready, on every CPU. Returns the
     /// number of pages read.
     pub fn poll(&mut self) -> Result<u64, CaptureError> {
+        self.poll_with(|_| {})
+    }
+
+    /// Like [`Recorder::poll`], and hands every record read to `sink` as well (for live
+    /// views and analyses that run while recording). Records come per CPU, in time order
+    /// within a CPU; look their format up by id in [`Recorder::formats`].
+    pub fn poll_with(&mut self, mut sink: impl FnMut(&Record<'_>)) -> Result<u64, CaptureError> {
         let mut pages = 0;
         for cpu in 0..self.cpus.len() {
             // Bound the work per CPU per call so one busy CPU cannot starve the others.
@@ -495,7 +507,7 @@ impl Recorder {
                     })?;
                 spool.size += self.page.len() as u64;
                 pages += 1;
-                let filled = self.account(cpu)?;
+                let filled = self.account(cpu, &mut sink)?;
                 // A partly filled page is the one the kernel is still writing: reading on
                 // would return a page per handful of new events. Come back later.
                 if filled < self.layout.data_size / 2 {
@@ -507,7 +519,11 @@ impl Recorder {
     }
 
     /// Counts the page just read; returns how many data bytes it held.
-    fn account(&mut self, cpu: usize) -> Result<usize, CaptureError> {
+    fn account(
+        &mut self,
+        cpu: usize,
+        sink: &mut impl FnMut(&Record<'_>),
+    ) -> Result<usize, CaptureError> {
         let p = &mut self.progress;
         p.pages += 1;
         p.bytes += self.page.len() as u64;
@@ -520,6 +536,7 @@ impl Recorder {
         }
         for rec in page.records() {
             let Ok(rec) = rec else { break };
+            sink(&rec);
             p.events += 1;
             *p.by_id.entry(rec.id).or_insert(0) += 1;
             if let std::collections::btree_map::Entry::Vacant(v) = self.pids.entry(rec.common_pid) {

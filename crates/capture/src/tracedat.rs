@@ -684,6 +684,29 @@ impl TraceDat {
             .collect()
     }
 
+    /// Opens and parses a trace.dat file; read its records with [`Merger::new`]`(&td,
+    /// buffer, &file)`.
+    pub fn open(path: &std::path::Path) -> Result<(TraceDat, FileAt), CaptureError> {
+        let f = FileAt::open(path)?;
+        let td = TraceDat::parse(&f)?;
+        Ok((td, f))
+    }
+
+    /// Events the kernel counted as lost, per CPU, from the CPUSTAT options (`overrun` +
+    /// `dropped events` of each `per_cpu/cpuN/stats`), in option order: trace-cmd and
+    /// kvmscope both store them. Empty when the file has none. Pages read by [`Merger`]
+    /// also carry loss flags ([`Merger::lost_events`]).
+    pub fn kernel_lost_events(&self) -> Vec<u64> {
+        self.cpu_stats()
+            .iter()
+            .map(|s| {
+                let st = crate::recorder::parse_stats(s);
+                st.get("overrun").copied().unwrap_or(0)
+                    + st.get("dropped events").copied().unwrap_or(0)
+            })
+            .collect()
+    }
+
     /// The buffers that hold data.
     pub fn data_buffers(&self) -> impl Iterator<Item = &Buffer> {
         self.buffers
