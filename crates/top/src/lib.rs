@@ -1,0 +1,1 @@
+//! `kvmscope top`: live counts of KVM (or guest-side) trace events, kvm_stat done better.
