@@ -1,0 +1,199 @@
+//! IPI storm (field report 004): vCPUs interrupting each other thousands of times a second,
+//! each IPI an exit on the sender and a kick (often a wake-up) of the target.
+
+use kvmscope_analysis::Report;
+use kvmscope_system::SystemSnapshot;
+
+use crate::facts::Facts;
+use crate::finding::{Confidence, Evidence, Finding, Fix};
+use crate::rules::MIN_EVENTS;
+use crate::Rule;
+
+/// x2APIC ICR.
+pub const MSR_X2APIC_ICR: u32 = 0x830;
+/// xAPIC ICR (low) in the default APIC page.
+pub const XAPIC_ICR_GPA: u64 = 0xfee0_0300;
+
+/// IPIs sent per second per vCPU for a warning. A busy healthy guest sends reschedule and
+/// function-call IPIs in the hundreds per second per CPU (this machine idles at a few dozen);
+/// 2,000/s per vCPU is an IPI every 500 us on every vCPU, each costing an exit and a kick.
+pub const WARN_PER_VCPU_S: f64 = 2_000.0;
+/// Critical: the lab's ping-pong is ~10,000/s per vCPU here; at that rate IPIs are the VM's
+/// main host cost.
+pub const CRIT_PER_VCPU_S: f64 = 20_000.0;
+
+/// Functions whose IPIs field report 004 traced to a cause, with what to do.
+const KNOWN: [(&str, &str); 4] = [
+    ("do_nothing", "kick_all_cpus_sync() (BPF JIT, module load, text patching; in field report 004 a crashing service dumping core)"),
+    ("tlb_remove_table_smp_sync", "freeing page tables (munmap, madvise(DONTNEED)) waits for every CPU's lockless walkers"),
+    ("flush_tlb_func", "TLB shootdowns from munmap/mprotect/page migration in a multi-threaded process"),
+    ("sched_ttwu_pending", "remote wake-ups queued to the target CPU (wake-up IPIs between vCPUs)"),
+];
+
+#[derive(Debug)]
+pub struct IpiStorm;
+
+impl Rule for IpiStorm {
+    fn id(&self) -> &'static str {
+        "ipi-storm"
+    }
+    fn summary(&self) -> &'static str {
+        "inter-processor interrupts between vCPUs at a high rate (ICR writes, kvm_apic_ipi; guest ipi/csd by function)"
+    }
+
+    fn check(&self, report: &Report, _system: Option<&SystemSnapshot>) -> Vec<Finding> {
+        let f = Facts::new(report);
+        let mut evidence = Vec::new();
+        let (icr, _) = f.msr_accesses(|m, w| w && m == MSR_X2APIC_ICR);
+        let xicr: u64 = report
+            .accesses
+            .mmio
+            .iter()
+            .filter(|r| r.write && r.gpa == XAPIC_ICR_GPA)
+            .map(|r| r.count)
+            .sum();
+        let apic_ipi: u64 = report.interrupts.ipis.iter().map(|(_, _, n)| n).sum();
+        let host = icr.max(apic_ipi).max(xicr);
+        let host_rate = if host >= MIN_EVENTS { f.norm(host) } else { 0.0 };
+        if host >= MIN_EVENTS {
+            if icr > 0 {
+                evidence.push(f.rate("host: x2APIC ICR writes (kvm_msr 0x830)", icr));
+            }
+            if xicr > 0 {
+                evidence.push(f.rate("host: xAPIC ICR writes (MMIO 0xfee00300)", xicr));
+            }
+            if apic_ipi > 0 {
+                evidence.push(f.rate("host: kvm_apic_ipi", apic_ipi));
+                let by_dst: Vec<(String, u64)> = {
+                    let mut m = std::collections::BTreeMap::<String, u64>::new();
+                    for (dst, vec, n) in &report.interrupts.ipis {
+                        *m.entry(format!("dst {dst} vec {vec}")).or_default() += n;
+                    }
+                    m.into_iter().collect()
+                };
+                evidence.push(Evidence::Top {
+                    what: "host: IPIs by destination and vector".into(),
+                    rows: f.top(by_dst, 5),
+                });
+            }
+            let wakes = report.interrupts.halt.waited.samples + report.interrupts.halt.polled.samples;
+            if wakes > 0 {
+                evidence.push(f.rate("host: kvm_vcpu_wakeup (halted vCPUs kicked awake)", wakes));
+            }
+        }
+        // Guest side.
+        let mut guest_rate = 0.0;
+        let mut named = Vec::new();
+        if let Some(g) = &report.guest {
+            let sent: u64 = g.ipi.sent.iter().map(|r| r.sent).sum();
+            if sent >= MIN_EVENTS {
+                let mut senders: Vec<u32> = g.ipi.sent.iter().map(|r| r.sender_cpu).collect();
+                senders.sort_unstable();
+                senders.dedup();
+                guest_rate = f.per_s(sent) / senders.len().max(1) as f64;
+                evidence.push(Evidence::rate("guest: IPIs sent (ipi:ipi_send_cpu/cpumask)", sent, f.per_s(sent), Some(guest_rate)));
+                let mut by_fn = std::collections::BTreeMap::<String, u64>::new();
+                for r in &g.ipi.sent {
+                    let key = if r.function.is_empty() { r.kind.to_string() } else { format!("{} ({})", r.function, r.kind) };
+                    *by_fn.entry(key).or_default() += r.sent;
+                }
+                evidence.push(Evidence::Top {
+                    what: "guest: IPIs sent by function".into(),
+                    rows: f.top(by_fn.into_iter().collect(), 5),
+                });
+                let mut runs = std::collections::BTreeMap::<String, u64>::new();
+                for r in &g.ipi.csd_functions {
+                    *runs.entry(r.function.clone()).or_default() += r.runs;
+                }
+                let total_runs: u64 = runs.values().sum();
+                for (name, why) in KNOWN {
+                    let n = runs.get(name).copied().unwrap_or(0);
+                    if n > 0 && n * 4 >= total_runs {
+                        named.push(format!("{name}: {why}"));
+                    }
+                }
+                if total_runs > 0 {
+                    evidence.push(Evidence::Top {
+                        what: "guest: functions run by IPI (csd:csd_function_entry)".into(),
+                        rows: f.top(runs.into_iter().collect(), 5),
+                    });
+                }
+            }
+        }
+        let value = host_rate.max(guest_rate);
+        if value < WARN_PER_VCPU_S {
+            return Vec::new();
+        }
+        let mut finding = Finding::graded(
+            self.id(),
+            format!("IPI storm: {}/s per vCPU inter-processor interrupts", crate::finding::num(value)),
+            value,
+            WARN_PER_VCPU_S,
+            CRIT_PER_VCPU_S,
+        );
+        finding.confidence = if (icr > 0 || xicr > 0) && apic_ipi > 0 || !named.is_empty() {
+            Confidence::High
+        } else {
+            Confidence::Medium
+        };
+        for n in &named {
+            evidence.push(Evidence::fact("dominant IPI function", n.clone()));
+        }
+        finding.evidence = evidence;
+        finding.mechanism = "A guest IPI is a write of the x2APIC ICR (MSR 0x830) or the xAPIC ICR (MMIO \
+            0xfee00300) that exits (on VMX first through handle_fastpath_set_msr_irqoff); KVM delivers it in \
+            kvm_x2apic_icr_write → kvm_apic_send_ipi → kvm_irq_delivery_to_apic (traced as kvm_apic_ipi, then \
+            kvm_apic_accept_irq) and kicks the target vCPU (kvm_vcpu_kick), waking it from halt when it slept. Without \
+            posted interrupts / IPI virtualization each IPI is an exit on the sender and a host wake-up of the target \
+            (field report 004: SGI1R traps on arm64 for the same reason)."
+            .into();
+        let mut fix = vec![Fix::cmd(
+            "inside the guest, attribute the IPIs to the functions they run",
+            "kvmscope diagnose --live 5s   # in the guest; or: perf record -e ipi:ipi_send_cpu,csd:csd_function_entry -a -g sleep 5",
+        )];
+        fix.push(Fix::new(
+            "do_nothing (kick_all_cpus_sync): find what loads BPF programs or modules or patches text in a loop \
+             (field report 004: a crashing service's coredumps; `coredumpctl list`, `systemctl --failed`)",
+        ));
+        fix.push(Fix::new(
+            "tlb_remove_table_smp_sync / flush_tlb_func: fewer munmap/mprotect/madvise in multi-threaded guest \
+             processes (allocator settings such as MALLOC_ARENA_MAX, MALLOC_TRIM_THRESHOLD_; avoid mapping churn)",
+        ));
+        fix.push(Fix::cmd(
+            "host: let the CPU deliver IPIs without exits where it can (APICv/IPI virtualization on Intel, AVIC on AMD)",
+            "cat /sys/module/kvm_intel/parameters/enable_apicv /sys/module/kvm_intel/parameters/enable_ipiv /sys/module/kvm_amd/parameters/avic",
+        ));
+        fix.push(Fix::new(
+            "guest: keep PV IPIs on (kvm-pv-ipi CPUID feature, default in QEMU with -cpu host,kvm=on) so a multicast \
+             IPI is one hypercall instead of one ICR write per target",
+        ));
+        finding.fix = fix;
+        finding.references = vec![
+            "field report 004 (shared/field-reports/004_ba6cbf6e0edaa35f.txt)".into(),
+            "arch/x86/kvm/lapic.c kvm_apic_send_ipi; arch/x86/kvm/x86.c handle_fastpath_set_x2apic_icr_irqoff".into(),
+            "Documentation/virt/kvm/x86/cpuid.rst (KVM_FEATURE_PV_SEND_IPI)".into(),
+        ];
+        vec![finding]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testutil::{fixture, only};
+    use crate::Severity;
+
+    #[test]
+    fn fires_on_lab_ipi_ping_pong() {
+        let f = only(&IpiStorm, &fixture("ipi.txt"), None);
+        assert!(f.severity >= Severity::Warning, "{f:#?}");
+        assert_eq!(f.confidence, Confidence::High);
+    }
+
+    #[test]
+    fn stays_quiet_without_ipis() {
+        for name in ["idle.txt", "compute.txt", "timer-storm.txt", "hlt-2ms.txt", "pio.txt"] {
+            assert!(IpiStorm.check(&fixture(name), None).is_empty(), "{name}");
+        }
+    }
+}

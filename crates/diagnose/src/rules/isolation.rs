@@ -1,0 +1,168 @@
+//! CPU isolation health (field report 004, 003): nohz_full CPUs whose tick still runs, timer
+//! migration moving timers onto them, isolation parameters missing or ignored, `nohz=off`.
+
+use kvmscope_analysis::Report;
+use kvmscope_system::SystemSnapshot;
+
+use crate::facts::Facts;
+use crate::finding::{Confidence, Evidence, Finding, Fix, Severity};
+use crate::Rule;
+
+/// Local timer interrupts per second on a nohz_full CPU that say its tick runs: a stopped
+/// tick fires only for real timers; at HZ/2 or more (here 125/s at HZ=250) it is ticking.
+pub const TICKING_FRACTION_OF_HZ: f64 = 0.5;
+
+#[derive(Debug)]
+pub struct Isolation;
+
+impl Rule for Isolation {
+    fn id(&self) -> &'static str {
+        "isolation"
+    }
+    fn summary(&self) -> &'static str {
+        "nohz_full/isolcpus/rcu_nocbs set up wrong: ticks on isolated CPUs, timer migration on, parameters ignored"
+    }
+
+    fn check(&self, report: &Report, system: Option<&SystemSnapshot>) -> Vec<Finding> {
+        let Some(s) = system else {
+            return Vec::new();
+        };
+        let f = Facts::new(report);
+        let iso = s.isolation_summary();
+        let mut problems: Vec<(Severity, String)> = Vec::new();
+        let mut evidence = Vec::new();
+        let mut fix = Vec::new();
+        let nohz_full: Vec<u32> = iso
+            .nohz_full
+            .clone()
+            .filter(|v| !v.is_empty())
+            .or_else(|| iso.cmdline.as_ref().and_then(|c| c.nohz_full.clone()))
+            .unwrap_or_default();
+        if !nohz_full.is_empty() {
+            evidence.push(Evidence::fact("nohz_full CPUs", cpus(&nohz_full)));
+        }
+        if iso.nohz_full_ignored {
+            problems.push((Severity::Warning, "nohz_full= is on the command line but this kernel ignored it (no CONFIG_NO_HZ_FULL or a bad CPU list)".into()));
+            fix.push(Fix::cmd("use a kernel built with CONFIG_NO_HZ_FULL=y, and check the CPU list", "zgrep NO_HZ_FULL /proc/config.gz; cat /sys/devices/system/cpu/nohz_full"));
+        }
+        if let Some(e) = &iso.cmdline_error {
+            problems.push((Severity::Warning, format!("a CPU list on the command line does not parse: {e}")));
+        }
+        if iso.timer_migration_with_nohz_full {
+            problems.push((Severity::Warning, "kernel.timer_migration=1 with nohz_full CPUs: timers started on housekeeping CPUs migrate onto the isolated ones and keep their tick alive (field report 004)".into()));
+            evidence.push(Evidence::fact("kernel.timer_migration", "1"));
+            fix.push(Fix::cmd("stop timer migration", "sysctl -w kernel.timer_migration=0   # persist: echo kernel.timer_migration=0 > /etc/sysctl.d/90-isolation.conf"));
+        }
+        if !iso.nohz_full_tick_running.is_empty() {
+            problems.push((Severity::Warning, format!("the tick was running on nohz_full CPU(s) {} when /proc/timer_list was read", cpus(&iso.nohz_full_tick_running))));
+            fix.push(Fix::cmd("see which timer keeps the tick alive on the isolated CPU", "grep -A20 'cpu: N' /proc/timer_list; cat /sys/kernel/tracing/per_cpu/cpuN/trace_pipe with timer:* enabled"));
+        }
+        if !nohz_full.is_empty() {
+            let c = iso.cmdline.as_ref();
+            let has_isol = c.is_some_and(|c| c.isolcpus.is_some()) || iso.isolated.as_ref().is_some_and(|v| !v.is_empty());
+            let has_rcu = c.is_some_and(|c| c.rcu_nocbs.is_some());
+            if !has_isol {
+                problems.push((Severity::Warning, "nohz_full without isolcpus: the scheduler still balances tasks onto the tick-less CPUs".into()));
+            }
+            if !has_rcu {
+                problems.push((Severity::Info, "nohz_full without rcu_nocbs on the command line (kernels since 5.x imply it for nohz_full CPUs; older ones do not)".into()));
+            }
+            if !has_isol || !has_rcu {
+                fix.push(Fix::new(format!(
+                    "isolate the same CPUs fully: kernel cmdline isolcpus=domain,managed_irq,{l} nohz_full={l} rcu_nocbs={l} (field report 004)",
+                    l = cpus(&nohz_full)
+                )));
+            }
+            // Guest events: local timer interrupts on nohz_full CPUs.
+            if let (Some(g), Some(hz)) = (&report.guest, iso.hz) {
+                for r in &g.timers.local_timer {
+                    if nohz_full.contains(&r.cpu) && f.duration_s >= 0.5 {
+                        let rate = f.per_s(r.interrupts);
+                        if rate >= TICKING_FRACTION_OF_HZ * f64::from(hz) {
+                            problems.push((Severity::Warning, format!("nohz_full CPU {} took {rate:.0} local timer interrupts/s (HZ={hz}): its tick did not stop", r.cpu)));
+                        }
+                    }
+                }
+            }
+        }
+        if iso.nohz_off {
+            problems.push((Severity::Warning, "nohz=off on the command line: no CPU ever stops its tick; in a guest every tick is a timer exit (field report 003)".into()));
+            fix.push(Fix::cmd("remove nohz=off", "grubby --update-kernel=ALL --remove-args=nohz"));
+        }
+        if problems.is_empty() {
+            return Vec::new();
+        }
+        let severity = problems.iter().map(|p| p.0).max().unwrap_or(Severity::Info);
+        for (sev, p) in &problems {
+            evidence.push(Evidence::fact(format!("problem ({sev})"), p.clone()));
+        }
+        if let Some(hz) = iso.hz {
+            evidence.push(Evidence::fact("CONFIG_HZ", hz.to_string()));
+        }
+        let n = problems.iter().filter(|p| p.0 >= Severity::Warning).count();
+        vec![Finding {
+            rule: self.id(),
+            title: format!("CPU isolation: {} problem(s) with tick and isolation settings", problems.len()),
+            severity,
+            confidence: Confidence::High,
+            score: n as f64,
+            evidence,
+            mechanism: "A nohz_full CPU stops its tick only while one task runs and no timer is due on it \
+                (tick_nohz_full_update_tick / can_stop_full_tick in kernel/time/tick-sched.c). With \
+                kernel.timer_migration=1, get_target_base/switch_hrtimer_base and the timer wheel's migration move \
+                timers armed elsewhere onto idle CPUs, so isolated CPUs get woken by timers and IPIs; without \
+                isolcpus the scheduler places other tasks there, and without rcu_nocbs RCU callbacks run there."
+                .into(),
+            fix,
+            references: vec![
+                "field report 004 (shared/field-reports/004_ba6cbf6e0edaa35f.txt)".into(),
+                "Documentation/timers/no_hz.rst".into(),
+                "Documentation/admin-guide/kernel-parameters.txt (isolcpus, nohz_full, rcu_nocbs)".into(),
+                "Documentation/admin-guide/sysctl/kernel.rst (timer_migration)".into(),
+            ],
+        }]
+    }
+}
+
+fn cpus(v: &[u32]) -> String {
+    // Compact ranges: 1-3,5.
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        out.push(if j > i { format!("{}-{}", v[i], v[j]) } else { v[i].to_string() });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testutil::{fixture, flat_snapshot, only, pvm_snapshot};
+
+    #[test]
+    fn fires_on_field_report_004_guest_settings() {
+        let sys = flat_snapshot("diagnose/fr004-guest");
+        let f = only(&Isolation, &fixture("idle.txt"), Some(&sys));
+        assert_eq!(f.severity, Severity::Warning, "{f:#?}");
+        assert!(f.evidence.iter().any(|e| e.to_string().contains("timer_migration")), "{f:#?}");
+    }
+
+    #[test]
+    fn fires_on_field_report_003_nohz_off() {
+        let sys = flat_snapshot("diagnose/fr003-guest");
+        let f = only(&Isolation, &fixture("idle.txt"), Some(&sys));
+        assert!(f.evidence.iter().any(|e| e.to_string().contains("nohz=off")), "{f:#?}");
+    }
+
+    #[test]
+    fn stays_quiet_on_this_machine_and_without_a_snapshot() {
+        let sys = pvm_snapshot();
+        assert!(Isolation.check(&fixture("idle.txt"), Some(&sys)).is_empty());
+        assert!(Isolation.check(&fixture("idle.txt"), None).is_empty());
+    }
+}

@@ -1,0 +1,230 @@
+//! Guest timer storm (field report 003): the guest programs its LAPIC timer (a write of
+//! IA32_TSC_DEADLINE, MSR 0x6e0) thousands of times a second, each write an exit, typically a
+//! tick or hrtimer re-armed from its own interrupt (`nohz=off`, a periodic hrtimer).
+
+use kvmscope_analysis::guest::MSR_TSC_DEADLINE;
+use kvmscope_analysis::Report;
+use kvmscope_system::SystemSnapshot;
+
+use crate::facts::Facts;
+use crate::finding::{Confidence, Evidence, Finding, Fix};
+use crate::rules::MIN_EVENTS;
+use crate::Rule;
+
+/// TSC-deadline writes per second per vCPU (or per guest CPU) for a warning. A HZ=1000 guest
+/// that never stops its tick writes at most ~1,000/s per CPU; an idle NO_HZ guest a few
+/// hundred (field report 003's healthy guest: 452 kvm_msr/s for the whole VM). Twice the
+/// fastest tick is past anything a healthy guest does.
+pub const WARN_PER_VCPU_S: f64 = 2_000.0;
+/// Critical: field report 003's storm was 33,000/s; the lab's timer-storm 10,000/s here.
+pub const CRIT_PER_VCPU_S: f64 = 10_000.0;
+
+#[derive(Debug)]
+pub struct TimerStorm;
+
+impl Rule for TimerStorm {
+    fn id(&self) -> &'static str {
+        "timer-storm"
+    }
+    fn summary(&self) -> &'static str {
+        "guest LAPIC timer (IA32_TSC_DEADLINE) re-programmed thousands of times a second"
+    }
+
+    fn check(&self, report: &Report, system: Option<&SystemSnapshot>) -> Vec<Finding> {
+        let f = Facts::new(report);
+        let mut evidence = Vec::new();
+        let mut corroborated = false;
+
+        // Host side: kvm_msr writes of 0x6e0 on the vCPU threads.
+        let (host_writes, _) = f.msr_accesses(|m, w| w && m == MSR_TSC_DEADLINE);
+        let host_rate = if host_writes >= MIN_EVENTS { f.norm(host_writes) } else { 0.0 };
+        if host_writes >= MIN_EVENTS {
+            evidence.push(f.rate("host: kvm_msr writes of IA32_TSC_DEADLINE (0x6e0)", host_writes));
+            let t = &report.interrupts.timer;
+            let hv = t.hv_timer_on + t.hv_timer_off;
+            let lapic = t.lapic_early + t.lapic_late;
+            if hv > 0 {
+                evidence.push(f.rate("host: kvm_hv_timer_state (LAPIC timer re-armed)", hv));
+            }
+            if lapic > 0 {
+                evidence.push(f.rate("host: kvm_wait_lapic_expire (timer interrupts delivered)", lapic));
+            }
+            let same = |n: u64| n as f64 >= 0.5 * host_writes as f64 && n as f64 <= 2.0 * host_writes as f64;
+            corroborated |= same(hv) || same(lapic);
+            let all_msr: u64 = report.accesses.msr.iter().map(|r| r.count).sum();
+            evidence.push(Evidence::share(
+                "host: share of kvm_msr that are TSC-deadline writes",
+                crate::facts::pct(host_writes as f64, all_msr as f64),
+            ));
+            let exits = f.exits_total();
+            if exits > 0 {
+                let msr_exits = f.exits_named(&["MSR_WRITE", "msr", "WRMSR"]);
+                evidence.push(f.rate("host: all VM exits", exits));
+                evidence.push(Evidence::share(
+                    "host: MSR-write exits among all exits",
+                    crate::facts::pct(msr_exits as f64, exits as f64),
+                ));
+            }
+        }
+
+        // Guest side: msr:write_msr of 0x6e0, hrtimers, local timer interrupts.
+        let mut guest_rate = 0.0;
+        let mut top_fn = None;
+        if let Some(g) = &report.guest {
+            let writes = g.msr.tsc_deadline_writes(None);
+            let cpus = g
+                .msr
+                .rows
+                .iter()
+                .filter(|r| r.msr == MSR_TSC_DEADLINE && r.writes > 0)
+                .count()
+                .max(1);
+            if writes >= MIN_EVENTS {
+                guest_rate = f.per_s(writes) / cpus as f64;
+                evidence.push(Evidence::rate(
+                    "guest: msr:write_msr of IA32_TSC_DEADLINE",
+                    writes,
+                    f.per_s(writes),
+                    Some(guest_rate),
+                ));
+                // Busiest CPU's top hrtimer function and whether it re-arms itself.
+                let mut fns: Vec<(String, u64, u64)> = Vec::new();
+                for r in &g.timers.hrtimers {
+                    match fns.iter_mut().find(|(n, _, _)| *n == r.function) {
+                        Some(e) => {
+                            e.1 += r.expiries;
+                            e.2 += r.rearmed_from_own_interrupt();
+                        }
+                        None => fns.push((r.function.clone(), r.expiries, r.rearmed_from_own_interrupt())),
+                    }
+                }
+                fns.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                let expiries: u64 = fns.iter().map(|x| x.1).sum();
+                if expiries > 0 {
+                    evidence.push(f.guest_rate("guest: hrtimer expiries", expiries));
+                    evidence.push(Evidence::Top {
+                        what: "guest: hrtimer expiries by function".into(),
+                        rows: fns.iter().take(5).map(|(n, e, _)| f.top_row(n.clone(), *e)).collect(),
+                    });
+                }
+                if let Some((name, exp, rearmed)) = fns.first() {
+                    if *exp > 0 {
+                        evidence.push(Evidence::share(
+                            format!("guest: expiries of {name} re-armed from its own interrupt"),
+                            crate::facts::pct(*rearmed as f64, *exp as f64),
+                        ));
+                        corroborated |= *rearmed * 2 >= *exp;
+                        top_fn = Some(name.clone());
+                    }
+                }
+                let lt: u64 = g.timers.local_timer.iter().map(|r| r.interrupts).sum();
+                if lt > 0 {
+                    evidence.push(f.guest_rate("guest: local timer interrupts", lt));
+                }
+            }
+        }
+
+        let value = host_rate.max(guest_rate);
+        if value < WARN_PER_VCPU_S {
+            return Vec::new();
+        }
+        let mut finding = Finding::graded(
+            self.id(),
+            format!(
+                "Guest timer storm: IA32_TSC_DEADLINE written {}/s per vCPU",
+                crate::finding::num(value)
+            ),
+            value,
+            WARN_PER_VCPU_S,
+            CRIT_PER_VCPU_S,
+        );
+        let mut fix = Vec::new();
+        if let Some(s) = system {
+            let iso = s.isolation_summary();
+            if iso.nohz_off {
+                evidence.push(Evidence::fact("kernel command line", "nohz=off: the tick never stops"));
+                corroborated = true;
+                fix.push(Fix::cmd(
+                    "remove nohz=off from the guest kernel command line (the cause in field report 003)",
+                    "grubby --update-kernel=ALL --remove-args=nohz   # or edit GRUB_CMDLINE_LINUX, update-grub, reboot",
+                ));
+            }
+            if let Some(hz) = iso.hz {
+                evidence.push(Evidence::fact("CONFIG_HZ", hz.to_string()));
+            }
+            if let Some(t) = s.config.as_ref().map(|c| c.tick()) {
+                evidence.push(Evidence::fact(
+                    "tick mode",
+                    if t.hz_periodic {
+                        "HZ_PERIODIC (the tick never stops)"
+                    } else if t.no_hz_full {
+                        "NO_HZ_FULL"
+                    } else if t.no_hz_idle {
+                        "NO_HZ_IDLE"
+                    } else {
+                        "unknown"
+                    },
+                ));
+            }
+        }
+        finding.confidence = if corroborated { Confidence::High } else { Confidence::Medium };
+        finding.evidence = evidence;
+        finding.mechanism = "Every write of IA32_TSC_DEADLINE (MSR 0x6e0) by a guest exits to KVM, which handles it in \
+            handle_fastpath_set_msr_irqoff / kvm_set_lapic_tscdeadline_msr and re-arms the vCPU's emulated LAPIC timer \
+            (an hrtimer or the VMX preemption timer: kvm_hv_timer_state). When the guest's tick (tick_sched_timer under \
+            nohz=off) or another hrtimer is re-armed from its own interrupt, each expiry costs an injected interrupt, \
+            an EOI and a new deadline write, at the timer's frequency even when the guest is idle, so host CPUs never \
+            rest (field report 003: 66,300 exits/s against 645/s)."
+            .into();
+        fix.push(Fix::cmd(
+            "inside the guest, find the timer that re-arms itself: its function and rate",
+            "kvmscope diagnose --live 5s   # in the guest; or: perf stat -e timer:hrtimer_expire_entry -a sleep 1",
+        ));
+        if let Some(name) = top_fn {
+            fix.push(Fix::new(format!(
+                "the busiest guest hrtimer is {name}: if it is tick_sched_timer the tick never stops (nohz=off, \
+                 CONFIG_HZ_PERIODIC, or a busy CPU); if it is hrtimer_wakeup a task sleeps in a short loop \
+                 (raise its period or its timer slack: prctl(PR_SET_TIMERSLACK))"
+            )));
+        }
+        fix.push(Fix::cmd(
+            "check the guest kernel's tick settings",
+            "grep -o 'nohz[^ ]*' /proc/cmdline; zgrep -E 'CONFIG_(HZ|NO_HZ)' /proc/config.gz",
+        ));
+        finding.fix = fix;
+        finding.references = vec![
+            "field report 003 (shared/field-reports/003_b92de91f9ab13729.txt)".into(),
+            "Documentation/timers/no_hz.rst".into(),
+            "arch/x86/kvm/x86.c handle_fastpath_set_msr_irqoff; arch/x86/kvm/lapic.c kvm_set_lapic_tscdeadline_msr".into(),
+        ];
+        vec![finding]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testutil::{fixture, only};
+    use crate::Severity;
+
+    #[test]
+    fn fires_on_lab_timer_storm() {
+        let f = only(&TimerStorm, &fixture("timer-storm.txt"), None);
+        assert!(f.severity >= Severity::Warning, "{f:#?}");
+        assert_eq!(f.confidence, Confidence::High, "hv_timer_state at the same rate");
+    }
+
+    #[test]
+    fn fires_on_lab_msr_tsc_deadline_loop() {
+        let f = only(&TimerStorm, &fixture("msr-tsc-deadline.txt"), None);
+        assert_eq!(f.severity, Severity::Critical, "{f:#?}");
+    }
+
+    #[test]
+    fn stays_quiet_on_healthy_and_slow_timers() {
+        for name in ["idle.txt", "compute.txt", "hlt-2ms.txt", "pio.txt", "ipi.txt"] {
+            let r = fixture(name);
+            assert!(TimerStorm.check(&r, None).is_empty(), "{name}");
+        }
+    }
+}
