@@ -49,7 +49,7 @@ impl Options {
 pub struct Unrecognized {
     /// 1-based line number in the input.
     pub line: u64,
-    /// The line, lossily decoded, at most 200 bytes of it.
+    /// The line's first 200 bytes, with non-printable bytes escaped (`\xNN`).
     pub text: String,
 }
 
@@ -191,7 +191,7 @@ impl Collapser {
                 let text = &line[..line.len().min(200)];
                 self.unrecognized.push(Unrecognized {
                     line: self.lines,
-                    text: String::from_utf8_lossy(text).into_owned(),
+                    text: text.escape_ascii().to_string(),
                 });
             }
         }

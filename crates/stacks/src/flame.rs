@@ -187,6 +187,9 @@ fn inferno_options<'a>(
 pub fn render<W: Write>(stacks: &[Stack], opts: &FlameOptions, out: W) -> Result<(), Error> {
     let (stacks, vcpus) = with_guest_frames(stacks);
     let lines = folded_lines(&stacks);
+    if lines.is_empty() {
+        return Err(Error::NoStacks);
+    }
     let mut map;
     let mut o = inferno_options(opts, opts.kvm_colours.then(|| LEGEND.to_string()));
     if opts.kvm_colours {
@@ -207,6 +210,9 @@ pub fn render_diff<W: Write>(
     opts: &FlameOptions,
     out: W,
 ) -> Result<(), Error> {
+    if !after.iter().any(|s| s.weight > 0) {
+        return Err(Error::NoStacks);
+    }
     let (before, _) = with_guest_frames(before);
     let (after, _) = with_guest_frames(after);
     let b = folded_lines(&before).join("\n");

@@ -38,6 +38,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// Nothing to draw.
+    #[error("no stack samples in the input: give `perf script` output of `perf record -g`, or folded stacks (`frame;frame count`)")]
+    NoStacks,
     /// inferno could not draw the SVG (or write it).
     #[error("drawing the flame graph failed")]
     Render(#[source] std::io::Error),
