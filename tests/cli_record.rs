@@ -519,3 +519,24 @@ fn record_lab_pio_msr_mmio_gives_exactly_n_events_per_guest() {
         .iter()
         .all(|l| l.known == 0 && l.unknown_pages == 0));
 }
+
+#[test]
+fn running_vms_lists_a_lab_guest_with_its_vcpus() {
+    if !kvmscope_capture::host::require_kvm() {
+        return;
+    }
+    let mut seen = Vec::new();
+    let spec = kvmscope_lab::ScenarioSpec::new(kvmscope_lab::Scenario::Pio)
+        .count(10)
+        .vcpus(2);
+    kvmscope_lab::run_with(&spec, |_threads| {
+        seen = kvmscope_capture::recorder::running_vms(Path::new("/proc"));
+    })
+    .unwrap();
+    let me = std::process::id() as i32;
+    let vm = seen
+        .iter()
+        .find(|v| v.pid == me)
+        .expect("this process holds a VM");
+    assert_eq!(vm.vcpus, 2, "{seen:?}");
+}

@@ -764,7 +764,75 @@ pub fn system_sidecar(
         "system": start,
         "interrupts_end": end.interrupts,
         "softirqs_end": end.softirqs,
+        "vms": running_vms(Path::new("/proc")),
     })
+}
+
+/// A process that holds a KVM VM file descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunningVm {
+    pub pid: i32,
+    pub comm: String,
+    /// The guest name from a QEMU-style `-name NAME` or `-name guest=NAME,...` argument.
+    pub name: Option<String>,
+    /// vCPU file descriptors held (`anon_inode:kvm-vcpu:N`).
+    pub vcpus: usize,
+}
+
+/// The processes under `proc_root` (normally /proc) that hold a VM (`anon_inode:kvm-vm`),
+/// sorted by pid. Processes that cannot be inspected are skipped.
+pub fn running_vms(proc_root: &Path) -> Vec<RunningVm> {
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut vms = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        let (mut vm, mut vcpus) = (false, 0);
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let t = target.to_string_lossy();
+                if t == "anon_inode:kvm-vm" {
+                    vm = true;
+                } else if t.starts_with("anon_inode:kvm-vcpu:") {
+                    vcpus += 1;
+                }
+            }
+        }
+        if !vm {
+            continue;
+        }
+        let comm = std::fs::read_to_string(e.path().join("comm"))
+            .map(|s| s.trim_end().to_string())
+            .unwrap_or_default();
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        vms.push(RunningVm {
+            pid,
+            comm,
+            name: guest_name(&cmdline),
+            vcpus,
+        });
+    }
+    vms.sort_by_key(|v| v.pid);
+    vms
+}
+
+/// The guest name in a NUL-separated command line: QEMU's `-name NAME` /
+/// `-name guest=NAME,debug-threads=on`.
+pub fn guest_name(cmdline: &[u8]) -> Option<String> {
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let i = args
+        .iter()
+        .position(|a| *a == b"-name" || *a == b"--name")?;
+    let v = String::from_utf8_lossy(args.get(i + 1)?).into_owned();
+    let first = v.split(',').next().unwrap_or("");
+    let name = first.strip_prefix("guest=").unwrap_or(first);
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// `key: value` lines of a per-CPU `stats` file.
@@ -830,6 +898,18 @@ fn page_size() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qemu_guest_names() {
+        assert_eq!(
+            guest_name(b"qemu-system-x86_64\0-name\0guest=web1,debug-threads=on\0-m\01024\0")
+                .as_deref(),
+            Some("web1")
+        );
+        assert_eq!(guest_name(b"qemu\0-name\0db\0").as_deref(), Some("db"));
+        assert_eq!(guest_name(b"qemu\0-name\0").as_deref(), None);
+        assert_eq!(guest_name(b"firecracker\0--id\0x\0"), None);
+    }
 
     #[test]
     fn presets_and_lists() {
