@@ -178,3 +178,161 @@ fn scratch_env_file() {
     let (c, lost) = count_events(&td, &f).unwrap();
     eprintln!("v{} {:?} {c:?} lost {lost:?}", td.version, td.compression);
 }
+
+/// One event as `trace-cmd report -R` prints it: (pid, cpu, ts in µs, event, raw fields text).
+/// (pid, cpu, ts in µs, event name, raw fields text).
+type RawLine = (i32, u32, u64, String, String);
+
+fn trace_cmd_raw(path: &std::path::Path) -> Option<Vec<RawLine>> {
+    let out = std::process::Command::new("trace-cmd")
+        .args(["report", "-R", "-i"])
+        .arg(path)
+        .output()
+        .ok()?;
+    assert!(out.status.success(), "trace-cmd report -R failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut v = Vec::new();
+    for line in text.lines() {
+        let Some(open) = line.find(" [") else {
+            continue;
+        };
+        let head = line[..open].trim_end();
+        let Some(dash) = head.rfind('-') else {
+            continue;
+        };
+        let Ok(pid) = head[dash + 1..].parse::<i32>() else {
+            continue;
+        };
+        let rest = &line[open + 2..];
+        let close = rest.find(']').unwrap();
+        let cpu: u32 = rest[..close].parse().unwrap();
+        let rest = rest[close + 1..].trim_start();
+        let colon = rest.find(": ").unwrap();
+        let (secs, usecs) = rest[..colon].split_once('.').unwrap();
+        let ts_us = secs.parse::<u64>().unwrap() * 1_000_000 + usecs.parse::<u64>().unwrap();
+        let rest = &rest[colon + 2..];
+        let colon = rest.find(':').unwrap();
+        let event = rest[..colon].to_string();
+        v.push((pid, cpu, ts_us, event, rest[colon + 1..].trim().to_string()));
+    }
+    Some(v)
+}
+
+/// `name=value` pairs of a raw line, for the fields in `names` (in format order: a value
+/// runs up to the next ` name=`).
+fn split_raw<'a>(raw: &'a str, names: &[&str]) -> Vec<(String, &'a str)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    for (i, n) in names.iter().enumerate() {
+        let key = format!("{n}=");
+        let Some(at) = raw[pos..].find(&key) else {
+            continue;
+        };
+        let start = pos + at + key.len();
+        let end = names[i + 1..]
+            .iter()
+            .find_map(|m| raw[start..].find(&format!(" {m}=")).map(|e| start + e))
+            .unwrap_or(raw.len());
+        out.push((n.to_string(), raw[start..end].trim()));
+        pos = end;
+    }
+    out
+}
+
+#[test]
+fn every_field_of_every_event_matches_trace_cmd_report_raw() {
+    if std::process::Command::new("trace-cmd")
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        assert!(
+            !kvmscope_capture::host::required_by_env(),
+            "trace-cmd is required (KVMSCOPE_REQUIRE_KVM=1)"
+        );
+        eprintln!("SKIPPED: trace-cmd not installed");
+        return;
+    }
+    use kvmscope_capture::format::FieldKind;
+    for name in [
+        "kvmscope-record-lab-v6.dat",
+        "trace-cmd-extract-lab-v7-zstd.dat",
+    ] {
+        let path = fixture(name);
+        let theirs = trace_cmd_raw(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let td = TraceDat::parse(bytes.as_slice()).unwrap();
+        let mut ours = Vec::new();
+        for b in td.data_buffers() {
+            let mut m = Merger::new(&td, b, bytes.as_slice()).unwrap();
+            while let Some(r) = m.next_record().unwrap() {
+                // trace-cmd prints µs rounded to nearest.
+                ours.push((
+                    r.common_pid,
+                    r.cpu,
+                    (r.ts_ns + 500) / 1000,
+                    r.id,
+                    r.data.to_vec(),
+                ));
+            }
+        }
+        assert_eq!(ours.len(), theirs.len(), "{name}: event count");
+        let mut fields_checked = 0;
+        for (o, t) in ours.iter().zip(&theirs) {
+            let fmt = td.formats.get(o.3).unwrap();
+            assert_eq!(
+                (o.0, o.1, o.2, fmt.name.as_str()),
+                (t.0, t.1, t.2, t.3.as_str()),
+                "{name}"
+            );
+            let names: Vec<&str> = fmt
+                .fields
+                .iter()
+                .filter(|f| !f.name.starts_with("common_"))
+                .map(|f| f.name.as_str())
+                .collect();
+            for (field, val) in split_raw(&t.4, &names) {
+                let f = fmt.field(&field).unwrap();
+                let data = &o.4;
+                if let Some(arr) = val.strip_prefix("ARRAY[").and_then(|v| v.strip_suffix(']')) {
+                    let want: Vec<u8> = arr
+                        .split(", ")
+                        .map(|h| u8::from_str_radix(h, 16).unwrap())
+                        .collect();
+                    assert_eq!(
+                        f.bytes(data).unwrap(),
+                        &want[..],
+                        "{name} {}.{field}",
+                        fmt.name
+                    );
+                } else if f.kind == FieldKind::Scalar {
+                    // trace-cmd -R prints with the print fmt's conversion (%d, %u, %x,
+                    // %llx, 0x%lx): accept the value in any of those spellings.
+                    let ours = f.u64(data).unwrap();
+                    let signed = f.i64(data).unwrap();
+                    let ok = val == ours.to_string()
+                        || val == signed.to_string()
+                        || (f.size == 4 && val == (ours as u32).to_string())
+                        || (f.size == 4 && val == (ours as i32).to_string())
+                        || val
+                            .strip_prefix("0x")
+                            .is_some_and(|h| u64::from_str_radix(h, 16) == Ok(ours))
+                        || u64::from_str_radix(val, 16) == Ok(ours)
+                        || (f.size == 4 && u64::from_str_radix(val, 16) == Ok(ours & 0xffff_ffff));
+                    assert!(
+                        ok,
+                        "{name} {}.{field}: trace-cmd {val}, ours {ours}",
+                        fmt.name
+                    );
+                } else {
+                    assert_eq!(f.str(data).unwrap(), val, "{name} {}.{field}", fmt.name);
+                }
+                fields_checked += 1;
+            }
+        }
+        assert!(
+            fields_checked > 1000,
+            "{name}: only {fields_checked} fields compared"
+        );
+    }
+}
