@@ -1022,6 +1022,29 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     }
 }
 
+/// Calls `f` with every record of every data buffer of a file (buffer by buffer; within a
+/// buffer all CPUs merged in time order) and its format (None for an id the file has no
+/// format for). `f` returns `ControlFlow::Break(())` to stop early. Returns the lost-event
+/// counts seen in the page headers, per buffer and CPU.
+pub fn for_each_record<R: ReadAt + ?Sized>(
+    td: &TraceDat,
+    r: &R,
+    mut f: impl FnMut(&Record<'_>, Option<&EventFormat>) -> std::ops::ControlFlow<()>,
+) -> Result<Vec<LostEvents>, CaptureError> {
+    let mut lost = Vec::new();
+    for b in td.data_buffers() {
+        let mut m = Merger::new(td, b, r)?;
+        while let Some(rec) = m.next_record()? {
+            if f(&rec, td.formats.get(rec.id)).is_break() {
+                lost.extend(m.lost_events());
+                return Ok(lost);
+            }
+        }
+        lost.extend(m.lost_events());
+    }
+    Ok(lost)
+}
+
 /// Counts records per event id over all data buffers of a file (a quick check that a file
 /// reads completely). Returns (counts by id, lost events per buffer and CPU).
 pub fn count_events<R: ReadAt + ?Sized>(
@@ -1232,6 +1255,25 @@ mod tests {
         let lost = m.lost_events();
         assert_eq!(lost[1].known, 5);
         assert_eq!(lost[0].known, 0);
+    }
+
+    #[test]
+    fn for_each_record_stops_early_and_gives_formats() {
+        let file = sample_file();
+        let td = TraceDat::parse(file.as_slice()).unwrap();
+        let mut n = 0;
+        for_each_record(&td, file.as_slice(), |r, fmt| {
+            assert_eq!(fmt.unwrap().name, "ev");
+            assert_eq!(r.common_pid, 77);
+            n += 1;
+            if n == 10 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert_eq!(n, 10);
     }
 
     #[test]
