@@ -85,7 +85,11 @@ fn host_captures_report_golden_and_ground_truth() {
     entries.sort();
     for path in entries {
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        let Some(stem) = name.strip_suffix(".txt").filter(|s| !s.contains('.')) else {
+        let Some(stem) = name
+            .strip_suffix(".txt")
+            .or_else(|| name.strip_suffix(".perfscript"))
+            .filter(|s| !s.contains('.'))
+        else {
             continue;
         };
         n += 1;
@@ -135,5 +139,8 @@ fn host_captures_report_golden_and_ground_truth() {
         }
         assert!(checked > 0, "{name}: no promise checked");
     }
-    assert!(n >= 9, "expected the nine host captures, found {n}");
+    assert!(
+        n >= 10,
+        "expected the nine ftrace captures and the perf script one, found {n}"
+    );
 }
