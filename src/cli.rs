@@ -24,4 +24,6 @@ pub enum Command {
     Collapse(cmd::collapse::Args),
     /// Draw an SVG flame graph with KVM-aware colours (or a differential one), and attribute host CPU to KVM's parts.
     Flamegraph(cmd::flamegraph::Args),
+    /// Live KVM event counts (kvm_stat done better): drill-down, per-VM and per-vCPU views, guest-side mode, batch output.
+    Top(cmd::top::Args),
 }

@@ -5,6 +5,7 @@ pub mod flamegraph;
 pub mod lab;
 pub mod record;
 pub mod report;
+pub mod top;
 
 use std::process::ExitCode;
 
@@ -17,5 +18,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Record(args) => record::run(args),
         Command::Collapse(args) => collapse::run(args),
         Command::Flamegraph(args) => flamegraph::run(args),
+        Command::Top(args) => top::run(args),
     }
 }

@@ -1,0 +1,271 @@
+//! `kvmscope top`: live KVM event counts, kvm_stat done better. Counting happens in the
+//! kernel (perf_event_open tracepoint counters, one per CPU per event, or per thread of one
+//! VM); this command only reads the counters once per interval.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context};
+use kvmscope_capture::guard::{self, OnSignal};
+use kvmscope_top::catalog::{self, Catalog, Extra, Mode, Vendor};
+use kvmscope_top::live::{Collector, Scope, TopError};
+use kvmscope_top::model::{Model, View};
+use kvmscope_top::{render, vms};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print one interval's statistics and exit (like `kvm_stat -1`).
+    #[arg(short = '1', long)]
+    pub once: bool,
+    /// Print one timestamped row per interval, with a banner every 20 rows (like `kvm_stat -l`).
+    #[arg(short = 'l', long)]
+    pub log: bool,
+    /// CSV instead of aligned text (per interval; with --once, one line per event).
+    #[arg(short = 'c', long)]
+    pub csv: bool,
+    /// One JSON object per interval (JSON lines).
+    #[arg(long)]
+    pub json: bool,
+    /// Skip events (and log rows) that are all zeros.
+    #[arg(short = 'z', long = "skip-zero-records")]
+    pub skip_zero: bool,
+    /// Refresh interval (`3s`, `500ms`, or seconds).
+    #[arg(short = 'i', long, default_value = "3s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop after this long (batch modes and the TUI).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Count only the threads of this VM process (per-VM and per-vCPU view).
+    #[arg(short = 'p', long, conflicts_with = "vm")]
+    pub pid: Option<i32>,
+    /// Count only the VM with this guest name (QEMU -name, Firecracker --id, ...).
+    #[arg(short = 'g', long)]
+    pub vm: Option<String>,
+    /// Guest-side mode: this machine's own timer, MSR-write and IPI events (chosen
+    /// automatically when the kernel has no KVM events).
+    #[arg(long)]
+    pub guest: bool,
+    /// Only events whose name matches this regular expression (like `kvm_stat -f`).
+    #[arg(short = 'f', long)]
+    pub fields: Option<String>,
+    /// Show drill-down children (exit reasons, ports, MSRs) in --log/--csv columns and the
+    /// TUI from the start (--once and --json always show non-zero children).
+    #[arg(short = 'x', long)]
+    pub drilldown: bool,
+    /// Do not count drill-down children at all (fewer counters and file descriptors).
+    #[arg(long)]
+    pub no_children: bool,
+    /// Extra port for kvm_pio's drill-down (repeatable; decimal or 0x hex).
+    #[arg(long, value_parser = parse_u64)]
+    pub port: Vec<u64>,
+    /// Extra MSR for kvm_msr's / write_msr's drill-down (repeatable).
+    #[arg(long, value_parser = parse_u64)]
+    pub msr: Vec<u64>,
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?} is not a number: {e}"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration (`3s`, `500ms`): {e}"))?;
+    let secs = match unit {
+        "s" => v,
+        "ms" => v / 1e3,
+        "us" => v / 1e6,
+        "m" | "min" => v * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, ms, us, m)")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{s:?}: must be more than zero"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn now_utc() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    render::utc(secs)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let tracefs = kvmscope_capture::host::tracefs().map_err(TopError::from)?;
+    let _guard = guard::install(
+        &tracefs,
+        OnSignal::Stop {
+            grace: Duration::from_secs(2),
+        },
+    )
+    .context("cannot install the signal handlers")?;
+    let extra = Extra {
+        ports: args.port.iter().map(|&p| p as u16).collect(),
+        msrs: args.msr.iter().map(|&m| m as u32).collect(),
+    };
+    let mode = if args.guest || !catalog::has_kvm_events(&tracefs) {
+        Mode::Guest
+    } else {
+        Mode::Host
+    };
+    let mut cat: Catalog = match mode {
+        Mode::Host => catalog::host(&tracefs, Vendor::detect(), &extra),
+        Mode::Guest => catalog::guest(&tracefs, &extra),
+    };
+    let filter = match &args.fields {
+        Some(f) => Some(
+            kvmscope_top::regex::Regex::new(f)
+                .with_context(|| format!("bad --fields regex {f:?}"))?,
+        ),
+        None => None,
+    };
+    if let Some(re) = &filter {
+        cat.retain(|n| re.is_match(n));
+    }
+    if args.no_children {
+        cat = cat.without_children();
+    }
+    if cat.events.is_empty() {
+        bail!(TopError::NoEvents {
+            tracefs: tracefs.clone(),
+            why: match (mode, &args.fields) {
+                (_, Some(f)) => format!("no event matches --fields {f:?}"),
+                (Mode::Host, None) => "the kvm module is not loaded".into(),
+                (Mode::Guest, None) => "this kernel has none of the guest-side events (msr, timer, irq_vectors, ipi, csd)".into(),
+            },
+        });
+    }
+    let scope = match (&args.pid, &args.vm) {
+        (Some(pid), _) => {
+            Scope::Vm(vms::describe(*pid).ok_or_else(|| TopError::NoSuchVm(pid.to_string()))?)
+        }
+        (None, Some(name)) => {
+            Scope::Vm(vms::find(name).ok_or_else(|| TopError::NoSuchVm(name.clone()))?)
+        }
+        (None, None) => Scope::System,
+    };
+    let view = View {
+        drilldown: args.drilldown,
+        sort: Default::default(),
+        filter: None,
+        skip_zero: args.skip_zero,
+    };
+    let batch = args.once || args.log || args.csv || args.json;
+    if !batch && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return crate::cmd::top::tui(args, tracefs, cat, scope, view);
+    }
+    batch_run(&args, &tracefs, &cat, &scope, view)
+}
+
+fn open(tracefs: &std::path::Path, cat: &Catalog, scope: &Scope) -> anyhow::Result<Collector> {
+    let col = Collector::open(tracefs, cat, scope)?;
+    if let Some(note) = col.fd_note() {
+        eprintln!("kvmscope top: {note}");
+    }
+    Ok(col)
+}
+
+fn batch_run(
+    args: &Args,
+    tracefs: &std::path::Path,
+    cat: &Catalog,
+    scope: &Scope,
+    mut view: View,
+) -> anyhow::Result<ExitCode> {
+    let mut col = open(tracefs, cat, scope)?;
+    let first = col.read()?;
+    let mut model = Model::new(cat.mode, scope.describe(), cat.keys(), &first.counts);
+    model.update(&first.counts, &first.per_target, 0.0);
+    eprintln!(
+        "kvmscope top: counting {} counters ({} events with drill-down) on {} {}; interval {:?}",
+        col.len(),
+        cat.keys().len(),
+        col.targets(),
+        match scope {
+            Scope::System => "CPUs",
+            Scope::Vm(_) => "threads",
+        },
+        args.interval
+    );
+    let mut out = std::io::stdout().lock();
+    let start = Instant::now();
+    let mut last = Instant::now();
+    let cols_view = view.clone();
+    let cols = render::log_columns(&model, &cols_view);
+    let mut printed = 0usize;
+    loop {
+        let stopped = guard::wait_stop(args.interval);
+        col.rescan()?;
+        let s = col.read()?;
+        let secs = last.elapsed().as_secs_f64();
+        last = Instant::now();
+        model.update(&s.counts, &s.per_target, secs);
+        let time = now_utc();
+        let r = if args.once {
+            view.drilldown = true;
+            if args.json {
+                writeln!(out, "{}", render::json_line(&model, &view, &time))
+            } else if args.csv {
+                write!(out, "{}", render::summary_csv(&model, &view))
+            } else {
+                write!(out, "{}", render::summary(&model, &view))
+            }
+        } else if args.json {
+            let v = View {
+                drilldown: true,
+                ..view.clone()
+            };
+            writeln!(out, "{}", render::json_line(&model, &v, &time))
+        } else if args.csv {
+            let mut r = Ok(());
+            if printed == 0 {
+                r = writeln!(out, "{}", render::csv_banner(&model, &cols));
+            }
+            if let Some(row) = render::csv_row(&model, &cols, &time, args.skip_zero) {
+                printed += 1;
+                r = r.and_then(|_| writeln!(out, "{row}"));
+            }
+            r
+        } else {
+            let mut r = Ok(());
+            if let Some(row) = render::log_row(&model, &cols, &time, args.skip_zero) {
+                if printed.is_multiple_of(render::BANNER_EVERY) {
+                    r = writeln!(out, "{}", render::log_banner(&model, &cols));
+                }
+                printed += 1;
+                r = r.and_then(|_| writeln!(out, "{row}"));
+            }
+            r
+        };
+        match r.and_then(|_| out.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            other => other.context("cannot write to stdout")?,
+        }
+        if args.once || stopped || args.duration.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tui(
+    args: Args,
+    tracefs: std::path::PathBuf,
+    cat: Catalog,
+    scope: Scope,
+    view: View,
+) -> anyhow::Result<ExitCode> {
+    // The TUI comes in the next step; until then the terminal gets log lines.
+    let _ = (&tracefs, &cat, &scope);
+    batch_run(&Args { log: true, ..args }, &tracefs, &cat, &scope, view)
+}
