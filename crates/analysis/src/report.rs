@@ -40,8 +40,13 @@ impl InputSummary {
     }
 }
 
+/// Names the JSON layout of [`Report`]; bumped on any incompatible change (docs/report-json.md).
+pub const REPORT_SCHEMA: &str = "kvmscope-report/1";
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// [`REPORT_SCHEMA`].
+    pub schema: &'static str,
     pub inputs: Vec<InputSummary>,
     /// True when any input lost events or was cut off: counts are lower bounds.
     pub partial: bool,
@@ -116,6 +121,7 @@ impl ReportBuilder {
 
     pub fn finish(&self, inputs: Vec<InputSummary>) -> Report {
         Report {
+            schema: REPORT_SCHEMA,
             partial: inputs.iter().any(InputSummary::partial),
             inputs,
             overview: self.overview.finish(),
