@@ -272,7 +272,9 @@ impl Collapser {
         }
         // Fast path, most frames: nothing to split or tidy, not an unknown frame, no
         // annotation to check for.
-        let plain = !rawfunc.iter().any(|&b| SPECIAL[b as usize]) && rawfunc != b"[unknown]";
+        let plain = memchr::memchr3(b'-', b'(', b';', rawfunc).is_none()
+            && memchr::memchr2(b'"', b'\'', rawfunc).is_none()
+            && rawfunc != b"[unknown]";
         let annotate = self.opts.kernel || self.opts.jit;
         let java_l = rawfunc.first() == Some(&b'L') && self.pname.starts_with(b"java");
         if plain && !annotate && !java_l {
@@ -436,18 +438,6 @@ impl Collapser {
         }
     }
 }
-
-/// Bytes that send a frame to the slow path: `->` splits, `(` cuts, `;` and quotes are
-/// rewritten.
-static SPECIAL: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b'-' as usize] = true;
-    t[b'(' as usize] = true;
-    t[b';' as usize] = true;
-    t[b'"' as usize] = true;
-    t[b'\'' as usize] = true;
-    t
-};
 
 /// Substring search for the short strings of one frame (building a SIMD searcher per call
 /// costs more than it saves here).
