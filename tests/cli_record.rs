@@ -540,3 +540,45 @@ fn running_vms_lists_a_lab_guest_with_its_vcpus() {
         .expect("this process holds a VM");
     assert_eq!(vm.vcpus, 2, "{seen:?}");
 }
+
+#[test]
+fn filters_for_one_event_are_anded_and_pid_becomes_a_thread_filter() {
+    let Some(root) = kvmscope_capture::host::require_tracefs() else {
+        return;
+    };
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::process::id();
+    let mut child = kvmscope()
+        .args(["record", "--quiet", "--events", "kvm:kvm_pio,kvm:kvm_msr"])
+        .args([
+            "--filter",
+            "kvm:kvm_pio:port == 0x3f8",
+            "--filter",
+            "kvm:kvm_pio:rw == 1",
+        ])
+        .args(["--pid", &me.to_string(), "-o"])
+        .arg(dir.path().join("f.dat"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let inst = wait_recording(&root, &mut child);
+    // One large read: tracefs filter files give their text on the first read only.
+    let read = |e: &str| {
+        kvmscope_capture::tracefs::read_file(&inst.join("events/kvm").join(e).join("filter"))
+            .unwrap()
+    };
+    let pio = read("kvm_pio");
+    let msr = read("kvm_msr");
+    signal(&child, "-INT");
+    assert!(child.wait().unwrap().success());
+    assert!(
+        pio.contains("port == 0x3f8") && pio.contains("rw == 1") && pio.contains("&&"),
+        "{pio}"
+    );
+    assert!(pio.contains(&format!("common_pid == {me}")), "{pio}");
+    assert!(
+        !msr.contains("port") && msr.contains(&format!("common_pid == {me}")),
+        "{msr}"
+    );
+}

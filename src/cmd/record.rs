@@ -16,7 +16,7 @@ use kvmscope_capture::recorder::{self, RecordOptions, Recorder};
     after_help = "Event presets: kvm (default), mmu, timers, ipi, guest, all; or a list such as \
 kvm:kvm_pio,kvm:kvm_mmio,msr:* (system:event, system:* or a preset, comma-separated).\n\
 Filters: --filter 'kvm:kvm_pio:port == 0x3f8' applies to one event; --filter 'common_pid == 1234' \
-to every selected event. Stop with Ctrl-C, --duration, or when COMMAND exits."
+to every selected event; filters for the same event are combined with &&, and so is --pid. Stop with Ctrl-C, --duration, or when COMMAND exits."
 )]
 pub struct Args {
     /// The trace.dat file to write.
@@ -31,6 +31,10 @@ pub struct Args {
     /// A kernel filter: `system:event:EXPR` for one event, or `EXPR` for all selected events.
     #[arg(short, long)]
     pub filter: Vec<String>,
+    /// Only events of the threads of these processes (e.g. a QEMU pid: its vCPU threads);
+    /// repeatable. Threads started later are not included.
+    #[arg(short, long)]
+    pub pid: Vec<u32>,
     /// Per-CPU ring-buffer size in KiB (of the private instance only). Larger buffers ride
     /// out longer bursts without losing events.
     #[arg(long, default_value_t = 4096)]
@@ -95,6 +99,27 @@ fn parse_filters(specs: &[String]) -> Vec<(Option<(String, String)>, String)> {
         .collect()
 }
 
+/// `common_pid == T || ...` over every thread of the given processes.
+fn pid_filter(pids: &[u32]) -> anyhow::Result<String> {
+    let mut tids = Vec::new();
+    for pid in pids {
+        let dir = format!("/proc/{pid}/task");
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("process {pid} not found ({dir})"))?;
+        for e in entries.flatten() {
+            if let Some(t) = e.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) {
+                tids.push(t);
+            }
+        }
+    }
+    tids.sort_unstable();
+    Ok(tids
+        .iter()
+        .map(|t| format!("common_pid == {t}"))
+        .collect::<Vec<_>>()
+        .join(" || "))
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.duration.is_some() && !args.command.is_empty() {
         bail!("use either --duration or -- COMMAND, not both");
@@ -113,9 +138,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             p.display()
         );
     }
+    let mut filters = parse_filters(&args.filter);
+    if !args.pid.is_empty() {
+        filters.push((None, pid_filter(&args.pid)?));
+    }
     let options = RecordOptions {
         events: recorder::parse_events(&args.events)?,
-        filters: parse_filters(&args.filter),
+        filters,
         buffer_kb: Some(args.buffer_kb),
         kallsyms: args.kallsyms,
     };

@@ -154,7 +154,8 @@ pub fn parse_events(spec: &str) -> Result<Vec<EventSel>, CaptureError> {
 #[derive(Debug, Clone)]
 pub struct RecordOptions {
     pub events: Vec<EventSel>,
-    /// (system, Some(event) or None for all selected events, kernel filter expression).
+    /// (Some((system, event)) or None for every selected event, kernel filter expression).
+    /// Filters that apply to the same event are combined with `&&`.
     pub filters: Vec<(Option<(String, String)>, String)>,
     /// Per-CPU buffer size in KiB (None: the kernel's default).
     pub buffer_kb: Option<u64>,
@@ -315,13 +316,29 @@ impl Recorder {
             let text = read_file(&path)?;
             formats.push(EventFormat::parse(sys, &text, &path.display().to_string())?);
         }
+        // Several filters for one event are combined with &&.
+        for (sys, ev) in &concrete {
+            let parts: Vec<&str> = options
+                .filters
+                .iter()
+                .filter(|(t, _)| t.as_ref().is_none_or(|(s, e)| s == sys && e == ev))
+                .map(|(_, e)| e.as_str())
+                .collect();
+            match parts.as_slice() {
+                [] => {}
+                [one] => instance.set_filter(sys, ev, one)?,
+                many => {
+                    let joined: Vec<String> = many.iter().map(|e| format!("({e})")).collect();
+                    instance.set_filter(sys, ev, &joined.join(" && "))?;
+                }
+            }
+        }
         for (target, expr) in &options.filters {
-            match target {
-                Some((sys, ev)) => instance.set_filter(sys, ev, expr)?,
-                None => {
-                    for (sys, ev) in &concrete {
-                        instance.set_filter(sys, ev, expr)?;
-                    }
+            if let Some((sys, ev)) = target {
+                if !concrete.contains(&(sys.clone(), ev.clone())) {
+                    return Err(CaptureError::InvalidEventName(format!(
+                        "{sys}:{ev} in --filter {expr:?} is not among the recorded events"
+                    )));
                 }
             }
         }
