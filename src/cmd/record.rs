@@ -227,6 +227,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .context("waiting for the ring buffers")?;
         }
     }
+    if guard::stop_requested().is_some() {
+        // We are finishing: writing a large file may outlast the grace period.
+        guard::acknowledge_stop();
+    }
     if live {
         eprintln!();
     }

@@ -34,6 +34,7 @@ pub enum OnSignal {
 }
 
 static SIGNALLED: AtomicI32 = AtomicI32::new(0);
+static ACKNOWLEDGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static WAKE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 static INSTALL: Once = Once::new();
 
@@ -79,7 +80,9 @@ fn start_signal_thread(on_signal: OnSignal) -> Result<(), CaptureError> {
                     OnSignal::Stop { grace } if first => {
                         std::thread::spawn(move || {
                             std::thread::sleep(grace);
-                            exit_now(sig);
+                            if !ACKNOWLEDGED.load(Ordering::SeqCst) {
+                                exit_now(sig);
+                            }
                         });
                     }
                     _ => exit_now(sig),
@@ -111,6 +114,13 @@ pub fn stop_requested() -> Option<i32> {
         0 => None,
         sig => Some(sig),
     }
+}
+
+/// Tells the guard that the program has seen the stop request and is finishing (e.g.
+/// writing a large capture file): the grace period no longer ends the process. A second
+/// signal still does.
+pub fn acknowledge_stop() {
+    ACKNOWLEDGED.store(true, Ordering::SeqCst);
 }
 
 /// Asks the program to stop as if a signal had arrived (e.g. `--duration` elapsed or the
