@@ -1,14 +1,20 @@
 //! System-wide stack sampling through perf_event_open: one cpu-clock event per online CPU
 //! with kernel and user callchains, read from each event's mmap ring, symbolised (kernel
-//! frames through /proc/kallsyms, user frames by the mapping they fall in) and folded into
+//! frames through /proc/kallsyms, user frames through the ELF symbols of the mapped files)
+//! and folded into
 //! `comm;outer;...;leaf weight` stacks like `stackcollapse-perf.pl --kernel` prints.
 //!
 //! Samples taken while a CPU runs guest code (misc = guest kernel/user) and samples without
 //! a callchain fold to the bare thread name, as the reference collapser does for them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
+
+pub mod elf_symbols;
+
+use elf_symbols::ElfSymbols;
 
 /// Why sampling failed, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -179,13 +185,14 @@ pub fn sample_system(duration: Duration, cfg: &SampleConfig) -> Result<Profile, 
     let mut raw = Vec::new();
     let mut comms: HashMap<u32, String> = HashMap::new();
     let mut lost = 0u64;
+    let mut user = UserMaps::default();
     let start = Instant::now();
     while start.elapsed() < duration {
         std::thread::sleep(Duration::from_millis(20).min(duration.saturating_sub(start.elapsed())));
         for r in &rings {
             drain(r, &mut raw, &mut comms, &mut lost);
         }
-        name_new_threads(&raw, &mut comms);
+        name_new_threads(&raw, &mut comms, &mut user);
     }
     for r in &rings {
         // SAFETY: as above; DISABLE takes no argument.
@@ -194,9 +201,9 @@ pub fn sample_system(duration: Duration, cfg: &SampleConfig) -> Result<Profile, 
     for r in &rings {
         drain(r, &mut raw, &mut comms, &mut lost);
     }
-    name_new_threads(&raw, &mut comms);
+    name_new_threads(&raw, &mut comms, &mut user);
     drop(rings);
-    Ok(fold(&raw, &comms, &kallsyms, lost))
+    Ok(fold(&raw, &comms, &kallsyms, &mut user, lost))
 }
 
 fn online_cpus() -> Result<Vec<u32>, SampleError> {
@@ -384,8 +391,9 @@ fn parse_comm(b: &[u8]) -> Option<(u32, String)> {
     Some((tid, String::from_utf8_lossy(&name[..end]).into_owned()))
 }
 
-fn name_new_threads(raw: &[RawSample], comms: &mut HashMap<u32, String>) {
+fn name_new_threads(raw: &[RawSample], comms: &mut HashMap<u32, String>, user: &mut UserMaps) {
     for s in raw.iter().rev().take(4096) {
+        user.note_pid(s.pid);
         if s.tid == 0 {
             comms.entry(0).or_insert_with(|| "swapper".into());
             continue;
@@ -453,49 +461,84 @@ impl Kallsyms {
     }
 }
 
-/// User-space frames: the file name of the mapping an address falls in (`[libc.so.6]`), from
-/// /proc/PID/maps while the process lives.
+/// User-space frames: the function from the mapped file's ELF symbols, else the file name
+/// of the mapping (`[libc.so.6]`). Mappings are read from /proc/PID/maps while sampling,
+/// when the process is seen first (it may be gone by the end).
+#[derive(Default)]
 struct UserMaps {
-    maps: HashMap<u32, Vec<(u64, u64, String)>>,
+    /// pid -> (start, end, file offset, path)
+    maps: HashMap<u32, Vec<(u64, u64, u64, String)>>,
+    elves: HashMap<String, Option<ElfSymbols>>,
 }
 
 impl UserMaps {
-    fn name(&mut self, pid: u32, addr: u64) -> String {
-        let maps = self.maps.entry(pid).or_insert_with(|| {
+    fn note_pid(&mut self, pid: u32) {
+        if pid == 0 || pid == u32::MAX {
+            return;
+        }
+        self.maps.entry(pid).or_insert_with(|| {
             std::fs::read_to_string(format!("/proc/{pid}/maps"))
                 .map(|t| parse_maps(&t))
                 .unwrap_or_default()
         });
-        maps.iter()
-            .find(|(lo, hi, _)| (*lo..*hi).contains(&addr))
-            .map_or_else(|| "[unknown]".to_string(), |(_, _, n)| format!("[{n}]"))
+    }
+
+    fn name(&mut self, pid: u32, addr: u64) -> (String, bool) {
+        let Some(m) = self
+            .maps
+            .get(&pid)
+            .and_then(|maps| {
+                maps.iter()
+                    .find(|(lo, hi, _, _)| (*lo..*hi).contains(&addr))
+            })
+            .cloned()
+        else {
+            return ("[unknown]".to_string(), false);
+        };
+        let (lo, _, off, path) = m;
+        if path.starts_with('/') {
+            let elf = self.elves.entry(path.clone()).or_insert_with(|| {
+                let in_root = format!("/proc/{pid}/root{path}");
+                ElfSymbols::load(Path::new(&in_root)).or_else(|| ElfSymbols::load(Path::new(&path)))
+            });
+            if let Some(f) = elf
+                .as_ref()
+                .and_then(|e| e.lookup_file_offset(addr - lo + off))
+            {
+                return (f.to_string(), true);
+            }
+        }
+        let base = path.rsplit('/').next().unwrap_or(&path);
+        let base = if base.is_empty() { "anon" } else { base };
+        (format!("[{base}]"), false)
     }
 }
 
-fn parse_maps(text: &str) -> Vec<(u64, u64, String)> {
+fn parse_maps(text: &str) -> Vec<(u64, u64, u64, String)> {
     text.lines()
         .filter_map(|l| {
             let mut it = l.split_ascii_whitespace();
             let (lo, hi) = it.next()?.split_once('-')?;
-            let path = it.nth(4).unwrap_or("");
-            let name = path.rsplit('/').next().unwrap_or(path);
+            let _perms = it.next()?;
+            let off = u64::from_str_radix(it.next()?, 16).ok()?;
+            let path = it.nth(2).unwrap_or("");
             Some((
                 u64::from_str_radix(lo, 16).ok()?,
                 u64::from_str_radix(hi, 16).ok()?,
-                if name.is_empty() {
-                    "anon".into()
-                } else {
-                    name.to_string()
-                },
+                off,
+                path.to_string(),
             ))
         })
         .collect()
 }
 
-fn fold(raw: &[RawSample], comms: &HashMap<u32, String>, k: &Kallsyms, lost: u64) -> Profile {
-    let mut user = UserMaps {
-        maps: HashMap::new(),
-    };
+fn fold(
+    raw: &[RawSample],
+    comms: &HashMap<u32, String>,
+    k: &Kallsyms,
+    user: &mut UserMaps,
+    lost: u64,
+) -> Profile {
     let mut folded: BTreeMap<String, u64> = BTreeMap::new();
     let mut guest = 0;
     for s in raw {
@@ -521,9 +564,9 @@ fn fold(raw: &[RawSample], comms: &HashMap<u32, String>, k: &Kallsyms, lost: u64
                         None => "[unknown]_[k]".into(),
                     });
                 } else {
-                    // Without user symbols, consecutive frames of one mapping read as one.
-                    let f = user.name(s.pid, ip);
-                    if frames.last() != Some(&f) {
+                    // Frames without a symbol: consecutive ones of one mapping read as one.
+                    let (f, named) = user.name(s.pid, ip);
+                    if named || frames.last() != Some(&f) {
                         frames.push(f);
                     }
                 }
