@@ -598,12 +598,6 @@ impl TraceDat {
                                 "expected a flyrecord section (id 3), found id {sid}"
                             )));
                         }
-                        if page_size as usize != self.layout.page_size() {
-                            return Err(oc.err(format!(
-                                "buffer page size {page_size} differs from header_page's {}",
-                                self.layout.page_size()
-                            )));
-                        }
                         self.buffers.push(Buffer {
                             name,
                             clock,
@@ -622,6 +616,20 @@ impl TraceDat {
                 offset: c.pos,
                 message: "no HEADER_INFO option: the file has no page layout".into(),
             });
+        }
+        // Checked here: the BUFFER options may come before HEADER_INFO.
+        for b in &self.buffers {
+            if b.page_size as usize != self.layout.page_size() {
+                return Err(CaptureError::Corrupt {
+                    what: format!("trace.dat buffer {:?}", b.name),
+                    offset: c.pos,
+                    message: format!(
+                        "page size {} differs from header_page's {}",
+                        b.page_size,
+                        self.layout.page_size()
+                    ),
+                });
+            }
         }
         Ok(())
     }
