@@ -246,17 +246,19 @@ impl Recorder {
         options: RecordOptions,
         output: &Path,
     ) -> Result<Recorder, CaptureError> {
-        let events_dir = tracefs_root.join("events");
-        let header_page = read_file(&events_dir.join("header_page"))?;
-        let header_event = read_file(&events_dir.join("header_event"))?;
-        let layout = PageLayout::parse(&header_page, "events/header_page")?;
-        check_header_event(&header_event, "events/header_event")?;
-
         let instance = Instance::create(tracefs_root, "record")?;
         instance.set_tracing_on(false)?;
         if let Some(kb) = options.buffer_kb {
             instance.set_buffer_size_kb(kb)?;
         }
+        // The instance's own page layout: its sub-buffer size may differ from the top level's.
+        let events_dir = instance.path().join("events");
+        let hp = events_dir.join("header_page");
+        let he = events_dir.join("header_event");
+        let header_page = read_file(&hp)?;
+        let header_event = read_file(&he)?;
+        let layout = PageLayout::parse(&header_page, &hp.display().to_string())?;
+        check_header_event(&header_event, &he.display().to_string())?;
         // Resolve selections to concrete events.
         let mut notes = Vec::new();
         let mut concrete: BTreeSet<(String, String)> = BTreeSet::new();
