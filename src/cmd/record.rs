@@ -146,6 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         events: recorder::parse_events(&args.events)?,
         filters,
         buffer_kb: Some(args.buffer_kb),
+        subbuf_kb: None,
         kallsyms: args.kallsyms,
     };
     let system_start = recorder::collect_system();

@@ -159,6 +159,9 @@ pub struct RecordOptions {
     pub filters: Vec<(Option<(String, String)>, String)>,
     /// Per-CPU buffer size in KiB (None: the kernel's default).
     pub buffer_kb: Option<u64>,
+    /// Ring-buffer sub-buffer (page) size in KiB, on kernels that have
+    /// `buffer_subbuf_size_kb` (6.8+); None keeps the default (the host page size).
+    pub subbuf_kb: Option<u64>,
     /// Store /proc/kallsyms in the file (lets trace-cmd print kernel symbols; ~5 MB).
     pub kallsyms: bool,
 }
@@ -248,6 +251,12 @@ impl Recorder {
     ) -> Result<Recorder, CaptureError> {
         let instance = Instance::create(tracefs_root, "record")?;
         instance.set_tracing_on(false)?;
+        if let Some(kb) = options.subbuf_kb {
+            crate::tracefs::write_file(
+                &instance.path().join("buffer_subbuf_size_kb"),
+                &kb.to_string(),
+            )?;
+        }
         if let Some(kb) = options.buffer_kb {
             instance.set_buffer_size_kb(kb)?;
         }
@@ -730,7 +739,9 @@ impl Recorder {
             Vec::new()
         };
         Ok(Metadata {
-            page_size: page_size(),
+            // trace-cmd reads v6 CPU data in units of this size: it must be the ring
+            // buffer's page (sub-buffer) size, which is the host page size by default.
+            page_size: self.layout.page_size() as u32,
             header_page: self.header_page.clone(),
             header_event: self.header_event.clone(),
             ftrace_formats,
@@ -902,16 +913,6 @@ fn uname() -> String {
         r("/proc/sys/kernel/osrelease"),
         std::env::consts::ARCH
     )
-}
-
-fn page_size() -> u32 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 {
-        n as u32
-    } else {
-        4096
-    }
 }
 
 #[cfg(test)]
