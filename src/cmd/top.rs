@@ -252,6 +252,9 @@ fn batch_run(
             other => other.context("cannot write to stdout")?,
         }
         if args.once || stopped || args.duration.is_some_and(|d| start.elapsed() >= d) {
+            // Closing the counters takes a kernel grace period per tracepoint (seconds):
+            // that is not a hang, so the signal guard must not cut it short.
+            guard::acknowledge_stop();
             break;
         }
     }
@@ -265,7 +268,14 @@ fn tui(
     scope: Scope,
     view: View,
 ) -> anyhow::Result<ExitCode> {
-    // The TUI comes in the next step; until then the terminal gets log lines.
-    let _ = (&tracefs, &cat, &scope);
-    batch_run(&Args { log: true, ..args }, &tracefs, &cat, &scope, view)
+    let opts = kvmscope_top::tui::Options {
+        tracefs,
+        catalog: cat,
+        scope,
+        view,
+        interval: args.interval,
+        duration: args.duration,
+    };
+    kvmscope_top::tui::run(opts, || guard::stop_requested().is_some())?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod live;
 pub mod model;
 pub mod render;
+pub mod tui;
 pub mod vms;
 
 /// The regex crate, for filters built by callers (`View::filter`).

@@ -30,6 +30,9 @@ pub enum TopError {
         "no VM process matches {0:?}: see the VM list (`kvmscope top`, key b) or `ps` for its pid"
     )]
     NoSuchVm(String),
+    /// The terminal could not be drawn on or read from.
+    #[error("terminal error: {0}; use --once, --log, --csv or --json when there is no terminal")]
+    Terminal(String),
 }
 
 /// What to count on.
