@@ -51,8 +51,23 @@ pub struct Attribution {
     /// Lock slow paths with the function that took the lock
     /// (`perf_event_ctx_lock_nested > __mutex_lock`), heaviest first.
     pub lock_contention: Vec<NamedShare>,
+    /// Virtual PMU emulation: stacks through `kvm_pmu_*`, `reprogram_*counter`, `pmc_*`,
+    /// `intel_pmu_*`/`amd_pmu_*` or `kvm_perf_overflow*`.
+    pub vpmu: ShareOf,
+    /// Stacks waiting for `perf_event_ctx_lock` (spinning or sleeping on the perf context
+    /// mutex): the contention a busy virtual PMU causes.
+    pub perf_event_ctx_lock: ShareOf,
     /// Process (thread) names seen running KVM_RUN.
     pub vcpu_threads: Vec<String>,
+}
+
+/// A weight and its share of the total.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ShareOf {
+    /// Summed weight.
+    pub weight: u64,
+    /// `weight / total`, 0..=1.
+    pub share: f64,
 }
 
 /// How many entries the named lists keep.
@@ -96,6 +111,7 @@ impl Attribution {
         let mut handlers: BTreeMap<String, u64> = BTreeMap::new();
         let mut mmu_paths: BTreeMap<String, u64> = BTreeMap::new();
         let mut locks: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut vpmu, mut ctx_lock) = (0u64, 0u64);
         let mut frames: Vec<&str> = Vec::with_capacity(128);
         for s in stacks {
             frames.clear();
@@ -111,8 +127,19 @@ impl Attribution {
             if cat == Category::Mmu {
                 *mmu_paths.entry(mmu_path(&frames)).or_default() += w;
             }
-            if let Some(l) = lock_site(&frames) {
+            let lock = lock_site(&frames);
+            if lock.is_some()
+                && frames
+                    .iter()
+                    .any(|f| base_name(f).starts_with("perf_event_ctx_lock"))
+            {
+                ctx_lock += w;
+            }
+            if let Some(l) = lock {
                 *locks.entry(l).or_default() += w;
+            }
+            if frames.iter().any(|f| is_vpmu(base_name(f))) {
+                vpmu += w;
             }
         }
         let share = |w: u64| {
@@ -152,6 +179,14 @@ impl Attribution {
             exit_handlers: ranked(handlers),
             mmu_paths: ranked(mmu_paths),
             lock_contention: ranked(locks),
+            vpmu: ShareOf {
+                weight: vpmu,
+                share: share(vpmu),
+            },
+            perf_event_ctx_lock: ShareOf {
+                weight: ctx_lock,
+                share: share(ctx_lock),
+            },
             vcpu_threads: vcpus.into_iter().map(str::to_string).collect(),
         }
     }
@@ -194,11 +229,29 @@ impl Attribution {
                 );
             }
         }
+        if self.vpmu.weight > 0 || self.perf_event_ctx_lock.weight > 0 {
+            let _ = writeln!(
+                out,
+                "\nVirtual PMU emulation {:.2}%, waiting for perf_event_ctx_lock {:.2}%",
+                self.vpmu.share * 100.0,
+                self.perf_event_ctx_lock.share * 100.0
+            );
+        }
         if !self.vcpu_threads.is_empty() {
             let _ = writeln!(out, "\nvCPU threads: {}", self.vcpu_threads.join(", "));
         }
         out
     }
+}
+
+/// KVM's virtual PMU emulation.
+fn is_vpmu(f: &str) -> bool {
+    f.starts_with("kvm_pmu_")
+        || f.starts_with("pmc_")
+        || f.starts_with("intel_pmu_")
+        || f.starts_with("amd_pmu_")
+        || f.starts_with("kvm_perf_overflow")
+        || (f.starts_with("reprogram_") && f.ends_with("counter"))
 }
 
 /// `comm-PID` or `comm-PID/TID` (the `--pid` / `--tid` forms): the PID.
@@ -278,7 +331,7 @@ mod tests {
         let stacks = vec![
             st("CPU_0/KVM;ioctl;kvm_vcpu_ioctl;kvm_arch_vcpu_ioctl_run;vmx_handle_exit;handle_ept_violation;kvm_mmu_page_fault;tdp_page_fault", 6),
             st("CPU_0/KVM;ioctl;kvm_vcpu_ioctl;kvm_arch_vcpu_ioctl_run;vmx_vcpu_run;__vmx_vcpu_run", 2),
-            st("CPU_0/KVM;ioctl;kvm_vcpu_ioctl;perf_event_ctx_lock_nested;mutex_lock;__mutex_lock", 1),
+            st("CPU_0/KVM;ioctl;kvm_vcpu_ioctl;kvm_arch_vcpu_ioctl_run;kvm_pmu_handle_event;reprogram_counter;perf_event_ctx_lock_nested;mutex_lock;__mutex_lock", 1),
             st("swapper;do_idle;default_idle", 1),
         ];
         let a = Attribution::from_stacks(&stacks);
@@ -296,5 +349,7 @@ mod tests {
             "perf_event_ctx_lock_nested > __mutex_lock"
         );
         assert_eq!(a.vcpu_threads, vec!["CPU_0/KVM".to_string()]);
+        assert!((a.vpmu.share - 0.1).abs() < 1e-9);
+        assert_eq!(a.perf_event_ctx_lock.weight, 1);
     }
 }
