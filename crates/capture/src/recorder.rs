@@ -922,7 +922,7 @@ mod tests {
     #[test]
     fn qemu_guest_names() {
         assert_eq!(
-            guest_name(b"qemu-system-x86_64\0-name\0guest=web1,debug-threads=on\0-m\01024\0")
+            guest_name(b"qemu-system-x86_64\0-name\0guest=web1,debug-threads=on\0-m\0\x31024\0")
                 .as_deref(),
             Some("web1")
         );
