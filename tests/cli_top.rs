@@ -242,3 +242,27 @@ fn errors_say_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no VM process matches"), "{err}");
 }
+
+#[test]
+fn an_unprivileged_user_is_told_what_is_missing() {
+    if kvmscope_capture::host::require_tracefs().is_none() {
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_kvmscope"))
+        .args(["top", "--once", "--interval", "100ms"])
+        .output();
+    let Ok(out) = out else {
+        eprintln!("SKIPPED: setpriv is not available");
+        return;
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("setpriv:") {
+        eprintln!("SKIPPED: setpriv cannot run the binary here: {err}");
+        return;
+    }
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("not root and has no CAP_PERFMON"), "{err}");
+    assert!(err.contains("perf_event_paranoid"), "{err}");
+}

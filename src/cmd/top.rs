@@ -101,6 +101,15 @@ fn now_utc() -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    use kvmscope_capture::counters::{has_perfmon, permission_advice, Target};
+    // Without privileges tracefs is unreadable (mode 0700) and host::tracefs would blame the
+    // mount: say what is really missing.
+    if !has_perfmon() && std::fs::read_dir(kvmscope_capture::host::TRACEFS).is_err() {
+        bail!(
+            "kvmscope top counts kernel tracepoints and reads their ids from tracefs: {}",
+            permission_advice(&Target::Cpu(0))
+        );
+    }
     let tracefs = kvmscope_capture::host::tracefs().map_err(TopError::from)?;
     let _guard = guard::install(
         &tracefs,
