@@ -132,6 +132,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     )
     .context("cannot install the cleanup guard")?;
+    if let Some(e) = &g.stale_error {
+        eprintln!("kvmscope: warning: {e}");
+    }
     for p in &g.removed_stale {
         eprintln!(
             "kvmscope: removed stale instance {} left by a killed run",

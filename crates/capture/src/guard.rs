@@ -43,11 +43,16 @@ static INSTALL: Once = Once::new();
 pub struct Guard {
     /// Instances of dead kvmscope processes that were removed.
     pub removed_stale: Vec<PathBuf>,
+    /// Why stale instances could not all be removed (the guard is installed anyway).
+    pub stale_error: Option<String>,
 }
 
 /// Installs the guard (once per process; later calls only remove stale instances).
 pub fn install(tracefs_root: &Path, on_signal: OnSignal) -> Result<Guard, CaptureError> {
-    let removed_stale = tracefs::remove_stale(tracefs_root)?;
+    let (removed_stale, stale_error) = match tracefs::remove_stale(tracefs_root) {
+        Ok(v) => (v, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
     let mut result = Ok(());
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
@@ -58,7 +63,10 @@ pub fn install(tracefs_root: &Path, on_signal: OnSignal) -> Result<Guard, Captur
         result = start_signal_thread(on_signal);
     });
     result?;
-    Ok(Guard { removed_stale })
+    Ok(Guard {
+        removed_stale,
+        stale_error,
+    })
 }
 
 fn start_signal_thread(on_signal: OnSignal) -> Result<(), CaptureError> {

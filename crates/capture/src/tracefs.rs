@@ -289,6 +289,7 @@ pub fn remove_stale(tracefs_root: &Path) -> Result<Vec<PathBuf>, CaptureError> {
     let dir = tracefs_root.join("instances");
     let entries = std::fs::read_dir(&dir).map_err(|e| CaptureError::read(&dir, e))?;
     let mut removed = Vec::new();
+    let mut first_error = None;
     for entry in entries {
         let entry = entry.map_err(|e| CaptureError::read(&dir, e))?;
         let name = entry.file_name();
@@ -298,10 +299,18 @@ pub fn remove_stale(tracefs_root: &Path) -> Result<Vec<PathBuf>, CaptureError> {
             continue;
         }
         let path = entry.path();
-        teardown(&path)?;
-        removed.push(path);
+        // Try them all; report the first failure after.
+        match teardown(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    Ok(removed)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(removed),
+    }
 }
 
 /// The pid encoded in a kvmscope instance name `kvmscope-<purpose>-<pid>-<n>`, or None for
