@@ -266,3 +266,38 @@ fn an_unprivileged_user_is_told_what_is_missing() {
     assert!(err.contains("not root and has no CAP_PERFMON"), "{err}");
     assert!(err.contains("perf_event_paranoid"), "{err}");
 }
+
+/// kvm_stat's failure on many-core hosts: more counters than the open-file limit allows.
+#[test]
+fn the_fd_limit_is_raised_or_the_user_is_told() {
+    if kvmscope_capture::host::require_tracefs().is_none() {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_kvmscope");
+    let run = |ulimit: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{ulimit} 40 && exec \"$0\" top --once --interval 100ms --guest -z"
+            ))
+            .arg(bin)
+            .output()
+            .expect("sh")
+    };
+    // Soft limit low, hard limit high: raised, and said so.
+    let out = run("ulimit -Sn");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("raised the open-file limit (RLIMIT_NOFILE) from 40 to"),
+        "{err}"
+    );
+    // Hard limit low too: a clear error with the command that fixes it.
+    let out = run("ulimit -n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("too few file descriptors") && err.contains("ulimit -n "),
+        "{err}"
+    );
+}
