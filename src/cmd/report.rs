@@ -70,7 +70,15 @@ pub fn read_into(
     if magic.starts_with(b"PERFILE2") {
         bail!("{shown} is a perf.data file: run `perf script -i {shown} > trace.txt` and report on trace.txt");
     }
-    let chained = std::io::Cursor::new(magic.to_vec()).chain(input);
+    let total = std::fs::metadata(path)
+        .map(|m| m.len())
+        .ok()
+        .filter(|_| shown != "-");
+    let chained = Progress::new(
+        std::io::Cursor::new(magic.to_vec()).chain(input),
+        &shown,
+        total,
+    );
     let stats = kvmscope_trace::text::decode(chained, |ev| {
         if filter.keeps(ev) {
             builder.observe(ev);
@@ -136,6 +144,58 @@ fn read_tracedat(
         lost,
         ..InputSummary::default()
     })
+}
+
+/// Shows how far the reading has got on stderr, when stderr is a terminal and the input is
+/// large; the line is erased when done.
+struct Progress<R> {
+    inner: R,
+    name: String,
+    total: Option<u64>,
+    done: u64,
+    last: std::time::Instant,
+    shown: bool,
+}
+
+impl<R> Progress<R> {
+    fn new(inner: R, name: &str, total: Option<u64>) -> Self {
+        use std::io::IsTerminal;
+        let big = total.is_none_or(|t| t > 64 << 20);
+        Progress {
+            inner,
+            name: name.to_string(),
+            total,
+            done: 0,
+            last: std::time::Instant::now(),
+            shown: !(big && std::io::stderr().is_terminal()),
+        }
+    }
+}
+
+impl<R: Read> Read for Progress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if !self.shown && self.last.elapsed() > std::time::Duration::from_millis(250) {
+            self.last = std::time::Instant::now();
+            let mb = self.done as f64 / 1e6;
+            let line = match self.total {
+                Some(t) if t > 0 => format!(
+                    "{}: {:.0}% ({mb:.0} of {:.0} MB)",
+                    self.name,
+                    100.0 * self.done as f64 / t as f64,
+                    t as f64 / 1e6
+                ),
+                _ => format!("{}: {mb:.0} MB", self.name),
+            };
+            eprint!("\r{line}\x1b[K");
+        }
+        if n == 0 && !self.shown {
+            eprint!("\r\x1b[K");
+            self.shown = true;
+        }
+        Ok(n)
+    }
 }
 
 fn read_prefix(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
