@@ -16,6 +16,8 @@ pub struct Cli {
 pub enum Command {
     /// Report on recorded traces (ftrace text, trace-cmd report, perf script, trace.dat), like `perf kvm stat report`.
     Report(cmd::report::Args),
+    /// Name the pathology in a capture (or live, or in a lab guest), show the evidence, give the fix.
+    Diagnose(cmd::diagnose::Args),
     /// Run real KVM guests that reproduce known pathologies (the built-in lab).
     Lab(cmd::lab::Args),
     /// Record KVM trace events into a trace.dat file through a private tracefs instance.

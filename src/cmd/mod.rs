@@ -1,6 +1,7 @@
 //! One module per subcommand; each has `Args` (its options) and `run`.
 
 pub mod collapse;
+pub mod diagnose;
 pub mod flamegraph;
 pub mod lab;
 pub mod record;
@@ -14,6 +15,7 @@ use crate::cli::Command;
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Report(args) => report::run(args),
+        Command::Diagnose(args) => diagnose::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Record(args) => record::run(args),
         Command::Collapse(args) => collapse::run(args),

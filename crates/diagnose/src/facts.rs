@@ -110,7 +110,11 @@ impl<'r> Facts<'r> {
                 total += r.count;
                 let name = r.msr.name.map_or(String::new(), |n| format!(" {n}"));
                 rows.push((
-                    format!("{} {:#x}{name}", if r.write { "write" } else { "read" }, r.msr.msr),
+                    format!(
+                        "{} {:#x}{name}",
+                        if r.write { "write" } else { "read" },
+                        r.msr.msr
+                    ),
                     r.count,
                 ));
             }
@@ -120,6 +124,7 @@ impl<'r> Facts<'r> {
 
     /// Sorted, cut to `n` rows.
     pub fn top(&self, mut rows: Vec<(String, u64)>, n: usize) -> Vec<TopRow> {
+        rows.retain(|r| r.1 > 0);
         rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         rows.truncate(n);
         rows.into_iter().map(|(k, c)| self.top_row(k, c)).collect()

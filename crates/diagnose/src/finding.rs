@@ -116,6 +116,19 @@ impl Evidence {
     }
 }
 
+/// An integer with thousands separators: 66,300.
+pub fn int(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Pretty numbers: 66,300 / 12.5 / 0.03.
 pub fn num(v: f64) -> String {
     if !v.is_finite() {
@@ -159,14 +172,14 @@ impl fmt::Display for Evidence {
                 per_s,
                 per_vcpu_s,
             } => {
-                write!(f, "{what}: {}/s ({} events", num(*per_s), num(*count as f64))?;
+                write!(f, "{what}: {}/s ({} events", num(*per_s), int(*count))?;
                 if let Some(v) = per_vcpu_s {
                     write!(f, ", {}/s per vCPU", num(*v))?;
                 }
                 f.write_str(")")
             }
             Evidence::Share { what, pct } => write!(f, "{what}: {}%", num(*pct)),
-            Evidence::Count { what, count } => write!(f, "{what}: {}", num(*count as f64)),
+            Evidence::Count { what, count } => write!(f, "{what}: {}", int(*count)),
             Evidence::Time { what, ns } => write!(f, "{what}: {}", time(*ns)),
             Evidence::Top { what, rows } => {
                 write!(f, "{what}:")?;
@@ -176,7 +189,7 @@ impl fmt::Display for Evidence {
                         "{} {} {} ({}/s)",
                         if i == 0 { "" } else { "," },
                         r.key,
-                        num(r.count as f64),
+                        int(r.count),
                         num(r.per_s)
                     )?;
                 }
@@ -232,7 +245,13 @@ pub struct Finding {
 impl Finding {
     /// A finding with severity from `value` against `warn`/`crit` thresholds (`Info` below
     /// `warn`), score `value / warn`.
-    pub fn graded(rule: &'static str, title: impl Into<String>, value: f64, warn: f64, crit: f64) -> Self {
+    pub fn graded(
+        rule: &'static str,
+        title: impl Into<String>,
+        value: f64,
+        warn: f64,
+        crit: f64,
+    ) -> Self {
         let severity = if value >= crit {
             Severity::Critical
         } else if value >= warn {

@@ -16,8 +16,8 @@ use kvmscope_system::SystemSnapshot;
 use serde::Serialize;
 
 pub use facts::Facts;
-pub use kvmscope_system::SystemSnapshot as Snapshot;
 pub use finding::{Confidence, Evidence, Finding, Fix, Severity, TopRow};
+pub use kvmscope_system::SystemSnapshot as Snapshot;
 
 /// What can go wrong here (only rendering: rules never fail, they stay quiet).
 #[derive(Debug, thiserror::Error)]

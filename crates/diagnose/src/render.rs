@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::finding::{num, Severity};
+use crate::finding::{int, Severity};
 use crate::{DiagnoseError, Diagnosis};
 
 /// Pretty JSON (deterministic: fields in declaration order, findings ranked).
@@ -42,14 +42,17 @@ pub fn text(d: &Diagnosis) -> String {
         count(Severity::Warning),
         count(Severity::Info),
         d.duration_s,
-        num(d.events as f64),
-        num(d.kvm_events as f64),
-        num(d.guest_events as f64),
+        int(d.events),
+        int(d.kvm_events),
+        int(d.guest_events),
         d.vcpu_threads,
         if d.system_snapshot { "; system snapshot of the traced machine used" } else { "; no system snapshot (configuration checks skipped)" }
     );
     if !d.has_warning() {
-        let _ = writeln!(out, "\nNothing at warning level or above: no known pathology in this capture.");
+        let _ = writeln!(
+            out,
+            "\nNothing at warning level or above: no known pathology in this capture."
+        );
     }
     for (i, f) in d.findings.iter().enumerate() {
         let _ = writeln!(
@@ -91,7 +94,11 @@ mod tests {
     fn text_and_json_show_the_top_finding() {
         let d = crate::diagnose(&fixture("timer-storm.txt"), None);
         let t = text(&d);
-        assert!(t.contains("1. [CRITICAL] Guest timer storm") || t.contains("1. [WARNING] Guest timer storm"), "{t}");
+        assert!(
+            t.contains("1. [CRITICAL] Guest timer storm")
+                || t.contains("1. [WARNING] Guest timer storm"),
+            "{t}"
+        );
         let j: serde_json::Value = serde_json::from_str(&json(&d).unwrap()).unwrap();
         assert_eq!(j["findings"][0]["rule"], "timer-storm");
         assert!(j["findings"][0]["evidence"][0]["per_s"].as_f64().unwrap() > 1000.0);

@@ -34,28 +34,53 @@ impl Rule for IncompleteEvidence {
         if lost > 0 {
             problems.push((Severity::Warning, format!("{lost} events were lost (the ring buffer was full): every count is a lower bound")));
             evidence.push(Evidence::count("lost events", lost));
-            fix.push(Fix::cmd("record with larger per-CPU buffers or fewer events", "kvmscope record --buffer-kb 65536 -e kvm ..."));
+            fix.push(Fix::cmd(
+                "record with larger per-CPU buffers or fewer events",
+                "kvmscope record --buffer-kb 65536 -e kvm ...",
+            ));
         }
         for i in &report.inputs {
             if let Some(at) = i.truncated_at {
-                problems.push((Severity::Warning, format!("{} is cut off at byte {at}", i.path)));
+                problems.push((
+                    Severity::Warning,
+                    format!("{} is cut off at byte {at}", i.path),
+                ));
             }
             let bad = i.unknown_lines + i.undecoded;
-            if bad > 0 && crate::facts::pct(bad as f64, i.lines.max(1) as f64) > MAX_UNREADABLE_PCT {
-                problems.push((Severity::Warning, format!("{}: {bad} of {} lines could not be read", i.path, i.lines)));
+            if bad > 0 && crate::facts::pct(bad as f64, i.lines.max(1) as f64) > MAX_UNREADABLE_PCT
+            {
+                problems.push((
+                    Severity::Warning,
+                    format!("{}: {bad} of {} lines could not be read", i.path, i.lines),
+                ));
             }
         }
         if f.kvm_events == 0 && f.guest_events == 0 {
             problems.push((Severity::Info, "no KVM activity: the capture holds no kvm/kvmmmu events and no guest-side msr/timer/ipi events (no VM ran, or the events were not enabled)".into()));
-            fix.push(Fix::cmd("record while the VM is busy, with the kvm events enabled", "kvmscope diagnose --live 10s   # or --lab timer-storm to see a known pathology"));
+            fix.push(Fix::cmd(
+                "record while the VM is busy, with the kvm events enabled",
+                "kvmscope diagnose --live 10s   # or --lab timer-storm to see a known pathology",
+            ));
         } else if f.duration_s < MIN_DURATION_S {
-            problems.push((Severity::Info, format!("the capture spans only {:.3} s: rates are extrapolated from a short burst", f.duration_s)));
-            fix.push(Fix::cmd("record for a few seconds", "kvmscope diagnose --live 5s"));
+            problems.push((
+                Severity::Info,
+                format!(
+                    "the capture spans only {:.3} s: rates are extrapolated from a short burst",
+                    f.duration_s
+                ),
+            ));
+            fix.push(Fix::cmd(
+                "record for a few seconds",
+                "kvmscope diagnose --live 5s",
+            ));
         }
         if problems.is_empty() {
             return Vec::new();
         }
-        evidence.push(Evidence::fact("capture span", format!("{:.3} s", f.duration_s)));
+        evidence.push(Evidence::fact(
+            "capture span",
+            format!("{:.3} s", f.duration_s),
+        ));
         evidence.push(Evidence::count("events", report.overview.events));
         for (sev, p) in &problems {
             evidence.push(Evidence::fact(format!("problem ({sev})"), p.clone()));
@@ -69,11 +94,17 @@ impl Rule for IncompleteEvidence {
             // Ranked after pathologies of the same severity.
             score: 0.0,
             evidence,
-            mechanism: "Tracepoints write into per-CPU ring buffers; when the reader falls behind the kernel drops \
-                events (ring_buffer_lock_reserve fails, counted in per_cpu/cpuN/stats as overrun/dropped). Rates \
-                and shares computed from what remains are lower bounds, and a rule that stays quiet may have \
-                missed its signal."
-                .into(),
+            mechanism: if lost > 0 {
+                "Tracepoints write into per-CPU ring buffers; when the reader falls behind, the kernel drops \
+                 events (ring_buffer_lock_reserve fails, counted in per_cpu/cpuN/stats as overrun/dropped). Rates \
+                 and shares computed from what remains are lower bounds, and a rule that stays quiet may have \
+                 missed its signal."
+            } else {
+                "Every rate here is a count divided by the capture's span (first to last event). A short or \
+                 sparse capture shows a burst, not the VM's steady behaviour, and a rule that stays quiet may \
+                 simply not have seen its signal."
+            }
+            .into(),
             fix,
             references: vec!["Documentation/trace/ftrace.rst (buffer_size_kb, per_cpu/cpuN/stats)".into()],
         }]
@@ -106,15 +137,25 @@ mod tests {
     fn fires_when_there_is_no_kvm_activity() {
         let r = fixture("system/traces/guest-storms.trace");
         // guest-side events count as activity; an empty report does not.
-        assert!(IncompleteEvidence.check(&r, None).iter().all(|f| !f.title.is_empty()));
+        assert!(IncompleteEvidence
+            .check(&r, None)
+            .iter()
+            .all(|f| !f.title.is_empty()));
         let mut empty = r.clone();
         empty.overview.by_name.clear();
         let v = IncompleteEvidence.check(&empty, None);
-        assert!(v[0].evidence.iter().any(|e| e.to_string().contains("no KVM activity")), "{v:#?}");
+        assert!(
+            v[0].evidence
+                .iter()
+                .any(|e| e.to_string().contains("no KVM activity")),
+            "{v:#?}"
+        );
     }
 
     #[test]
     fn stays_quiet_on_a_long_complete_capture() {
-        assert!(IncompleteEvidence.check(&fixture("idle.txt"), None).is_empty());
+        assert!(IncompleteEvidence
+            .check(&fixture("idle.txt"), None)
+            .is_empty());
     }
 }

@@ -50,8 +50,15 @@ impl Rule for FaultStorm {
         }
         if pf > 0 {
             evidence.push(f.rate("kvm_page_fault", pf));
-            let p = report.mmu.as_ref().map(|m| m.page_faults).unwrap_or_default();
-            evidence.push(Evidence::share("of which writes", crate::facts::pct(p.write as f64, pf as f64)));
+            let p = report
+                .mmu
+                .as_ref()
+                .map(|m| m.page_faults)
+                .unwrap_or_default();
+            evidence.push(Evidence::share(
+                "of which writes",
+                crate::facts::pct(p.write as f64, pf as f64),
+            ));
             evidence.push(Evidence::share(
                 "of which on present pages (protection, not missing)",
                 crate::facts::pct(p.present as f64, pf as f64),
@@ -61,10 +68,16 @@ impl Rule for FaultStorm {
             evidence.push(f.rate("EPT violation / NPF / stage-2 abort exits", tdp_exits));
         }
         if exc_pf > 0 {
-            evidence.push(f.rate("#PF exception exits (shadow paging intercepts guest #PF)", exc_pf));
+            evidence.push(f.rate(
+                "#PF exception exits (shadow paging intercepts guest #PF)",
+                exc_pf,
+            ));
         }
         if requested > 0 {
-            evidence.push(f.rate("kvmmmu:kvm_mmu_spte_requested (a missing SPTE built)", requested));
+            evidence.push(f.rate(
+                "kvmmmu:kvm_mmu_spte_requested (a missing SPTE built)",
+                requested,
+            ));
         }
         if set_spte > 0 {
             evidence.push(f.rate("kvmmmu:kvm_mmu_set_spte", set_spte));
@@ -73,23 +86,40 @@ impl Rule for FaultStorm {
             evidence.push(f.rate("kvmmmu:fast_page_fault (fixed without the MMU lock)", fast));
         }
         let new_pages = report.mmu.as_ref().map_or(0, |m| {
-            m.events.iter().filter(|(k, _)| *k == MmuKind::GetPage).map(|(_, n)| *n).sum::<u64>()
+            m.events
+                .iter()
+                .filter(|(k, _)| *k == MmuKind::GetPage)
+                .map(|(_, n)| *n)
+                .sum::<u64>()
         });
         if new_pages > 0 {
-            evidence.push(f.rate("kvmmmu:kvm_mmu_get_page (shadow/TDP page tables looked up or built)", new_pages));
+            evidence.push(f.rate(
+                "kvmmmu:kvm_mmu_get_page (shadow/TDP page tables looked up or built)",
+                new_pages,
+            ));
         }
         let mode = paging_mode(system);
         if let Some(m) = mode {
-            evidence.push(Evidence::fact("paging mode (from the host's KVM parameters)", m));
+            evidence.push(Evidence::fact(
+                "paging mode (from the host's KVM parameters)",
+                m,
+            ));
         }
         let mut finding = Finding::graded(
             self.id(),
-            format!("Paging fault storm: {}/s per vCPU faults fixed by KVM", crate::finding::num(value)),
+            format!(
+                "Paging fault storm: {}/s per vCPU faults fixed by KVM",
+                crate::finding::num(value)
+            ),
             value,
             WARN_PER_VCPU_S,
             CRIT_PER_VCPU_S,
         );
-        finding.confidence = if pf > 0 || requested > 0 { Confidence::High } else { Confidence::Medium };
+        finding.confidence = if pf > 0 || requested > 0 {
+            Confidence::High
+        } else {
+            Confidence::Medium
+        };
         finding.evidence = evidence;
         let shadow = mode.is_some_and(|m| m.starts_with("shadow"));
         finding.mechanism = if shadow {
@@ -159,13 +189,22 @@ mod tests {
         // A short public excerpt: the rule must at least not mistake it for something else;
         // when it fires it names the NPF exits.
         for f in v {
-            assert!(f.evidence.iter().any(|e| e.to_string().contains("NPF")), "{f:#?}");
+            assert!(
+                f.evidence.iter().any(|e| e.to_string().contains("NPF")),
+                "{f:#?}"
+            );
         }
     }
 
     #[test]
     fn stays_quiet_on_healthy_captures() {
-        for name in ["idle.txt", "compute.txt", "cr3-6-roots.txt", "timer-storm.txt", "pio.txt"] {
+        for name in [
+            "idle.txt",
+            "compute.txt",
+            "cr3-6-roots.txt",
+            "timer-storm.txt",
+            "pio.txt",
+        ] {
             assert!(FaultStorm.check(&fixture(name), None).is_empty(), "{name}");
         }
     }

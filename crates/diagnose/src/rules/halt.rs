@@ -37,7 +37,11 @@ impl Rule for Halt {
         let polled = h.polled.samples;
         let hlt_exits = f.exits_named(&["HLT", "hlt", "WFx"]) + f.named("kvm:kvm_wfx_arm64");
         let user_hlt = f.userspace_exits(5);
-        let sleeps = if waited + polled > 0 { waited } else { hlt_exits + user_hlt };
+        let sleeps = if waited + polled > 0 {
+            waited
+        } else {
+            hlt_exits + user_hlt
+        };
         if sleeps < MIN_EVENTS {
             return Vec::new();
         }
@@ -47,8 +51,13 @@ impl Rule for Halt {
         }
         let mut evidence = Vec::new();
         if waited + polled > 0 {
-            evidence.push(f.rate("kvm_vcpu_wakeup after sleeping (halt-polling missed)", waited));
-            evidence.push(f.rate("kvm_vcpu_wakeup caught by halt-polling", polled));
+            evidence.push(f.rate(
+                "kvm_vcpu_wakeup after sleeping (halt-polling missed)",
+                waited,
+            ));
+            if polled > 0 {
+                evidence.push(f.rate("kvm_vcpu_wakeup caught by halt-polling", polled));
+            }
             evidence.push(Evidence::share("halt-polling success", h.poll_success_pct));
             evidence.push(Evidence::Time {
                 what: "median time asleep before a wake-up".into(),
@@ -88,17 +97,29 @@ impl Rule for Halt {
         };
         let mut finding = Finding::graded(
             self.id(),
-            format!("vCPUs halt and are woken {}/s per vCPU", crate::finding::num(value)),
+            format!(
+                "vCPUs halt and are woken {}/s per vCPU",
+                crate::finding::num(value)
+            ),
             value,
             WARN_PER_VCPU_S,
             CRIT_PER_VCPU_S,
         );
         if let Some(c) = cause {
             finding.severity = Severity::Info;
-            finding.title.push_str(&format!(" (a consequence of the {c} finding)"));
-            evidence.push(Evidence::fact("what wakes them", format!("see the {c} finding: fix that first")));
+            finding
+                .title
+                .push_str(&format!(" (a consequence of the {c} finding)"));
+            evidence.push(Evidence::fact(
+                "what wakes them",
+                format!("see the {c} finding: fix that first"),
+            ));
         }
-        finding.confidence = if waited + polled > 0 { Confidence::High } else { Confidence::Medium };
+        finding.confidence = if waited + polled > 0 {
+            Confidence::High
+        } else {
+            Confidence::Medium
+        };
         finding.evidence = evidence;
         finding.mechanism = "A halting vCPU (HLT exit on x86; WFI/WFE trap on arm64 when HCR_EL2.TWI/TWE are set) \
             enters kvm_vcpu_halt: it polls for up to halt_poll_ns (adapted by halt_poll_ns_grow/shrink, traced as \

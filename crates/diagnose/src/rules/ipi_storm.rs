@@ -54,7 +54,11 @@ impl Rule for IpiStorm {
             .sum();
         let apic_ipi: u64 = report.interrupts.ipis.iter().map(|(_, _, n)| n).sum();
         let host = icr.max(apic_ipi).max(xicr);
-        let host_rate = if host >= MIN_EVENTS { f.norm(host) } else { 0.0 };
+        let host_rate = if host >= MIN_EVENTS {
+            f.norm(host)
+        } else {
+            0.0
+        };
         if host >= MIN_EVENTS {
             if icr > 0 {
                 evidence.push(f.rate("host: x2APIC ICR writes (kvm_msr 0x830)", icr));
@@ -76,7 +80,8 @@ impl Rule for IpiStorm {
                     rows: f.top(by_dst, 5),
                 });
             }
-            let wakes = report.interrupts.halt.waited.samples + report.interrupts.halt.polled.samples;
+            let wakes =
+                report.interrupts.halt.waited.samples + report.interrupts.halt.polled.samples;
             if wakes > 0 {
                 evidence.push(f.rate("host: kvm_vcpu_wakeup (halted vCPUs kicked awake)", wakes));
             }
@@ -91,10 +96,19 @@ impl Rule for IpiStorm {
                 senders.sort_unstable();
                 senders.dedup();
                 guest_rate = f.per_s(sent) / senders.len().max(1) as f64;
-                evidence.push(Evidence::rate("guest: IPIs sent (ipi:ipi_send_cpu/cpumask)", sent, f.per_s(sent), Some(guest_rate)));
+                evidence.push(Evidence::rate(
+                    "guest: IPIs sent (ipi:ipi_send_cpu/cpumask)",
+                    sent,
+                    f.per_s(sent),
+                    Some(guest_rate),
+                ));
                 let mut by_fn = std::collections::BTreeMap::<String, u64>::new();
                 for r in &g.ipi.sent {
-                    let key = if r.function.is_empty() { r.kind.to_string() } else { format!("{} ({})", r.function, r.kind) };
+                    let key = if r.function.is_empty() {
+                        r.kind.to_string()
+                    } else {
+                        format!("{} ({})", r.function, r.kind)
+                    };
                     *by_fn.entry(key).or_default() += r.sent;
                 }
                 evidence.push(Evidence::Top {
@@ -126,7 +140,10 @@ impl Rule for IpiStorm {
         }
         let mut finding = Finding::graded(
             self.id(),
-            format!("IPI storm: {}/s per vCPU inter-processor interrupts", crate::finding::num(value)),
+            format!(
+                "IPI storm: {}/s per vCPU inter-processor interrupts",
+                crate::finding::num(value)
+            ),
             value,
             WARN_PER_VCPU_S,
             CRIT_PER_VCPU_S,
@@ -192,7 +209,13 @@ mod tests {
 
     #[test]
     fn stays_quiet_without_ipis() {
-        for name in ["idle.txt", "compute.txt", "timer-storm.txt", "hlt-2ms.txt", "pio.txt"] {
+        for name in [
+            "idle.txt",
+            "compute.txt",
+            "timer-storm.txt",
+            "hlt-2ms.txt",
+            "pio.txt",
+        ] {
             assert!(IpiStorm.check(&fixture(name), None).is_empty(), "{name}");
         }
     }

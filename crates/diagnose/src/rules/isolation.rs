@@ -43,10 +43,16 @@ impl Rule for Isolation {
         }
         if iso.nohz_full_ignored {
             problems.push((Severity::Warning, "nohz_full= is on the command line but this kernel ignored it (no CONFIG_NO_HZ_FULL or a bad CPU list)".into()));
-            fix.push(Fix::cmd("use a kernel built with CONFIG_NO_HZ_FULL=y, and check the CPU list", "zgrep NO_HZ_FULL /proc/config.gz; cat /sys/devices/system/cpu/nohz_full"));
+            fix.push(Fix::cmd(
+                "use a kernel built with CONFIG_NO_HZ_FULL=y, and check the CPU list",
+                "zgrep NO_HZ_FULL /proc/config.gz; cat /sys/devices/system/cpu/nohz_full",
+            ));
         }
         if let Some(e) = &iso.cmdline_error {
-            problems.push((Severity::Warning, format!("a CPU list on the command line does not parse: {e}")));
+            problems.push((
+                Severity::Warning,
+                format!("a CPU list on the command line does not parse: {e}"),
+            ));
         }
         if iso.timer_migration_with_nohz_full {
             problems.push((Severity::Warning, "kernel.timer_migration=1 with nohz_full CPUs: timers started on housekeeping CPUs migrate onto the isolated ones and keep their tick alive (field report 004)".into()));
@@ -54,12 +60,19 @@ impl Rule for Isolation {
             fix.push(Fix::cmd("stop timer migration", "sysctl -w kernel.timer_migration=0   # persist: echo kernel.timer_migration=0 > /etc/sysctl.d/90-isolation.conf"));
         }
         if !iso.nohz_full_tick_running.is_empty() {
-            problems.push((Severity::Warning, format!("the tick was running on nohz_full CPU(s) {} when /proc/timer_list was read", cpus(&iso.nohz_full_tick_running))));
+            problems.push((
+                Severity::Warning,
+                format!(
+                    "the tick was running on nohz_full CPU(s) {} when /proc/timer_list was read",
+                    cpus(&iso.nohz_full_tick_running)
+                ),
+            ));
             fix.push(Fix::cmd("see which timer keeps the tick alive on the isolated CPU", "grep -A20 'cpu: N' /proc/timer_list; cat /sys/kernel/tracing/per_cpu/cpuN/trace_pipe with timer:* enabled"));
         }
         if !nohz_full.is_empty() {
             let c = iso.cmdline.as_ref();
-            let has_isol = c.is_some_and(|c| c.isolcpus.is_some()) || iso.isolated.as_ref().is_some_and(|v| !v.is_empty());
+            let has_isol = c.is_some_and(|c| c.isolcpus.is_some())
+                || iso.isolated.as_ref().is_some_and(|v| !v.is_empty());
             let has_rcu = c.is_some_and(|c| c.rcu_nocbs.is_some());
             if !has_isol {
                 problems.push((Severity::Warning, "nohz_full without isolcpus: the scheduler still balances tasks onto the tick-less CPUs".into()));
@@ -87,7 +100,10 @@ impl Rule for Isolation {
         }
         if iso.nohz_off {
             problems.push((Severity::Warning, "nohz=off on the command line: no CPU ever stops its tick; in a guest every tick is a timer exit (field report 003)".into()));
-            fix.push(Fix::cmd("remove nohz=off", "grubby --update-kernel=ALL --remove-args=nohz"));
+            fix.push(Fix::cmd(
+                "remove nohz=off",
+                "grubby --update-kernel=ALL --remove-args=nohz",
+            ));
         }
         if problems.is_empty() {
             return Vec::new();
@@ -133,7 +149,11 @@ fn cpus(v: &[u32]) -> String {
         while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
             j += 1;
         }
-        out.push(if j > i { format!("{}-{}", v[i], v[j]) } else { v[i].to_string() });
+        out.push(if j > i {
+            format!("{}-{}", v[i], v[j])
+        } else {
+            v[i].to_string()
+        });
         i = j + 1;
     }
     out.join(",")
@@ -149,14 +169,24 @@ mod tests {
         let sys = flat_snapshot("diagnose/fr004-guest");
         let f = only(&Isolation, &fixture("idle.txt"), Some(&sys));
         assert_eq!(f.severity, Severity::Warning, "{f:#?}");
-        assert!(f.evidence.iter().any(|e| e.to_string().contains("timer_migration")), "{f:#?}");
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.to_string().contains("timer_migration")),
+            "{f:#?}"
+        );
     }
 
     #[test]
     fn fires_on_field_report_003_nohz_off() {
         let sys = flat_snapshot("diagnose/fr003-guest");
         let f = only(&Isolation, &fixture("idle.txt"), Some(&sys));
-        assert!(f.evidence.iter().any(|e| e.to_string().contains("nohz=off")), "{f:#?}");
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.to_string().contains("nohz=off")),
+            "{f:#?}"
+        );
     }
 
     #[test]

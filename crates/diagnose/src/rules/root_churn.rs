@@ -87,16 +87,26 @@ impl Rule for RootChurn {
         }
         let mode = paging_mode(system);
         if let Some(m) = mode {
-            evidence.push(Evidence::fact("paging mode (from the host's KVM parameters)", m));
+            evidence.push(Evidence::fact(
+                "paging mode (from the host's KVM parameters)",
+                m,
+            ));
         }
         let mut finding = Finding::graded(
             self.id(),
-            format!("Shadow MMU root churn: {}/s per vCPU root reloads", crate::finding::num(value)),
+            format!(
+                "Shadow MMU root churn: {}/s per vCPU root reloads",
+                crate::finding::num(value)
+            ),
             value,
             WARN_PER_VCPU_S,
             CRIT_PER_VCPU_S,
         );
-        finding.confidence = if loads >= MIN_EVENTS { Confidence::High } else { Confidence::Medium };
+        finding.confidence = if loads >= MIN_EVENTS {
+            Confidence::High
+        } else {
+            Confidence::Medium
+        };
         finding.evidence = evidence;
         finding.mechanism = "With shadow paging a guest MOV CR3 makes KVM switch shadow roots: kvm_mmu_new_pgd looks \
             the new CR3 up in mmu->prev_roots (the current root plus KVM_MMU_NUM_PREV_ROOTS = 3 cached ones); on a miss \
@@ -144,7 +154,13 @@ mod tests {
 
     #[test]
     fn stays_quiet_when_roots_fit_the_cache_and_on_healthy_captures() {
-        for name in ["cr3-4-roots.txt", "idle.txt", "compute.txt", "pagefault.txt", "timer-storm.txt"] {
+        for name in [
+            "cr3-4-roots.txt",
+            "idle.txt",
+            "compute.txt",
+            "pagefault.txt",
+            "timer-storm.txt",
+        ] {
             assert!(RootChurn.check(&fixture(name), None).is_empty(), "{name}");
         }
     }

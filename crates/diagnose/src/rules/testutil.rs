@@ -51,7 +51,8 @@ pub fn flat_snapshot(dir: &str) -> SystemSnapshot {
     }
     s.isolation.isolated = read("isolated").map(|t| cpulist::parse("isolated", &t).unwrap());
     s.isolation.nohz_full = read("nohz_full").map(|t| cpulist::parse("nohz_full", &t).unwrap());
-    s.isolation.timer_migration = read("timer_migration").map(|t| parse_timer_migration(&t).unwrap());
+    s.isolation.timer_migration =
+        read("timer_migration").map(|t| parse_timer_migration(&t).unwrap());
     s.timer_list = read("timer_list").map(|t| timer_list::parse(&t).unwrap());
     s
 }

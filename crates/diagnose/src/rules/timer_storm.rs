@@ -37,9 +37,16 @@ impl Rule for TimerStorm {
 
         // Host side: kvm_msr writes of 0x6e0 on the vCPU threads.
         let (host_writes, _) = f.msr_accesses(|m, w| w && m == MSR_TSC_DEADLINE);
-        let host_rate = if host_writes >= MIN_EVENTS { f.norm(host_writes) } else { 0.0 };
+        let host_rate = if host_writes >= MIN_EVENTS {
+            f.norm(host_writes)
+        } else {
+            0.0
+        };
         if host_writes >= MIN_EVENTS {
-            evidence.push(f.rate("host: kvm_msr writes of IA32_TSC_DEADLINE (0x6e0)", host_writes));
+            evidence.push(f.rate(
+                "host: kvm_msr writes of IA32_TSC_DEADLINE (0x6e0)",
+                host_writes,
+            ));
             let t = &report.interrupts.timer;
             let hv = t.hv_timer_on + t.hv_timer_off;
             let lapic = t.lapic_early + t.lapic_late;
@@ -47,9 +54,14 @@ impl Rule for TimerStorm {
                 evidence.push(f.rate("host: kvm_hv_timer_state (LAPIC timer re-armed)", hv));
             }
             if lapic > 0 {
-                evidence.push(f.rate("host: kvm_wait_lapic_expire (timer interrupts delivered)", lapic));
+                evidence.push(f.rate(
+                    "host: kvm_wait_lapic_expire (timer interrupts delivered)",
+                    lapic,
+                ));
             }
-            let same = |n: u64| n as f64 >= 0.5 * host_writes as f64 && n as f64 <= 2.0 * host_writes as f64;
+            let same = |n: u64| {
+                n as f64 >= 0.5 * host_writes as f64 && n as f64 <= 2.0 * host_writes as f64
+            };
             corroborated |= same(hv) || same(lapic);
             let all_msr: u64 = report.accesses.msr.iter().map(|r| r.count).sum();
             evidence.push(Evidence::share(
@@ -95,7 +107,11 @@ impl Rule for TimerStorm {
                             e.1 += r.expiries;
                             e.2 += r.rearmed_from_own_interrupt();
                         }
-                        None => fns.push((r.function.clone(), r.expiries, r.rearmed_from_own_interrupt())),
+                        None => fns.push((
+                            r.function.clone(),
+                            r.expiries,
+                            r.rearmed_from_own_interrupt(),
+                        )),
                     }
                 }
                 fns.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -104,7 +120,7 @@ impl Rule for TimerStorm {
                     evidence.push(f.guest_rate("guest: hrtimer expiries", expiries));
                     evidence.push(Evidence::Top {
                         what: "guest: hrtimer expiries by function".into(),
-                        rows: fns.iter().take(5).map(|(n, e, _)| f.top_row(n.clone(), *e)).collect(),
+                        rows: f.top(fns.iter().map(|(n, e, _)| (n.clone(), *e)).collect(), 5),
                     });
                 }
                 if let Some((name, exp, rearmed)) = fns.first() {
@@ -142,7 +158,10 @@ impl Rule for TimerStorm {
         if let Some(s) = system {
             let iso = s.isolation_summary();
             if iso.nohz_off {
-                evidence.push(Evidence::fact("kernel command line", "nohz=off: the tick never stops"));
+                evidence.push(Evidence::fact(
+                    "kernel command line",
+                    "nohz=off: the tick never stops",
+                ));
                 corroborated = true;
                 fix.push(Fix::cmd(
                     "remove nohz=off from the guest kernel command line (the cause in field report 003)",
@@ -167,7 +186,11 @@ impl Rule for TimerStorm {
                 ));
             }
         }
-        finding.confidence = if corroborated { Confidence::High } else { Confidence::Medium };
+        finding.confidence = if corroborated {
+            Confidence::High
+        } else {
+            Confidence::Medium
+        };
         finding.evidence = evidence;
         finding.mechanism = "Every write of IA32_TSC_DEADLINE (MSR 0x6e0) by a guest exits to KVM, which handles it in \
             handle_fastpath_set_msr_irqoff / kvm_set_lapic_tscdeadline_msr and re-arms the vCPU's emulated LAPIC timer \
@@ -211,7 +234,11 @@ mod tests {
     fn fires_on_lab_timer_storm() {
         let f = only(&TimerStorm, &fixture("timer-storm.txt"), None);
         assert!(f.severity >= Severity::Warning, "{f:#?}");
-        assert_eq!(f.confidence, Confidence::High, "hv_timer_state at the same rate");
+        assert_eq!(
+            f.confidence,
+            Confidence::High,
+            "hv_timer_state at the same rate"
+        );
     }
 
     #[test]
@@ -222,7 +249,13 @@ mod tests {
 
     #[test]
     fn stays_quiet_on_healthy_and_slow_timers() {
-        for name in ["idle.txt", "compute.txt", "hlt-2ms.txt", "pio.txt", "ipi.txt"] {
+        for name in [
+            "idle.txt",
+            "compute.txt",
+            "hlt-2ms.txt",
+            "pio.txt",
+            "ipi.txt",
+        ] {
             let r = fixture(name);
             assert!(TimerStorm.check(&r, None).is_empty(), "{name}");
         }

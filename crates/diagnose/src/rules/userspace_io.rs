@@ -46,9 +46,22 @@ impl Rule for UserspaceIo {
                 .accesses
                 .pio
                 .iter()
-                .map(|r| (format!("{} port {:#x}{}", if r.write { "out" } else { "in" }, r.port, port_name(r.port)), r.count))
+                .map(|r| {
+                    (
+                        format!(
+                            "{} port {:#x}{}",
+                            if r.write { "out" } else { "in" },
+                            r.port,
+                            port_name(r.port)
+                        ),
+                        r.count,
+                    )
+                })
                 .collect();
-            evidence.push(Evidence::Top { what: "ports".into(), rows: f.top(ports, 5) });
+            evidence.push(Evidence::Top {
+                what: "ports".into(),
+                rows: f.top(ports, 5),
+            });
         }
         if mmio > 0 {
             evidence.push(f.rate("KVM_EXIT_MMIO (MMIO emulated by the VMM)", mmio));
@@ -56,17 +69,31 @@ impl Rule for UserspaceIo {
                 .accesses
                 .mmio
                 .iter()
-                .map(|r| (format!("{} {:#x}", if r.write { "write" } else { "read" }, r.gpa), r.count))
+                .map(|r| {
+                    (
+                        format!("{} {:#x}", if r.write { "write" } else { "read" }, r.gpa),
+                        r.count,
+                    )
+                })
                 .collect();
-            evidence.push(Evidence::Top { what: "MMIO addresses".into(), rows: f.top(addrs, 5) });
+            evidence.push(Evidence::Top {
+                what: "MMIO addresses".into(),
+                rows: f.top(addrs, 5),
+            });
         }
         let exits = f.exits_total();
         if exits > 0 {
-            evidence.push(Evidence::share("of all VM exits", crate::facts::pct(total as f64, exits as f64)));
+            evidence.push(Evidence::share(
+                "of all VM exits",
+                crate::facts::pct(total as f64, exits as f64),
+            ));
         }
         let mut finding = Finding::graded(
             self.id(),
-            format!("Userspace device emulation: {}/s per vCPU IO/MMIO exits to the VMM", crate::finding::num(value)),
+            format!(
+                "Userspace device emulation: {}/s per vCPU IO/MMIO exits to the VMM",
+                crate::finding::num(value)
+            ),
             value,
             WARN_PER_VCPU_S,
             CRIT_PER_VCPU_S,
@@ -80,7 +107,11 @@ impl Rule for UserspaceIo {
             emulates the device and calls KVM_RUN again. Each access is a round trip through the host scheduler, \
             the VMM thread and two privilege switches."
             .into();
-        let serial = report.accesses.pio.iter().any(|r| (0x3f8..=0x3ff).contains(&r.port) || (0x2f8..=0x2ff).contains(&r.port));
+        let serial = report
+            .accesses
+            .pio
+            .iter()
+            .any(|r| (0x3f8..=0x3ff).contains(&r.port) || (0x2f8..=0x2ff).contains(&r.port));
         let mut fix = vec![
             Fix::cmd(
                 "use virtio devices with ioeventfd, so a queue notification is an eventfd signal handled by an I/O thread or vhost, not a VMM exit",
@@ -133,13 +164,23 @@ mod tests {
     fn fires_on_lab_pio_and_names_the_uart() {
         let f = only(&UserspaceIo, &fixture("pio.txt"), None);
         assert!(f.severity >= Severity::Warning, "{f:#?}");
-        assert!(f.evidence.iter().any(|e| e.to_string().contains("0x3f8 (COM1 UART)")), "{f:#?}");
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.to_string().contains("0x3f8 (COM1 UART)")),
+            "{f:#?}"
+        );
     }
 
     #[test]
     fn fires_on_lab_mmio_with_the_address() {
         let f = only(&UserspaceIo, &fixture("mmio.txt"), None);
-        assert!(f.evidence.iter().any(|e| e.to_string().contains("0xd0000000")), "{f:#?}");
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.to_string().contains("0xd0000000")),
+            "{f:#?}"
+        );
     }
 
     #[test]

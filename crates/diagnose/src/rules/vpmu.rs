@@ -64,12 +64,19 @@ impl Rule for Vpmu {
         }
         let mut finding = Finding::graded(
             self.id(),
-            format!("vPMU cost: {}/s per vCPU PMU counter accesses trap to KVM", crate::finding::num(value)),
+            format!(
+                "vPMU cost: {}/s per vCPU PMU counter accesses trap to KVM",
+                crate::finding::num(value)
+            ),
             value,
             WARN_PER_VCPU_S,
             CRIT_PER_VCPU_S,
         );
-        finding.confidence = if msrs > 0 { Confidence::High } else { Confidence::Medium };
+        finding.confidence = if msrs > 0 {
+            Confidence::High
+        } else {
+            Confidence::Medium
+        };
         finding.evidence = evidence;
         finding.mechanism = "Guest writes of event selectors and counters exit to KVM's vPMU (kvm_pmu_set_msr → \
             intel_pmu_set_msr / amd_pmu_set_msr), which reprograms a host perf event per counter \
@@ -115,7 +122,10 @@ mod tests {
     fn fires_on_lab_guest_writing_a_pmu_counter() {
         let f = only(&Vpmu, &fixture("msr-pmu.txt"), None);
         assert!(f.severity >= Severity::Warning, "{f:#?}");
-        assert!(f.evidence.iter().any(|e| e.to_string().contains("0xc1")), "{f:#?}");
+        assert!(
+            f.evidence.iter().any(|e| e.to_string().contains("0xc1")),
+            "{f:#?}"
+        );
     }
 
     #[test]
