@@ -262,3 +262,62 @@ fn lab_healthy_guests_give_nothing_at_warning() {
         }
     }
 }
+
+#[test]
+fn live_says_plainly_when_it_saw_no_kvm_activity() {
+    if !kvmscope_capture::host::require_kvm() {
+        return;
+    }
+    if kvmscope_capture::host::require_tracefs().is_none() {
+        return;
+    }
+    // Our own test process runs no VM: filtered on it, the recording has no KVM activity.
+    let pid = std::process::id().to_string();
+    let out = kvmscope(&["diagnose", "--live", "300ms", "-q", "--pid", &pid]);
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("saw no KVM activity"), "{t}");
+}
+
+#[test]
+fn a_kept_live_recording_diagnoses_the_same_with_its_snapshot() {
+    let Some(_) = kvmscope_capture::host::require_tracefs() else {
+        return;
+    };
+    if !kvmscope_capture::host::require_kvm() {
+        return;
+    }
+    let _one = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let dat = dir.path().join("pio.dat");
+    let dat = dat.to_str().unwrap();
+    let out = kvmscope(&[
+        "diagnose",
+        "--lab",
+        "pio",
+        "--live",
+        "500ms",
+        "-q",
+        "--json",
+        "--buffer-kb",
+        "16384",
+        "-o",
+        dat,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = json(&out);
+    // The file holds only the lab guest's threads (kernel-filtered), and the system snapshot.
+    let out = kvmscope(&["diagnose", "--json", dat]);
+    let file = json(&out);
+    assert_eq!(file["system_snapshot"], true);
+    assert_eq!(top(&file).0, "userspace-io");
+    assert_eq!(
+        live["findings"][0]["evidence"][0],
+        file["findings"][0]["evidence"][0]
+    );
+}
