@@ -398,3 +398,93 @@ fn own_sampler_attributes_a_lab_guest() {
     assert!(share("guest") > 0.0, "no guest time: {a:#}");
     assert!(share("emulation") > 0.0, "no emulation: {a:#}");
 }
+
+/// Differential check against the reference itself when it is at hand
+/// (`FLAMEGRAPH_DIR=<FlameGraph checkout>`): pseudo-random perf-script-like inputs, including
+/// odd lines and mutated bytes, through `stackcollapse-perf.pl` and `kvmscope collapse` with
+/// every option. Skipped (with a message) without FLAMEGRAPH_DIR: CI has no FlameGraph.
+#[test]
+fn random_inputs_match_the_perl_script_when_available() {
+    let Some(dir) = std::env::var_os("FLAMEGRAPH_DIR") else {
+        eprintln!("SKIPPED: set FLAMEGRAPH_DIR to a FlameGraph checkout to compare with stackcollapse-perf.pl");
+        return;
+    };
+    let script = PathBuf::from(dir).join("stackcollapse-perf.pl");
+    assert!(script.is_file(), "{} not found", script.display());
+    let pieces: [&[u8]; 29] = [
+        b"swapper     0 [000] 158665.570607: cpu-clock:\n",
+        b"java 24636/25607 [001] 1.5: 100 cycles:\n",
+        b"java 24636/0 [001] 1.5: 7 instructions:\n",
+        b"V8 WorkerThread 25607 4794564.109216: 104345 cycles:\n",
+        b"a  1 x\n",
+        b"x 00 [0] 1: 00 cycles:\n",
+        b"perf 123 [000] 1.0: 1 sched:sched_switch: prev_comm=a\n",
+        b"\tffffffff8103ce3b native_safe_halt+0x1b ([kernel.kallsyms])\n",
+        b"\t7f722d142778 Ljava/io/PrintStream;::print (/tmp/perf-19982.map)\n",
+        b"\t7f0 [unknown] (/usr/lib/libc.so.6)\n",
+        b"\t7f0 [unknown] ([unknown])\n",
+        b"\t7f0 a->b->c (/x)\n",
+        b"\t7f0 ->a-> (/x)\n",
+        b"\t7f0 net/http.(*Client).Do (/go)\n",
+        b"\t7f0 foo(int, char) (/usr/bin/x)\n",
+        b"\t7f0 (anonymous namespace)::f(int) (/x)\n",
+        b"\t7f0 it's \"q\";x (/x vmlinux)\n",
+        b"\tabc (x)\n",
+        b"\t 12 (y) (z) w)\n",
+        b"\t7f0 +0x12 (/x)\n",
+        b"\t7f0 (deleted) (/x)\n",
+        b"\n",
+        b"\n",
+        b"# comment\n",
+        b"junk line\n",
+        b"\r\n",
+        b"  \n",
+        b"\t7f0 foo_[i] ([kernel.kallsyms])\n",
+        b"\t7f0 x_[j] (/tmp/perf-1.map)\n",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let dir = std::env::temp_dir().join(format!("kvmscope-perl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.txt");
+    let mut failures = Vec::new();
+    for case in 0..150 {
+        let mut text: Vec<u8> = (0..next(120))
+            .flat_map(|_| pieces[next(pieces.len())].to_vec())
+            .collect();
+        if next(3) == 0 && !text.is_empty() {
+            for _ in 0..1 + next(5) {
+                let at = next(text.len());
+                let bytes = b" \t:/()[]+-x0123456789\n;>";
+                text[at] = bytes[next(bytes.len())];
+            }
+        }
+        std::fs::write(&input, &text).unwrap();
+        for mode in MODES {
+            let mut perl = Command::new("perl");
+            perl.arg(&script);
+            if mode != "default" {
+                perl.arg(format!("--{mode}"));
+            }
+            let want = perl.arg(&input).output().unwrap().stdout;
+            if collapse(&input, mode, 1) != want {
+                failures.push(format!(
+                    "case {case} --{mode}: {}",
+                    String::from_utf8_lossy(&text)
+                ));
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} differ, first:\n{}",
+        failures.len(),
+        failures[0]
+    );
+}

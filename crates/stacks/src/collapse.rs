@@ -267,7 +267,8 @@ impl Collapser {
 
     fn frame(&mut self, pc: &[u8], rawfunc: &[u8], module: &[u8]) {
         let rawfunc = strip_offset(rawfunc);
-        if rawfunc.first() == Some(&b'(') {
+        // `(...)` is skipped; an empty symbol (only an offset) splits into no frames.
+        if rawfunc.first() == Some(&b'(') || rawfunc.is_empty() {
             return;
         }
         // Fast path, most frames: nothing to split or tidy, not an unknown frame, no

@@ -118,3 +118,13 @@ fn sample_without_stack_is_the_bare_process_name() {
         "kvmscope-vcpu0 5025125\nqemu;kvm_vcpu_ioctl 5025125\n"
     );
 }
+
+#[test]
+fn a_symbol_that_is_only_an_offset_adds_no_frame() {
+    // `split /->/, ""` is an empty list in the reference script: no frame, not an empty one.
+    let input = b"a.out 1 [000] 1.0: cpu-clock:\n\tffff +0x12 (/x)\n\tffff main (/a)\n\n";
+    let out = collapse_reader_blocks(&input[..], &Options::default(), 1, 1 << 20).unwrap();
+    let mut text = Vec::new();
+    out.write_folded(&mut text).unwrap();
+    assert_eq!(String::from_utf8(text).unwrap(), "a.out;main 1\n");
+}
