@@ -117,13 +117,18 @@ mod tests {
     use crate::rules::testutil::fixture;
 
     #[test]
-    fn fires_on_a_capture_with_lost_events() {
-        // A real trace-cmd capture with a lost-events marker (tests/fixtures/public).
-        let r = fixture("public/vmx-old-dirty-ring.txt");
+    fn fires_on_a_capture_that_overflowed_its_buffer() {
+        // 64 KiB per CPU in overwrite mode: 2,446 of 40,001 events kept.
+        let r = fixture("msr-overflowed.txt");
         let v = IncompleteEvidence.check(&r, None);
-        if r.inputs[0].lost_total > 0 {
-            assert_eq!(v[0].severity, Severity::Warning, "{v:#?}");
-        }
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert_eq!(v[0].severity, Severity::Warning, "{v:#?}");
+        assert!(
+            v[0].evidence
+                .iter()
+                .any(|e| e.to_string().contains("lost events: 37,555")),
+            "{v:#?}"
+        );
     }
 
     #[test]
