@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Overhead of `kvmscope top`: the lab guest's action rate (OUTs per second by a `pio` guest,
 # each one a kvm_pio, a kvm_userspace_exit, a kvm_emulate_insn and two kvm_fpu events) with
-# nothing counting, with `kvmscope top` counting (default: every kvm event with drill-down
-# children; and --no-children), and with `perf stat -a -I 1000 -e 'kvm:*'` (kvm_stat's
+# nothing counting, with `kvmscope top` counting (default: every kvm event; and -x, with the
+# drill-down children: exit reasons, userspace-exit reasons, hot ports and MSRs), and with `perf stat -a -I 1000 -e 'kvm:*'` (kvm_stat's
 # mechanism). Rounds alternate the configurations so that drift hits them alike; the median
 # of each is printed with its slowdown against the baseline.
 #
@@ -36,13 +36,13 @@ rate_under() {
 }
 
 declare -A results
-configs=(none top top-no-children perf-stat)
+configs=(none top top-x perf-stat)
 for ((i = 1; i <= ROUNDS; i++)); do
   for c in "${configs[@]}"; do
     case $c in
       none) r=$(rate) ;;
       top) r=$(rate_under "$KVMSCOPE" top --log --interval 1s) ;;
-      top-no-children) r=$(rate_under "$KVMSCOPE" top --log --interval 1s --no-children) ;;
+      top-x) r=$(rate_under "$KVMSCOPE" top --log --interval 1s -x) ;;
       perf-stat) r=$(rate_under perf stat -a -I 1000 -e 'kvm:*') ;;
     esac
     results[$c]="${results[$c]:-} $r"

@@ -87,7 +87,7 @@ fn once_reports_every_port_write_and_the_port_row() {
         return;
     }
     const N: u64 = 5_000;
-    let out = guest_under_top(N, 0x3f8, &["--once", "--interval", "4s", "-z"]);
+    let out = guest_under_top(N, 0x3f8, &["--once", "-x", "--interval", "4s", "-z"]);
     assert!(out.starts_with("kvm statistics - pid "), "{out}");
     assert!(
         out.contains(" Event                                         Total %Total CurAvg/s"),
@@ -130,7 +130,11 @@ fn json_and_csv_once_count_the_guest() {
         return;
     }
     const N: u64 = 1_500;
-    let out = guest_under_top(N, 0x3f8, &["--once", "--json", "--interval", "3s", "-z"]);
+    let out = guest_under_top(
+        N,
+        0x3f8,
+        &["--once", "-x", "--json", "--interval", "3s", "-z"],
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "{out}");
     let v: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
@@ -142,7 +146,11 @@ fn json_and_csv_once_count_the_guest() {
     assert_eq!(child["parent"], "kvm_pio");
     assert_eq!(v["mode"], "host");
 
-    let out = guest_under_top(N, 0x3f8, &["--once", "--csv", "--interval", "3s", "-z"]);
+    let out = guest_under_top(
+        N,
+        0x3f8,
+        &["--once", "-x", "--csv", "--interval", "3s", "-z"],
+    );
     assert!(
         out.starts_with("event,parent,total,pct_total,cur_avg_per_s\n"),
         "{out}"
@@ -167,7 +175,6 @@ fn log_prints_a_banner_and_one_row_per_interval() {
         "1s",
         "-f",
         "^kvm_(pio|msr)$",
-        "--no-children",
     ])
     .output()
     .expect("run top");
@@ -282,7 +289,7 @@ fn the_fd_limit_is_raised_or_the_user_is_told() {
         Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "{ulimit} 40 && exec \"$0\" top --once --interval 100ms --guest -z"
+                "{ulimit} 40 && exec \"$0\" top --once --interval 100ms --guest -x -z"
             ))
             .arg(bin)
             .output()

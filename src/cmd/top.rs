@@ -49,13 +49,11 @@ pub struct Args {
     /// Only events whose name matches this regular expression (like `kvm_stat -f`).
     #[arg(short = 'f', long)]
     pub fields: Option<String>,
-    /// Show drill-down children (exit reasons, ports, MSRs) in --log/--csv columns and the
-    /// TUI from the start (--once and --json always show non-zero children).
+    /// Count and show the drill-down children (kvm_exit per exit reason, kvm_userspace_exit per
+    /// reason, kvm_pio per port, kvm_msr per MSR, csd functions). Off by default, as in
+    /// kvm_stat: each child is one more kernel filter run on every hit of its parent.
     #[arg(short = 'x', long)]
     pub drilldown: bool,
-    /// Do not count drill-down children at all (fewer counters and file descriptors).
-    #[arg(long)]
-    pub no_children: bool,
     /// Extra port for kvm_pio's drill-down (repeatable; decimal or 0x hex).
     #[arg(long, value_parser = parse_u64)]
     pub port: Vec<u64>,
@@ -141,9 +139,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(re) = &filter {
         cat.retain(|n| re.is_match(n));
     }
-    if args.no_children {
-        cat = cat.without_children();
-    }
     if cat.events.is_empty() {
         bail!(TopError::NoEvents {
             tracefs: tracefs.clone(),
@@ -176,8 +171,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     batch_run(&args, &tracefs, &cat, &scope, view)
 }
 
-fn open(tracefs: &std::path::Path, cat: &Catalog, scope: &Scope) -> anyhow::Result<Collector> {
-    let col = Collector::open(tracefs, cat, scope)?;
+fn open(
+    tracefs: &std::path::Path,
+    cat: &Catalog,
+    scope: &Scope,
+    drilldown: bool,
+) -> anyhow::Result<Collector> {
+    let col = Collector::open(tracefs, cat, scope, drilldown)?;
     if let Some(note) = col.fd_note() {
         eprintln!("kvmscope top: {note}");
     }
@@ -189,16 +189,25 @@ fn batch_run(
     tracefs: &std::path::Path,
     cat: &Catalog,
     scope: &Scope,
-    mut view: View,
+    view: View,
 ) -> anyhow::Result<ExitCode> {
-    let mut col = open(tracefs, cat, scope)?;
+    let mut col = open(tracefs, cat, scope, view.drilldown)?;
     let first = col.read()?;
     let mut model = Model::new(cat.mode, scope.describe(), cat.keys(), &first.counts);
     model.update(&first.counts, &first.per_target, 0.0);
     eprintln!(
-        "kvmscope top: counting {} counters ({} events with drill-down) on {} {}; interval {:?}",
+        "kvmscope top: counting {} counters ({} events{}) on {} {}; interval {:?}",
         col.len(),
-        cat.keys().len(),
+        if view.drilldown {
+            cat.keys().len()
+        } else {
+            cat.events.len()
+        },
+        if view.drilldown {
+            " with drill-down children"
+        } else {
+            ""
+        },
         col.targets(),
         match scope {
             Scope::System => "CPUs",
@@ -221,7 +230,6 @@ fn batch_run(
         model.update(&s.counts, &s.per_target, secs);
         let time = now_utc();
         let r = if args.once {
-            view.drilldown = true;
             if args.json {
                 writeln!(out, "{}", render::json_line(&model, &view, &time))
             } else if args.csv {
@@ -230,11 +238,7 @@ fn batch_run(
                 write!(out, "{}", render::summary(&model, &view))
             }
         } else if args.json {
-            let v = View {
-                drilldown: true,
-                ..view.clone()
-            };
-            writeln!(out, "{}", render::json_line(&model, &v, &time))
+            writeln!(out, "{}", render::json_line(&model, &view, &time))
         } else if args.csv {
             let mut r = Ok(());
             if printed == 0 {

@@ -63,10 +63,20 @@ pub struct Sample {
     pub per_target: Vec<(String, Vec<u64>)>,
 }
 
-/// The counters of a catalog on a scope.
+/// The counters of a catalog on a scope: the parent events always, the drill-down children
+/// only while they are shown (as kvm_stat does: every child is one more kernel filter run on
+/// each hit of its parent, so they cost only when asked for).
 #[derive(Debug)]
 pub struct Collector {
-    set: CounterSet,
+    tracefs: PathBuf,
+    parents: CounterSet,
+    /// Flat catalog index of each parent counter.
+    parent_idx: Vec<usize>,
+    children: Option<CounterSet>,
+    child_specs: Vec<CounterSpec>,
+    /// Flat catalog index of each child counter.
+    child_idx: Vec<usize>,
+    n: usize,
     pid: Option<i32>,
     labels: HashMap<Target, String>,
 }
@@ -77,14 +87,31 @@ fn thread_label(pid: i32, tid: i32) -> String {
 }
 
 impl Collector {
-    /// Opens the counters.
-    pub fn open(tracefs: &Path, catalog: &Catalog, scope: &Scope) -> Result<Collector, TopError> {
+    /// Opens the parent counters, and the children's when `children` is true.
+    pub fn open(
+        tracefs: &Path,
+        catalog: &Catalog,
+        scope: &Scope,
+        children: bool,
+    ) -> Result<Collector, TopError> {
         let specs = catalog.specs();
         if specs.is_empty() {
             return Err(TopError::NoEvents {
                 tracefs: tracefs.to_path_buf(),
                 why: "the filter left no event, or this kernel has none of them".into(),
             });
+        }
+        let keys = catalog.keys();
+        let (mut parent_specs, mut parent_idx, mut child_specs, mut child_idx) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, (spec, key)) in specs.into_iter().zip(&keys).enumerate() {
+            if key.parent.is_none() {
+                parent_specs.push(spec);
+                parent_idx.push(i);
+            } else {
+                child_specs.push(spec);
+                child_idx.push(i);
+            }
         }
         let (targets, pid) = match scope {
             Scope::System => (
@@ -99,19 +126,50 @@ impl Collector {
                 Some(v.pid),
             ),
         };
-        let mut set = CounterSet::open(tracefs, &specs, &[])?;
-        set.add_targets(&targets)?;
+        let mut parents = CounterSet::open(tracefs, &parent_specs, &[])?;
+        parents.add_targets(&targets)?;
         let mut c = Collector {
-            set,
+            tracefs: tracefs.to_path_buf(),
+            parents,
+            parent_idx,
+            children: None,
+            child_specs,
+            child_idx,
+            n: keys.len(),
             pid,
             labels: HashMap::new(),
         };
+        c.set_children(children)?;
         c.label_targets();
         Ok(c)
     }
 
+    /// Opens (or closes) the drill-down children's counters. Closing happens on another
+    /// thread: the kernel waits a grace period per tracepoint.
+    pub fn set_children(&mut self, on: bool) -> Result<(), TopError> {
+        match (on, self.children.is_some()) {
+            (true, false) if !self.child_specs.is_empty() => {
+                let mut set = CounterSet::open(&self.tracefs, &self.child_specs, &[])?;
+                set.add_targets(&self.parents.targets())?;
+                self.children = Some(set);
+            }
+            (false, true) => {
+                if let Some(old) = self.children.take() {
+                    std::thread::spawn(move || drop(old));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// True while the children are counted.
+    pub fn children_on(&self) -> bool {
+        self.children.is_some()
+    }
+
     fn label_targets(&mut self) {
-        for t in self.set.targets() {
+        for t in self.parents.targets() {
             if self.labels.contains_key(&t) {
                 continue;
             }
@@ -132,24 +190,43 @@ impl Collector {
         let Ok(now) = threads_of(pid) else {
             return Ok(());
         };
-        let have = self.set.targets();
+        let have = self.parents.targets();
         let new: Vec<Target> = now
             .into_iter()
             .map(Target::Thread)
             .filter(|t| !have.contains(t))
             .collect();
-        self.set.add_targets(&new)?;
+        self.parents.add_targets(&new)?;
+        if let Some(c) = self.children.as_mut() {
+            c.add_targets(&new)?;
+        }
         self.label_targets();
         Ok(())
     }
 
-    /// Reads every counter.
+    /// Reads every counter; counts come in catalog key order (children read 0 while they
+    /// are not counted).
     pub fn read(&mut self) -> Result<Sample, TopError> {
-        let each = self.set.read_each()?;
-        let n = self.set.specs().len();
-        let mut counts = vec![0u64; n];
-        let mut per_target = Vec::with_capacity(each.len());
-        for (t, c) in each {
+        let mut per: Vec<(Target, Vec<u64>)> = Vec::new();
+        for (t, c) in self.parents.read_each()? {
+            let mut full = vec![0u64; self.n];
+            for (k, v) in self.parent_idx.iter().zip(&c) {
+                full[*k] = *v;
+            }
+            per.push((t, full));
+        }
+        if let Some(set) = self.children.as_mut() {
+            for (t, c) in set.read_each()? {
+                if let Some((_, full)) = per.iter_mut().find(|(x, _)| *x == t) {
+                    for (k, v) in self.child_idx.iter().zip(&c) {
+                        full[*k] = *v;
+                    }
+                }
+            }
+        }
+        let mut counts = vec![0u64; self.n];
+        let mut per_target = Vec::with_capacity(per.len());
+        for (t, c) in per {
             for (s, v) in counts.iter_mut().zip(&c) {
                 *s += v;
             }
@@ -165,27 +242,35 @@ impl Collector {
 
     /// Number of counters (file descriptors).
     pub fn len(&self) -> usize {
-        self.set.len()
+        self.parents.len() + self.children.as_ref().map_or(0, |c| c.len())
     }
 
     /// True when nothing is counted.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
+        self.len() == 0
     }
 
     /// Targets counted.
     pub fn targets(&self) -> usize {
-        self.set.targets().len()
+        self.parents.targets().len()
     }
 
     /// A sentence when the fd limit had to be raised.
     pub fn fd_note(&self) -> Option<String> {
-        match self.set.fd_limit {
-            FdLimit::Raised { from, to } => Some(format!(
-                "raised the open-file limit (RLIMIT_NOFILE) from {from} to {to} for the counters"
-            )),
+        let raised = |l: FdLimit| match l {
+            FdLimit::Raised { from, to } => Some((from, to)),
             FdLimit::Enough { .. } => None,
-        }
+        };
+        let a = raised(self.parents.fd_limit);
+        let b = self.children.as_ref().and_then(|c| raised(c.fd_limit));
+        let (from, to) = match (a, b) {
+            (Some((f, _)), Some((_, t))) => (f, t),
+            (Some(x), None) | (None, Some(x)) => x,
+            (None, None) => return None,
+        };
+        Some(format!(
+            "raised the open-file limit (RLIMIT_NOFILE) from {from} to {to} for the counters"
+        ))
     }
 }
 

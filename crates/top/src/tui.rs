@@ -57,6 +57,8 @@ pub enum Action {
     Scope(Option<String>),
     /// Open the VM list counters.
     ListVms,
+    /// Count the drill-down children (true) or stop counting them.
+    Drilldown(bool),
 }
 
 /// The TUI state.
@@ -159,7 +161,10 @@ impl App {
                     Screen::Help
                 };
             }
-            KeyCode::Char('x') => self.view.drilldown = !self.view.drilldown,
+            KeyCode::Char('x') => {
+                self.view.drilldown = !self.view.drilldown;
+                return Action::Drilldown(self.view.drilldown);
+            }
             KeyCode::Char('o') => {
                 self.view.sort = match self.view.sort {
                     SortBy::Rate => SortBy::Total,
@@ -514,7 +519,7 @@ fn scope_of(query: Option<&str>) -> Result<Scope, TopError> {
 }
 
 fn start(opts: &Options, scope: &Scope) -> Result<(Collector, Model), TopError> {
-    let mut col = Collector::open(&opts.tracefs, &opts.catalog, scope)?;
+    let mut col = Collector::open(&opts.tracefs, &opts.catalog, scope, opts.view.drilldown)?;
     let first = col.read()?;
     let mut model = Model::new(
         opts.catalog.mode,
@@ -570,6 +575,12 @@ fn live_loop(
                 match app.key(k) {
                     Action::Quit => return Ok(()),
                     Action::Refresh => refresh = true,
+                    Action::Drilldown(on) => {
+                        if let Err(e) = col.set_children(on) {
+                            app.message = Some(e.to_string());
+                            app.view.drilldown = col.children_on();
+                        }
+                    }
                     Action::None => {}
                     Action::ListVms => {
                         match VmTotals::open(&opts.tracefs, &opts.catalog, crate::vms::list()) {

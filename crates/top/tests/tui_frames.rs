@@ -107,7 +107,7 @@ fn events_screen() {
 #[test]
 fn drilldown_sort_and_selection() {
     let mut app = app();
-    assert_eq!(press(&mut app, KeyCode::Char('x')), Action::None);
+    assert_eq!(press(&mut app, KeyCode::Char('x')), Action::Drilldown(true));
     press(&mut app, KeyCode::Down);
     press(&mut app, KeyCode::Down);
     golden("drilldown.txt", &frame(&app));
