@@ -133,6 +133,7 @@ struct CpuRing {
     fd: libc::c_int,
     base: *mut u8,
     len: usize,
+    page: usize,
 }
 
 impl Drop for CpuRing {
@@ -290,6 +291,7 @@ fn open_cpu(cpu: u32, cfg: &SampleConfig) -> Result<CpuRing, SampleError> {
         fd,
         base: base.cast(),
         len,
+        page,
     })
 }
 
@@ -306,20 +308,30 @@ fn drain(r: &CpuRing, out: &mut Vec<RawSample>, comms: &mut HashMap<u32, String>
     // Pairs with the kernel's write barrier before it publishes data_head.
     fence(Ordering::Acquire);
     let tail = read_u64_at(r, DATA_TAIL_OFFSET);
-    let data_offset = read_u64_at(r, DATA_OFFSET_OFFSET) as usize;
-    let data_size = read_u64_at(r, DATA_SIZE_OFFSET) as usize;
+    let (mut data_offset, mut data_size) = (
+        read_u64_at(r, DATA_OFFSET_OFFSET) as usize,
+        read_u64_at(r, DATA_SIZE_OFFSET) as usize,
+    );
+    if data_size == 0 {
+        // Kernels before 4.1 leave these zero: the data pages follow the metadata page.
+        data_offset = r.page;
+        data_size = r.len - r.page;
+    }
     if data_size == 0 || data_offset + data_size > r.len {
         return;
     }
-    // SAFETY: [data_offset, data_offset + data_size) lies inside the mapping (checked above)
-    // and the kernel does not write the part between tail and head until we move data_tail.
-    let data = unsafe { std::slice::from_raw_parts(r.base.add(data_offset), data_size) };
+    // SAFETY: data_offset < len (checked above), so the pointer stays inside the mapping.
+    let start = unsafe { r.base.add(data_offset) };
+    let data = Ring {
+        base: start.cast_const(),
+        size: data_size,
+    };
     let mut pos = tail;
     let mut rec = Vec::new();
     while pos + 8 <= head {
         let at = (pos % data_size as u64) as usize;
         rec.clear();
-        copy_wrapped(data, at, 8, &mut rec);
+        data.copy_wrapped(at, 8, &mut rec);
         let ty = u32::from_ne_bytes(rec[0..4].try_into().unwrap_or_default());
         let misc = u16::from_ne_bytes(rec[4..6].try_into().unwrap_or_default());
         let size = u16::from_ne_bytes(rec[6..8].try_into().unwrap_or_default()) as usize;
@@ -327,7 +339,7 @@ fn drain(r: &CpuRing, out: &mut Vec<RawSample>, comms: &mut HashMap<u32, String>
             break;
         }
         rec.clear();
-        copy_wrapped(data, at, size, &mut rec);
+        data.copy_wrapped(at, size, &mut rec);
         match ty {
             RECORD_SAMPLE => out.extend(parse_sample(&rec[8..], misc)),
             RECORD_COMM => {
@@ -348,10 +360,35 @@ fn drain(r: &CpuRing, out: &mut Vec<RawSample>, comms: &mut HashMap<u32, String>
     unsafe { std::ptr::write_volatile(r.base.add(DATA_TAIL_OFFSET).cast::<u64>(), pos) };
 }
 
-fn copy_wrapped(data: &[u8], at: usize, len: usize, out: &mut Vec<u8>) {
-    let first = len.min(data.len() - at);
-    out.extend_from_slice(&data[at..at + first]);
-    out.extend_from_slice(&data[..len - first]);
+/// The data area of a ring: only the bytes between tail and head are read, by copying, never
+/// through a reference to memory the kernel may be writing.
+struct Ring {
+    base: *const u8,
+    size: usize,
+}
+
+impl Ring {
+    /// Appends `len` bytes starting at `at`, wrapping at the end of the area.
+    fn copy_wrapped(&self, at: usize, len: usize, out: &mut Vec<u8>) {
+        let len = len.min(self.size);
+        let at = at % self.size;
+        let first = len.min(self.size - at);
+        out.reserve(len);
+        let old = out.len();
+        // SAFETY: `at + first <= size` and `len - first <= size`, so both source ranges lie in
+        // the data area, which is mapped for the ring's lifetime; the kernel published these
+        // bytes (they are before data_head) and does not reuse them before we advance
+        // data_tail; the destination has `len` reserved bytes after `old`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.add(at), out.as_mut_ptr().add(old), first);
+            std::ptr::copy_nonoverlapping(
+                self.base,
+                out.as_mut_ptr().add(old + first),
+                len - first,
+            );
+            out.set_len(old + len);
+        }
+    }
 }
 
 fn u64_at(b: &[u8], i: usize) -> Option<u64> {
