@@ -18,6 +18,8 @@ pub enum Command {
     Report(cmd::report::Args),
     /// Name the pathology in a capture (or live, or in a lab guest), show the evidence, give the fix.
     Diagnose(cmd::diagnose::Args),
+    /// Compare two captures: rates per second side by side, largest changes first, findings in only one.
+    Diff(cmd::diff::Args),
     /// Run real KVM guests that reproduce known pathologies (the built-in lab).
     Lab(cmd::lab::Args),
     /// Record KVM trace events into a trace.dat file through a private tracefs instance.

@@ -321,3 +321,34 @@ fn a_kept_live_recording_diagnoses_the_same_with_its_snapshot() {
         file["findings"][0]["evidence"][0]
     );
 }
+
+#[test]
+fn diff_puts_the_largest_change_first_and_names_findings_in_one_capture() {
+    let out = kvmscope(&[
+        "diff",
+        "--json",
+        &fixture("timer-storm.txt"),
+        &fixture("hlt-2ms.txt"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = json(&out);
+    let rates = c["rates"].as_array().unwrap();
+    let change = |r: &Value| r["change_per_s"].as_f64().unwrap().abs();
+    assert!(rates.windows(2).all(|w| change(&w[0]) >= change(&w[1])));
+    assert_eq!(rates[0]["key"], "event kvm:kvm_msr");
+    let storm = c["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "timer-storm")
+        .unwrap();
+    assert_eq!(storm["a"], "warning");
+    assert!(storm["b"].is_null());
+    let text = kvmscope(&["diff", &fixture("timer-storm.txt"), &fixture("hlt-2ms.txt")]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("only in A  timer-storm"));
+}

@@ -2,6 +2,7 @@
 
 pub mod collapse;
 pub mod diagnose;
+pub mod diff;
 pub mod flamegraph;
 pub mod lab;
 pub mod record;
@@ -16,6 +17,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Report(args) => report::run(args),
         Command::Diagnose(args) => diagnose::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Record(args) => record::run(args),
         Command::Collapse(args) => collapse::run(args),

@@ -6,6 +6,7 @@
 //! Nothing here does I/O: [`diagnose`] is a pure function of a report and a snapshot, and the
 //! renderers ([`render::text`], [`render::json`]) are pure functions of a [`Diagnosis`].
 
+pub mod diff;
 pub mod facts;
 pub mod finding;
 pub mod render;
