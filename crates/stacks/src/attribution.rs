@@ -219,10 +219,11 @@ impl Attribution {
                 continue;
             }
             let _ = writeln!(out, "\n{title}");
+            let width = list.iter().map(|n| n.name.len()).max().unwrap_or(0).max(30);
             for n in list {
                 let _ = writeln!(
                     out,
-                    "  {:<60} {:>16} {:>6.2}%",
+                    "  {:<width$} {:>16} {:>6.2}%",
                     n.name,
                     n.weight,
                     n.share * 100.0
