@@ -90,6 +90,9 @@ proptest! {
                 let line = REAL[i].as_bytes();
                 if damage {
                     input.extend_from_slice(&line[..at.min(line.len())]);
+                    if at % 3 == 0 {
+                        input.push(0xff); // not UTF-8
+                    }
                 } else {
                     input.extend_from_slice(line);
                 }

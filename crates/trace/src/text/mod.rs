@@ -134,8 +134,22 @@ pub fn decode_sequential<R: Read>(
     mut sink: impl FnMut(&Event<'_>),
 ) -> Result<TextStats, DecodeError> {
     let mut stats = TextStats::default();
-    split_lines(input, &mut stats, |line, offset, stats| {
-        one_line(line, offset, stats, &mut sink)
+    split_lines(input, |line, offset, unterminated| {
+        let lossy;
+        let line = match line {
+            Ok(text) => LineIn::Text(text),
+            Err(bytes) => {
+                lossy = String::from_utf8_lossy(bytes);
+                LineIn::Invalid {
+                    lossy: &lossy,
+                    len: bytes.len(),
+                }
+            }
+        };
+        if let Some((text, h)) = take_line(line, offset, unterminated, &mut stats) {
+            let line_no = stats.lines;
+            emit(h, text, line_no, &mut stats, &mut sink);
+        }
     })?;
     Ok(stats)
 }
@@ -144,9 +158,9 @@ pub fn decode_sequential<R: Read>(
 /// byte offset; `Err` carries a line that is not UTF-8. Refuses binary input.
 fn split_lines<R: Read>(
     mut input: R,
-    stats: &mut TextStats,
-    mut on_line: impl FnMut(Result<&str, &[u8]>, u64, &mut TextStats),
+    mut on_line: impl FnMut(Result<&str, &[u8]>, u64, bool),
 ) -> Result<(), DecodeError> {
+    let mut lines = 0u64;
     let mut buf = vec![0u8; CHUNK];
     let mut filled = 0usize;
     let mut base = 0u64; // byte offset of buf[0] in the input
@@ -156,7 +170,7 @@ fn split_lines<R: Read>(
             if buf.len() >= MAX_LINE + CHUNK {
                 return Err(DecodeError::LineTooLong {
                     offset: base,
-                    line: stats.lines + 1,
+                    line: lines + 1,
                 });
             }
             buf.resize(buf.len() * 2, 0);
@@ -179,32 +193,31 @@ fn split_lines<R: Read>(
             match std::str::from_utf8(&buf[..last_nl]) {
                 Ok(text) => {
                     for nl in memchr::memchr_iter(b'\n', text.as_bytes()) {
-                        on_line(Ok(&text[start..nl]), base + start as u64, stats);
+                        on_line(Ok(&text[start..nl]), base + start as u64, false);
+                        lines += 1;
                         start = nl + 1;
                     }
-                    on_line(Ok(&text[start..]), base + start as u64, stats);
+                    on_line(Ok(&text[start..]), base + start as u64, false);
+                    lines += 1;
                     start = last_nl + 1;
                 }
                 Err(_) => {
                     for nl in memchr::memchr_iter(b'\n', &buf[..end]) {
                         let bytes = &buf[start..nl];
                         let line = std::str::from_utf8(bytes).map_err(|_| bytes);
-                        on_line(line, base + start as u64, stats);
+                        on_line(line, base + start as u64, false);
+                        lines += 1;
                         start = nl + 1;
                     }
                 }
             }
         }
         if eof && start < end {
-            // The file ended without a newline: still decode the line, and record that the
-            // input may have been cut off when it does not parse.
-            let before = stats.unknown_lines;
+            // The file ended without a newline: still decode the line; the receiver records
+            // that the input may have been cut off when it does not parse.
             let bytes = &buf[start..end];
             let line = std::str::from_utf8(bytes).map_err(|_| bytes);
-            on_line(line, base + start as u64, stats);
-            if stats.unknown_lines > before {
-                stats.truncated_at = Some(base + start as u64);
-            }
+            on_line(line, base + start as u64, true);
             start = end;
         }
         buf.copy_within(start..end, 0);
@@ -224,34 +237,45 @@ fn read_some<R: Read>(input: &mut R, buf: &mut [u8], offset: u64) -> Result<usiz
     }
 }
 
-fn one_line(
-    line: Result<&str, &[u8]>,
+/// A line as the splitter hands it over: text, or bytes that are not UTF-8 (shown lossily).
+#[derive(Debug, Clone, Copy)]
+enum LineIn<'a> {
+    Text(&'a str),
+    Invalid { lossy: &'a str, len: usize },
+}
+
+/// [`line_header`], plus the record that a last line without a newline that does not parse
+/// means the input was cut off.
+fn take_line<'a>(
+    line: LineIn<'a>,
     offset: u64,
+    unterminated: bool,
     stats: &mut TextStats,
-    sink: &mut impl FnMut(&Event<'_>),
-) {
-    if let Some((text, h)) = line_header(line, offset, stats) {
-        let line_no = stats.lines;
-        emit(h, text, line_no, stats, sink);
+) -> Option<(&'a str, line::Header<'a>)> {
+    let before = stats.unknown_lines;
+    let header = line_header(line, offset, stats);
+    if unterminated && stats.unknown_lines > before {
+        stats.truncated_at = Some(offset);
     }
+    header
 }
 
 /// First half of a line: the line and byte bookkeeping and the common columns. Returns the
 /// line (without `\r`) and its header when it is an event.
 fn line_header<'a>(
-    line: Result<&'a str, &[u8]>,
+    line: LineIn<'a>,
     offset: u64,
     stats: &mut TextStats,
 ) -> Option<(&'a str, line::Header<'a>)> {
     stats.lines += 1;
     let text = match line {
-        Ok(text) => {
+        LineIn::Text(text) => {
             stats.bytes = offset + text.len() as u64 + 1;
             text.strip_suffix('\r').unwrap_or(text)
         }
-        Err(bytes) => {
-            stats.bytes = offset + bytes.len() as u64 + 1;
-            unknown(stats, &String::from_utf8_lossy(bytes));
+        LineIn::Invalid { lossy, len } => {
+            stats.bytes = offset + len as u64 + 1;
+            unknown(stats, lossy);
             return None;
         }
     };
