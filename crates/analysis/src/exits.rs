@@ -137,3 +137,51 @@ pub(crate) fn pct(part: f64, whole: f64) -> f64 {
         0.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvmscope_trace::text::decode_sequential;
+
+    fn exits(text: &str) -> ExitReport {
+        let mut e = Exits::default();
+        decode_sequential(text.as_bytes(), |ev| e.observe(ev)).unwrap();
+        e.finish()
+    }
+
+    const EXIT: &str =
+        "kvm_exit: vcpu 0 reason HLT rip 0x1 info1 0x0 info2 0x0 intr_info 0x0 error_code 0x0";
+    const MSR: &str = "kvm_exit: vcpu 0 reason MSR_WRITE rip 0x1 info1 0x0 info2 0x0 intr_info 0x0 error_code 0x0";
+    const ENTRY: &str = "kvm_entry: vcpu 0, rip 0x1";
+
+    #[test]
+    fn trace_starting_mid_exit_is_not_miscounted() {
+        // The first entry closes an exit the trace did not see: it is ignored, not paired.
+        let r = exits(&format!(
+            "a-1 [000] .... 1.000000: {ENTRY}\na-1 [000] .... 1.000010: {EXIT}\na-1 [000] .... 1.000030: {ENTRY}\n"
+        ));
+        assert_eq!(
+            (r.total, r.paired, r.unpaired_entries, r.unpaired_exits),
+            (1, 1, 1, 0)
+        );
+        assert_eq!(r.rows[0].latency.total_ns, 20_000);
+    }
+
+    #[test]
+    fn exit_replaced_before_entry_and_open_at_end() {
+        // perf kvm stat: a second exit before any entry restarts the interval; an exit open
+        // at the end has no latency. Threads pair independently.
+        let r = exits(&format!(
+            "a-1 [000] .... 1.000000: {EXIT}\nb-2 [001] .... 1.000001: {MSR}\na-1 [000] .... 1.000005: {MSR}\n\
+             a-1 [000] .... 1.000007: {ENTRY}\nb-2 [001] .... 1.000009: {ENTRY}\na-1 [000] .... 1.000020: {EXIT}\n"
+        ));
+        assert_eq!((r.total, r.paired, r.unpaired_exits), (4, 2, 1));
+        let msr = r.rows.iter().find(|row| row.reason == "MSR_WRITE").unwrap();
+        assert_eq!(
+            (msr.count, msr.latency.samples, msr.latency.total_ns),
+            (2, 2, 2_000 + 8_000)
+        );
+        let hlt = r.rows.iter().find(|row| row.reason == "HLT").unwrap();
+        assert_eq!((hlt.count, hlt.latency.samples), (2, 0));
+    }
+}

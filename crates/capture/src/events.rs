@@ -140,6 +140,10 @@ fn resolve_scratch<'a>(kind: Decoded, scratch: &'a str) -> EventKind<'a> {
             reg: s(&reg),
             val,
         },
+        Decoded::ExitNamed { exit, name } => EventKind::KvmExit(KvmExit {
+            reason: ExitReason::Named(s(&name)),
+            ..exit
+        }),
     }
 }
 
@@ -173,6 +177,11 @@ enum Decoded {
         write: bool,
         reg: std::ops::Range<usize>,
         val: u64,
+    },
+    /// An exit whose reason our tables do not know but the kernel's print fmt names.
+    ExitNamed {
+        exit: KvmExit<'static>,
+        name: std::ops::Range<usize>,
     },
 }
 
@@ -243,7 +252,26 @@ impl<'f> Plan<'f> {
         let name = self.fmt.name.as_str();
         let plain = |k: EventKind<'static>| Some(Decoded::Plain(k));
         match (system, name) {
-            ("kvm", "kvm_exit") => plain(EventKind::KvmExit(self.kvm_exit(d)?)),
+            ("kvm", "kvm_exit") => {
+                let exit = self.kvm_exit(d)?;
+                // The kernel's own name for a reason newer than our tables.
+                let known = match exit.reason {
+                    ExitReason::Vmx(c) => kvmscope_trace::tables::vmx_exit_name(c).is_some(),
+                    ExitReason::Svm(c) => kvmscope_trace::tables::svm_exit_name(c).is_some(),
+                    _ => true,
+                };
+                if !known {
+                    if let Some(sym) = self.fmt.symbol(d, "exit_reason") {
+                        let start = scratch.len();
+                        scratch.push_str(&sym);
+                        return Some(Decoded::ExitNamed {
+                            exit,
+                            name: start..scratch.len(),
+                        });
+                    }
+                }
+                plain(EventKind::KvmExit(exit))
+            }
             ("kvm", "kvm_entry") => plain(EventKind::KvmEntry {
                 vcpu: self.u32(d, "vcpu_id"),
                 rip: self.u64(d, "rip").or_else(|| self.u64(d, "vcpu_pc")),
@@ -477,5 +505,61 @@ impl<'f> Plan<'f> {
             created: self.flag(d, "created").unwrap_or(false),
             root: kind == MmuKind::GetPage && level.is_some_and(|l| l >= 4),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kvm_exit format of a 6.18 kernel, with one reason our tables do not know added to
+    /// its print fmt, as a newer kernel would print it.
+    fn future_kvm_exit() -> EventFormat {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/tracedat/kvm_exit.format"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let text = text.replace(
+            "{ 85, \"MSR_WRITE_IMM\" }",
+            "{ 85, \"MSR_WRITE_IMM\" }, { 99, \"FUTURE_EXIT\" }",
+        );
+        EventFormat::parse("kvm", &text, "kvm_exit.format").unwrap()
+    }
+
+    fn record(fmt: &EventFormat, values: &[(&str, u64)]) -> Vec<u8> {
+        let end = fmt.fields.iter().map(|f| f.offset + f.size).max().unwrap();
+        let mut data = vec![0u8; end];
+        for (name, v) in values {
+            let f = fmt.field(name).unwrap();
+            data[f.offset..f.offset + f.size].copy_from_slice(&v.to_le_bytes()[..f.size]);
+        }
+        data
+    }
+
+    fn decode(fmt: &EventFormat, data: &[u8]) -> String {
+        let mut scratch = String::new();
+        let kind = Plan::new(fmt).kind(data, &mut scratch);
+        format!("{:?}", resolve_scratch(kind, &scratch))
+    }
+
+    #[test]
+    fn exit_reasons_unknown_to_our_tables_take_the_kernels_name() {
+        let fmt = future_kvm_exit();
+        let new = record(&fmt, &[("exit_reason", 99), ("isa", 1), ("vcpu_id", 3)]);
+        let got = decode(&fmt, &new);
+        assert!(
+            got.contains("Named(\"FUTURE_EXIT\")") && got.contains("vcpu: Some(3)"),
+            "{got}"
+        );
+        // A known reason keeps its code (named from our tables at render time).
+        let known = record(&fmt, &[("exit_reason", 48), ("isa", 1)]);
+        assert!(decode(&fmt, &known).contains("Vmx(48)"));
+        // A code nobody names stays a number.
+        let unknown = record(&fmt, &[("exit_reason", 98), ("isa", 1)]);
+        assert!(decode(&fmt, &unknown).contains("Vmx(98)"));
+        // SVM codes are read with the SVM table.
+        let svm = record(&fmt, &[("exit_reason", 0x400), ("isa", 2)]);
+        assert!(decode(&fmt, &svm).contains("Svm(1024)"));
     }
 }
