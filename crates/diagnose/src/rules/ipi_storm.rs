@@ -92,15 +92,23 @@ impl Rule for IpiStorm {
         if let Some(g) = &report.guest {
             let sent: u64 = g.ipi.sent.iter().map(|r| r.sent).sum();
             if sent >= MIN_EVENTS {
-                let mut senders: Vec<u32> = g.ipi.sent.iter().map(|r| r.sender_cpu).collect();
-                senders.sort_unstable();
-                senders.dedup();
-                guest_rate = f.per_s(sent) / senders.len().max(1) as f64;
-                evidence.push(Evidence::rate(
-                    "guest: IPIs sent (ipi:ipi_send_cpu/cpumask)",
+                // The busiest sender: a storm from one CPU must not be averaged away.
+                let mut per_cpu = std::collections::BTreeMap::<u32, u64>::new();
+                for r in &g.ipi.sent {
+                    *per_cpu.entry(r.sender_cpu).or_default() += r.sent;
+                }
+                let (cpu, most) = per_cpu
+                    .iter()
+                    .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                    .map_or((0, 0), |(c, n)| (*c, *n));
+                guest_rate = f.per_s(most);
+                evidence.push(f.guest_rate(
+                    "guest: IPIs sent (ipi:ipi_send_cpu/cpumask), all CPUs",
                     sent,
-                    f.per_s(sent),
-                    Some(guest_rate),
+                ));
+                evidence.push(f.guest_rate(
+                    format!("guest: IPIs sent by CPU {cpu} (the busiest sender)"),
+                    most,
                 ));
                 let mut by_fn = std::collections::BTreeMap::<String, u64>::new();
                 for r in &g.ipi.sent {
