@@ -310,6 +310,8 @@ pub fn permission_advice(target: &Target) -> String {
 }
 
 const PERF_TYPE_TRACEPOINT: u32 = 2;
+const FLAG_DISABLED: u64 = 1 << 0;
+const IOC_ENABLE: libc::c_ulong = 0x2400;
 const FORMAT_GROUP: u64 = 1 << 3;
 /// `_IOW('$', 6, char *)`.
 const IOC_SET_FILTER: libc::c_ulong = 0x4008_2406;
@@ -461,6 +463,11 @@ impl CounterSet {
                         source,
                     })?;
                 }
+                enable(&fd).map_err(|source| CounterError::Open {
+                    event: self.specs[i].label(),
+                    target: target.to_string(),
+                    source,
+                })?;
                 fds.push(fd);
             }
             groups.push(Group { first, fds });
@@ -562,8 +569,10 @@ fn open_counter(id: u64, pid: i32, cpu: i32, group: i32) -> std::io::Result<Owne
         size: std::mem::size_of::<Attr>() as u32,
         config: id,
         // Counting only (no sample period); kernel events included (exclude_kernel = 0),
-        // otherwise a tracepoint counter reads 0; enabled at once.
+        // otherwise a tracepoint counter reads 0. Opened disabled: a filtered counter must
+        // not count anything before its filter is set; [`enable`] starts it.
         read_format: if group == -1 { FORMAT_GROUP } else { 0 },
+        flags: FLAG_DISABLED,
         ..Attr::default()
     };
     // SAFETY: `attr` is a fully initialised perf_event_attr whose `size` field matches its
@@ -584,6 +593,16 @@ fn open_counter(id: u64, pid: i32, cpu: i32, group: i32) -> std::io::Result<Owne
     }
     // SAFETY: `fd` was just returned by perf_event_open, is open, and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn enable(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: `fd` is an open perf event fd we own; ENABLE takes no argument.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), IOC_ENABLE, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn set_filter(fd: &OwnedFd, filter: &str) -> std::io::Result<()> {

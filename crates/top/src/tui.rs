@@ -557,6 +557,7 @@ fn live_loop(
     let mut last = Instant::now();
     let mut vm_totals: Option<VmTotals> = None;
     let mut vm_last = Instant::now();
+    let mut reset_pending = false;
     loop {
         terminal
             .draw(|f| draw(f, &app))
@@ -576,9 +577,19 @@ fn live_loop(
                     Action::Quit => return Ok(()),
                     Action::Refresh => refresh = true,
                     Action::Drilldown(on) => {
-                        if let Err(e) = col.set_children(on) {
-                            app.message = Some(e.to_string());
-                            app.view.drilldown = col.children_on();
+                        let was = col.children_on();
+                        match col.set_children(on) {
+                            // Children count from now: restart every total with them, so
+                            // that a child's share of its parent means something.
+                            Ok(()) if on && !was => {
+                                refresh = true;
+                                reset_pending = true;
+                            }
+                            Ok(()) => {}
+                            Err(e) => {
+                                app.message = Some(e.to_string());
+                                app.view.drilldown = col.children_on();
+                            }
                         }
                     }
                     Action::None => {}
@@ -616,6 +627,9 @@ fn live_loop(
             let secs = last.elapsed().as_secs_f64();
             last = Instant::now();
             app.model.update(&s.counts, &s.per_target, secs);
+            if std::mem::take(&mut reset_pending) {
+                app.model.reset();
+            }
             if let Some(t) = vm_totals.as_mut().filter(|_| app.screen == Screen::Vms) {
                 app.vms = t.read(vm_last.elapsed().as_secs_f64());
                 vm_last = Instant::now();

@@ -98,3 +98,45 @@ fn a_bad_filter_is_reported_with_the_event() {
         Ok(_) => panic!("the kernel accepted a filter on a field that does not exist"),
     }
 }
+
+/// A filtered counter opened while its event fires counts nothing before its filter is set
+/// (counters open disabled and are enabled after SET_FILTER).
+#[test]
+fn counters_opened_on_a_running_guest_count_only_what_matches() {
+    if !kvmscope_capture::host::require_kvm() {
+        return;
+    }
+    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+        return;
+    };
+    // 40 filters that never match this guest's OUTs (to 0x3f8), opened mid-run.
+    let mut specs = vec![CounterSpec::new("kvm", "kvm_pio")];
+    for p in 0x1200..0x1228u32 {
+        specs.push(CounterSpec::filtered(
+            "kvm",
+            "kvm_pio",
+            format!("port == {p:#x}"),
+        ));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spec = ScenarioSpec::new(Scenario::Pio).duration(std::time::Duration::from_millis(1500));
+    let mut opener = None;
+    run_with(&spec, |threads| {
+        let tids = threads.vcpu_tids.clone();
+        let tracefs = tracefs.clone();
+        let specs = specs.clone();
+        let tx = tx.clone();
+        opener = Some(std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let targets: Vec<Target> = tids.iter().map(|&t| Target::Thread(t)).collect();
+            let mut set = CounterSet::open(&tracefs, &specs, &targets).expect("open");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            tx.send(set.read().expect("read")).expect("send");
+        }));
+    })
+    .expect("lab run");
+    opener.expect("spawned").join().expect("opener");
+    let counts = rx.recv().expect("counts");
+    assert!(counts[0] > 0, "the guest was running: {counts:?}");
+    assert!(counts[1..].iter().all(|&c| c == 0), "{counts:?}");
+}
