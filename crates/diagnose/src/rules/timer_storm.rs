@@ -151,10 +151,17 @@ impl Rule for TimerStorm {
         }
         let mut finding = Finding::graded(
             self.id(),
-            format!(
-                "Guest timer storm: IA32_TSC_DEADLINE written {}/s per vCPU",
-                crate::finding::num(value)
-            ),
+            if host_rate >= WARN_PER_VCPU_S {
+                format!(
+                    "Guest timer storm: IA32_TSC_DEADLINE written {}/s per vCPU",
+                    crate::finding::num(host_rate)
+                )
+            } else {
+                format!(
+                    "Guest timer storm: IA32_TSC_DEADLINE written {}/s on the busiest guest CPU",
+                    crate::finding::num(guest_rate)
+                )
+            },
             value,
             WARN_PER_VCPU_S,
             CRIT_PER_VCPU_S,
