@@ -120,3 +120,66 @@ fn corrupt_tracedat_is_an_error_with_an_offset() {
         "error must name the file and an offset: {err}"
     );
 }
+
+/// `kvmscope record -- kvmscope lab run pio`, then `report --pid <guest>` on the recording:
+/// exactly the guest's OUTs, and its vCPU thread grouped under its process (the recording
+/// keeps each thread's process, noted by the kernel at event time).
+#[test]
+fn record_then_report_by_pid_counts_the_guest_exactly() {
+    if !kvmscope_capture::host::require_kvm() || kvmscope_capture::host::require_tracefs().is_none()
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dat = tmp.path().join("pio.dat");
+    let exe = env!("CARGO_BIN_EXE_kvmscope");
+    let out = Command::new(exe)
+        .args(["record", "-q", "-o"])
+        .arg(&dat)
+        .args(["--", exe, "lab", "run", "pio", "--count", "700", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The lab's JSON document comes first; anything record prints after it is ignored.
+    let lab: Value = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .next()
+        .unwrap()
+        .unwrap();
+    let pid = lab["pid"].as_u64().expect("lab JSON has the pid");
+    let r = report(&["--pid", &pid.to_string(), dat.to_str().unwrap()]);
+    let pio: Vec<&Value> = r["accesses"]["pio"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["port"] == 0x3f8)
+        .collect();
+    assert_eq!(pio.len(), 1, "{}", r["accesses"]);
+    assert_eq!(pio[0]["count"], 700);
+    let vms = r["overview"]["vms"].as_array().unwrap();
+    assert_eq!(vms.len(), 1, "only the guest's process: {vms:?}");
+    assert_eq!(vms[0]["pid"].as_u64(), Some(pid));
+    let tids: Vec<u64> = lab["vcpu_tids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    let threads: Vec<u64> = vms[0]["vcpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["tid"].as_u64().unwrap())
+        .collect();
+    for t in tids {
+        assert!(
+            threads.contains(&t),
+            "vCPU thread {t} grouped under pid {pid}: {threads:?}"
+        );
+    }
+}

@@ -60,6 +60,11 @@ pub fn for_each_event(
         sidecar: td.kvmscope_json().map(str::to_string),
         ..DatSummary::default()
     };
+    let tgids = summary
+        .sidecar
+        .as_deref()
+        .map(sidecar_tgids)
+        .unwrap_or_default();
     let mut plans: HashMap<u16, Plan<'_>> = HashMap::new();
     let mut scratch = String::new();
     for buffer in td.data_buffers() {
@@ -83,7 +88,7 @@ pub fn for_each_event(
                 ts_ns: rec.ts_ns,
                 cpu: rec.cpu,
                 tid,
-                tgid: None,
+                tgid: tgids.get(&tid).copied(),
                 comm,
                 system: &fmt.system,
                 name: &fmt.name,
@@ -96,6 +101,26 @@ pub fn for_each_event(
         }
     }
     Ok(summary)
+}
+
+/// Thread → process from kvmscope's sidecar (`"tgids": [[tid, tgid], ...]`).
+fn sidecar_tgids(json: &str) -> HashMap<u32, u32> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
+        return HashMap::new();
+    };
+    doc.get("tgids")
+        .and_then(|t| t.as_array())
+        .map(|pairs| {
+            pairs
+                .iter()
+                .filter_map(|p| {
+                    let tid = u32::try_from(p.get(0)?.as_u64()?).ok()?;
+                    let tgid = u32::try_from(p.get(1)?.as_u64()?).ok()?;
+                    Some((tid, tgid))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Strings that exist only as formatted text (hex addresses, symbol names) are written to a

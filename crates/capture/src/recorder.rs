@@ -230,6 +230,9 @@ pub struct Recorder {
     page: Vec<u8>,
     progress: Progress,
     pids: BTreeMap<i32, Option<String>>,
+    /// Thread → thread group (process), read from /proc when a thread is first seen, so a
+    /// report can group vCPU threads by VM (`--pid`).
+    tgids: BTreeMap<i32, i32>,
     /// Notes for the user (skipped optional events).
     pub notes: Vec<String>,
     enabled: Vec<String>,
@@ -251,6 +254,9 @@ impl Recorder {
     ) -> Result<Recorder, CaptureError> {
         let instance = Instance::create(tracefs_root, "record")?;
         instance.set_tracing_on(false)?;
+        // Have the kernel note each thread's process at event time (read back from
+        // saved_tgids at the end): vCPU threads are often gone before we could ask /proc.
+        let _ = std::fs::write(instance.path().join("options/record-tgid"), "1");
         if let Some(kb) = options.subbuf_kb {
             crate::tracefs::write_file(
                 &instance.path().join("buffer_subbuf_size_kb"),
@@ -410,6 +416,7 @@ impl Recorder {
             cpus,
             formats,
             pids: BTreeMap::new(),
+            tgids: BTreeMap::new(),
             notes,
             enabled,
             options,
@@ -570,6 +577,9 @@ impl Recorder {
             if let std::collections::btree_map::Entry::Vacant(v) = self.pids.entry(rec.common_pid) {
                 // Read the name now: the thread may be gone by the end.
                 v.insert(comm_of(rec.common_pid));
+                if let Some(tgid) = tgid_of(rec.common_pid) {
+                    self.tgids.insert(rec.common_pid, tgid);
+                }
             }
         }
         Ok(filled)
@@ -668,6 +678,17 @@ impl Recorder {
             .filter_map(|l| l.split_once(' '))
             .filter_map(|(p, c)| Some((p.parse().ok()?, c)))
             .collect();
+        let saved_tgids = read_file(&root.join("saved_tgids")).unwrap_or_default();
+        let mut tgids = self.tgids.clone();
+        for line in saved_tgids.lines() {
+            if let Some((t, g)) = line.split_once(' ') {
+                if let (Ok(t), Ok(g)) = (t.parse::<i32>(), g.trim().parse::<i32>()) {
+                    if g > 0 && self.pids.contains_key(&t) {
+                        tgids.entry(t).or_insert(g);
+                    }
+                }
+            }
+        }
         let mut cmdlines = String::new();
         for (pid, comm) in &self.pids {
             let name = comm.as_deref().or_else(|| saved.get(pid).copied());
@@ -723,6 +744,7 @@ impl Recorder {
             "buffer_kb": self.options.buffer_kb,
             "lost_events": lost,
             "events_recorded": self.progress.events,
+            "tgids": tgids.iter().map(|(t, g)| [*t, *g]).collect::<Vec<_>>(),
         });
         if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (sidecar, doc.as_object_mut())
         {
@@ -889,6 +911,17 @@ fn count_cpus(instance: &Path) -> Result<usize, CaptureError> {
         .max()
         .unwrap_or(0);
     Ok(n)
+}
+
+fn tgid_of(tid: i32) -> Option<i32> {
+    if tid <= 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn comm_of(pid: i32) -> Option<String> {
