@@ -25,19 +25,7 @@ fn kvmscope() -> Command {
 }
 
 fn have_trace_cmd() -> bool {
-    let ok = Command::new("trace-cmd")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        if kvmscope_capture::host::required_by_env() {
-            panic!("trace-cmd is required (KVMSCOPE_REQUIRE_KVM=1): install it with `apt-get install trace-cmd`");
-        }
-        eprintln!("SKIPPED: trace-cmd not installed");
-    }
-    ok
+    kvmscope_capture::host::require_tool("trace-cmd", "apt-get install trace-cmd")
 }
 
 /// The global tracing state kvmscope must never change.

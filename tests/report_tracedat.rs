@@ -23,18 +23,7 @@ fn report(args: &[&str]) -> Value {
 }
 
 fn trace_cmd_available() -> bool {
-    let ok = Command::new("trace-cmd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success() || !o.stdout.is_empty() || !o.stderr.is_empty());
-    if !ok {
-        assert!(
-            std::env::var_os("KVMSCOPE_REQUIRE_KVM").is_none_or(|v| v != "1"),
-            "trace-cmd is required (KVMSCOPE_REQUIRE_KVM=1) but not installed"
-        );
-        eprintln!("SKIPPED: trace-cmd not installed (apt-get install trace-cmd)");
-    }
-    ok
+    kvmscope_capture::host::require_tool("trace-cmd", "apt-get install trace-cmd")
 }
 
 #[test]

@@ -10,7 +10,7 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start() -> Option<Tmux> {
+    fn start(test: &str) -> Option<Tmux> {
         if Command::new("tmux").arg("-V").output().is_err() {
             if kvmscope_capture::host::required_by_env() {
                 panic!("tmux is required (KVMSCOPE_REQUIRE_KVM=1) but not installed");
@@ -18,7 +18,7 @@ impl Tmux {
             eprintln!("SKIPPED: tmux is not installed");
             return None;
         }
-        let socket = format!("kvmscope-top-test-{}", std::process::id());
+        let socket = format!("kvmscope-top-{test}-{}", std::process::id());
         let t = Tmux { socket };
         let ok = t
             .cmd(&[
@@ -106,7 +106,7 @@ fn keys_screens_and_terminal_restored() {
     if kvmscope_capture::host::require_tracefs().is_none() {
         return;
     }
-    let Some(t) = Tmux::start() else {
+    let Some(t) = Tmux::start("keys") else {
         return;
     };
     let bin = env!("CARGO_BIN_EXE_kvmscope");
@@ -177,4 +177,96 @@ fn keys_screens_and_terminal_restored() {
         "top did not stop cleanly on SIGTERM:\n{s}"
     );
     check_stty(&t, "STTY-AFTER-TERM");
+}
+
+/// The VM list (b) finds a running lab guest by its VM descriptor, Enter counts only its
+/// threads, x shows its port row, v its vCPU thread.
+#[test]
+fn vm_list_per_vm_drilldown_and_vcpu_view() {
+    if !kvmscope_capture::host::require_kvm() {
+        return;
+    }
+    if kvmscope_capture::host::require_tracefs().is_none() {
+        return;
+    }
+    let Some(t) = Tmux::start("vms") else {
+        return;
+    };
+    let bin = env!("CARGO_BIN_EXE_kvmscope");
+    struct Guest(std::process::Child);
+    impl Drop for Guest {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let guest = Guest(
+        Command::new(bin)
+            .args(["lab", "run", "pio", "--duration", "120s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a lab guest"),
+    );
+    let pid = guest.0.id();
+    // Wait until the guest holds its VM descriptor and runs its vCPU thread.
+    let start = Instant::now();
+    while !std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten().any(|e| {
+                std::fs::read_to_string(e.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "kvmscope-vcpu0")
+            })
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the lab guest never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.wait_for("the shell prompt", |s| s.contains('$'));
+    t.line(&format!("{bin} top --interval 300ms; echo TOP-EXIT-$?"));
+    t.wait_for("the title", |s| s.contains("kvm statistics - summary"));
+    t.keys(&["b"]);
+    let row = format!(" {pid} ");
+    let s = t.wait_for("the lab guest in the VM list", |s| {
+        s.contains("kvm statistics - virtual machines") && s.contains(&row)
+    });
+    // Select the guest's line and count only its threads.
+    let line = s
+        .lines()
+        .skip_while(|l| !l.contains("PID"))
+        .skip(1)
+        .position(|l| l.contains(&row))
+        .expect("the guest's line");
+    for _ in 0..line {
+        t.keys(&["Down"]);
+    }
+    t.keys(&["Enter"]);
+    let title = format!("kvm statistics - pid {pid} (kvmscope)");
+    t.wait_for("the per-VM title", |s| s.contains(&title));
+    t.keys(&["x"]);
+    let s = t.wait_for("the port's drill-down row", |s| {
+        s.contains("   kvm_pio(0x3f8)")
+    });
+    assert!(
+        s.contains(" kvm_pio ") && s.contains("drill-down on"),
+        "{s}"
+    );
+    t.keys(&["v"]);
+    t.wait_for("the vCPU thread", |s| {
+        s.contains("per vCPU thread") && s.contains("kvmscope-vcpu0")
+    });
+    t.keys(&["q"]);
+    t.keys(&["q"]);
+    let s = t.wait_for("exit status", |s| {
+        s.lines().any(|l| l.starts_with("TOP-EXIT-"))
+    });
+    assert!(
+        s.lines().any(|l| l.trim() == "TOP-EXIT-0"),
+        "top failed:\n{s}"
+    );
+    drop(guest);
 }

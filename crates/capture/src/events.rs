@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use kvmscope_trace::{ArmExitKind, Event, EventKind, ExitReason, KvmExit, MmioKind, MmuKind};
+use kvmscope_trace::{ArmExitKind, Event, EventKind, ExitReason, KvmExit, MmioKind};
 
 use crate::format::EventFormat;
 use crate::tracedat::{FileAt, Merger, TraceDat};
@@ -507,29 +507,15 @@ impl<'f> Plan<'f> {
     }
 
     fn mmu(&mut self, d: &[u8]) -> EventKind<'static> {
-        let name = self.fmt.name.as_str();
-        let kind = kvmscope_trace::text::payload::mmu_kind(name);
-        if !matches!(
-            kind,
-            MmuKind::GetPage | MmuKind::SyncPage | MmuKind::Unsync | MmuKind::PrepareZap
-        ) {
-            return EventKind::Mmu {
-                kind,
-                gfn: None,
-                level: None,
-                created: false,
-                root: false,
-            };
+        use kvmscope_trace::text::payload::{mmu_event, mmu_has_role, mmu_kind};
+        let kind = mmu_kind(&self.fmt.name);
+        if !mmu_has_role(kind) {
+            return mmu_event(kind, None, None, false);
         }
         // union kvm_mmu_page_role: `level` is bits 0-3.
         let level = self.u64(d, "role").map(|r| (r & 0xf) as u32);
-        EventKind::Mmu {
-            kind,
-            gfn: self.u64(d, "gfn"),
-            level,
-            created: self.flag(d, "created").unwrap_or(false),
-            root: kind == MmuKind::GetPage && level.is_some_and(|l| l >= 4),
-        }
+        let gfn = self.u64(d, "gfn");
+        mmu_event(kind, gfn, level, self.flag(d, "created").unwrap_or(false))
     }
 }
 

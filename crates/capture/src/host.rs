@@ -109,6 +109,25 @@ fn skip_or_fail(what: &str, why: &dyn std::fmt::Display) -> bool {
     false
 }
 
+/// For tests that compare with a peer tool (trace-cmd, perf, tmux): true when `program` can be
+/// started; otherwise prints why and how to install it and returns false, or panics under
+/// `KVMSCOPE_REQUIRE_KVM=1` (CI installs the peers in `.ci/run`).
+pub fn require_tool(program: &str, install: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        skip_or_fail(
+            program,
+            &format!("not installed (install it with `{install}`)"),
+        );
+    }
+    found
+}
+
 /// For tests: true when /dev/kvm is usable; otherwise prints why and returns false, or panics
 /// under `KVMSCOPE_REQUIRE_KVM=1`.
 pub fn require_kvm() -> bool {

@@ -557,20 +557,37 @@ pub fn mmu_kind(name: &str) -> MmuKind {
     }
 }
 
-fn mmu<'a>(name: &str, p: &'a str) -> EventKind<'a> {
-    let kind = mmu_kind(name);
-    // Only the shadow-page events print a page role (`sp gen N gfn X lL ...`).
-    if !matches!(
+/// Whether a kvmmmu event describes a shadow page with its role (`sp gen N gfn X lL ...`):
+/// only those have a gfn, a level and new/existing.
+pub fn mmu_has_role(kind: MmuKind) -> bool {
+    matches!(
         kind,
         MmuKind::GetPage | MmuKind::SyncPage | MmuKind::Unsync | MmuKind::PrepareZap
-    ) {
-        return EventKind::Mmu {
-            kind,
-            gfn: None,
-            level: None,
-            created: false,
-            root: false,
-        };
+    )
+}
+
+/// A kvmmmu event from its parts, whatever the source. A page is a root when
+/// `kvm_mmu_get_page` returns a level-4 (or 5) page: that is a (re)load of an MMU root.
+pub fn mmu_event(
+    kind: MmuKind,
+    gfn: Option<u64>,
+    level: Option<u32>,
+    created: bool,
+) -> EventKind<'static> {
+    let role = mmu_has_role(kind);
+    EventKind::Mmu {
+        kind,
+        gfn: gfn.filter(|_| role),
+        level: level.filter(|_| role),
+        created: created && role,
+        root: role && kind == MmuKind::GetPage && level.is_some_and(|l| l >= 4),
+    }
+}
+
+fn mmu<'a>(name: &str, p: &'a str) -> EventKind<'a> {
+    let kind = mmu_kind(name);
+    if !mmu_has_role(kind) {
+        return mmu_event(kind, None, None, false);
     }
     let mut gfn = None;
     let mut level = None;
@@ -584,14 +601,7 @@ fn mmu<'a>(name: &str, p: &'a str) -> EventKind<'a> {
         }
     }
     let created = crate::fields::trim_end_blank(p).ends_with(" new");
-    let root = level.is_some_and(|l| l >= 4) && matches!(kind, MmuKind::GetPage);
-    EventKind::Mmu {
-        kind,
-        gfn,
-        level,
-        created,
-        root,
-    }
+    mmu_event(kind, gfn, level, created)
 }
 
 #[cfg(test)]
