@@ -224,6 +224,10 @@ fn guest_mode_counts_this_machines_timers() {
         .iter()
         .filter_map(|e| e["name"].as_str())
         .collect();
+    assert!(
+        names.contains(&"write_msr(IA32_TSC_DEADLINE)"),
+        "TSC-deadline writes have their own row: {names:?}"
+    );
     for n in [
         "write_msr",
         "hrtimer_start",

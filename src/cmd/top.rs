@@ -50,8 +50,9 @@ pub struct Args {
     #[arg(short = 'f', long)]
     pub fields: Option<String>,
     /// Count and show the drill-down children (kvm_exit per exit reason, kvm_userspace_exit per
-    /// reason, kvm_pio per port, kvm_msr per MSR, csd functions). Off by default, as in
-    /// kvm_stat: each child is one more kernel filter run on every hit of its parent.
+    /// reason, kvm_pio per port, kvm_msr per MSR). Off by default in host mode, as in
+    /// kvm_stat: each child is one more kernel filter run on every hit of its parent. Always
+    /// on in guest mode (write_msr per MSR, csd_function_entry per function).
     #[arg(short = 'x', long)]
     pub drilldown: bool,
     /// Extra port for kvm_pio's drill-down (repeatable; decimal or 0x hex).
@@ -159,7 +160,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, None) => Scope::System,
     };
     let view = View {
-        drilldown: args.drilldown,
+        // Guest mode's children are few and are its point (TSC-deadline writes per second,
+        // csd functions): shown from the start there.
+        drilldown: args.drilldown || mode == Mode::Guest,
         sort: Default::default(),
         filter: None,
         skip_zero: args.skip_zero,
