@@ -318,7 +318,7 @@ const IOC_SET_FILTER: libc::c_ulong = 0x4008_2406;
 /// The biggest group we make: the kernel refuses groups whose read size nears 16 KiB.
 const MAX_GROUP: usize = 512;
 
-/// `struct perf_event_attr` up to `config2` (PERF_ATTR_SIZE_VER2, 80 bytes): enough for a
+/// `struct perf_event_attr` up to `config2` (PERF_ATTR_SIZE_VER1, 72 bytes): enough for a
 /// counting tracepoint.
 #[repr(C)]
 #[derive(Default)]
@@ -623,8 +623,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn attr_size_is_ver2() {
-        assert_eq!(std::mem::size_of::<Attr>(), 80);
+    fn attr_size_is_ver1() {
+        assert_eq!(std::mem::size_of::<Attr>(), 72);
     }
 
     #[test]
