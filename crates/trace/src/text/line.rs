@@ -231,26 +231,40 @@ fn timestamp_token(s: &str) -> Option<(usize, usize, u64)> {
 
 /// `trace-cmd report` on a trace.dat with several buffers prints the buffer (instance) name
 /// before the task: `kvmscope-rec-12:   qemu-77 [001] ...`. A first token ending in `:`
-/// followed by more columns is that name.
+/// followed by the task column is that name.
 fn strip_instance(prefix: &str) -> &str {
     let b = prefix.as_bytes();
     let Some(sp) = memchr::memchr(b' ', b) else {
         return prefix;
     };
-    if sp > 1 && b[sp - 1] == b':' && cpu_column(&prefix[sp..]).is_some() {
-        trim_start_blank(&prefix[sp + 1..])
+    let rest = trim_start_blank(&prefix[sp + 1..]);
+    if sp > 1 && b[sp - 1] == b':' && !rest.is_empty() {
+        rest
     } else {
         prefix
     }
 }
 
+/// The task column, the CPU and the timestamp token's end. Fast path: the `[cpu]` column
+/// comes first and the timestamp right after it (ftrace, trace-cmd, perf script), so only the
+/// few bytes after the column are searched for it; lines without a CPU column take the
+/// general search.
+fn common_columns(s: &str) -> Option<(&str, u32, usize, u64)> {
+    if let Some((open, close, cpu)) = cpu_column(s) {
+        if let Some((_, end, ts)) = timestamp_token(&s[close..]) {
+            return Some((strip_instance(&s[..open]), cpu, close + end, ts));
+        }
+    }
+    let (start, end, ts) = timestamp_token(s)?;
+    let prefix = strip_instance(&s[..start]);
+    Some(match cpu_column(prefix) {
+        Some((open, _, cpu)) => (&prefix[..open], cpu, end, ts),
+        None => (prefix, CPU_UNKNOWN, end, ts),
+    })
+}
+
 fn parse_event(s: &str) -> Option<Header<'_>> {
-    let (ts_start, ts_end, ts_ns) = timestamp_token(s)?;
-    let prefix = strip_instance(&s[..ts_start]);
-    let (task, cpu) = match cpu_column(prefix) {
-        Some((open, _, cpu)) => (&prefix[..open], cpu),
-        None => (prefix, CPU_UNKNOWN),
-    };
+    let (task, cpu, ts_end, ts_ns) = common_columns(s)?;
     let (comm, tid, tgid) = match parse_task(task) {
         Some(t) => t,
         None => {
