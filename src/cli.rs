@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use crate::cmd;
 
 #[derive(Debug, Parser)]
-#[command(name = "kvmscope", version, about = "Find out why KVM virtual machines are slow, and what to change")]
+#[command(
+    name = "kvmscope",
+    version,
+    about = "Find out why KVM virtual machines are slow, and what to change"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

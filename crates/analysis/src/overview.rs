@@ -134,7 +134,11 @@ impl Overview {
         let mut by_name: Vec<(String, u64)> = self
             .names
             .iter()
-            .flat_map(|(name, systems)| systems.iter().map(move |(sys, n)| (format!("{sys}:{name}"), *n)))
+            .flat_map(|(name, systems)| {
+                systems
+                    .iter()
+                    .map(move |(sys, n)| (format!("{sys}:{name}"), *n))
+            })
             .collect();
         by_name.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let mut vms: BTreeMap<Option<u32>, Vm> = BTreeMap::new();

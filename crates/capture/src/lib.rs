@@ -6,9 +6,9 @@
 
 pub mod counters;
 pub mod error;
+pub mod events;
 pub mod format;
 pub mod guard;
-pub mod events;
 pub mod host;
 pub mod perf_sample;
 pub mod recorder;
