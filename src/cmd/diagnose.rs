@@ -31,7 +31,7 @@ pub struct Args {
     pub json: bool,
     /// Record this machine for this long, then diagnose (e.g. 5s, 500ms, 1m). The default
     /// without files.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = super::args::duration)]
     pub live: Option<Duration>,
     /// Run this lab guest (see `kvmscope lab list`) while recording, and diagnose it alone.
     #[arg(long, value_name = "SCENARIO")]
@@ -39,7 +39,7 @@ pub struct Args {
     /// With --lab: the scenario's --roots / --period / --msr settings, as in `lab run`.
     #[arg(long, hide = true)]
     pub roots: Option<u32>,
-    #[arg(long, hide = true, value_parser = parse_duration)]
+    #[arg(long, hide = true, value_parser = super::args::duration)]
     pub period: Option<Duration>,
     #[arg(long, hide = true, value_parser = parse_u32_auto)]
     pub msr: Option<u32>,
@@ -516,31 +516,6 @@ impl RunningLab {
             .map_err(|_| anyhow::anyhow!("the lab thread panicked"))?
             .context("the lab guest failed")
     }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, ""), |i| (&s[..i], &s[i..]));
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: expected e.g. 5s, 500ms, 1m"))?;
-    let secs = match unit {
-        "" | "s" => v,
-        "ms" => v / 1e3,
-        "us" => v / 1e6,
-        "m" | "min" => v * 60.0,
-        _ => {
-            return Err(format!(
-                "bad duration unit {unit:?} in {s:?}: use ms, s or m"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(format!("duration {s:?} must be positive"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn parse_u32_auto(s: &str) -> Result<u32, String> {

@@ -16,7 +16,7 @@ pub struct Args {
     pub input: Option<PathBuf>,
     /// Sample every CPU for this long (cpu-clock with kernel callchains through
     /// perf_event_open) instead of reading INPUT, e.g. `5s`, `500ms`.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "input")]
+    #[arg(long, value_name = "DURATION", value_parser = super::args::duration, conflicts_with = "input")]
     pub record: Option<std::time::Duration>,
     /// Samples per second per CPU for --record.
     #[arg(long, default_value_t = 999, requires = "record")]
@@ -173,21 +173,4 @@ fn record(
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(stacks)
-}
-
-/// `1500ms`, `2s`, `1m`, or plain seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, "s"), |i| s.split_at(i));
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("not a duration: {s:?} (try 5s or 500ms)"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" | "min" => v * 60.0,
-        _ => return Err(format!("unknown unit in {s:?}: use ms, s or m")),
-    };
-    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }

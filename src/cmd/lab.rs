@@ -36,32 +36,32 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "duration")]
     pub count: Option<u64>,
     /// Run for this long instead (e.g. `2s`, `500ms`).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = super::args::duration)]
     pub duration: Option<Duration>,
     /// Number of vCPUs, each on its own thread running the program (`ipi` needs 2).
     #[arg(long)]
     pub vcpus: Option<u32>,
     /// Port for `pio` (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u64)]
+    #[arg(long, value_parser = super::args::number)]
     pub port: Option<u64>,
     /// MSR for `msr` (default IA32_TSC_DEADLINE, 0x6e0).
-    #[arg(long, value_parser = parse_u64)]
+    #[arg(long, value_parser = super::args::number)]
     pub msr: Option<u64>,
     /// Value `msr` writes to MSRs other than IA32_TSC_DEADLINE.
-    #[arg(long, value_parser = parse_u64)]
+    #[arg(long, value_parser = super::args::number)]
     pub msr_value: Option<u64>,
     /// Page-table roots for `cr3` (<= 4 fit KVM's root cache, >= 5 do not).
     #[arg(long)]
     pub roots: Option<u32>,
     /// Timer period for `timer-storm` and `hlt` (e.g. `30us`).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = super::args::duration)]
     pub period: Option<Duration>,
     /// Run the measured code at CPL 0 or 3 instead of the scenario's own level (pio, mmio,
     /// cpuid, compute), to compare how this host handles each.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=3))]
     pub cpl: Option<u8>,
     /// Give up after this long (e.g. `60s`).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = super::args::duration)]
     pub timeout: Option<Duration>,
     /// Trace the run in a private tracefs instance (events filtered on this VM's vCPU
     /// threads) and compare what the host showed with the ground truth; exit status 1 when a
@@ -452,59 +452,4 @@ fn render_text(o: &RunOutcome, seen: Option<&[u64]>, all_stats: bool) -> String 
         }
     }
     s
-}
-
-/// `2s`, `500ms`, `100us`, `1.5s`, `2m`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (try 2s, 500ms, 100us)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" | "µs" => n / 1e6,
-        "ns" => n / 1e9,
-        "m" | "min" => n * 60.0,
-        _ => {
-            return Err(format!(
-                "unknown unit `{unit}` in `{s}` (use ns, us, ms, s, m)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
-}
-
-/// Decimal or `0x` hex.
-fn parse_u64(s: &str) -> Result<u64, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|_| format!("`{s}` is not a number (decimal or 0x hex)"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30us"), Ok(Duration::from_micros(30)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-    }
-
-    #[test]
-    fn numbers() {
-        assert_eq!(parse_u64("0x3f8"), Ok(0x3f8));
-        assert_eq!(parse_u64("1016"), Ok(1016));
-        assert!(parse_u64("0xzz").is_err());
-    }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand; each has `Args` (its options) and `run`.
 
+mod args;
 pub mod collapse;
 pub mod diagnose;
 pub mod diff;

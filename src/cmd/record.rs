@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(short, long, default_value = "trace.dat")]
     pub output: PathBuf,
     /// Stop after this long (e.g. 10s, 500ms, 2m; a bare number is seconds).
-    #[arg(short, long, value_parser = parse_duration)]
+    #[arg(short, long, value_parser = super::args::duration)]
     pub duration: Option<Duration>,
     /// Events to record: a preset or a comma-separated list of system:event.
     #[arg(short, long, default_value = "kvm")]
@@ -51,32 +51,6 @@ pub struct Args {
     /// Run this command and record until it exits.
     #[arg(last = true)]
     pub command: Vec<String>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, ""), |i| (&s[..i], &s[i..]));
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: expected e.g. 10s, 500ms, 2m"))?;
-    let secs = match unit {
-        "" | "s" => v,
-        "ms" => v / 1e3,
-        "us" => v / 1e6,
-        "m" | "min" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => {
-            return Err(format!(
-                "bad duration unit {unit:?} in {s:?}: use ms, s, m or h"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(format!("duration {s:?} must be positive"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn parse_filters(specs: &[String]) -> Vec<(Option<(String, String)>, String)> {

@@ -31,10 +31,10 @@ pub struct Args {
     #[arg(short = 'z', long = "skip-zero-records")]
     pub skip_zero: bool,
     /// Refresh interval (`3s`, `500ms`, or seconds).
-    #[arg(short = 'i', long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(short = 'i', long, default_value = "3s", value_parser = super::args::duration)]
     pub interval: Duration,
     /// Stop after this long (batch modes and the TUI).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = super::args::duration)]
     pub duration: Option<Duration>,
     /// Count only the threads of this VM process (per-VM and per-vCPU view).
     #[arg(short = 'p', long, conflicts_with = "vm")]
@@ -56,40 +56,11 @@ pub struct Args {
     #[arg(short = 'x', long)]
     pub drilldown: bool,
     /// Extra port for kvm_pio's drill-down (repeatable; decimal or 0x hex).
-    #[arg(long, value_parser = parse_u64)]
+    #[arg(long, value_parser = super::args::number)]
     pub port: Vec<u64>,
     /// Extra MSR for kvm_msr's / write_msr's drill-down (repeatable).
-    #[arg(long, value_parser = parse_u64)]
+    #[arg(long, value_parser = super::args::number)]
     pub msr: Vec<u64>,
-}
-
-fn parse_u64(s: &str) -> Result<u64, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|e| format!("{s:?} is not a number: {e}"))
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|e| format!("{s:?} is not a duration (`3s`, `500ms`): {e}"))?;
-    let secs = match unit {
-        "s" => v,
-        "ms" => v / 1e3,
-        "us" => v / 1e6,
-        "m" | "min" => v * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, ms, us, m)")),
-    };
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("{s:?}: must be more than zero"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn now_utc() -> String {
