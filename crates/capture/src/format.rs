@@ -358,14 +358,13 @@ fn parse_field(line: &str) -> Result<Field, String> {
 
 // ---- print fmt ---------------------------------------------------------------------------
 
-/// Splits `s` at top-level commas (outside parentheses, braces, brackets and strings).
-fn split_top(s: &str) -> Vec<&str> {
-    let mut out = Vec::new();
+/// The characters of `s` outside string literals and outside any `()`, `{}` or `[]`
+/// nesting, with their byte offsets (quotes and brackets themselves are not yielded).
+fn top_level(s: &str) -> impl Iterator<Item = (usize, char)> + '_ {
     let mut depth = 0i32;
     let mut in_str = false;
     let mut esc = false;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
+    s.char_indices().filter(move |&(_, c)| {
         if in_str {
             match (esc, c) {
                 (true, _) => esc = false,
@@ -373,17 +372,26 @@ fn split_top(s: &str) -> Vec<&str> {
                 (false, '"') => in_str = false,
                 _ => {}
             }
-            continue;
+            return false;
         }
         match c {
             '"' => in_str = true,
             '(' | '{' | '[' => depth += 1,
             ')' | '}' | ']' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
+            _ => return depth == 0,
+        }
+        false
+    })
+}
+
+/// Splits `s` at top-level commas (outside parentheses, braces, brackets and strings).
+fn split_top(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, c) in top_level(s) {
+        if c == ',' {
+            out.push(&s[start..i]);
+            start = i + 1;
         }
     }
     out.push(&s[start..]);
@@ -573,33 +581,18 @@ fn guard_of(arg: &str, pos: usize) -> Option<Guard> {
 
 /// Positions of the top-level `?` and its `:` in `s`.
 fn top_ternary(s: &str) -> Option<(usize, usize)> {
-    let mut depth = 0i32;
-    let mut in_str = false;
-    let mut esc = false;
     let mut q = None;
     let mut nested = 0;
-    for (i, c) in s.char_indices() {
-        if in_str {
-            match (esc, c) {
-                (true, _) => esc = false,
-                (false, '\\') => esc = true,
-                (false, '"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
+    for (i, c) in top_level(s) {
         match c {
-            '"' => in_str = true,
-            '(' | '{' | '[' => depth += 1,
-            ')' | '}' | ']' => depth -= 1,
-            '?' if depth == 0 => {
+            '?' => {
                 if q.is_none() {
                     q = Some(i);
                 } else {
                     nested += 1;
                 }
             }
-            ':' if depth == 0 && q.is_some() => {
+            ':' if q.is_some() => {
                 if nested == 0 {
                     return Some((q?, i));
                 }
