@@ -55,6 +55,40 @@ pub(crate) fn numbered_lines(text: &str) -> impl Iterator<Item = Line<'_>> {
     })
 }
 
+/// Reads the `CPU0 CPU1 ...` header that starts /proc/interrupts and /proc/softirqs: the
+/// CPUs in column order. `lines` must skip blank lines.
+pub(crate) fn cpu_header<'a>(
+    lines: &mut impl Iterator<Item = Line<'a>>,
+    file: &'static str,
+) -> Result<Vec<u32>, Error> {
+    let header = lines.next().ok_or(Error::Parse {
+        file,
+        line: 1,
+        offset: 0,
+        problem: "the file is empty; expected a header such as \"CPU0 CPU1\"".into(),
+    })?;
+    let mut cpus = Vec::new();
+    for token in header.text.split_whitespace() {
+        let n = token
+            .strip_prefix("CPU")
+            .and_then(|n| n.parse::<u32>().ok())
+            .ok_or_else(|| {
+                header.error(
+                    file,
+                    format!(
+                        "header column {} is not CPU<n>: expected a header such as \"CPU0 CPU1\"",
+                        excerpt(token)
+                    ),
+                )
+            })?;
+        cpus.push(n);
+    }
+    if cpus.is_empty() {
+        return Err(header.error(file, "the header names no CPU"));
+    }
+    Ok(cpus)
+}
+
 /// One line of input with its position.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Line<'a> {

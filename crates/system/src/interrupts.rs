@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{excerpt, numbered_lines, Error};
+use crate::error::{cpu_header, excerpt, numbered_lines, Error};
 
 const FILE: &str = "/proc/interrupts";
 
@@ -161,31 +161,7 @@ pub fn classify(name: &str, description: &str) -> InterruptKind {
 /// Parses the text of `/proc/interrupts`.
 pub fn parse(text: &str) -> Result<Interrupts, Error> {
     let mut lines = numbered_lines(text).filter(|l| !l.text.trim().is_empty());
-    let header = lines.next().ok_or(Error::Parse {
-        file: FILE,
-        line: 1,
-        offset: 0,
-        problem: "the file is empty; expected a header such as \"CPU0 CPU1\"".into(),
-    })?;
-    let mut cpus = Vec::new();
-    for token in header.text.split_whitespace() {
-        let n = token
-            .strip_prefix("CPU")
-            .and_then(|n| n.parse::<u32>().ok())
-            .ok_or_else(|| {
-                header.error(
-                    FILE,
-                    format!(
-                        "header column {} is not CPU<n>: expected a header such as \"CPU0 CPU1\"",
-                        excerpt(token)
-                    ),
-                )
-            })?;
-        cpus.push(n);
-    }
-    if cpus.is_empty() {
-        return Err(header.error(FILE, "the header names no CPU"));
-    }
+    let cpus = cpu_header(&mut lines, FILE)?;
     let ncpu = cpus.len();
     let mut out = Vec::new();
     for line in lines {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{excerpt, numbered_lines, Error};
+use crate::error::{cpu_header, excerpt, numbered_lines, Error};
 
 const FILE: &str = "/proc/softirqs";
 
@@ -29,28 +29,7 @@ pub struct SoftirqRow {
 /// Parses the text of `/proc/softirqs`.
 pub fn parse(text: &str) -> Result<Softirqs, Error> {
     let mut lines = numbered_lines(text).filter(|l| !l.text.trim().is_empty());
-    let header = lines.next().ok_or(Error::Parse {
-        file: FILE,
-        line: 1,
-        offset: 0,
-        problem: "the file is empty; expected a header such as \"CPU0 CPU1\"".into(),
-    })?;
-    let mut cpus = Vec::new();
-    for token in header.text.split_whitespace() {
-        let cpu = token
-            .strip_prefix("CPU")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| {
-                header.error(
-                    FILE,
-                    format!("header column {} is not CPU<n>", excerpt(token)),
-                )
-            })?;
-        cpus.push(cpu);
-    }
-    if cpus.is_empty() {
-        return Err(header.error(FILE, "the header names no CPU"));
-    }
+    let cpus = cpu_header(&mut lines, FILE)?;
     let mut rows = Vec::new();
     for line in lines {
         let (name, rest) = line.text.trim_start().split_once(':').ok_or_else(|| {
