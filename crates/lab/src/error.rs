@@ -125,6 +125,58 @@ pub enum LabError {
         #[source]
         source: io::Error,
     },
+    /// A program or file an emulated host needs is missing.
+    #[error("{tool} is missing: install it with `{install}`")]
+    MissingTool {
+        /// The program (or file).
+        tool: String,
+        /// The command that installs it.
+        install: String,
+    },
+    /// Preparing or starting an emulated host failed.
+    #[error("{what}{}", if detail.is_empty() { String::new() } else { format!(":\n{detail}") })]
+    HostSetup {
+        /// What was being done.
+        what: String,
+        /// The tool's error output or the host's console tail.
+        detail: String,
+    },
+    /// The emulated host's kernel panicked or oopsed.
+    #[error("the emulated {flavour} host's kernel crashed during {stage} ({attempts} boot(s) tried); QEMU's emulation of nested virtualisation is not flawless: run again, and if it repeats report it with the console below and console*.log in the output directory. Its console ended with:\n{tail}")]
+    HostCrashed {
+        /// Host flavour.
+        flavour: &'static str,
+        /// Boots tried.
+        attempts: u32,
+        /// What it was doing.
+        stage: String,
+        /// The console's last lines.
+        tail: String,
+    },
+    /// The emulated host did not finish in time and was killed.
+    #[error("the emulated {flavour} host did not finish within {limit:?} (stuck in {stage}) and was stopped; the machine may be overloaded (give a longer --timeout) or the host hangs. Its console ended with:\n{tail}")]
+    HostHung {
+        /// Host flavour.
+        flavour: &'static str,
+        /// The time limit.
+        limit: Duration,
+        /// What it was doing.
+        stage: String,
+        /// The console's last lines.
+        tail: String,
+    },
+    /// QEMU exited before the host saved its outputs.
+    #[error("QEMU ({flavour} host) exited with {status} during {stage}, before the outputs were saved. Console and QEMU errors:\n{tail}")]
+    HostExited {
+        /// Host flavour.
+        flavour: &'static str,
+        /// QEMU's exit status.
+        status: String,
+        /// What it was doing.
+        stage: String,
+        /// The console's last lines.
+        tail: String,
+    },
 }
 
 impl LabError {

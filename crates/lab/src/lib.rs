@@ -19,6 +19,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod emulated;
 mod error;
 mod layout;
 mod memory;

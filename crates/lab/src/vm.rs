@@ -104,6 +104,18 @@ pub(crate) fn open_kvm() -> Result<Kvm, LabError> {
     })
 }
 
+/// The type of TR's cached descriptor. LTR leaves it busy (11), and VMX's guest-state checks
+/// demand busy; on SVM, which does not check it, QEMU's emulated CPU (an emulated SVM host)
+/// accepts only an available TSS (9) when it checks a CPL3 OUT against the I/O permission
+/// bitmap, and raises #GP for type 11. Real AMD CPUs accept either.
+fn tss_type() -> u8 {
+    if crate::HostKind::detect() == crate::HostKind::Svm {
+        0x9
+    } else {
+        0xb
+    }
+}
+
 fn segment(selector: u16, code: bool, dpl: u8) -> kvm_segment {
     kvm_segment {
         base: 0,
@@ -305,7 +317,7 @@ impl Vm {
             base: layout::tss_addr(index),
             limit: layout::TSS_LIMIT,
             selector: layout::SEL_TSS,
-            type_: 0xb,
+            type_: tss_type(),
             present: 1,
             dpl: 0,
             db: 0,

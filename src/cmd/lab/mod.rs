@@ -25,7 +25,7 @@ pub enum LabCommand {
         json: bool,
     },
     /// Run one scenario and print its ground truth, the achieved rate and KVM's binary stats.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,12 +74,38 @@ pub struct RunArgs {
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Run on an emulated KVM host instead of this machine: `svm` (kvm_amd with nested
+    /// paging) or `svm-shadow` (npt=0), booted under QEMU's emulator with a Debian kernel
+    /// fetched into the cache; records the run there and brings the trace.dat back.
+    #[arg(long, value_parser = host_name_parser)]
+    pub host: Option<kvmscope_lab::emulated::Flavour>,
+    /// Where `--host` runs leave their outputs (trace.dat, lab.json, console.log).
+    /// Default: ./kvmscope-lab-HOST-SCENARIO.
+    #[arg(long, requires = "host")]
+    pub out: Option<std::path::PathBuf>,
+    /// Also write the JSON result to this file (the text still goes to stdout).
+    #[arg(long, hide = true)]
+    pub save_json: Option<std::path::PathBuf>,
+}
+
+fn host_name_parser(s: &str) -> Result<kvmscope_lab::emulated::Flavour, String> {
+    use kvmscope_lab::emulated::Flavour;
+    if s == "local" || s == "this" {
+        return Err("leave --host out to run on this machine".into());
+    }
+    Flavour::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Flavour::ALL.iter().map(|f| f.name()).collect();
+        format!(
+            "unknown host `{s}`; the emulated hosts are: {}",
+            names.join(", ")
+        )
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         LabCommand::List { json } => list(json),
-        LabCommand::Run(r) => run_scenario(r),
+        LabCommand::Run(r) => run_scenario(*r),
     }
 }
 
@@ -164,6 +190,9 @@ fn spec_of(r: &RunArgs) -> anyhow::Result<ScenarioSpec> {
 
 fn run_scenario(r: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_of(&r)?;
+    if let Some(flavour) = r.host {
+        return emulated::run(&r, &spec, flavour);
+    }
     let (outcome, seen) = if r.verify {
         let (o, seen) = verify::run(&spec)?;
         (o, Some(seen))
@@ -181,34 +210,13 @@ fn run_scenario(r: RunArgs) -> anyhow::Result<ExitCode> {
             .zip(seen)
             .any(|(e, n)| host.covers(e.host) && !e.count.contains(*n))
     });
+    let json = || json_of(&outcome, seen.as_deref());
+    if let Some(p) = &r.save_json {
+        std::fs::write(p, serde_json::to_string_pretty(&json()?)? + "\n")
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
     let text = if r.json {
-        let mut v = serde_json::to_value(&outcome)?;
-        v["elapsed_secs"] = serde_json::json!(outcome.elapsed.as_secs_f64());
-        v["ops_per_sec"] = serde_json::json!(outcome.ops_per_sec());
-        v["kernel"] = serde_json::json!(kernel_release());
-        v["stat_checks"] = serde_json::json!(outcome
-            .check_stats(host)
-            .iter()
-            .map(|(n, c, seen, ok)| serde_json::json!({"name": n, "promised": c, "seen": seen.map(|s| s as i64), "ok": ok}))
-            .collect::<Vec<_>>());
-        if let Some(seen) = &seen {
-            v["verify"] = serde_json::json!(outcome
-                .ground_truth
-                .expectations
-                .iter()
-                .zip(seen)
-                .map(|(e, n)| serde_json::json!({
-                    "system": e.system,
-                    "event": e.event,
-                    "filter": e.filter,
-                    "promised": e.count,
-                    "seen": n,
-                    "applies_here": host.covers(e.host),
-                    "ok": !host.covers(e.host) || e.count.contains(*n),
-                }))
-                .collect::<Vec<_>>());
-        }
-        serde_json::to_string_pretty(&v)? + "\n"
+        serde_json::to_string_pretty(&json()?)? + "\n"
     } else {
         render_text(&outcome, seen.as_deref(), r.all_stats)
     };
@@ -219,6 +227,41 @@ fn run_scenario(r: RunArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
+
+/// The run as one JSON object: the outcome, its rate, the kernel, the stats checks and, when
+/// traced, what was seen of each promise.
+fn json_of(outcome: &RunOutcome, seen: Option<&[u64]>) -> anyhow::Result<serde_json::Value> {
+    let host = outcome.host;
+    let mut v = serde_json::to_value(outcome)?;
+    v["elapsed_secs"] = serde_json::json!(outcome.elapsed.as_secs_f64());
+    v["ops_per_sec"] = serde_json::json!(outcome.ops_per_sec());
+    v["kernel"] = serde_json::json!(kernel_release());
+    v["stat_checks"] = serde_json::json!(outcome
+        .check_stats(host)
+        .iter()
+        .map(|(n, c, seen, ok)| serde_json::json!({"name": n, "promised": c, "seen": seen.map(|s| s as i64), "ok": ok}))
+        .collect::<Vec<_>>());
+    if let Some(seen) = seen {
+        v["verify"] = serde_json::json!(outcome
+            .ground_truth
+            .expectations
+            .iter()
+            .zip(seen)
+            .map(|(e, n)| serde_json::json!({
+                "system": e.system,
+                "event": e.event,
+                "filter": e.filter,
+                "promised": e.count,
+                "seen": n,
+                "applies_here": host.covers(e.host),
+                "ok": !host.covers(e.host) || e.count.contains(*n),
+            }))
+            .collect::<Vec<_>>());
+    }
+    Ok(v)
+}
+
+mod emulated;
 
 /// `--verify`: the run under a private tracefs instance.
 mod verify {
