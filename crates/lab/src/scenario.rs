@@ -528,6 +528,24 @@ pub(crate) fn plan(spec: &ScenarioSpec) -> Result<Plan, LabError> {
 /// handles the action (emulation, shadow page tables).
 pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundTruth {
     use HostScope::*;
+    // SVM exit codes (AMD APM vol. 2, appendix C), as kvm_exit's exit_reason prints them.
+    const CR3_WRITE: u32 = 0x13;
+    const EXCP_PF: u32 = 0x4e;
+    const CPUID: u32 = 0x72;
+    const HLT: u32 = 0x78;
+    const IOIO: u32 = 0x7b;
+    const MSR: u32 = 0x7c;
+    const NPF: u32 = 0x400;
+    let svm_exits = |code: u32, extra: &str, count: Count, scope: HostScope, why: &str| {
+        expect(
+            "kvm",
+            "kvm_exit",
+            Some(format!("exit_reason == {code:#x}{extra}")),
+            count,
+            scope,
+            why,
+        )
+    };
     let info = spec.scenario.info();
     let ops: u64 = match spec.scenario {
         Scenario::Ipi => ops_per_vcpu.first().copied().unwrap_or(0),
@@ -562,13 +580,28 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
                 "each OUT exits to the VMM (KVM_EXIT_IO), plus each vCPU's done OUT",
             ));
             e.push(expect("kvm", "kvm_emulate_insn", None, exact(ops + 3 * v), Pvm, "PVM decodes each trapped OUT with the emulator; 3 per vCPU for entry (IRETQ) and the done OUT"));
+            e.push(svm_exits(
+                IOIO,
+                "",
+                exact(ops + v),
+                Svm,
+                "each OUT, and the done OUT, is an IOIO intercept",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_emulate_insn",
+                None,
+                exact(0),
+                Svm,
+                "SVM's IOIO exit info describes the OUT: no instruction is emulated",
+            ));
             e.push(expect(
                 "kvm",
                 "kvm_fpu",
                 None,
                 exact(2 * (ops + v)),
-                Pvm,
-                "guest FPU state put and reloaded around each exit to userspace",
+                Any,
+                "guest FPU state put and reloaded around each exit to userspace (x86.c, every vendor)",
             ));
             st.push(expect_stat(
                 "exits",
@@ -579,7 +612,7 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
             st.push(expect_stat(
                 "fpu_reload",
                 exact(ops + v),
-                Pvm,
+                Any,
                 "each exit to userspace reloads the guest FPU",
             ));
             st.push(expect_stat(
@@ -614,6 +647,40 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
                 ShadowPaging,
                 "each store faults and is matched as MMIO (no MMIO SPTE caching)",
             ));
+            let at = Some(format!("fault_address == {MMIO_GPA:#x}"));
+            e.push(expect(
+                "kvm",
+                "kvm_page_fault",
+                at,
+                exact(ops),
+                Svm,
+                "each store is a guest page fault at the unbacked GPA",
+            ));
+            let gpa = format!(" && info2 == {MMIO_GPA:#x}");
+            e.push(svm_exits(
+                NPF,
+                &gpa,
+                exact(ops),
+                SvmNpt,
+                "each store is a nested page fault on the unbacked GPA (exit_info2)",
+            ));
+            e.push(svm_exits(EXCP_PF, &gpa, exact(ops), SvmShadow, "each store is an intercepted #PF at the address (identity-mapped, exit_info2 = CR2)"));
+            e.push(expect(
+                "kvm",
+                "kvm_emulate_insn",
+                None,
+                exact(ops),
+                Svm,
+                "each store is emulated to learn its address and value",
+            ));
+            e.push(expect(
+                "kvm",
+                "vcpu_match_mmio",
+                None,
+                exact(ops),
+                SvmNpt,
+                "each emulated store is matched as MMIO",
+            ));
             st.push(expect_stat(
                 "mmio_exits",
                 exact(ops),
@@ -637,7 +704,23 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
                 "each WRMSR",
             ));
             e.push(done_exits());
+            e.push(svm_exits(
+                MSR,
+                "",
+                exact(ops),
+                Svm,
+                "each WRMSR is an MSR intercept",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_emulate_insn",
+                None,
+                exact(ops),
+                SvmNoAssists,
+                "without NRIPS KVM emulates each WRMSR to skip it",
+            ));
             if spec.msr == MSR_TSC_DEADLINE {
+                e.push(expect("kvm", "kvm_hv_timer_state", None, exact(ops), Svm, "each TSC-deadline write re-programs the LAPIC timer, a software hrtimer on SVM (no VMX preemption timer)"));
                 e.push(expect(
                     "kvm",
                     "kvm_hv_timer_state",
@@ -679,6 +762,29 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
                 "each handler writes x2APIC EOI",
             ));
             e.push(expect("kvm", "kvm_eoi", Some(format!("vector == {TIMER_VECTOR}")), exact(ops), Pvm, "PVM EOIs the timer vector when it injects it (the guest's own EOI then logs vector -1)"));
+            e.push(expect(
+                "kvm",
+                "kvm_eoi",
+                Some(format!("vector == {TIMER_VECTOR}")),
+                exact(ops),
+                Svm,
+                "each handler's x2APIC EOI ends the timer vector",
+            ));
+            e.push(svm_exits(
+                MSR,
+                "",
+                exact(2 * ops),
+                Svm,
+                "two WRMSR per interrupt: the deadline and the x2APIC EOI",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_hv_timer_state",
+                None,
+                exact(ops),
+                Svm,
+                "each deadline write re-programs the software LAPIC timer",
+            ));
             st.push(expect_stat(
                 "halt_exits",
                 Count::between(0, ops),
@@ -742,6 +848,18 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
                     ShadowPaging,
                     "one new shadow page per guest page table (512 PTEs)",
                 ));
+                let addrs = format!(
+                    " && info2 >= {:#x} && info2 < {:#x}",
+                    r.start,
+                    r.start + pages * 4096
+                );
+                e.push(svm_exits(
+                    EXCP_PF,
+                    &addrs,
+                    exact(pages),
+                    SvmShadow,
+                    "each first touch is an intercepted #PF (exit_info2 = the address)",
+                ));
                 st.push(expect_stat(
                     "pf_fixed",
                     Count::between(pages, pages + 2 * v),
@@ -749,6 +867,13 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
                     "each first touch is a fixed page fault (plus the code/stack page)",
                 ));
             }
+            e.push(svm_exits(
+                EXCP_PF,
+                "",
+                exact(0),
+                SvmNpt,
+                "with nested paging #PF is not intercepted: the guest handles its own faults",
+            ));
             e.push(done_exits());
         }
         Scenario::Cr3 => {
@@ -779,6 +904,28 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
                     "each root miss loads a new root and flushes",
                 ));
             }
+            e.push(svm_exits(
+                CR3_WRITE,
+                "",
+                exact(ops),
+                SvmShadow,
+                "with shadow paging every MOV CR3 is intercepted",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_emulate_insn",
+                None,
+                exact(ops),
+                SvmShadowNoAssists,
+                "without decode assists KVM emulates each intercepted MOV CR3",
+            ));
+            e.push(svm_exits(
+                CR3_WRITE,
+                "",
+                exact(0),
+                SvmNpt,
+                "with nested paging the guest owns CR3: no intercept",
+            ));
             e.push(done_exits());
         }
         Scenario::Cpuid => {
@@ -809,6 +956,21 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
                     "each CPUID",
                 ));
             }
+            e.push(svm_exits(
+                CPUID,
+                "",
+                exact(ops),
+                Svm,
+                "SVM intercepts every CPUID",
+            ));
+            e.push(expect(
+                "kvm",
+                "kvm_emulate_insn",
+                None,
+                exact(ops),
+                SvmNoAssists,
+                "without NRIPS KVM emulates each CPUID to skip it",
+            ));
             e.push(done_exits());
         }
         Scenario::Ipi => {
@@ -853,6 +1015,13 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
                 Any,
                 "only the two done OUTs",
             ));
+            e.push(svm_exits(
+                MSR,
+                "",
+                exact(2 * sent),
+                Svm,
+                "each IPI is one ICR write and one EOI write, both MSR intercepts",
+            ));
             st.push(expect_stat(
                 "halt_exits",
                 Count::between(0, 2 * ops + 2),
@@ -893,6 +1062,7 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
                 Any,
                 "the VMM stops the vCPU with a signal (KVM_EXIT_INTR), never an I/O exit",
             ));
+            e.push(svm_exits(HLT, "", exact(v), Svm, "one HLT per vCPU"));
             st.push(expect_stat(
                 "halt_exits",
                 exact(v),
@@ -939,6 +1109,15 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
                 Pvm,
                 "CPL3 code runs natively: only entry and the done OUT are emulated",
             ));
+            e.push(svm_exits(IOIO, "", exact(v), Svm, "only the done OUT"));
+            e.push(expect(
+                "kvm",
+                "kvm_emulate_insn",
+                None,
+                exact(0),
+                Svm,
+                "nothing to emulate",
+            ));
             st.push(expect_stat(
                 "insn_emulation",
                 exact(2 * v),
@@ -949,7 +1128,7 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
     }
     if spec.privilege() != info.privilege {
         // Host-specific promises were measured at the scenario's own level only.
-        e.retain(|x| matches!(x.host, Any | HardwareVirt) || x.event == "kvm_cpuid");
+        e.retain(|x| x.host.any_privilege() || x.event == "kvm_cpuid");
         st.retain(|x| x.host == Any);
     }
     GroundTruth {

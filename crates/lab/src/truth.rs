@@ -34,6 +34,47 @@ pub enum HostScope {
     Pvm,
     /// Hardware virtualisation (VMX or SVM), where every guest instruction runs natively.
     HardwareVirt,
+    /// AMD SVM (`kvm_amd`), nested or shadow paging: SVM's exit codes (measured on the
+    /// emulated SVM host, `kvmscope lab run --host svm`).
+    Svm,
+    /// AMD SVM with nested paging (`kvm_amd npt=1`).
+    SvmNpt,
+    /// AMD SVM with shadow paging (`kvm_amd npt=0`).
+    SvmShadow,
+    /// AMD SVM on a CPU without NRIPS and decode assists (QEMU's emulated EPYC): KVM runs its
+    /// instruction emulator to skip or decode what the exit info does not describe.
+    SvmNoAssists,
+    /// Both of the above: shadow paging on a CPU without decode assists.
+    SvmShadowNoAssists,
+}
+
+impl HostScope {
+    /// Short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            HostScope::Any => "any",
+            HostScope::ShadowPaging => "shadow",
+            HostScope::Pvm => "pvm",
+            HostScope::HardwareVirt => "vmx/svm",
+            HostScope::Svm => "svm",
+            HostScope::SvmNpt => "svm+npt",
+            HostScope::SvmShadow => "svm-shadow",
+            HostScope::SvmNoAssists => "svm-tcg",
+            HostScope::SvmShadowNoAssists => "svm-sh-tcg",
+        }
+    }
+
+    /// True when the promise follows from the action whatever the guest's privilege level
+    /// (the other promises were measured at the scenario's own level only).
+    pub fn any_privilege(self) -> bool {
+        !matches!(
+            self,
+            HostScope::Pvm
+                | HostScope::ShadowPaging
+                | HostScope::SvmNoAssists
+                | HostScope::SvmShadowNoAssists
+        )
+    }
 }
 
 /// The KVM flavour of this host.
@@ -74,10 +115,12 @@ impl HostKind {
                 .map(|v| v.trim().to_string())
                 .unwrap_or_default()
         };
+        // Boolean parameters read `N`/`Y`, older integer ones `0`/`1`.
+        let off = |p: &str| matches!(param(p).as_str(), "N" | "n" | "0");
         match self {
             HostKind::Pvm => true,
-            HostKind::Vmx => param("/sys/module/kvm_intel/parameters/ept") == "N",
-            HostKind::Svm => param("/sys/module/kvm_amd/parameters/npt") == "0",
+            HostKind::Vmx => off("/sys/module/kvm_intel/parameters/ept"),
+            HostKind::Svm => off("/sys/module/kvm_amd/parameters/npt"),
             _ => false,
         }
     }
@@ -89,8 +132,27 @@ impl HostKind {
             HostScope::ShadowPaging => self.shadow_paging(),
             HostScope::Pvm => self == HostKind::Pvm,
             HostScope::HardwareVirt => matches!(self, HostKind::Vmx | HostKind::Svm),
+            HostScope::Svm => self == HostKind::Svm,
+            HostScope::SvmNpt => self == HostKind::Svm && !self.shadow_paging(),
+            HostScope::SvmShadow => self == HostKind::Svm && self.shadow_paging(),
+            HostScope::SvmNoAssists => self == HostKind::Svm && !cpu_flag("nrip_save"),
+            HostScope::SvmShadowNoAssists => {
+                self.covers(HostScope::SvmShadow) && !cpu_flag("decodeassists")
+            }
         }
     }
+}
+
+/// True when /proc/cpuinfo lists `flag` for the first CPU.
+fn cpu_flag(flag: &str) -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("flags"))
+                .map(|l| l.split_whitespace().any(|f| f == flag))
+        })
+        .unwrap_or(false)
 }
 
 /// An inclusive range of event counts; `min == max` is an exact promise.

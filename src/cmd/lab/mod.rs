@@ -26,6 +26,9 @@ pub enum LabCommand {
     },
     /// Run one scenario and print its ground truth, the achieved rate and KVM's binary stats.
     Run(Box<RunArgs>),
+    /// Run every scenario on emulated KVM hosts (one boot per host) and show, per host, the
+    /// exits each scenario's trace shows and whether its ground truth held.
+    Matrix(matrix::MatrixArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         LabCommand::List { json } => list(json),
         LabCommand::Run(r) => run_scenario(*r),
+        LabCommand::Matrix(m) => matrix::run(m),
     }
 }
 
@@ -262,6 +266,8 @@ fn json_of(outcome: &RunOutcome, seen: Option<&[u64]>) -> anyhow::Result<serde_j
 }
 
 mod emulated;
+mod matrix;
+mod perf_kvm;
 
 /// `--verify`: the run under a private tracefs instance.
 mod verify {
@@ -403,7 +409,7 @@ fn render_text(o: &RunOutcome, seen: Option<&[u64]>, all_stats: bool) -> String 
     let seen_head = if seen.is_some() { "      SEEN" } else { "" };
     let _ = writeln!(
         s,
-        "  {:<32} {:<44} {:>12}{seen_head}  {:<7} WHY",
+        "  {:<32} {:<44} {:>12}{seen_head}  {:<10} WHY",
         "EVENT", "FILTER", "COUNT", "HOSTS"
     );
     for (k, e) in gt.expectations.iter().enumerate() {
@@ -412,12 +418,7 @@ fn render_text(o: &RunOutcome, seen: Option<&[u64]>, all_stats: bool) -> String 
             Some(n) => format!(" {:>9}", format!("DIFF {n}")),
             None => String::new(),
         };
-        let scope = match e.host {
-            kvmscope_lab::HostScope::Any => "any",
-            kvmscope_lab::HostScope::ShadowPaging => "shadow",
-            kvmscope_lab::HostScope::HardwareVirt => "vmx/svm",
-            _ => "pvm",
-        };
+        let scope = e.host.name();
         let here = if o.host.covers(e.host) {
             ""
         } else {
@@ -425,7 +426,7 @@ fn render_text(o: &RunOutcome, seen: Option<&[u64]>, all_stats: bool) -> String 
         };
         let _ = writeln!(
             s,
-            "  {:<32} {:<44} {:>12}{seen_col}  {:<7} {}{here}",
+            "  {:<32} {:<44} {:>12}{seen_col}  {:<10} {}{here}",
             format!("{}:{}", e.system, e.event),
             e.filter.as_deref().unwrap_or("-"),
             e.count.to_string(),
