@@ -6,18 +6,17 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-/// `field == value && ...` as (field, value) pairs.
-pub fn conditions(filter: &str) -> BTreeMap<&str, u64> {
+/// `field == value && ...` as (field, value) pairs; None when a clause is not `==`.
+pub fn conditions(filter: &str) -> Option<BTreeMap<&str, u64>> {
     filter
         .split("&&")
         .map(|c| {
-            let (f, v) = c.split_once("==").expect("only == filters");
+            let (f, v) = c.split_once("==")?;
             let v = v.trim();
-            let v = v.strip_prefix("0x").map_or_else(
-                || v.parse().unwrap(),
-                |h| u64::from_str_radix(h, 16).unwrap(),
-            );
-            (f.trim(), v)
+            let v = v
+                .strip_prefix("0x")
+                .map_or_else(|| v.parse().ok(), |h| u64::from_str_radix(h, 16).ok())?;
+            Some((f.trim(), v))
         })
         .collect()
 }
@@ -43,7 +42,7 @@ pub fn reported(report: &Value, event: &str, filter: Option<&str>) -> Option<u64
                 .map_or(0, |p| p[1].as_u64().unwrap()),
         );
     };
-    let c = conditions(filter);
+    let c = conditions(filter)?;
     let is = |r: &Value, key: &str, field: &str| {
         c.get(field).is_none_or(|&v| r[key].as_u64() == Some(v))
     };
@@ -65,6 +64,15 @@ pub fn reported(report: &Value, event: &str, filter: Option<&str>) -> Option<u64
         "kvm_userspace_exit" => Some(sum(&report["overview"]["userspace_exits"], &|r| {
             is(r, "reason", "reason")
         })),
+        // Exit reasons only: the report has no breakdown by exit info.
+        "kvm_exit" if c.len() == 1 && c.contains_key("exit_reason") => {
+            let rows = &report["exits"]["rows"];
+            Some(if rows.is_array() {
+                sum(rows, &|r| is(r, "code", "exit_reason"))
+            } else {
+                0
+            })
+        }
         _ => None,
     }
 }

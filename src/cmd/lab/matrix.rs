@@ -27,11 +27,12 @@ pub struct MatrixArgs {
     /// 10,000,000; `idle` runs 1 s).
     #[arg(long)]
     pub count: Option<u64>,
-    /// Also record each scenario with `perf kvm stat record` (this machine's perf, carried
-    /// in) around kvmscope's own recording, and keep perf's reports (vmexit, ioport, mmio,
-    /// msr) and `perf script` beside the trace.dat.
-    #[arg(long)]
-    pub perf: bool,
+    /// Also record scenarios with `perf kvm stat record` (this machine's perf, carried in)
+    /// around kvmscope's own recording, keep perf's reports (vmexit, ioport, mmio, msr) and
+    /// `perf script` beside the trace.dat, and compare: all scenarios, or those listed
+    /// (`--perf=pio,msr`).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "all", require_equals = true)]
+    pub perf: Option<Vec<String>>,
     /// Where the outputs go (one directory per host, one per scenario inside).
     #[arg(long, default_value = "kvmscope-lab-matrix")]
     pub out: PathBuf,
@@ -193,11 +194,19 @@ pub fn run(a: MatrixArgs) -> anyhow::Result<ExitCode> {
     if a.host.is_empty() {
         bail!("give at least one --host");
     }
-    let jobs: Vec<Job> = list.iter().map(|s| job(*s, a.count, a.perf)).collect();
+    let perf_for = |s: Scenario| {
+        a.perf
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|n| n == "all" || n == s.name()))
+    };
+    let jobs: Vec<Job> = list
+        .iter()
+        .map(|s| job(*s, a.count, perf_for(*s)))
+        .collect();
     let mut results = Vec::new();
     for flavour in &a.host {
         let mut config = HostConfig::new(*flavour, this_kvmscope()?);
-        config.perf = a.perf;
+        config.perf = list.iter().any(|s| perf_for(*s));
         config.time_limit = Duration::from_secs(300 + 60 * jobs.len() as u64);
         let out = a.out.join(flavour.name());
         let host = emulated::run(&config, &jobs, &out, &mut progress_printer(*flavour));

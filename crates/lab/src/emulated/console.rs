@@ -37,6 +37,9 @@ pub(crate) struct Console {
     pub panicked: bool,
     pub oopses: u32,
     pub failed: Option<String>,
+    /// The first panic, oops or BUG line: kept for the error message even when a long call
+    /// trace pushes it out of the tail.
+    trouble: Option<String>,
 }
 
 impl Console {
@@ -50,6 +53,7 @@ impl Console {
             panicked: false,
             oopses: 0,
             failed: None,
+            trouble: None,
         }
     }
 
@@ -63,6 +67,12 @@ impl Console {
         }
         self.tail.push_back(line.clone());
         let said = parse(&line)?;
+        // The panic line wins over an earlier oops: it says why the kernel stopped.
+        if matches!(said, Said::Panic) && !self.panicked
+            || matches!(said, Said::Oops) && self.trouble.is_none()
+        {
+            self.trouble = Some(line);
+        }
         match &said {
             Said::Booted => self.booted = true,
             Said::Saved => self.saved = true,
@@ -74,9 +84,14 @@ impl Console {
         Some(said)
     }
 
-    /// The last lines, for an error message.
+    /// The last lines, for an error message; the first panic or oops line leads when the
+    /// tail no longer holds it.
     pub fn tail(&self) -> String {
-        self.tail.iter().cloned().collect::<Vec<_>>().join("\n")
+        let tail = self.tail.iter().cloned().collect::<Vec<_>>().join("\n");
+        match &self.trouble {
+            Some(t) if !self.tail.contains(t) => format!("{t}\n[...]\n{tail}"),
+            _ => tail,
+        }
     }
 }
 
@@ -164,6 +179,21 @@ mod tests {
         assert!(c.panicked);
         assert_eq!(c.oopses, 1);
         assert_eq!(c.failed.as_deref(), Some("insmod kvm_amd.ko"));
+    }
+
+    #[test]
+    fn the_panic_line_survives_a_long_call_trace() {
+        let mut c = Console::new(3);
+        c.line("[    8.19] Kernel panic - not syncing: sysrq triggered crash");
+        for i in 0..10 {
+            c.line(&format!("[    8.2{i}]  frame_{i}+0x1/0x2"));
+        }
+        let t = c.tail();
+        assert!(
+            t.starts_with("[    8.19] Kernel panic - not syncing: sysrq triggered crash\n[...]\n"),
+            "{t}"
+        );
+        assert!(t.ends_with("frame_9+0x1/0x2"), "{t}");
     }
 
     #[test]

@@ -266,15 +266,21 @@ pub(crate) fn kernel(
     let cached: Option<KernelInfo> = std::fs::read(&current)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
+    let wanted_package = std::env::var("KVMSCOPE_HOST_KERNEL_PACKAGE").ok();
     let info = match cached {
-        Some(info) if host_dir.join(&info.release).join("vmlinuz").exists() => info,
+        Some(info)
+            if host_dir.join(&info.release).join("vmlinuz").exists()
+                && wanted_package.as_ref().is_none_or(|p| *p == info.package) =>
+        {
+            info
+        }
         _ => {
             let apt = Apt::new(host_dir, arch);
             progress(&format!("fetching Debian's {arch} package lists"));
             apt.update()?;
-            let package = match std::env::var("KVMSCOPE_HOST_KERNEL_PACKAGE") {
-                Ok(p) => p,
-                Err(_) => {
+            let package = match wanted_package {
+                Some(p) => p,
+                None => {
                     let meta = apt.show(metapackage)?.ok_or_else(|| LabError::HostSetup {
                         what: format!("Debian has no package {metapackage} for {arch}"),
                         detail: String::new(),
@@ -329,7 +335,7 @@ pub(crate) fn busybox(host_dir: &Path, arch: &'static str) -> Result<PathBuf, La
         return Ok(path);
     }
     let apt = Apt::new(host_dir, arch);
-    if apt.show("busybox-static")?.is_none() {
+    if !apt.dir.join("sources.list").exists() || apt.show("busybox-static")?.is_none() {
         apt.update()?;
     }
     let deb = apt.download("busybox-static", &host_dir.join("debs"))?;

@@ -1,0 +1,317 @@
+//! The lab on real upstream KVM: AMD SVM hosts under QEMU's emulator, nested paging on and off
+//! (`kvmscope lab matrix --host svm,svm-shadow`). One boot per host runs every scenario; the
+//! tests check the ground truth, kvmscope's report of the recordings, and perf kvm stat's
+//! report of the same runs. Skips with a printed reason where QEMU or apt is missing (CI
+//! installs them and sets KVMSCOPE_REQUIRE_KVM=1, which turns skips into failures).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn kvmscope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+}
+
+/// QEMU's libraries come with Debian's qemu-system-x86; the kernel, busybox and QEMU 10 are
+/// fetched with apt into the cache.
+fn emulator_here() -> bool {
+    kvmscope_capture::host::require_tool(
+        "qemu-system-x86_64",
+        "apt-get install --no-install-recommends qemu-system-x86",
+    ) && kvmscope_capture::host::require_tool("apt-get", "a Debian system")
+}
+
+/// Scenarios whose perf kvm stat report is compared (one per perf event kind, and hlt for a
+/// mix of exits).
+const PERF: &str = "pio,mmio,msr,hlt";
+
+struct Matrix {
+    dir: tempfile::TempDir,
+    hosts: Vec<Value>,
+}
+
+fn matrix() -> Option<&'static Matrix> {
+    static M: OnceLock<Option<Matrix>> = OnceLock::new();
+    M.get_or_init(|| {
+        if !emulator_here() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = kvmscope()
+            .args([
+                "lab",
+                "matrix",
+                "--host",
+                "svm,svm-shadow",
+                "--count",
+                "300",
+                "--json",
+            ])
+            .arg(format!("--perf={PERF}"))
+            .arg("--out")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let hosts: Vec<Value> = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("matrix JSON: {e}\nstderr:\n{stderr}"));
+        Some(Matrix { dir, hosts })
+    })
+    .as_ref()
+}
+
+fn report(trace: &Path, tids: &[u64]) -> Value {
+    let tids: Vec<String> = tids.iter().map(|t| t.to_string()).collect();
+    let out = kvmscope()
+        .args(["report", "--json", "--tid", &tids.join(",")])
+        .arg(trace)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn every_scenario_keeps_its_promises_on_svm_with_and_without_npt() {
+    let Some(m) = matrix() else { return };
+    assert_eq!(m.hosts.len(), 2);
+    for h in &m.hosts {
+        let host = h["host"]["flavour"].as_str().unwrap();
+        assert!(h["host"]["kernel"]["release"]
+            .as_str()
+            .unwrap()
+            .starts_with("6."));
+        let scenarios = h["scenarios"].as_array().unwrap();
+        assert_eq!(scenarios.len(), kvmscope_lab::Scenario::ALL.len(), "{host}");
+        for s in scenarios {
+            let name = s["scenario"].as_str().unwrap();
+            assert_eq!(s["status"], 0, "{host} {name}: {}", s["error"]);
+            let lab = &s["lab"];
+            // Every promise that holds on this host held, and SVM's own promises are there.
+            let mut svm_promises = 0;
+            for v in lab["verify"].as_array().unwrap() {
+                if v["applies_here"] == true {
+                    assert_eq!(v["ok"], true, "{host} {name}: {v}");
+                    svm_promises += usize::from(v["event"] == "kvm_exit");
+                }
+            }
+            assert!(
+                svm_promises >= 1,
+                "{host} {name}: no kvm_exit promise applied"
+            );
+            assert_eq!(lab["host"], "svm");
+        }
+    }
+}
+
+#[test]
+fn the_report_of_each_recording_shows_the_promised_exits_ports_msrs_and_gpas() {
+    let Some(m) = matrix() else { return };
+    let mut checked = 0;
+    for h in &m.hosts {
+        let host = h["host"]["flavour"].as_str().unwrap();
+        for s in h["scenarios"].as_array().unwrap() {
+            let name = s["scenario"].as_str().unwrap();
+            let lab = &s["lab"];
+            let tids: Vec<u64> = lab["vcpu_tids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap())
+                .collect();
+            let trace = PathBuf::from(s["trace"].as_str().unwrap());
+            let r = report(&trace, &tids);
+            assert_eq!(r["partial"], false, "{host} {name}");
+            for v in lab["verify"].as_array().unwrap() {
+                if v["applies_here"] != true {
+                    continue;
+                }
+                let event = v["event"].as_str().unwrap();
+                if let Some(got) = support::reported(&r, event, v["filter"].as_str()) {
+                    let p = &v["promised"];
+                    assert!(
+                        (p["min"].as_u64().unwrap()..=p["max"].as_u64().unwrap()).contains(&got),
+                        "{host} {name}: the report of {} says {got} for {event} {}, the truth {p}",
+                        trace.display(),
+                        v["filter"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // Exit reasons, ports, MSRs, GPAs and userspace exits of every scenario on both hosts.
+    assert!(
+        checked >= 40,
+        "only {checked} promises compared with the report"
+    );
+}
+
+#[test]
+fn kvmscope_report_equals_perf_kvm_stat_report() {
+    let Some(m) = matrix() else { return };
+    if !kvmscope_capture::host::require_tool("perf", "apt-get install linux-perf") {
+        return;
+    }
+    for h in &m.hosts {
+        let host = h["host"]["flavour"].as_str().unwrap();
+        for s in h["scenarios"].as_array().unwrap() {
+            let name = s["scenario"].as_str().unwrap();
+            let keys = s["perf"].as_array().unwrap();
+            if !PERF.split(',').any(|p| p == name) {
+                assert!(keys.is_empty());
+                continue;
+            }
+            let kinds: Vec<&str> = keys.iter().map(|k| k["event"].as_str().unwrap()).collect();
+            let want = match name {
+                "pio" => "ioport",
+                "mmio" => "mmio",
+                _ => "msr",
+            };
+            assert!(
+                kinds.contains(&"vmexit") && kinds.contains(&want),
+                "{host} {name}: {kinds:?}"
+            );
+            for k in keys {
+                let what = format!("{host} {name} {} {}: {k}", k["event"], k["key"]);
+                assert_eq!(k["script_samples_equal"], true, "{what}");
+                assert_eq!(k["script_times_equal"], true, "{what}");
+                assert_eq!(k["trace_samples_equal"], true, "{what}");
+            }
+        }
+    }
+    let _ = m.dir.path();
+}
+
+#[test]
+fn a_missing_emulator_is_named_with_its_install_command() {
+    let out = kvmscope()
+        .args([
+            "lab", "run", "pio", "--count", "10", "--host", "svm", "--out",
+        ])
+        .arg(tempfile::tempdir().unwrap().path())
+        .env("KVMSCOPE_QEMU", "/nonexistent/qemu-system-x86_64")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "/nonexistent/qemu-system-x86_64 is missing: install it with `apt-get install"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_guest_that_faults_inside_the_host_is_a_clear_error() {
+    if !emulator_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // An MSR no CPU has: WRMSR raises #GP in the guest.
+    let out = kvmscope()
+        .args([
+            "lab",
+            "run",
+            "msr",
+            "--msr",
+            "0x12345678",
+            "--count",
+            "10",
+            "--host",
+            "svm",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("inside the emulated svm host"), "{err}");
+    assert!(err.contains("guest exception 13 (#GP)"), "{err}");
+    assert!(dir.path().join("console.log").exists());
+    assert_no_emulator_left(dir.path());
+}
+
+/// No QEMU started for `out` is still running.
+fn assert_no_emulator_left(out: &Path) {
+    let me = out.display().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !(cmdline.contains("qemu-system") && cmdline.contains(&me)),
+            "an emulator is left behind: {cmdline}"
+        );
+    }
+}
+
+fn host_config(limit_secs: u64) -> kvmscope_lab::emulated::HostConfig {
+    use kvmscope_lab::emulated::{Flavour, HostConfig};
+    let mut c = HostConfig::new(Flavour::Svm, env!("CARGO_BIN_EXE_kvmscope"));
+    c.time_limit = std::time::Duration::from_secs(limit_secs);
+    c.retries = 0;
+    c
+}
+
+fn job(script: &str) -> kvmscope_lab::emulated::Job {
+    kvmscope_lab::emulated::Job {
+        name: "j".into(),
+        script: script.into(),
+    }
+}
+
+#[test]
+fn a_kernel_panic_is_reported_with_the_console_and_nothing_is_left() {
+    if !emulator_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let err = kvmscope_lab::emulated::run(
+        &host_config(600),
+        &[job("echo c > /proc/sysrq-trigger\n")],
+        dir.path(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, kvmscope_lab::LabError::HostCrashed { .. }),
+        "{text}"
+    );
+    assert!(text.contains("during job 1 of 1 (j)"), "{text}");
+    assert!(text.contains("Kernel panic"), "{text}");
+    assert!(dir.path().join("console.log").exists());
+    assert_no_emulator_left(dir.path());
+}
+
+#[test]
+fn a_hung_host_is_stopped_at_its_time_limit() {
+    if !emulator_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let err = kvmscope_lab::emulated::run(
+        &host_config(45),
+        &[job("echo waiting; sleep 3600\n")],
+        dir.path(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, kvmscope_lab::LabError::HostHung { .. }),
+        "{text}"
+    );
+    assert!(text.contains("did not finish within 45s"), "{text}");
+    assert_no_emulator_left(dir.path());
+}
