@@ -50,6 +50,9 @@ fn matrix() -> Option<&'static Matrix> {
                 "--count",
                 "300",
                 "--json",
+                "--diagnose",
+                "--lab-args",
+                "hlt=--period 500us",
             ])
             .arg(format!("--perf={PERF}"))
             .arg("--out")
@@ -191,6 +194,63 @@ fn kvmscope_report_equals_perf_kvm_stat_report() {
     let _ = m.dir.path();
 }
 
+/// The pathology each scenario reproduces, as diagnose names it, on each SVM host (`None`:
+/// healthy there). With nested paging CR3 writes do not exit and there are no shadow roots to
+/// churn. `hlt` asks for a timer every 500 us: the emulated host cannot deliver one every 2 ms
+/// as PVM does (each arm-halt-wake round costs it about 3 ms), and gets 400-600 wake-ups a
+/// second, a halt-wakeups pathology and not yet a timer storm. `ipi` is not checked here
+/// (issue 12 covers IPI attribution).
+fn pathology(scenario: &str, host: &str) -> Option<&'static str> {
+    match scenario {
+        "pagefault" => Some("fault-storm"),
+        "pio" | "mmio" => Some("userspace-io"),
+        "msr" | "timer-storm" => Some("timer-storm"),
+        "hlt" => Some("halt-wakeups"),
+        "cr3" if host == "svm-shadow" => Some("shadow-root-churn"),
+        _ => None,
+    }
+}
+
+#[test]
+fn diagnose_names_each_pathology_first_on_svm_with_and_without_npt_and_idle_stays_quiet() {
+    let Some(m) = matrix() else { return };
+    let mut named = 0;
+    for h in &m.hosts {
+        let host = h["host"]["flavour"].as_str().unwrap();
+        for s in h["scenarios"].as_array().unwrap() {
+            let name = s["scenario"].as_str().unwrap();
+            if name == "ipi" {
+                continue;
+            }
+            let findings = s["diagnosis"]
+                .as_array()
+                .expect("--diagnose gives a diagnosis");
+            let warned: Vec<&Value> = findings
+                .iter()
+                .filter(|f| f["severity"] != "info")
+                .collect();
+            match pathology(name, host) {
+                Some(rule) => {
+                    let top = findings.first().unwrap_or_else(|| {
+                        panic!("{host} {name}: no finding, expected {rule}: {s:#}")
+                    });
+                    assert_eq!(top["rule"], rule, "{host} {name}: {findings:#?}");
+                    assert_ne!(top["severity"], "info", "{host} {name}: {findings:#?}");
+                    // Cost-driven rules grade by the share of vCPU time, which holds on a host
+                    // 100x slower: the title says it.
+                    if rule != "halt-wakeups" {
+                        let title = top["title"].as_str().unwrap();
+                        assert!(title.contains("% of vCPU time"), "{host} {name}: {title}");
+                    }
+                    named += 1;
+                }
+                None => assert!(warned.is_empty(), "{host} {name}: {warned:#?}"),
+            }
+        }
+    }
+    assert_eq!(named, 13, "pathologies named across both hosts");
+}
+
 #[test]
 fn a_missing_emulator_is_named_with_its_install_command() {
     let out = kvmscope()
@@ -314,4 +374,68 @@ fn a_hung_host_is_stopped_at_its_time_limit() {
     );
     assert!(text.contains("did not finish within 45s"), "{text}");
     assert_no_emulator_left(dir.path());
+}
+
+/// `kvmscope top --debugfs` (kvm_stat -d) inside the emulated host, where debugfs is readable,
+/// against the tracepoints of the same run: a pio guest whose VM is held after its work so
+/// that debugfs still sums it when top reads.
+#[test]
+fn top_reads_kvm_debugfs_statistics_equal_to_the_tracepoint_counts() {
+    if !emulator_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = "kvmscope top --debugfs --once -i 4s --json > top.json 2> top.err &\n\
+                  sleep 0.5\n\
+                  kvmscope record -q -e kvm -o trace.dat -- kvmscope lab run pio --count 1000 --hold 5s --save-json lab.json > /dev/null\n\
+                  wait\n";
+    let run =
+        kvmscope_lab::emulated::run(&host_config(300), &[job(script)], dir.path(), &mut |_| {})
+            .unwrap();
+    let out = &run.jobs[0].dir;
+    let read = |n: &str| std::fs::read_to_string(out.join(n)).unwrap_or_default();
+    assert_eq!(
+        run.jobs[0].status,
+        0,
+        "{}{}",
+        read("stderr"),
+        read("top.err")
+    );
+    let top: Value = serde_json::from_str(read("top.json").trim())
+        .unwrap_or_else(|e| panic!("top.json: {e}: {}{}", read("top.json"), read("top.err")));
+    assert_eq!(top["scope"], "summary (debugfs)");
+    let stat = |name: &str| -> u64 {
+        top["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {top:#}"))["total"]
+            .as_u64()
+            .unwrap()
+    };
+    let lab: Value = serde_json::from_str(&read("lab.json")).unwrap();
+    let tids: Vec<u64> = lab["vcpu_tids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    let r = report(&out.join("trace.dat"), &tids);
+    let exits = &r["exits"];
+    let io = exits["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["reason"] == "io")
+        .unwrap()["count"]
+        .as_u64()
+        .unwrap();
+    assert!(io > 1000, "the guest's 1,000 OUTs and its done port: {io}");
+    assert_eq!(stat("io_exits"), io, "debugfs io_exits vs kvm_exit(io)");
+    assert_eq!(
+        stat("exits"),
+        exits["total"].as_u64().unwrap(),
+        "debugfs exits vs kvm_exit"
+    );
 }

@@ -61,6 +61,32 @@ pub struct Args {
     /// Extra MSR for kvm_msr's / write_msr's drill-down (repeatable).
     #[arg(long, value_parser = super::args::number)]
     pub msr: Vec<u64>,
+    /// Read KVM's own statistics from debugfs (/sys/kernel/debug/kvm, as `kvm_stat -d`)
+    /// instead of counting tracepoints: free per event, but only where debugfs is readable
+    /// (not under kernel lockdown); with --pid, one VM and its vCPUs. Batch modes only.
+    #[arg(short = 'd', long)]
+    pub debugfs: bool,
+    /// Where KVM's debugfs directory is (tests).
+    #[arg(long, hide = true, default_value = kvmscope_top::debugfs::ROOT)]
+    pub debugfs_root: std::path::PathBuf,
+}
+
+/// What a batch run reads each interval.
+enum Source {
+    Tracepoints(Box<Collector>),
+    Debugfs(kvmscope_top::debugfs::Debugfs),
+}
+
+impl Source {
+    fn read(&mut self) -> anyhow::Result<kvmscope_top::live::Sample> {
+        Ok(match self {
+            Source::Tracepoints(c) => {
+                c.rescan()?;
+                c.read()?
+            }
+            Source::Debugfs(d) => d.read()?,
+        })
+    }
 }
 
 fn now_utc() -> String {
@@ -72,6 +98,9 @@ fn now_utc() -> String {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     use kvmscope_capture::counters::{has_perfmon, permission_advice, Target};
+    if args.debugfs {
+        return debugfs_run(&args);
+    }
     // Without privileges tracefs is unreadable (mode 0700) and host::tracefs would blame the
     // mount: say what is really missing.
     if !has_perfmon() && std::fs::read_dir(kvmscope_capture::host::TRACEFS).is_err() {
@@ -158,6 +187,40 @@ fn open(
     Ok(col)
 }
 
+fn debugfs_run(args: &Args) -> anyhow::Result<ExitCode> {
+    if !(args.once || args.log || args.csv || args.json) {
+        bail!("--debugfs works with --once, --log, --csv or --json; the TUI counts tracepoints (leave out --debugfs)");
+    }
+    if args.vm.is_some() || args.guest || args.drilldown || args.fields.is_some() {
+        bail!("--debugfs takes --pid to choose a VM; --vm, --guest, --drilldown and --fields count tracepoints");
+    }
+    // No tracefs instance is made here; the guard still turns Ctrl-C/SIGTERM into a clean stop.
+    let _guard = guard::install(
+        std::path::Path::new(kvmscope_capture::host::TRACEFS),
+        OnSignal::Stop {
+            grace: Duration::from_secs(2),
+        },
+    )
+    .context("cannot install the signal handlers")?;
+    let d = kvmscope_top::debugfs::Debugfs::open(&args.debugfs_root, args.pid)?;
+    let scope = match args.pid {
+        Some(pid) => format!("pid {pid} (debugfs)"),
+        None => "summary (debugfs)".to_string(),
+    };
+    let keys = d.keys();
+    eprintln!(
+        "kvmscope top: reading {} KVM statistics from {}; interval {:?}",
+        keys.len(),
+        args.debugfs_root.display(),
+        args.interval
+    );
+    let view = View {
+        skip_zero: args.skip_zero,
+        ..View::default()
+    };
+    batch_loop(args, Source::Debugfs(d), Mode::Host, &scope, keys, view)
+}
+
 fn batch_run(
     args: &Args,
     tracefs: &std::path::Path,
@@ -165,10 +228,7 @@ fn batch_run(
     scope: &Scope,
     view: View,
 ) -> anyhow::Result<ExitCode> {
-    let mut col = open(tracefs, cat, scope, view.drilldown)?;
-    let first = col.read()?;
-    let mut model = Model::new(cat.mode, scope.describe(), cat.keys(), &first.counts);
-    model.update(&first.counts, &first.per_target, 0.0);
+    let col = open(tracefs, cat, scope, view.drilldown)?;
     eprintln!(
         "kvmscope top: counting {} counters ({} events{}) on {} {}; interval {:?}",
         col.len(),
@@ -189,6 +249,28 @@ fn batch_run(
         },
         args.interval
     );
+    batch_loop(
+        args,
+        Source::Tracepoints(Box::new(col)),
+        cat.mode,
+        &scope.describe(),
+        cat.keys(),
+        view,
+    )
+}
+
+/// Reads `source` every interval and prints as the batch mode asks.
+fn batch_loop(
+    args: &Args,
+    mut source: Source,
+    mode: Mode,
+    scope: &str,
+    keys: Vec<kvmscope_top::catalog::Key>,
+    view: View,
+) -> anyhow::Result<ExitCode> {
+    let first = source.read()?;
+    let mut model = Model::new(mode, scope, keys, &first.counts);
+    model.update(&first.counts, &first.per_target, 0.0);
     let mut out = std::io::stdout().lock();
     let start = Instant::now();
     let mut last = Instant::now();
@@ -197,8 +279,7 @@ fn batch_run(
     let mut printed = 0usize;
     loop {
         let stopped = guard::wait_stop(args.interval);
-        col.rescan()?;
-        let s = col.read()?;
+        let s = source.read()?;
         let secs = last.elapsed().as_secs_f64();
         last = Instant::now();
         model.update(&s.counts, &s.per_target, secs);

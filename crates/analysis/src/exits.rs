@@ -29,11 +29,31 @@ struct Slot {
     count: u64,
     latency: Latency,
     per_vcpu: IdMap<u32, u64>,
+    emulated: Split,
+    userspace: Split,
+}
+
+/// Paired exits of one kind within a reason: how many, and their exit → entry time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Split {
+    pub count: u64,
+    pub time_ns: u64,
+}
+
+impl Split {
+    fn add(&mut self, ns: u64) {
+        self.count += 1;
+        self.time_ns = self.time_ns.saturating_add(ns);
+    }
 }
 
 #[derive(Debug, Default, Clone)]
 struct Open {
     start: Option<(u64, ReasonKey)>,
+    /// The open exit emulated a device access (kvm_pio, kvm_mmio or kvm_userspace_exit).
+    emulated: bool,
+    /// The open exit returned to the VMM (kvm_userspace_exit).
+    userspace: bool,
 }
 
 /// One row of the VM-exit table.
@@ -48,6 +68,12 @@ pub struct ExitRow {
     /// Share of all paired handling time, percent.
     pub time_pct: f64,
     pub latency: LatencySummary,
+    /// Paired exits during which KVM emulated a device access (`kvm_pio`, `kvm_mmio` or
+    /// `kvm_userspace_exit` between the exit and the entry): on NPF/EPT/#PF exits, the MMIO
+    /// ones, which are not page faults.
+    pub emulated: Split,
+    /// Paired exits that went back to the VMM (`kvm_userspace_exit` before the entry).
+    pub userspace: Split,
     /// Exits per vCPU thread id.
     pub per_thread: Vec<(u32, u64)>,
 }
@@ -74,14 +100,33 @@ impl Exits {
                 let slot = self.reasons.entry(key.clone()).or_default();
                 slot.count += 1;
                 *slot.per_vcpu.entry(ev.tid).or_default() += 1;
-                self.threads.entry(ev.tid).or_default().start = Some((ev.ts_ns, key));
+                let open = self.threads.entry(ev.tid).or_default();
+                *open = Open {
+                    start: Some((ev.ts_ns, key)),
+                    ..Open::default()
+                };
+            }
+            EventKind::Pio { .. } | EventKind::Mmio { .. } | EventKind::UserspaceExit { .. } => {
+                if let Some(open) = self.threads.get_mut(&ev.tid) {
+                    if open.start.is_some() {
+                        open.emulated = true;
+                        open.userspace |= matches!(ev.kind, EventKind::UserspaceExit { .. });
+                    }
+                }
             }
             EventKind::KvmEntry { .. } => {
                 let open = self.threads.entry(ev.tid).or_default();
                 match open.start.take() {
                     Some((start, key)) if ev.ts_ns >= start => {
                         if let Some(slot) = self.reasons.get_mut(&key) {
-                            slot.latency.add(ev.ts_ns - start);
+                            let ns = ev.ts_ns - start;
+                            slot.latency.add(ns);
+                            if open.emulated {
+                                slot.emulated.add(ns);
+                            }
+                            if open.userspace {
+                                slot.userspace.add(ns);
+                            }
                         }
                     }
                     Some(_) => {} // clock went backwards: perf skips these too
@@ -114,6 +159,8 @@ impl Exits {
                     count_pct: pct(slot.count as f64, self.total as f64),
                     time_pct: pct(slot.latency.total() as f64, total_time as f64),
                     latency: slot.latency.summary(),
+                    emulated: slot.emulated,
+                    userspace: slot.userspace,
                     per_thread,
                 }
             })
@@ -183,5 +230,53 @@ mod tests {
         );
         let hlt = r.rows.iter().find(|row| row.reason == "HLT").unwrap();
         assert_eq!((hlt.count, hlt.latency.samples), (2, 0));
+    }
+
+    #[test]
+    fn exits_that_emulated_or_went_to_userspace_are_split_out() {
+        // SVM: an MMIO npf that went to the VMM, a page-fault npf, and an io exit handled in
+        // the kernel (no kvm_userspace_exit).
+        const NPF: &str =
+            "kvm_exit: vcpu 0, reason npf rip 0x1 info1 0x0 info2 0x0 intr_info 0x0 error_code 0x0";
+        const IO: &str =
+            "kvm_exit: vcpu 0, reason io rip 0x1 info1 0x0 info2 0x0 intr_info 0x0 error_code 0x0";
+        let r = exits(&format!(
+            "a-1 [000] .... 1.000000: {NPF}\n\
+             a-1 [000] .... 1.000001: kvm_mmio: mmio write len 4 gpa 0xd0000000 val 0x1\n\
+             a-1 [000] .... 1.000002: kvm_userspace_exit: reason KVM_EXIT_MMIO (6)\n\
+             a-1 [000] .... 1.000010: {ENTRY}\n\
+             a-1 [000] .... 1.000020: {NPF}\n\
+             a-1 [000] .... 1.000023: {ENTRY}\n\
+             a-1 [000] .... 1.000030: kvm_pio: pio_write at 0x80 size 1 count 1 val 0x41 \n\
+             a-1 [000] .... 1.000040: {IO}\n\
+             a-1 [000] .... 1.000041: kvm_pio: pio_write at 0x40 size 1 count 1 val 0x41 \n\
+             a-1 [000] .... 1.000044: {ENTRY}\n"
+        ));
+        let npf = r.rows.iter().find(|row| row.reason == "npf").unwrap();
+        assert_eq!((npf.count, npf.latency.total_ns), (2, 13_000));
+        assert_eq!(
+            npf.emulated,
+            Split {
+                count: 1,
+                time_ns: 10_000
+            }
+        );
+        assert_eq!(
+            npf.userspace,
+            Split {
+                count: 1,
+                time_ns: 10_000
+            }
+        );
+        // The kvm_pio before the io exit belongs to no exit.
+        let io = r.rows.iter().find(|row| row.reason == "io").unwrap();
+        assert_eq!(
+            io.emulated,
+            Split {
+                count: 1,
+                time_ns: 4_000
+            }
+        );
+        assert_eq!(io.userspace, Split::default());
     }
 }

@@ -9,6 +9,7 @@ pub mod interrupts;
 pub mod keys;
 pub mod mmu;
 pub mod overview;
+pub mod pacing;
 pub mod report;
 pub mod stats;
 

@@ -10,6 +10,7 @@ use crate::guest::{Guest, GuestReport, Scope};
 use crate::interrupts::{InterruptReport, Interrupts};
 use crate::mmu::{Mmu, MmuReport};
 use crate::overview::{Overview, OverviewReport};
+use crate::pacing::{Pacing, PacingRow};
 
 /// Where the events came from and how complete they are.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -57,6 +58,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mmu: Option<MmuReport>,
     pub interrupts: InterruptReport,
+    /// How fast each kvm/kvmmmu event repeats on its thread (the per-event cost where exits
+    /// are not paired).
+    pub pacing: Vec<PacingRow>,
     /// Guest-side sections (msr, timer, ipi, csd, irq_vectors, tlb events of the kernel that
     /// was traced), when the trace has such events.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +93,7 @@ pub struct ReportBuilder {
     accesses: Accesses,
     mmu: Mmu,
     interrupts: Interrupts,
+    pacing: Pacing,
     guest: Guest,
     guest_events: u64,
 }
@@ -109,8 +114,12 @@ impl ReportBuilder {
                 self.accesses.observe(ev);
                 self.mmu.observe(ev);
                 self.interrupts.observe(ev);
+                self.pacing.observe(ev);
             }
-            "kvmmmu" => self.mmu.observe(ev),
+            "kvmmmu" => {
+                self.mmu.observe(ev);
+                self.pacing.observe(ev);
+            }
             "msr" | "timer" | "ipi" | "csd" | "irq_vectors" | "tlb" => {
                 self.guest_events += 1;
                 self.guest.observe(ev);
@@ -129,6 +138,7 @@ impl ReportBuilder {
             accesses: self.accesses.finish(),
             mmu: (!self.mmu.is_empty()).then(|| self.mmu.finish()),
             interrupts: self.interrupts.finish(),
+            pacing: self.pacing.finish(),
             guest: (self.guest_events > 0).then(|| self.guest.finish()),
         }
     }

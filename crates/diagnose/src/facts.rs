@@ -1,6 +1,7 @@
 //! Numbers every rule needs, computed once from a report: the trace's duration, the busy vCPU
 //! threads, counts by event name, rates.
 
+use kvmscope_analysis::exits::ExitRow;
 use kvmscope_analysis::Report;
 use kvmscope_trace::MmuKind;
 
@@ -9,31 +10,98 @@ use crate::finding::{Evidence, TopRow};
 /// Systems of guest-side events (what a kernel running inside a VM shows about itself).
 pub const GUEST_SYSTEMS: [&str; 6] = ["msr", "timer", "ipi", "csd", "irq_vectors", "tlb"];
 
+/// Exit reasons (as kvm_exit prints them on VMX, SVM and arm64) that fix guest page faults:
+/// EPT violations and misconfigurations, NPFs, intercepted #PF (shadow paging: SVM `PF excp`,
+/// VMX `EXCEPTION_NMI`) and stage-2 aborts. The MMIO ones among them are told apart by the
+/// device access KVM emulated during the exit.
+pub const FAULT_EXITS: [&str; 7] = [
+    "EPT_VIOLATION",
+    "EPT_MISCONFIG",
+    "EXCEPTION_NMI",
+    "npf",
+    "PF excp",
+    "DABT_LOW",
+    "IABT_LOW",
+];
+/// Port IO exits.
+pub const PIO_EXITS: [&str; 2] = ["IO_INSTRUCTION", "io"];
+/// Guest CR3 writes that exit (shadow paging only: with EPT/NPT CR3 loads do not exit).
+pub const CR3_EXITS: [&str; 2] = ["CR_ACCESS", "write_cr3"];
+/// MSR access exits (SVM's `msr` is reads and writes alike).
+pub const MSR_EXITS: [&str; 4] = ["MSR_WRITE", "MSR_WRITE_IMM", "MSR_READ", "msr"];
+
+/// A repeat gap longer than this is not the cost of a round trip: no host we know takes a
+/// millisecond per exit (PVM here 25-80 us, emulated SVM 40-130 us, bare metal 1-20 us), so
+/// such an event is paced by the guest, not by what handling it costs.
+pub const MAX_ROUND_TRIP_NS: u64 = 1_000_000;
+
+/// The share of vCPU time a kind of exit took, and how it was measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Share {
+    pub pct: f64,
+    pub how: ShareHow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ShareHow {
+    /// Exit → entry time of the paired exits (VMX, SVM, arm64 traces).
+    Paired,
+    /// No pairs (PVM): count × the event's fastest repeat on its thread in this capture.
+    Pacing { cost_ns: u64 },
+}
+
+impl Share {
+    /// The share as evidence, saying how it was measured.
+    pub fn evidence(&self, what: &str) -> Evidence {
+        match self.how {
+            ShareHow::Paired => Evidence::share(
+                format!("share of vCPU time: {what} (exit → entry, over the busy vCPU threads' time)"),
+                self.pct,
+            ),
+            ShareHow::Pacing { cost_ns } => Evidence::share(
+                format!(
+                    "share of vCPU time: {what}, estimated as count × {:.1} us, the event's fastest repeat on a vCPU thread in this capture (no exit/entry pairs here)",
+                    cost_ns as f64 / 1e3
+                ),
+                self.pct,
+            ),
+        }
+    }
+}
+
 /// Derived numbers over one report.
 #[derive(Debug, Clone)]
 pub struct Facts<'r> {
     pub report: &'r Report,
     /// Trace time from the first to the last event, seconds.
     pub duration_s: f64,
-    /// Busy vCPU threads: threads with KVM events, at least 5% of the busiest one's.
+    /// Busy vCPU threads: threads with VM exits (or, in traces without exits, KVM events), at
+    /// least 5% of the busiest one's.
     pub vcpus: u32,
     pub kvm_events: u64,
     pub guest_events: u64,
+    /// The busy vCPU threads' time: the sum of each one's span (first to last KVM event).
+    pub vcpu_time_ns: u64,
 }
 
 impl<'r> Facts<'r> {
     pub fn new(report: &'r Report) -> Facts<'r> {
-        let threads: Vec<u64> = report
-            .overview
-            .vms
-            .iter()
-            .flat_map(|vm| vm.vcpus.iter().map(|v| v.kvm_events))
+        // vCPU threads are those with VM exits where the trace has them (a VMM thread that set
+        // the VM up has KVM events but no exits), else those with KVM events (PVM).
+        let all = report.overview.vms.iter().flat_map(|vm| vm.vcpus.iter());
+        let with_exits = all.clone().any(|v| v.exits > 0);
+        let threads: Vec<(u64, u64)> = all
+            .map(|v| {
+                (
+                    if with_exits { v.exits } else { v.kvm_events },
+                    v.last_ts_ns.saturating_sub(v.first_ts_ns),
+                )
+            })
             .collect();
-        let busiest = threads.iter().copied().max().unwrap_or(0);
-        let vcpus = threads
-            .iter()
-            .filter(|&&n| n > 0 && n * 20 >= busiest)
-            .count() as u32;
+        let busiest = threads.iter().map(|t| t.0).max().unwrap_or(0);
+        let busy = threads.iter().filter(|&&(n, _)| n > 0 && n * 20 >= busiest);
+        let vcpus = busy.clone().count() as u32;
+        let vcpu_time_ns = busy.map(|t| t.1).sum();
         let mut kvm_events = 0;
         let mut guest_events = 0;
         for (name, n) in &report.overview.by_name {
@@ -50,7 +118,66 @@ impl<'r> Facts<'r> {
             vcpus,
             kvm_events,
             guest_events,
+            vcpu_time_ns,
         }
+    }
+
+    /// Whether exits are paired with entries (VMX, SVM, arm64 traces with kvm_entry).
+    pub fn paired(&self) -> bool {
+        self.report.exits.as_ref().is_some_and(|e| e.paired > 0)
+    }
+
+    fn exit_rows<'a>(&'a self, names: &'a [&str]) -> impl Iterator<Item = &'a ExitRow> + 'a {
+        self.report
+            .exits
+            .iter()
+            .flat_map(|e| e.rows.iter())
+            .filter(move |r| names.iter().any(|n| r.reason.eq_ignore_ascii_case(n)))
+    }
+
+    /// `ns` as a share of the busy vCPU threads' time, when exits are paired.
+    fn paired_share(&self, ns: u64) -> Option<Share> {
+        (self.paired() && self.vcpu_time_ns > 0).then(|| Share {
+            pct: pct(ns as f64, self.vcpu_time_ns as f64).min(100.0),
+            how: ShareHow::Paired,
+        })
+    }
+
+    /// Time in exits of these reasons (all of it, `part = |r| r.latency.total_ns`, or a part).
+    pub fn exit_share(&self, names: &[&str], part: impl Fn(&ExitRow) -> u64) -> Option<Share> {
+        self.paired_share(self.exit_rows(names).map(part).sum())
+    }
+
+    /// Time in page-fault exits that were faults, not MMIO emulation.
+    pub fn fault_share(&self) -> Option<Share> {
+        self.exit_share(&FAULT_EXITS, |r| {
+            r.latency.total_ns.saturating_sub(r.emulated.time_ns)
+        })
+    }
+
+    /// Time in port IO and MMIO exits that went to the VMM and back.
+    pub fn userspace_io_share(&self) -> Option<Share> {
+        let names: Vec<&str> = PIO_EXITS.iter().chain(&FAULT_EXITS).copied().collect();
+        self.exit_share(&names, |r| r.userspace.time_ns)
+    }
+
+    /// Without exit/entry pairs: `n` events of `event` (`system:name`) times the event's
+    /// fastest repeat on a vCPU thread in this capture, as a share of the vCPU time. `None`
+    /// with pairs (use the measured share), without repeats, or when the fastest repeat is
+    /// slower than [`MAX_ROUND_TRIP_NS`] (the guest paces it, not its cost).
+    pub fn estimated_share(&self, event: &str, n: u64) -> Option<Share> {
+        if self.paired() || self.vcpu_time_ns == 0 {
+            return None;
+        }
+        let row = self.report.pacing.iter().find(|p| p.event == event)?;
+        let cost_ns = row.p5_ns;
+        if cost_ns == 0 || cost_ns > MAX_ROUND_TRIP_NS {
+            return None;
+        }
+        Some(Share {
+            pct: pct(n as f64 * cost_ns as f64, self.vcpu_time_ns as f64).min(100.0),
+            how: ShareHow::Pacing { cost_ns },
+        })
     }
 
     /// Events named `system:name` in the trace.

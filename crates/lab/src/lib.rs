@@ -205,6 +205,9 @@ pub fn run_with(
         ready(t);
     })?;
     let stats_after = read_stats(&stats_files)?;
+    if !spec.hold.is_zero() {
+        std::thread::sleep(spec.hold);
+    }
     drop(stats_files);
     drop(vm);
 

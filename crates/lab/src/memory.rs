@@ -51,6 +51,29 @@ impl GuestMemory {
         Ok(GuestMemory { ptr, size })
     }
 
+    /// Asks the host to back `[gpa, gpa + len)` with 4 KiB pages only (MADV_NOHUGEPAGE), so
+    /// that each first touch of a page there is one fault for KVM under TDP too, as on a host
+    /// without transparent huge pages.
+    pub(crate) fn no_huge_pages(&self, gpa: u64, len: u64) -> Result<(), LabError> {
+        let off = self.check(gpa, usize::try_from(len).unwrap_or(usize::MAX))?;
+        // SAFETY: the range lies inside our own mapping (checked above); MADV_NOHUGEPAGE only
+        // changes how the kernel may back it, never its contents or its validity.
+        let rc = unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().add(off).cast(),
+                len as usize,
+                libc::MADV_NOHUGEPAGE,
+            )
+        };
+        if rc != 0 {
+            return Err(LabError::Memory {
+                size: len,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn size(&self) -> u64 {
         self.size as u64
     }

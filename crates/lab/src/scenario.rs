@@ -164,6 +164,10 @@ pub struct ScenarioSpec {
     /// Run the measured code at this privilege level instead of the scenario's own (only
     /// `pio`, `mmio`, `cpuid` and `compute`, whose action works at both).
     pub cpl: Option<Privilege>,
+    /// Keep the VM (its fds, its debugfs directory, its binary stats) this long after the guest
+    /// finished, before tearing it down: for readers of KVM's statistics from outside
+    /// (`kvm_stat -d`, `kvmscope top --debugfs`), which see only live VMs.
+    pub hold: Duration,
 }
 
 impl ScenarioSpec {
@@ -185,6 +189,7 @@ impl ScenarioSpec {
             period: Duration::from_micros(100),
             timeout: Duration::from_secs(300),
             cpl: None,
+            hold: Duration::ZERO,
         }
     }
 
@@ -859,6 +864,13 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, ops_per_vcpu: &[u64]) -> GroundT
                     exact(pages),
                     SvmShadow,
                     "each first touch is an intercepted #PF (exit_info2 = the address)",
+                ));
+                e.push(svm_exits(
+                    NPF,
+                    &addrs,
+                    exact(pages),
+                    SvmNpt,
+                    "the region is backed by 4 KiB host pages (MADV_NOHUGEPAGE): each first touch is one NPF (exit_info2 = the GPA)",
                 ));
                 st.push(expect_stat(
                     "pf_fixed",

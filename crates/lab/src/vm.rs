@@ -195,6 +195,9 @@ impl Vm {
             .create_vm()
             .map_err(|e| LabError::kvm("KVM_CREATE_VM", e))?;
         let mem = GuestMemory::new(mem_size)?;
+        if let Some(r) = &region {
+            mem.no_huge_pages(r.start, r.pages * 4096)?;
+        }
         let slot = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,

@@ -2,6 +2,8 @@
 //!
 //! - [`catalog`]: what to count (every `kvm` tracepoint, drill-down children as kernel
 //!   filters; or the guest-side timer/MSR/IPI events).
+//! - [`debugfs`]: KVM's own statistics in debugfs (`kvm_stat -d`), the source that costs
+//!   nothing per event where the kernel lets it be read.
 //! - [`live`]: the counters (perf_event_open through `kvmscope_capture::counters`), on every
 //!   CPU or on one VM's threads, and the per-VM totals of the VM list.
 //! - [`model`]: totals, rates, sorted rows, per-target (vCPU/CPU) breakdown; no I/O.
@@ -10,6 +12,7 @@
 //! - [`vms`]: running VMs and their guest names.
 
 pub mod catalog;
+pub mod debugfs;
 pub mod live;
 pub mod model;
 pub mod render;

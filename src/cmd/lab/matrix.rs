@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use kvmscope_analysis::{EventFilter, ReportBuilder};
+use kvmscope_analysis::EventFilter;
 use kvmscope_lab::emulated::{self, Flavour, HostConfig, HostRun, Job};
 use kvmscope_lab::Scenario;
 use serde::Serialize;
@@ -33,6 +33,14 @@ pub struct MatrixArgs {
     /// (`--perf=pio,msr`).
     #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "all", require_equals = true)]
     pub perf: Option<Vec<String>>,
+    /// Extra `lab run` arguments for one scenario, `SCENARIO=ARGS` (repeatable), e.g.
+    /// `--lab-args 'hlt=--period 2ms'`.
+    #[arg(long = "lab-args", value_name = "SCENARIO=ARGS")]
+    pub lab_args: Vec<String>,
+    /// Also diagnose each recording (its guest's vCPU threads, with the emulated host's system
+    /// snapshot), as `kvmscope diagnose` would: the top finding per scenario.
+    #[arg(long)]
+    pub diagnose: bool,
     /// Where the outputs go (one directory per host, one per scenario inside).
     #[arg(long, default_value = "kvmscope-lab-matrix")]
     pub out: PathBuf,
@@ -65,6 +73,17 @@ pub struct ScenarioResult {
     pub secs: f64,
     /// perf kvm stat's report against kvmscope's, key by key (with `--perf`).
     pub perf: Vec<super::perf_kvm::KeyCompare>,
+    /// kvmscope diagnose's findings on the recording (with `--diagnose`), ranked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<Vec<FindingBrief>>,
+}
+
+/// One finding of a scenario's diagnosis.
+#[derive(Debug, Serialize)]
+pub struct FindingBrief {
+    pub rule: &'static str,
+    pub severity: kvmscope_diagnose::Severity,
+    pub title: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,8 +117,10 @@ fn lab_args(s: Scenario, count: Option<u64>) -> Vec<String> {
 
 /// The job for one scenario: kvmscope's recording and verification, and with `perf`, perf kvm
 /// stat recording the same run around it.
-fn job(s: Scenario, count: Option<u64>, perf: bool) -> Job {
-    let mut j = lab_job(s.name(), &lab_args(s, count));
+fn job(s: Scenario, count: Option<u64>, extra: &[String], perf: bool) -> Job {
+    let mut args = lab_args(s, count);
+    args.extend(extra.iter().cloned());
+    let mut j = lab_job(s.name(), &args);
     if perf {
         let inner = j.script.trim_end();
         let mut script = format!("perf kvm stat record -q -o perf.data -- {inner}\nrc=$?\n");
@@ -133,27 +154,32 @@ fn scenarios(names: &[String]) -> anyhow::Result<Vec<Scenario>> {
         .collect()
 }
 
-/// Exits by reason on the vCPU threads `tids`, from a recording.
-pub fn exits_of(trace: &Path, tids: &[u32]) -> anyhow::Result<Vec<(String, u64)>> {
-    let mut b = ReportBuilder::new();
+/// The report of a recording on the vCPU threads `tids`, with the snapshot it carries.
+fn report_of(
+    trace: &Path,
+    tids: &[u32],
+) -> anyhow::Result<(
+    kvmscope_analysis::Report,
+    Option<kvmscope_diagnose::Snapshot>,
+)> {
     let filter = EventFilter {
         pids: Vec::new(),
         tids: tids.to_vec(),
     };
-    let input = crate::cmd::report::read_into(trace, &filter, &mut b)?;
-    let report = b.finish(vec![input]);
-    Ok(report
-        .exits
-        .map(|e| e.rows.into_iter().map(|r| (r.reason, r.count)).collect())
-        .unwrap_or_default())
+    crate::cmd::diagnose::from_files(&[trace.to_path_buf()], &filter)
 }
 
-fn result_of(job: &emulated::JobResult, host: Flavour) -> anyhow::Result<ScenarioResult> {
+fn result_of(
+    job: &emulated::JobResult,
+    host: Flavour,
+    diagnose: bool,
+) -> anyhow::Result<ScenarioResult> {
     let read = |n: &str| std::fs::read_to_string(job.dir.join(n)).unwrap_or_default();
     let lab: Option<serde_json::Value> = serde_json::from_str(&read("lab.json")).ok();
     let trace = job.dir.join("trace.dat");
     let (mut promises, mut kept) = (0, 0);
     let mut exits = Vec::new();
+    let mut diagnosis = None;
     if let Some(l) = &lab {
         for v in l["verify"].as_array().into_iter().flatten() {
             if v["applies_here"].as_bool() == Some(true) {
@@ -168,9 +194,26 @@ fn result_of(job: &emulated::JobResult, host: Flavour) -> anyhow::Result<Scenari
             .filter_map(|t| t.as_u64().map(|t| t as u32))
             .collect();
         if trace.exists() {
-            exits = exits_of(&trace, &tids).with_context(|| {
+            let (report, system) = report_of(&trace, &tids).with_context(|| {
                 format!("reading {} from the {} host", trace.display(), host.name())
             })?;
+            if diagnose {
+                let d = kvmscope_diagnose::diagnose(&report, system.as_ref());
+                diagnosis = Some(
+                    d.findings
+                        .into_iter()
+                        .map(|f| FindingBrief {
+                            rule: f.rule,
+                            severity: f.severity,
+                            title: f.title,
+                        })
+                        .collect(),
+                );
+            }
+            exits = report
+                .exits
+                .map(|e| e.rows.into_iter().map(|r| (r.reason, r.count)).collect())
+                .unwrap_or_default();
         }
     }
     let perf = super::perf_kvm::compare(&job.dir, PERF_EVENTS)
@@ -186,7 +229,22 @@ fn result_of(job: &emulated::JobResult, host: Flavour) -> anyhow::Result<Scenari
         promises,
         promises_kept: kept,
         secs: job.secs,
+        diagnosis,
     })
+}
+
+/// `--lab-args` as (scenario, its extra arguments).
+fn extra_args(given: &[String]) -> anyhow::Result<Vec<(Scenario, Vec<String>)>> {
+    given
+        .iter()
+        .map(|g| {
+            let (name, args) = g.split_once('=').with_context(|| {
+                format!("--lab-args `{g}`: write SCENARIO=ARGS, e.g. 'hlt=--period 2ms'")
+            })?;
+            let s = scenarios(&[name.trim().to_string()])?[0];
+            Ok((s, args.split_whitespace().map(str::to_string).collect()))
+        })
+        .collect()
 }
 
 pub fn run(a: MatrixArgs) -> anyhow::Result<ExitCode> {
@@ -199,9 +257,17 @@ pub fn run(a: MatrixArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .is_some_and(|l| l.iter().any(|n| n == "all" || n == s.name()))
     };
+    let extra = extra_args(&a.lab_args)?;
+    let extra_for = |s: Scenario| -> Vec<String> {
+        extra
+            .iter()
+            .filter(|(e, _)| *e == s)
+            .flat_map(|(_, a)| a.iter().cloned())
+            .collect()
+    };
     let jobs: Vec<Job> = list
         .iter()
-        .map(|s| job(*s, a.count, perf_for(*s)))
+        .map(|s| job(*s, a.count, &extra_for(*s), perf_for(*s)))
         .collect();
     let mut results = Vec::new();
     for flavour in &a.host {
@@ -215,7 +281,7 @@ pub fn run(a: MatrixArgs) -> anyhow::Result<ExitCode> {
         let scenarios = host
             .jobs
             .iter()
-            .map(|j| result_of(j, *flavour))
+            .map(|j| result_of(j, *flavour, a.diagnose))
             .collect::<anyhow::Result<Vec<_>>>()?;
         results.push(HostResult { host, scenarios });
     }
@@ -286,6 +352,16 @@ fn render(results: &[HostResult]) -> String {
                     count(|k| k.trace_samples_equal),
                 );
             }
+            if let Some(d) = &r.diagnosis {
+                let _ = match d.first() {
+                    Some(f) => writeln!(
+                        s,
+                        "      diagnose: [{}] {} ({})",
+                        f.severity, f.title, f.rule
+                    ),
+                    None => writeln!(s, "      diagnose: nothing found"),
+                };
+            }
             if let Some(e) = &r.error {
                 for l in e.lines().take(3) {
                     let _ = writeln!(s, "      {l}");
@@ -312,7 +388,7 @@ mod tests {
             lab_args(Scenario::Cr3, Some(10)),
             ["cr3", "--count", "10", "--roots", "6"]
         );
-        let j = job(Scenario::Msr, Some(100), true);
+        let j = job(Scenario::Msr, Some(100), &[], true);
         assert!(j
             .script
             .starts_with("perf kvm stat record -q -o perf.data -- kvmscope record -q"));

@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// Give up after this long (e.g. `60s`).
     #[arg(long, value_parser = super::args::duration)]
     pub timeout: Option<Duration>,
+    /// Keep the VM this long after the guest finished (e.g. `3s`), so that readers of KVM's
+    /// statistics from outside (`kvm_stat -d`, `kvmscope top --debugfs`) still see it.
+    #[arg(long, value_parser = super::args::duration)]
+    pub hold: Option<Duration>,
     /// Trace the run in a private tracefs instance (events filtered on this VM's vCPU
     /// threads) and compare what the host showed with the ground truth; exit status 1 when a
     /// promise that holds on this host is broken.
@@ -188,6 +192,9 @@ fn spec_of(r: &RunArgs) -> anyhow::Result<ScenarioSpec> {
     }
     if let Some(t) = r.timeout {
         spec.timeout = t;
+    }
+    if let Some(h) = r.hold {
+        spec.hold = h;
     }
     Ok(spec)
 }

@@ -7,7 +7,7 @@ use kvmscope_trace::MmuKind;
 
 use crate::facts::Facts;
 use crate::finding::{Confidence, Evidence, Finding, Fix};
-use crate::rules::{paging_mode, MIN_EVENTS};
+use crate::rules::{paging_mode, Grade, MIN_EVENTS};
 use crate::Rule;
 
 /// Faults KVM fixed per second per vCPU for a warning. After boot a guest whose memory is
@@ -17,6 +17,12 @@ pub const WARN_PER_VCPU_S: f64 = 5_000.0;
 /// Critical: at tens of microseconds each (10 us here on PVM, more under contention), 50,000
 /// faults/s is half a CPU or more spent in the MMU per vCPU (the lab's pagefault: 96,000/s).
 pub const CRIT_PER_VCPU_S: f64 = 50_000.0;
+/// Share of vCPU time spent fixing faults (exit → entry of the fault exits that were not MMIO)
+/// for a warning: a tenth of the guest's time in the MMU is a tenth of its speed gone,
+/// whatever the host's speed.
+pub const WARN_SHARE_PCT: f64 = 10.0;
+/// Critical: 40% of the vCPU's time (the lab's pagefault: 50-75% on emulated SVM).
+pub const CRIT_SHARE_PCT: f64 = 40.0;
 
 #[derive(Debug)]
 pub struct FaultStorm;
@@ -34,19 +40,30 @@ impl Rule for FaultStorm {
         let mut evidence = Vec::new();
         let pf = report.mmu.as_ref().map_or(0, |m| m.page_faults.total);
         let tdp_exits = f.exits_named(&["EPT_VIOLATION", "npf", "DABT_LOW", "IABT_LOW"]);
-        let exc_pf = f.exits_named(&["EXCEPTION_NMI", "pf"]);
+        let exc_pf = f.exits_named(&["EXCEPTION_NMI", "PF excp"]);
         let requested = f.mmu(MmuKind::SptePrequested);
         let set_spte = f.mmu(MmuKind::SetSpte);
         let fast = f.mmu(MmuKind::FastPageFault);
         // One fault fixed = one kvm_page_fault (VMX/SVM), else one spte request (every host
         // with kvmmmu events, PVM included).
-        let faults = pf.max(tdp_exits).max(requested);
+        let faults = pf.max(tdp_exits).max(exc_pf).max(requested);
         if faults < MIN_EVENTS {
             return Vec::new();
         }
-        let value = f.norm(faults);
-        if value < WARN_PER_VCPU_S {
+        let rate = f.norm(faults);
+        let share = f
+            .fault_share()
+            .or_else(|| f.estimated_share("kvmmmu:kvm_mmu_spte_requested", requested));
+        let Some(grade) = Grade::of(
+            share,
+            (WARN_SHARE_PCT, CRIT_SHARE_PCT),
+            rate,
+            (WARN_PER_VCPU_S, CRIT_PER_VCPU_S),
+        ) else {
             return Vec::new();
+        };
+        if let Some(s) = share {
+            evidence.push(s.evidence("fixing page faults (MMIO faults left out)"));
         }
         if pf > 0 {
             evidence.push(f.rate("kvm_page_fault", pf));
@@ -105,16 +122,7 @@ impl Rule for FaultStorm {
                 m,
             ));
         }
-        let mut finding = Finding::graded(
-            self.id(),
-            format!(
-                "Paging fault storm: {}/s per vCPU faults fixed by KVM",
-                crate::finding::num(value)
-            ),
-            value,
-            WARN_PER_VCPU_S,
-            CRIT_PER_VCPU_S,
-        );
+        let mut finding = grade.finding(self.id(), "Paging fault storm", rate);
         finding.confidence = if pf > 0 || requested > 0 {
             Confidence::High
         } else {

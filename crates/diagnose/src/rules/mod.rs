@@ -16,6 +16,8 @@ pub(crate) mod testutil;
 
 use kvmscope_system::SystemSnapshot;
 
+use crate::facts::Share;
+use crate::finding::Finding;
 use crate::Rule;
 
 /// Every rule, in documentation order.
@@ -33,6 +35,54 @@ pub static ALL: [&dyn Rule; 9] = [
 
 /// Fewest events of the main signal before a rule says anything: below this a rate is noise.
 pub const MIN_EVENTS: u64 = 50;
+
+/// The grade of a cost-driven signal (faults, root reloads, exits to the VMM): the share of
+/// vCPU time it took where that was measured (paired exits, or the pacing estimate without
+/// pairs), which holds on a host 100x slower or faster; its rate per vCPU only where neither
+/// exists (a trace of counts alone).
+#[derive(Debug, Clone, Copy)]
+pub struct Grade {
+    pub value: f64,
+    pub warn: f64,
+    pub crit: f64,
+    pub share: Option<Share>,
+}
+
+impl Grade {
+    /// `None` below the warning threshold of whichever signal applies.
+    pub fn of(
+        share: Option<Share>,
+        share_pct: (f64, f64),
+        rate: f64,
+        rate_per_vcpu_s: (f64, f64),
+    ) -> Option<Grade> {
+        let g = match share {
+            Some(s) => Grade {
+                value: s.pct,
+                warn: share_pct.0,
+                crit: share_pct.1,
+                share,
+            },
+            None => Grade {
+                value: rate,
+                warn: rate_per_vcpu_s.0,
+                crit: rate_per_vcpu_s.1,
+                share,
+            },
+        };
+        (g.value >= g.warn).then_some(g)
+    }
+
+    /// A finding graded so, titled `what: <share> of vCPU time (<rate>/s per vCPU)`.
+    pub fn finding(&self, rule: &'static str, what: &str, rate: f64) -> Finding {
+        let rate = crate::finding::num(rate);
+        let title = match self.share {
+            Some(s) => format!("{what}: {:.0}% of vCPU time ({rate}/s per vCPU)", s.pct),
+            None => format!("{what}: {rate}/s per vCPU"),
+        };
+        Finding::graded(rule, title, self.value, self.warn, self.crit)
+    }
+}
 
 /// Whether the snapshot says this host does shadow paging (PVM, or EPT/NPT off), TDP, or
 /// cannot tell.

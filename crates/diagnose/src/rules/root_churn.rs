@@ -6,8 +6,9 @@ use kvmscope_system::SystemSnapshot;
 use kvmscope_trace::MmuKind;
 
 use crate::facts::Facts;
+use crate::facts::CR3_EXITS;
 use crate::finding::{Confidence, Evidence, Finding, Fix};
-use crate::rules::{paging_mode, MIN_EVENTS};
+use crate::rules::{paging_mode, Grade, MIN_EVENTS};
 use crate::Rule;
 
 /// Root (re)loads per second per vCPU for a warning. Field report 001: an idle guest ~0/s, a
@@ -17,6 +18,11 @@ pub const WARN_PER_VCPU_S: f64 = 500.0;
 /// Critical: each reload walks and syncs the root's unsync children; the lab's `cr3 --roots 6`
 /// does 160,000/s here.
 pub const CRIT_PER_VCPU_S: f64 = 10_000.0;
+/// Share of vCPU time in CR3-write exits that missed the root cache, for a warning: a tenth of
+/// the guest's time switching address spaces is far past a healthy guest's (well under 1%).
+pub const WARN_SHARE_PCT: f64 = 10.0;
+/// Critical: a third of the vCPU's time (the lab's `cr3 --roots 6`: ~65% on emulated SVM).
+pub const CRIT_SHARE_PCT: f64 = 30.0;
 
 #[derive(Debug)]
 pub struct RootChurn;
@@ -48,11 +54,34 @@ impl Rule for RootChurn {
         if churn < MIN_EVENTS {
             return Vec::new();
         }
-        let value = f.norm(churn);
-        if value < WARN_PER_VCPU_S {
+        let rate = f.norm(churn);
+        // The CR3-write exits that missed the cache: all of their time, scaled by the share of
+        // them that reloaded a root.
+        let cr3_exits = f.exits_named(&CR3_EXITS);
+        let missed = if cr3_exits > 0 {
+            (loads as f64 / cr3_exits as f64).min(1.0)
+        } else {
+            0.0
+        };
+        let share = f
+            .exit_share(&CR3_EXITS, |r| (r.latency.total_ns as f64 * missed) as u64)
+            .or_else(|| f.estimated_share("kvmmmu:kvm_mmu_get_page", loads));
+        let Some(grade) = Grade::of(
+            share,
+            (WARN_SHARE_PCT, CRIT_SHARE_PCT),
+            rate,
+            (WARN_PER_VCPU_S, CRIT_PER_VCPU_S),
+        ) else {
             return Vec::new();
+        };
+        let mut evidence = Vec::new();
+        if let Some(s) = share {
+            evidence.push(s.evidence("CR3 writes that reloaded a shadow root"));
         }
-        let mut evidence = vec![f.rate("root-level kvm_mmu_get_page (shadow root loads)", loads)];
+        evidence.push(f.rate("root-level kvm_mmu_get_page (shadow root loads)", loads));
+        if cr3_exits > 0 {
+            evidence.push(f.rate("CR3-write exits (CR_ACCESS / write_cr3)", cr3_exits));
+        }
         evidence.push(Evidence::count("  of which new roots built", new));
         evidence.push(Evidence::count(
             "  of which existing roots found after a prev_roots cache miss",
@@ -92,16 +121,7 @@ impl Rule for RootChurn {
                 m,
             ));
         }
-        let mut finding = Finding::graded(
-            self.id(),
-            format!(
-                "Shadow MMU root churn: {}/s per vCPU root reloads",
-                crate::finding::num(value)
-            ),
-            value,
-            WARN_PER_VCPU_S,
-            CRIT_PER_VCPU_S,
-        );
+        let mut finding = grade.finding(self.id(), "Shadow MMU root churn", rate);
         finding.confidence = if loads >= MIN_EVENTS {
             Confidence::High
         } else {
