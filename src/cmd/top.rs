@@ -208,6 +208,8 @@ fn debugfs_run(args: &Args) -> anyhow::Result<ExitCode> {
         None => "summary (debugfs)".to_string(),
     };
     let keys = d.keys();
+    let mut source = Source::Debugfs(d);
+    let first = source.read()?;
     eprintln!(
         "kvmscope top: reading {} KVM statistics from {}; interval {:?}",
         keys.len(),
@@ -218,7 +220,7 @@ fn debugfs_run(args: &Args) -> anyhow::Result<ExitCode> {
         skip_zero: args.skip_zero,
         ..View::default()
     };
-    batch_loop(args, Source::Debugfs(d), Mode::Host, &scope, keys, view)
+    batch_loop(args, source, first, Mode::Host, &scope, keys, view)
 }
 
 fn batch_run(
@@ -229,9 +231,13 @@ fn batch_run(
     view: View,
 ) -> anyhow::Result<ExitCode> {
     let col = open(tracefs, cat, scope, view.drilldown)?;
+    // The base reading comes before the banner: callers start their load when they see it.
+    let (len, targets) = (col.len(), col.targets());
+    let mut source = Source::Tracepoints(Box::new(col));
+    let first = source.read()?;
     eprintln!(
         "kvmscope top: counting {} counters ({} events{}) on {} {}; interval {:?}",
-        col.len(),
+        len,
         if view.drilldown {
             cat.keys().len()
         } else {
@@ -242,7 +248,7 @@ fn batch_run(
         } else {
             ""
         },
-        col.targets(),
+        targets,
         match scope {
             Scope::System => "CPUs",
             Scope::Vm(_) => "threads",
@@ -251,7 +257,8 @@ fn batch_run(
     );
     batch_loop(
         args,
-        Source::Tracepoints(Box::new(col)),
+        source,
+        first,
         cat.mode,
         &scope.describe(),
         cat.keys(),
@@ -263,12 +270,12 @@ fn batch_run(
 fn batch_loop(
     args: &Args,
     mut source: Source,
+    first: kvmscope_top::live::Sample,
     mode: Mode,
     scope: &str,
     keys: Vec<kvmscope_top::catalog::Key>,
     view: View,
 ) -> anyhow::Result<ExitCode> {
-    let first = source.read()?;
     let mut model = Model::new(mode, scope, keys, &first.counts);
     model.update(&first.counts, &first.per_target, 0.0);
     let mut out = std::io::stdout().lock();
