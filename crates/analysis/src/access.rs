@@ -17,9 +17,24 @@ use crate::stats::{Latency, LatencySummary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Key {
-    Msr { msr: u32, write: bool },
-    Pio { port: u32, write: bool },
-    Mmio { gpa: u64, write: bool },
+    Msr {
+        msr: u32,
+        write: bool,
+    },
+    Pio {
+        port: u32,
+        write: bool,
+    },
+    Mmio {
+        gpa: u64,
+        write: bool,
+    },
+    /// arm64 system register; `access` for kvm_sys_access, else kvm_handle_sys_reg.
+    SysReg {
+        enc: [u8; 5],
+        write: bool,
+        access: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +59,8 @@ struct Open {
 pub struct Accesses {
     slots: BTreeMap<Key, Slot>,
     threads: IdMap<u32, Open>,
+    /// System-register names as the trace printed them (`SYS_` dropped), by encoding.
+    sysreg_names: BTreeMap<[u8; 5], String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,6 +72,21 @@ pub struct MsrRow {
     /// Accesses that raised #GP in the guest.
     pub faults: u64,
     pub last_value: u64,
+    pub latency: LatencySummary,
+}
+
+/// One arm64 system register and direction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SysRegRow {
+    /// As the trace names it (`SYS_` dropped), else from the encoding, else `S<op0>_<op1>_C<n>_C<m>_<op2>`.
+    pub name: String,
+    /// op0, op1, CRn, CRm, op2.
+    pub enc: [u8; 5],
+    pub write: bool,
+    pub count: u64,
+    /// What a trap of this register usually means (IPI, timer, boot...).
+    pub meaning: Option<&'static str>,
+    /// kvm_sys_access → next kvm_entry.
     pub latency: LatencySummary,
 }
 
@@ -78,6 +110,9 @@ pub struct MmioRow {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AccessReport {
+    /// arm64 system-register traps (kvm_sys_access; kvm_handle_sys_reg when the trace has
+    /// only that), by register and direction.
+    pub sysreg: Vec<SysRegRow>,
     pub msr: Vec<MsrRow>,
     pub pio: Vec<PioRow>,
     pub mmio: Vec<MmioRow>,
@@ -132,6 +167,27 @@ impl Accesses {
                 val,
                 false,
             ),
+            EventKind::SysReg {
+                enc: Some(enc),
+                name,
+                write,
+                ..
+            } => {
+                let name = name.strip_prefix("SYS_").unwrap_or(name);
+                if !name.is_empty() && !self.sysreg_names.contains_key(&enc) {
+                    self.sysreg_names.insert(enc, name.to_string());
+                }
+                (
+                    Key::SysReg {
+                        enc,
+                        write: write.unwrap_or(false),
+                        access: ev.name == "kvm_sys_access",
+                    },
+                    0,
+                    0,
+                    false,
+                )
+            }
             _ => return,
         };
         let slot = self.slots.entry(key).or_default();
@@ -150,6 +206,12 @@ impl Accesses {
             }
             _ => open.access = Some((ev.ts_ns, key)),
         }
+    }
+
+    fn has_sys_access(&self) -> bool {
+        self.slots
+            .keys()
+            .any(|k| matches!(k, Key::SysReg { access: true, .. }))
     }
 
     pub fn finish(&self) -> AccessReport {
@@ -179,8 +241,32 @@ impl Accesses {
                     bytes: s.bytes,
                     latency,
                 }),
+                Key::SysReg { enc, write, access } => {
+                    if !access && self.has_sys_access() {
+                        continue; // the same traps, counted by kvm_sys_access
+                    }
+                    let name = self.sysreg_names.get(&enc).cloned().unwrap_or_else(|| {
+                        kvmscope_trace::tables::sysreg_name(enc).map_or_else(
+                            || {
+                                let [a, b, c, d, e] = enc;
+                                format!("S{a}_{b}_C{c}_C{d}_{e}")
+                            },
+                            str::to_string,
+                        )
+                    });
+                    r.sysreg.push(SysRegRow {
+                        meaning: kvmscope_trace::tables::sysreg_meaning(&name),
+                        name,
+                        enc,
+                        write,
+                        count: s.count,
+                        latency,
+                    });
+                }
             }
         }
+        r.sysreg
+            .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
         r.msr
             .sort_by(|a, b| b.count.cmp(&a.count).then(a.msr.msr.cmp(&b.msr.msr)));
         r.pio
@@ -188,5 +274,67 @@ impl Accesses {
         r.mmio
             .sort_by(|a, b| b.count.cmp(&a.count).then(a.gpa.cmp(&b.gpa)));
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvmscope_trace::text::decode_sequential;
+
+    fn report(text: &str) -> AccessReport {
+        let mut a = Accesses::default();
+        decode_sequential(text.as_bytes(), |ev| a.observe(ev)).unwrap();
+        a.finish()
+    }
+
+    /// arm64 lines in the kernel's print formats (kvm_exit, kvm_handle_sys_reg,
+    /// kvm_sys_access, kvm_entry).
+    #[test]
+    fn arm64_system_register_traps_by_register_with_latency_and_meaning() {
+        let mut t = String::new();
+        for (i, (enc, name, dir)) in [
+            ("(3,0,12,11,5)", "SYS_ICC_SGI1R_EL1", "write to"),
+            ("(3,0,12,11,5)", "SYS_ICC_SGI1R_EL1", "write to"),
+            ("(3,3,14,3,1)", "SYS_CNTV_CTL_EL0", "read from"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let ts = 100 + i * 10;
+            t.push_str(&format!(
+                "qemu-system-aar-300 [001] ..... {ts}.000000: kvm_exit: TRAP: HSR_EC: 0x0018 (SYS64), PC: 0x0000ffff80001000\n\
+                 qemu-system-aar-300 [001] ..... {ts}.000001: kvm_handle_sys_reg: HSR 0x62300000\n\
+                 qemu-system-aar-300 [001] ..... {ts}.000002: kvm_sys_access: PC: ffff80001000 {dir} {enc} {name}\n\
+                 qemu-system-aar-300 [001] d.... {ts}.000007: kvm_entry: PC: 0x0000ffff80001004\n"
+            ));
+        }
+        let r = report(&t);
+        assert_eq!(r.sysreg.len(), 2, "{:#?}", r.sysreg);
+        let sgi = &r.sysreg[0];
+        assert_eq!(
+            (sgi.name.as_str(), sgi.enc, sgi.write, sgi.count),
+            ("ICC_SGI1R_EL1", [3, 0, 12, 11, 5], true, 2)
+        );
+        assert!(sgi.meaning.unwrap().contains("IPI"));
+        // kvm_sys_access → kvm_entry: 5 us each.
+        assert_eq!((sgi.latency.samples, sgi.latency.min_ns), (2, 5_000));
+        assert_eq!(r.sysreg[1].name, "CNTV_CTL_EL0");
+        assert!(!r.sysreg[1].write);
+    }
+
+    #[test]
+    fn kvm_handle_sys_reg_alone_names_the_register_from_the_esr() {
+        // ESR of MSR ICC_SGI1R_EL1, x1 (EC 0x18, IL, op0 3, op2 5, CRn 12, Rt 1, CRm 11).
+        let esr =
+            (0x18u64 << 26) | (1 << 25) | (3 << 20) | (5 << 17) | (12 << 10) | (1 << 5) | (11 << 1);
+        let r = report(&format!(
+            "vcpu-7 [000] ..... 1.000000: kvm_handle_sys_reg: HSR 0x{esr:08x}\n"
+        ));
+        assert_eq!(r.sysreg.len(), 1);
+        assert_eq!(
+            (r.sysreg[0].name.as_str(), r.sysreg[0].write),
+            ("ICC_SGI1R_EL1", true)
+        );
     }
 }

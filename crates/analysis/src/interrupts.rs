@@ -28,6 +28,13 @@ pub struct Interrupts {
     wake_poll_invalid: u64,
     poll_grow: u64,
     poll_shrink: u64,
+    /// arm64 WFI / WFE traps: count, and the time to the next kvm_entry on the thread.
+    wfi: Latency,
+    wfe: Latency,
+    wfi_count: u64,
+    wfe_count: u64,
+    /// Per thread: an open WFx trap (ts, is WFE) waiting for its kvm_entry.
+    wfx_open: crate::keys::IdMap<u32, (u64, bool)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,6 +77,16 @@ pub struct HaltReport {
     pub poll_invalid: u64,
     pub poll_grow: u64,
     pub poll_shrink: u64,
+    /// arm64 WFI and WFE traps (`kvm_wfx_arm64`), each with its wait: the trap to the next
+    /// `kvm_entry` on the thread (blocked in WFI, or yielding on WFE, plus the wake-up).
+    pub wfi: WfxReport,
+    pub wfe: WfxReport,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WfxReport {
+    pub count: u64,
+    pub wait: LatencySummary,
 }
 
 fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, k: K) {
@@ -109,6 +126,25 @@ impl Interrupts {
                 }
                 self.wake_poll_invalid += u64::from(!valid);
             }
+            EventKind::Wfx { wfe, .. } => {
+                if wfe {
+                    self.wfe_count += 1;
+                } else {
+                    self.wfi_count += 1;
+                }
+                self.wfx_open.insert(ev.tid, (ev.ts_ns, wfe));
+            }
+            EventKind::KvmEntry { .. } => {
+                if let Some((start, wfe)) = self.wfx_open.remove(&ev.tid) {
+                    if let Some(d) = ev.ts_ns.checked_sub(start) {
+                        if wfe {
+                            self.wfe.add(d);
+                        } else {
+                            self.wfi.add(d);
+                        }
+                    }
+                }
+            }
             EventKind::HaltPollNs { grow, .. } => {
                 if grow {
                     self.poll_grow += 1;
@@ -144,7 +180,38 @@ impl Interrupts {
                 poll_invalid: self.wake_poll_invalid,
                 poll_grow: self.poll_grow,
                 poll_shrink: self.poll_shrink,
+                wfi: WfxReport {
+                    count: self.wfi_count,
+                    wait: self.wfi.summary(),
+                },
+                wfe: WfxReport {
+                    count: self.wfe_count,
+                    wait: self.wfe.summary(),
+                },
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod wfx_tests {
+    use super::*;
+    use kvmscope_trace::text::decode_sequential;
+
+    #[test]
+    fn arm64_wfi_and_wfe_are_split_with_their_waits() {
+        let text = "vcpu-9 [000] ..... 1.000000: kvm_exit: TRAP: HSR_EC: 0x0001 (WFx), PC: 0x0000ffff80001000\n\
+                    vcpu-9 [000] ..... 1.000001: kvm_wfx_arm64: guest executed wfi at: 0xffff80001000\n\
+                    vcpu-9 [000] d.... 1.000501: kvm_entry: PC: 0x0000ffff80001004\n\
+                    vcpu-9 [000] ..... 1.001000: kvm_wfx_arm64: guest executed wfe at: 0xffff80002000\n\
+                    vcpu-9 [000] d.... 1.001003: kvm_entry: PC: 0x0000ffff80002004\n";
+        let mut i = Interrupts::default();
+        decode_sequential(text.as_bytes(), |ev| i.observe(ev)).unwrap();
+        let h = i.finish().halt;
+        assert_eq!(
+            (h.wfi.count, h.wfi.wait.samples, h.wfi.wait.min_ns),
+            (1, 1, 500_000)
+        );
+        assert_eq!((h.wfe.count, h.wfe.wait.min_ns), (1, 3_000));
     }
 }

@@ -106,6 +106,7 @@ impl Overview {
                 t.vcpu = e.vcpu.or(t.vcpu);
             }
             EventKind::KvmEntry { vcpu, .. } => t.vcpu = vcpu.or(t.vcpu),
+            EventKind::VcpuIndex { vcpu } => t.vcpu = Some(vcpu),
             EventKind::UserspaceExit { reason, errno } => {
                 t.userspace_exits += 1;
                 *self.userspace.entry((reason, errno)).or_default() += 1;
@@ -124,6 +125,11 @@ impl Overview {
             Some((_, n)) => *n += 1,
             None => systems.push((ev.system.to_string(), 1)),
         }
+    }
+
+    /// kvm and kvmmmu events seen (a kernel with any runs KVM: it is a host).
+    pub fn kvm_events(&self) -> u64 {
+        self.threads.values().map(|t| t.kvm_events).sum()
     }
 
     pub fn duration_ns(&self) -> u64 {
@@ -146,12 +152,15 @@ impl Overview {
         tids.sort_unstable();
         for tid in tids {
             let t = &self.threads[&tid];
+            // The process's own name is its main thread's (tid == pid); without that thread in
+            // the trace, or without a tgid column, it is unknown ("?"): a vCPU thread's name
+            // ("CPU 0/KVM") or another process's is never shown as the process's.
             let vm = vms.entry(t.tgid).or_insert_with(|| Vm {
                 pid: t.tgid,
-                comm: String::new(),
+                comm: "?".into(),
                 vcpus: Vec::new(),
             });
-            if Some(tid) == t.tgid || vm.comm.is_empty() {
+            if Some(tid) == t.tgid {
                 vm.comm = t.comm.clone();
             }
             vm.vcpus.push(VcpuThread {
@@ -191,5 +200,24 @@ impl Overview {
             vms: vms.into_values().collect(),
             userspace_exits,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvmscope_trace::text::decode_sequential;
+
+    #[test]
+    fn arm64_threads_get_their_vcpu_index_from_kvm_get_timer_map() {
+        let text = "qemu-system-aar-301 [000] ..... 5.000000: kvm_get_timer_map: VCPU: 1, dv: 27, dp: 30, ep: -1\n\
+                    qemu-system-aar-301 [000] ..... 5.000010: kvm_exit: TRAP: HSR_EC: 0x0001 (WFx), PC: 0x0000ffff80001000\n\
+                    qemu-system-aar-301 [000] d.... 5.000020: kvm_entry: PC: 0x0000ffff80001004\n";
+        let mut o = Overview::default();
+        decode_sequential(text.as_bytes(), |ev| o.observe(ev)).unwrap();
+        let r = o.finish();
+        assert_eq!(r.vms[0].vcpus[0].vcpu, Some(1), "{r:#?}");
+        // No tgid column: the process is unknown, not named after its thread.
+        assert_eq!((r.vms[0].pid, r.vms[0].comm.as_str()), (None, "?"));
     }
 }

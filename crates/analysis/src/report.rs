@@ -139,7 +139,12 @@ impl ReportBuilder {
             mmu: (!self.mmu.is_empty()).then(|| self.mmu.finish()),
             interrupts: self.interrupts.finish(),
             pacing: self.pacing.finish(),
-            guest: (self.guest_events > 0).then(|| self.guest.finish()),
+            guest: (self.guest_events > 0).then(|| {
+                let mut g = self.guest.finish();
+                // A kernel that runs KVM is a host: its ipi/csd/timer events are its own.
+                g.host_side = self.overview.kvm_events() > 0;
+                g
+            }),
         }
     }
 }

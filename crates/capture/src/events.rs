@@ -418,6 +418,37 @@ impl<'f> Plan<'f> {
                 wfe: self.flag(d, "is_wfe")?,
                 pc: self.u64(d, "vcpu_pc").unwrap_or(0),
             }),
+            ("kvm", "kvm_get_timer_map") => plain(EventKind::VcpuIndex {
+                vcpu: self.u32(d, "vcpu_id")?,
+            }),
+            ("kvm", "kvm_sys_access") => {
+                // `name` is a kernel pointer in the record: the name comes from the encoding.
+                let enc = [
+                    self.u32(d, "Op0")? as u8,
+                    self.u32(d, "Op1")? as u8,
+                    self.u32(d, "CRn")? as u8,
+                    self.u32(d, "CRm")? as u8,
+                    self.u32(d, "Op2")? as u8,
+                ];
+                plain(EventKind::SysReg {
+                    esr: None,
+                    enc: Some(enc),
+                    name: kvmscope_trace::tables::sysreg_name(enc).unwrap_or(""),
+                    write: self.flag(d, "is_write"),
+                })
+            }
+            ("kvm", "kvm_handle_sys_reg") => {
+                let esr = self.u64(d, "hsr")?;
+                let decoded = kvmscope_trace::tables::sysreg_from_esr(esr);
+                plain(EventKind::SysReg {
+                    esr: Some(esr),
+                    enc: decoded.map(|x| x.0),
+                    name: decoded
+                        .and_then(|x| kvmscope_trace::tables::sysreg_name(x.0))
+                        .unwrap_or(""),
+                    write: decoded.map(|x| x.1),
+                })
+            }
             ("kvmmmu", _) => plain(self.mmu(d)),
             ("msr", "write_msr" | "read_msr" | "rdpmc") => plain(EventKind::GuestMsr {
                 write: name == "write_msr",

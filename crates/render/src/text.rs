@@ -179,6 +179,29 @@ fn dir(write: bool) -> String {
 
 fn accesses(out: &mut String, r: &Report, d: u64) {
     let a = &r.accesses;
+    if !a.sysreg.is_empty() {
+        heading(out, "System-register traps (kvm_sys_access):");
+        let mut t = Table::new(&[
+            "REGISTER", "ENCODING", "DIR", "COUNT", "RATE/s", "AVG", "P99", "MEANING",
+        ])
+        .left(0)
+        .left(7);
+        for x in &a.sysreg {
+            let [avg, p99] = latency_cells(&x.latency);
+            let [o0, o1, n, m, o2] = x.enc;
+            t.row(vec![
+                x.name.clone(),
+                format!("({o0},{o1},{n},{m},{o2})"),
+                dir(x.write),
+                x.count.to_string(),
+                rate(x.count, d),
+                avg,
+                p99,
+                x.meaning.unwrap_or("").into(),
+            ]);
+        }
+        t.render(out, "  ");
+    }
     if !a.msr.is_empty() {
         heading(out, "MSR accesses (kvm_msr):");
         let mut t = Table::new(&[
@@ -369,6 +392,8 @@ fn interrupts(out: &mut String, r: &Report, d: u64) {
         ("halt wake: polled", i.halt.polled.samples),
         ("halt-poll grow", i.halt.poll_grow),
         ("halt-poll shrink", i.halt.poll_shrink),
+        ("WFI trap (arm64)", i.halt.wfi.count),
+        ("WFE trap (arm64)", i.halt.wfe.count),
     ];
     for (name, n) in simple {
         if n > 0 {
@@ -390,18 +415,48 @@ fn interrupts(out: &mut String, r: &Report, d: u64) {
             us(h.polled.mean_ns)
         );
     }
+    for (what, w) in [("WFI", &h.wfi), ("WFE", &h.wfe)] {
+        if w.wait.samples > 0 {
+            let _ = writeln!(
+                out,
+                "  {what} trap to re-entry: avg {}, p50 {}, p99 {}, max {} ({} paired)",
+                us(w.wait.mean_ns),
+                us(w.wait.p50_ns as f64),
+                us(w.wait.p99_ns as f64),
+                us(w.wait.max_ns as f64),
+                w.wait.samples
+            );
+        }
+    }
 }
 
 /// How many rows of a guest table to print; `--json` has them all.
 const GUEST_ROWS: usize = 15;
 
 fn guest(out: &mut String, g: &kvmscope_analysis::guest::GuestReport) {
+    // Whose events these are: the traced kernel's, which is a guest unless it runs KVM itself.
+    let who = if g.host_side {
+        "Host kernel's own"
+    } else {
+        "Guest"
+    };
     let d = g.span_ns;
     for w in &g.warnings {
-        let _ = writeln!(out, "\nWARNING (guest side): {w}");
+        let _ = writeln!(
+            out,
+            "\nWARNING ({}): {w}",
+            if g.host_side {
+                "host kernel's own events"
+            } else {
+                "guest side"
+            }
+        );
     }
     if !g.msr.rows.is_empty() {
-        heading(out, "Guest MSR writes (msr:write_msr) by MSR and CPU:");
+        heading(
+            out,
+            &format!("{who} MSR writes (msr:write_msr) by MSR and CPU:"),
+        );
         let mut t = Table::new(&["MSR", "NAME", "CPU", "WRITES", "RATE/s"]).left(1);
         for m in g.msr.rows.iter().take(GUEST_ROWS) {
             t.row(vec![
@@ -416,7 +471,10 @@ fn guest(out: &mut String, g: &kvmscope_analysis::guest::GuestReport) {
     }
     let timers = &g.timers;
     if !timers.hrtimers.is_empty() {
-        heading(out, "Guest hrtimers by function and CPU (timer:hrtimer_*):");
+        heading(
+            out,
+            &format!("{who} hrtimers by function and CPU (timer:hrtimer_*):"),
+        );
         let mut t = Table::new(&[
             "FUNCTION",
             "CPU",
@@ -447,7 +505,7 @@ fn guest(out: &mut String, g: &kvmscope_analysis::guest::GuestReport) {
     if !timers.local_timer.is_empty() {
         heading(
             out,
-            "Guest local timer interrupts (irq_vectors:local_timer_entry):",
+            &format!("{who} local timer interrupts (irq_vectors:local_timer_entry):"),
         );
         let mut t = Table::new(&["CPU", "INTERRUPTS", "RATE/s"]);
         for l in &timers.local_timer {
@@ -461,7 +519,10 @@ fn guest(out: &mut String, g: &kvmscope_analysis::guest::GuestReport) {
     }
     let ipi = &g.ipi;
     if !ipi.sent.is_empty() {
-        heading(out, "Guest IPIs sent, by type and function (ipi:*, csd:*):");
+        heading(
+            out,
+            &format!("{who} IPIs sent, by type and function (ipi:*, csd:*):"),
+        );
         let mut t = Table::new(&["FROM CPU", "TO CPU", "TYPE", "FUNCTION", "SENT", "RATE/s"])
             .left(2)
             .left(3);
@@ -480,7 +541,10 @@ fn guest(out: &mut String, g: &kvmscope_analysis::guest::GuestReport) {
         t.render(out, "  ");
     }
     if !ipi.csd_functions.is_empty() {
-        heading(out, "Guest functions run by IPI (csd:csd_function_entry):");
+        heading(
+            out,
+            &format!("{who} functions run by IPI (csd:csd_function_entry):"),
+        );
         let mut t = Table::new(&[
             "FUNCTION",
             "CPU",

@@ -228,14 +228,23 @@ pub enum EventKind<'a> {
         created: bool,
         root: bool,
     },
+    /// arm64 `kvm_get_timer_map` (`VCPU: N`, traced when the vCPU is loaded on its own
+    /// thread): the vCPU index, which arm64's kvm_exit/kvm_entry do not print.
+    /// (`kvm_timer_update_irq` also names a vCPU but may run in another task's interrupt.)
+    VcpuIndex {
+        vcpu: u32,
+    },
     /// arm64 `kvm_wfx_arm64`.
     Wfx {
         wfe: bool,
         pc: u64,
     },
-    /// arm64 `kvm_handle_sys_reg` / `kvm_sys_access`: the ESR or register name.
+    /// arm64 `kvm_handle_sys_reg` / `kvm_sys_access`: the ESR, the register's encoding
+    /// (op0, op1, CRn, CRm, op2) and name (as the trace prints it, else from the encoding;
+    /// empty when unknown), and the direction.
     SysReg {
         esr: Option<u64>,
+        enc: Option<[u8; 5]>,
         name: &'a str,
         write: Option<bool>,
     },

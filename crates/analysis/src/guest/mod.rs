@@ -94,6 +94,9 @@ pub struct GuestReport {
     pub interrupts_delta: Option<InterruptsDelta>,
     /// What may make these numbers incomplete, in words.
     pub warnings: Vec<String>,
+    /// The traced kernel also runs KVM (the trace has kvm/kvmmmu events): these are that
+    /// host's own timers, IPIs and MSR writes, not a guest's. Set by the report builder.
+    pub host_side: bool,
 }
 
 impl Guest {
@@ -135,6 +138,7 @@ impl Guest {
             ipi: self.ipi.finish(),
             interrupts_delta: self.interrupts.clone(),
             warnings: self.warnings(),
+            host_side: false,
         }
     }
 }

@@ -90,6 +90,8 @@ impl Rule for IpiStorm {
         let mut guest_rate = 0.0;
         let mut named = Vec::new();
         if let Some(g) = &report.guest {
+            // A kernel that runs KVM is a host: its IPIs are its own (vCPU kicks among them).
+            let side = if g.host_side { "host kernel" } else { "guest" };
             let sent: u64 = g.ipi.sent.iter().map(|r| r.sent).sum();
             if sent >= MIN_EVENTS {
                 // The busiest sender: a storm from one CPU must not be averaged away.
@@ -103,11 +105,11 @@ impl Rule for IpiStorm {
                     .map_or((0, 0), |(c, n)| (*c, *n));
                 guest_rate = f.per_s(most);
                 evidence.push(f.guest_rate(
-                    "guest: IPIs sent (ipi:ipi_send_cpu/cpumask), all CPUs",
+                    format!("{side}: IPIs sent (ipi:ipi_send_cpu/cpumask), all CPUs"),
                     sent,
                 ));
                 evidence.push(f.guest_rate(
-                    format!("guest: IPIs sent by CPU {cpu} (the busiest sender)"),
+                    format!("{side}: IPIs sent by CPU {cpu} (the busiest sender)"),
                     most,
                 ));
                 let mut by_fn = std::collections::BTreeMap::<String, u64>::new();
@@ -120,7 +122,7 @@ impl Rule for IpiStorm {
                     *by_fn.entry(key).or_default() += r.sent;
                 }
                 evidence.push(Evidence::Top {
-                    what: "guest: IPIs sent by function".into(),
+                    what: format!("{side}: IPIs sent by function"),
                     rows: f.top(by_fn.into_iter().collect(), 5),
                 });
                 let mut runs = std::collections::BTreeMap::<String, u64>::new();
@@ -136,7 +138,7 @@ impl Rule for IpiStorm {
                 }
                 if total_runs > 0 {
                     evidence.push(Evidence::Top {
-                        what: "guest: functions run by IPI (csd:csd_function_entry)".into(),
+                        what: format!("{side}: functions run by IPI (csd:csd_function_entry)"),
                         rows: f.top(runs.into_iter().collect(), 5),
                     });
                 }

@@ -89,7 +89,9 @@ impl Rule for TimerStorm {
         // Guest side: msr:write_msr of 0x6e0, hrtimers, local timer interrupts.
         let mut guest_rate = 0.0;
         let mut top_fn = None;
-        if let Some(g) = &report.guest {
+        // Only a guest's own events: a kernel that runs KVM writing its own TSC deadline is a
+        // host, not a VM with a timer storm.
+        if let Some(g) = report.guest.as_ref().filter(|g| !g.host_side) {
             let writes = g.msr.tsc_deadline_writes(None);
             // The busiest CPU: a storm on one CPU of a large guest must not be averaged away.
             let busiest = g

@@ -9,6 +9,8 @@
 //!   `print fmt` of a 6.18 kernel).
 //! * arm64 exception classes ([`arm64_ec_name`]) with the names of `kvm_arm_exception_class`
 //!   (`arch/arm64/include/asm/kvm_arm.h`), plus every other class `esr.h` defines.
+//! * arm64 system registers by encoding ([`sysreg_name`], [`sysreg_from_esr`]) with what a
+//!   trap of the common ones means ([`sysreg_meaning`]).
 //! * MSR names and a coarse classification ([`msr_name`], [`msr_code`], [`msr_class`]).
 //! * KVM userspace exit reasons ([`userspace_exit_name`]), including those newer than the
 //!   list a 6.18 kernel prints in `kvm_userspace_exit`.
@@ -21,12 +23,14 @@
 mod arm64;
 mod msr;
 mod svm;
+mod sysreg;
 mod userspace;
 mod vmx;
 
 pub use arm64::{arm64_ec_code, arm64_ec_name};
 pub use msr::{msr_class, msr_code, msr_name, MsrClass};
 pub use svm::{svm_exit_code, svm_exit_name};
+pub use sysreg::{sysreg_from_esr, sysreg_meaning, sysreg_name, SysRegEnc};
 pub use userspace::{userspace_exit_code, userspace_exit_name};
 pub use vmx::{vmx_exit_code, vmx_exit_name};
 

@@ -133,11 +133,27 @@ pub fn decode<'a>(system: &str, name: &str, p: &'a str) -> Option<EventKind<'a>>
             vec: dec32(find(p, "vec")?)?,
         },
         "kvm_wfx_arm64" => wfx(p)?,
-        "kvm_handle_sys_reg" => EventKind::SysReg {
-            esr: find(p, "HSR").or_else(|| find(p, "ESR")).and_then(hex),
-            name: "",
-            write: None,
+        "kvm_get_timer_map" => EventKind::VcpuIndex {
+            vcpu: p
+                .strip_prefix("VCPU: ")?
+                .split(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()?,
         },
+        "kvm_handle_sys_reg" => {
+            let esr = find(p, "HSR").or_else(|| find(p, "ESR")).and_then(hex);
+            let decoded = esr.and_then(crate::tables::sysreg_from_esr);
+            EventKind::SysReg {
+                esr,
+                enc: decoded.map(|d| d.0),
+                name: decoded
+                    .and_then(|d| crate::tables::sysreg_name(d.0))
+                    .unwrap_or(""),
+                write: decoded.map(|d| d.1),
+            }
+        }
         "kvm_sys_access" => sys_access(p)?,
         "ipi_send_cpu" => EventKind::IpiSend {
             cpu: Some(dec32(find(p, "cpu")?)?),
@@ -510,9 +526,23 @@ fn sys_access(p: &str) -> Option<EventKind<'_>> {
     } else {
         None
     };
+    // "PC: 0x... write to (3,0,12,11,5) SYS_ICC_SGI1R_EL1"
     let name = p.trim_end().rsplit(' ').next()?;
+    let enc = p
+        .find('(')
+        .and_then(|i| p[i + 1..].split_once(')'))
+        .and_then(|(inside, _)| {
+            let mut v = [0u8; 5];
+            let mut parts = inside.split(',');
+            for slot in &mut v {
+                *slot = parts.next()?.trim().parse().ok()?;
+            }
+            parts.next().is_none().then_some(v)
+        });
+    let name = if name.ends_with(')') { "" } else { name };
     Some(EventKind::SysReg {
         esr: None,
+        enc,
         name,
         write,
     })
