@@ -5,6 +5,7 @@ pub mod collapse;
 pub mod diagnose;
 pub mod diff;
 pub mod flamegraph;
+pub mod html;
 pub mod input;
 pub mod lab;
 pub mod record;

@@ -11,5 +11,6 @@ pub mod mmu;
 pub mod overview;
 pub mod report;
 pub mod stats;
+pub mod timeline;
 
 pub use report::{EventFilter, InputSummary, Report, ReportBuilder};
