@@ -113,6 +113,7 @@ fn perfetto_and_chrome_json_read_back_equal_the_report() {
     }
     inputs.push(root().join("tests/fixtures/tracedat/kvmscope-record-lab-v6.dat"));
     inputs.push(root().join("tests/fixtures/tracedat/trace-cmd-extract-lab-v7-zstd.dat"));
+    inputs.push(root().join("tests/fixtures/tracedat/svm-emulated-pio.dat"));
     let mut exit_slices = 0u64;
     for input in &inputs {
         let line = check(&py, input);

@@ -339,3 +339,116 @@ fn html_renders_in_chromium_on_every_input_and_host_kind() {
         }
     });
 }
+
+/// The page holds aggregates only: an input 300 times larger (same events, repeated) gives a
+/// page of about the same size and the same number of drawn elements.
+#[test]
+fn page_size_does_not_grow_with_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = fixture("public/vmx-new-nested-cr0wp.txt");
+    let text = std::fs::read_to_string(&one).unwrap();
+    // Repeated with later timestamps each time, so the timeline spans 300x as long.
+    let mut big = String::new();
+    let re = regex::Regex::new(r"(\s)(\d+)\.(\d{6}):").unwrap();
+    for rep in 0..300u64 {
+        for line in text.lines() {
+            let shifted = re.replace(line, |c: &regex::Captures<'_>| {
+                let s: u64 = c[2].parse().unwrap();
+                format!("{}{}.{}:", &c[1], s + rep, &c[3])
+            });
+            big.push_str(&shifted);
+            big.push('\n');
+        }
+    }
+    let big_path = dir.path().join("big.txt");
+    std::fs::write(&big_path, &big).unwrap();
+    let page = |input: &Path, out: &str| {
+        let out = dir.path().join(out);
+        let o = Command::new(bin())
+            .arg("report")
+            .arg(input)
+            .arg("--html")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(out).unwrap()
+    };
+    let small = page(&one, "one.html");
+    let large = page(&big_path, "big.html");
+    let elements = |s: &str| s.matches("<rect").count() + s.matches("<path").count();
+    assert!(big.len() > 300 * text.len() / 2);
+    assert!(
+        large.len() < small.len() * 3 / 2 + 50_000,
+        "page {} bytes for the large input, {} for the small one",
+        large.len(),
+        small.len()
+    );
+    let max_elements = 4 * kvmscope_analysis::timeline::MAX_BUCKETS * 16;
+    assert!(
+        elements(&large) < max_elements,
+        "{} elements",
+        elements(&large)
+    );
+    // The counts did grow: the page shows the large input's totals.
+    assert!(large.contains("\"events\":23400") || large.contains("23,400"));
+}
+
+/// `diagnose --lab S --html`: the live path writes the page too, with the finding on it.
+#[test]
+fn lab_diagnosis_writes_the_page() {
+    if !kvmscope_capture::host::require_kvm() || kvmscope_capture::host::require_tracefs().is_none()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("lab.html");
+    let out = Command::new(bin())
+        .args([
+            "diagnose",
+            "--lab",
+            "timer-storm",
+            "--period",
+            "50us",
+            "--live",
+            "1s",
+            "-q",
+            "--buffer-kb",
+            "16384",
+            "--json",
+            "--html",
+        ])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("data-rule=\"timer-storm\""),
+        "no timer-storm finding on the page"
+    );
+    assert!(
+        html.contains("lab guest `timer-storm` ran"),
+        "the run's note is missing"
+    );
+    let Some(chrome) = require_chromium() else {
+        return;
+    };
+    let (dom, log) = run_chromium(
+        chrome,
+        &page,
+        &dir.path().join("profile"),
+        &["--window-size=1200,1000", "--dump-dom"],
+    );
+    assert!(dom.contains("data-ready=\"1\""), "{log}");
+    assert!(
+        dom.contains("data-mismatches=\"0\""),
+        "the page's own check failed"
+    );
+    assert!(!dom.contains("id=\"js-errors\""));
+}

@@ -598,9 +598,10 @@ fn heat(out: &mut String, tl: &TimelineReport, r: &Report) {
     let label = |tid: u32| {
         for vm in &r.overview.vms {
             if let Some(v) = vm.vcpus.iter().find(|v| v.tid == tid) {
+                let comm: String = v.comm.chars().take(14).collect();
                 return match v.vcpu {
-                    Some(n) => format!("vCPU {n} · {} ({tid})", v.comm),
-                    None => format!("{} ({tid})", v.comm),
+                    Some(n) => format!("vCPU {n} ({tid})"),
+                    None => format!("{comm} ({tid})"),
                 };
             }
         }

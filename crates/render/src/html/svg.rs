@@ -293,10 +293,16 @@ pub fn log2_histogram(
         }
         // Position within the power-of-two bucket, on the log axis.
         let x = xb(ns.log2());
+        // Labels near the right edge go to the left of their line.
+        let (tx, anchor) = if x + 80.0 > w - RIGHT {
+            (x - 3.0, "end")
+        } else {
+            (x + 3.0, "start")
+        };
         let _ = write!(
             out,
-            r##"<line class="marker" x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{yb:.1}" stroke="#222" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}" class="mark">{} {}</text>"##,
-            x + 3.0,
+            r##"<line class="marker" x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{yb:.1}" stroke="#222" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}" text-anchor="{anchor}" class="mark">{} {}</text>"##,
+            tx,
             TOP + 10.0 + 12.0 * k as f64,
             esc(name),
             nanos(*ns)
