@@ -89,14 +89,19 @@ def main():
                     out.append(f'<path d="M{x(t):.1f} {y+h-8}l-3 6h6z" fill="#333"><title>{esc(n)}</title></path>')
             y += h + 4
         else:
-            pts = [(t, v) for t, v in counters[u] if start <= t <= start + span]
-            if not pts:
+            before = [v for t, v in counters[u] if t < start]
+            pts = [(start, before[-1] if before else 0.0)]
+            pts += [(t, v) for t, v in counters[u] if start <= t <= start + span]
+            top = max(v for _, v in pts)
+            if top == 0:
                 continue
-            top = max(v for _, v in pts) or 1
-            d = f"M{left} {y+28}"
-            for t, v in pts:
+            d = f"M{left} {y+28-pts[0][1]/top*24:.1f}"
+            for t, v in pts[1:]:
                 d += f"H{x(t):.1f}V{y+28-v/top*24:.1f}"
-            out.append(f'<text x="16" y="{y+16}">{esc(name)}</text><path d="{d}" fill="none" stroke="#4e79a7"/>')
+            d += f"H{x(start + span):.1f}"
+            out.append(f'<text x="16" y="{y+16}">{esc(name)}</text>'
+                       f'<text x="{left-6}" y="{y+8}" text-anchor="end" font-size="10">{top:.0f}</text>'
+                       f'<path d="{d}" fill="none" stroke="#4e79a7"/>')
             y += 34
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{y+10}" font-family="DejaVu Sans,sans-serif" font-size="12">'
             f'<rect width="{W}" height="{y+10}" fill="#fff"/>'
