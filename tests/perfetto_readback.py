@@ -5,7 +5,8 @@ report (`kvmscope report --json`) and the Chrome JSON export of the same input:
 * depth-0 slices per vCPU thread and name equal the exits the report counts per reason and
   thread (exits.rows[].per_thread);
 * timestamps are monotonic on every track; slices nest (every end closes an open slice);
-* the exits/s counters add up to the exit counts;
+* the exits/s counters add up to the exit counts; the per-CPU tracks have one slice per
+  exit, per reason as the report counts them;
 * the Chrome JSON parses and has the same slices (thread, start, end, name, depth).
 
 Usage: perfetto_readback.py OUT.pftrace OUT.json REPORT.json COUNTER_WINDOW_NS
@@ -27,10 +28,10 @@ def fail(msgs):
 
 def perfetto_slices(path):
     trace = pb.Trace.FromString(open(path, "rb").read())
-    names, threads, counters = {}, {}, {}
+    names, threads, counters, cpus = {}, {}, {}, {}
     last_ts = {}
     stacks = collections.defaultdict(list)
-    slices, instants, counter_sum, errors = [], 0, collections.Counter(), []
+    slices, cpu_slices, instants, counter_sum, errors = [], [], 0, collections.Counter(), []
     for p in trace.packet:
         if p.HasField("interned_data"):
             for n in p.interned_data.event_names:
@@ -41,6 +42,8 @@ def perfetto_slices(path):
                 threads[d.uuid] = d.thread.tid
             elif d.HasField("counter"):
                 counters[d.uuid] = d.name
+            elif d.name.startswith("CPU "):
+                cpus[d.uuid] = int(d.name[4:])
             continue
         if not p.HasField("track_event"):
             continue
@@ -56,7 +59,10 @@ def perfetto_slices(path):
                 errors.append(f"track {u}: end at {p.timestamp} with no open slice")
                 continue
             start, name = stacks[u].pop()
-            slices.append((threads[u], start, p.timestamp, name, len(stacks[u])))
+            if u in threads:
+                slices.append((threads[u], start, p.timestamp, name, len(stacks[u])))
+            else:
+                cpu_slices.append((cpus[u], start, p.timestamp, name, len(stacks[u])))
         elif e.type == pb.TrackEvent.TYPE_INSTANT:
             instants += 1
             assert e.name_iid in names
@@ -65,14 +71,17 @@ def perfetto_slices(path):
     for u, s in stacks.items():
         if s:
             errors.append(f"track {u}: {len(s)} slices never ended")
-    return slices, instants, counter_sum, errors, len(trace.packet)
+    return slices, cpu_slices, instants, counter_sum, errors, len(trace.packet)
+
+
+CPU_PID = 0x7FFFFFF0
 
 
 def chrome_slices(path):
     doc = json.load(open(path))
     stacks = collections.defaultdict(list)
     last = {}
-    slices, errors = [], []
+    slices, cpu_slices, errors = [], [], []
     for e in doc["traceEvents"]:
         ph = e["ph"]
         if ph == "M":
@@ -87,15 +96,15 @@ def chrome_slices(path):
             stacks[k].append((ts, e["name"]))
         elif ph == "E":
             start, name = stacks[k].pop()
-            slices.append((e["tid"], start, ts, name, len(stacks[k])))
-    return slices, errors
+            (cpu_slices if e["pid"] == CPU_PID else slices).append((e["tid"], start, ts, name, len(stacks[k])))
+    return slices, cpu_slices, errors
 
 
 def main():
     pftrace, chrome, report_path, window_ns = sys.argv[1:5]
     window_s = int(window_ns) / 1e9
     report = json.load(open(report_path))
-    slices, instants, counter_sum, errors, packets = perfetto_slices(pftrace)
+    slices, cpu_slices, instants, counter_sum, errors, packets = perfetto_slices(pftrace)
     got = collections.Counter((tid, name) for tid, _, _, name, depth in slices if depth == 0)
     want = collections.Counter()
     for row in (report.get("exits") or {}).get("rows", []):
@@ -107,10 +116,16 @@ def main():
         total = counter_sum.get("exits/s " + row["reason"], 0.0) * window_s
         if abs(total - row["count"]) > 1e-6 * max(1, row["count"]):
             errors.append(f"exits/s {row['reason']} counters add up to {total}, report {row['count']}")
-    cslices, cerrors = chrome_slices(chrome)
+    by_reason = collections.Counter(name for _, _, _, name, _ in cpu_slices)
+    want_reason = collections.Counter({r["reason"]: r["count"] for r in (report.get("exits") or {}).get("rows", [])})
+    if by_reason != want_reason:
+        errors.append(f"CPU-track exit slices per reason {dict(by_reason)} != report {dict(want_reason)}")
+    cslices, ccpu, cerrors = chrome_slices(chrome)
     errors += cerrors
     if sorted(cslices) != sorted(slices):
         errors.append(f"chrome JSON slices differ: {len(cslices)} vs {len(slices)} in Perfetto")
+    if sorted(ccpu) != sorted(cpu_slices):
+        errors.append(f"chrome JSON CPU slices differ: {len(ccpu)} vs {len(cpu_slices)} in Perfetto")
     if errors:
         fail(errors)
     print(json.dumps({
@@ -118,6 +133,7 @@ def main():
         "slices": len(slices),
         "exit_slices": sum(got.values()),
         "nested": sum(1 for s in slices if s[4] > 0),
+        "cpu_slices": len(cpu_slices),
         "instants": instants,
     }))
 

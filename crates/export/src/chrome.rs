@@ -4,13 +4,14 @@
 
 use std::io::{self, Write};
 
-use crate::model::{Arg, Sink, Track, Uuid, COUNTER_PID};
+use crate::model::{Arg, Sink, Track, Uuid, COUNTER_PID, CPU_PID};
 
 #[derive(Debug)]
 pub struct ChromeSink<W: Write> {
     out: W,
     first: bool,
     counters_named: bool,
+    cpus_named: bool,
     pub bytes: u64,
 }
 
@@ -42,6 +43,7 @@ impl<W: Write> ChromeSink<W> {
             out,
             first: true,
             counters_named: false,
+            cpus_named: false,
             bytes: 0,
         }
     }
@@ -126,6 +128,14 @@ impl<W: Write> Sink for ChromeSink<W> {
 
     fn thread(&mut self, track: Track, _parent: Uuid, name: &str) -> io::Result<()> {
         self.meta("thread_name", track.pid, track.tid, name)
+    }
+
+    fn cpu(&mut self, track: Track, cpu: u32) -> io::Result<()> {
+        if !self.cpus_named {
+            self.cpus_named = true;
+            self.meta("process_name", CPU_PID, 0, "physical CPUs")?;
+        }
+        self.meta("thread_name", track.pid, track.tid, &format!("CPU {cpu}"))
     }
 
     fn counter_track(

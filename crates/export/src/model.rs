@@ -11,6 +11,8 @@
 //!   outside an exit (hosts whose KVM prints no kvm_exit, such as PVM) those are instants;
 //! * instants for injected interrupts, IPIs, APIC interrupt acceptance, wake-ups and every
 //!   other KVM event;
+//! * a track per physical CPU with the same exit slices (named by reason, argument `tid`),
+//!   from the exit to its entry wherever that ran, so migrations and CPU sharing show;
 //! * counter tracks: exits per second per reason (in fixed windows) and each vCPU's
 //!   `halt_poll_ns`.
 //!
@@ -45,6 +47,8 @@ pub enum Arg<'a> {
 pub trait Sink {
     fn process(&mut self, track: Track, name: &str) -> io::Result<()>;
     fn thread(&mut self, track: Track, parent: Uuid, name: &str) -> io::Result<()>;
+    /// A track of one physical CPU.
+    fn cpu(&mut self, track: Track, cpu: u32) -> io::Result<()>;
     /// A counter track; `parent` is a thread track or none (global).
     fn counter_track(
         &mut self,
@@ -90,6 +94,16 @@ struct Thread {
     stack: Vec<Open>,
     last_ts: u64,
     halt_poll: Option<Track>,
+    /// The CPU whose track shows this thread's open exit.
+    exit_cpu: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Cpu {
+    track: Track,
+    /// The thread whose exit is open on this CPU's track.
+    open: Option<u32>,
+    last_ts: u64,
 }
 
 #[derive(Debug)]
@@ -102,12 +116,15 @@ struct Rate {
 
 /// The pseudo process that holds global counters in Chrome JSON.
 pub const COUNTER_PID: u32 = 0;
+/// The pseudo process that holds the per-CPU tracks in Chrome JSON (thread id = CPU).
+pub const CPU_PID: u32 = 0x7fff_fff0;
 
 /// Turns events into tracks, slices, instants and counters for a [`Sink`].
 #[derive(Debug)]
 pub struct Exporter<S: Sink> {
     sink: S,
     threads: IdMap<u32, Thread>,
+    cpus: IdMap<u32, Cpu>,
     processes: IdMap<u32, Uuid>,
     next_uuid: Uuid,
     window_ns: u64,
@@ -124,6 +141,7 @@ impl<S: Sink> Exporter<S> {
         Self {
             sink,
             threads: IdMap::default(),
+            cpus: IdMap::default(),
             processes: IdMap::default(),
             next_uuid: 1,
             window_ns: window_ns.max(1),
@@ -185,6 +203,7 @@ impl<S: Sink> Exporter<S> {
                 stack: Vec::new(),
                 last_ts: 0,
                 halt_poll: None,
+                exit_cpu: None,
             },
         );
         Ok(())
@@ -240,6 +259,50 @@ impl<S: Sink> Exporter<S> {
         };
         while t.stack.pop().is_some() {
             self.sink.end(ts, t.track)?;
+        }
+        if let Some(c) = t.exit_cpu.take() {
+            if let Some(cpu) = self.cpus.get_mut(&c) {
+                if cpu.open == Some(tid) {
+                    cpu.last_ts = cpu.last_ts.max(ts);
+                    self.sink.end(cpu.last_ts, cpu.track)?;
+                    cpu.open = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the exit's slice on its CPU's track (ending another thread's still open there).
+    fn cpu_exit(&mut self, cpu: u32, tid: u32, ts: u64, name: &str) -> io::Result<()> {
+        if !self.cpus.contains_key(&cpu) {
+            let track = Track {
+                uuid: self.uuid(),
+                pid: CPU_PID,
+                tid: cpu,
+            };
+            self.sink.cpu(track, cpu)?;
+            self.cpus.insert(
+                cpu,
+                Cpu {
+                    track,
+                    open: None,
+                    last_ts: 0,
+                },
+            );
+        }
+        let c = self.cpus.get_mut(&cpu).expect("cpu just added");
+        c.last_ts = c.last_ts.max(ts);
+        if let Some(other) = c.open.take() {
+            self.sink.end(c.last_ts, c.track)?;
+            if let Some(t) = self.threads.get_mut(&other) {
+                t.exit_cpu = None;
+            }
+        }
+        self.sink
+            .begin(c.last_ts, c.track, name, &[Arg::U("tid", u64::from(tid))])?;
+        c.open = Some(tid);
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.exit_cpu = Some(cpu);
         }
         Ok(())
     }
@@ -349,6 +412,8 @@ impl<S: Sink> Exporter<S> {
                     .begin(ts, t.track, &self.names[&key], &args[..n])?;
                 t.stack.push(Open::Exit);
                 self.stats.exits += 1;
+                let name = self.names[&key].clone();
+                self.cpu_exit(ev.cpu, tid, ts, &name)?;
             }
             EventKind::KvmEntry { .. } => self.close_all(tid, ts)?,
             EventKind::UserspaceExit { reason, .. } => {
@@ -506,6 +571,10 @@ mod tests {
             self.0.push(format!("thread {} {name}", t.tid));
             Ok(())
         }
+        fn cpu(&mut self, _: Track, cpu: u32) -> io::Result<()> {
+            self.0.push(format!("cpu {cpu}"));
+            Ok(())
+        }
         fn counter_track(
             &mut self,
             _: Track,
@@ -517,12 +586,14 @@ mod tests {
             Ok(())
         }
         fn begin(&mut self, ts: u64, t: Track, name: &str, args: &[Arg<'_>]) -> io::Result<()> {
+            let cpu = if t.pid == CPU_PID { "cpu " } else { "" };
             self.0
-                .push(format!("B {ts} {} {name} {}", t.tid, args.len()));
+                .push(format!("{cpu}B {ts} {} {name} {}", t.tid, args.len()));
             Ok(())
         }
         fn end(&mut self, ts: u64, t: Track) -> io::Result<()> {
-            self.0.push(format!("E {ts} {}", t.tid));
+            let cpu = if t.pid == CPU_PID { "cpu " } else { "" };
+            self.0.push(format!("{cpu}E {ts} {}", t.tid));
             Ok(())
         }
         fn instant(&mut self, ts: u64, t: Track, name: &str, _: &[Arg<'_>]) -> io::Result<()> {
@@ -560,7 +631,7 @@ mod tests {
             .0
             .iter()
             .map(String::as_str)
-            .filter(|l| !l.starts_with("C ") && !l.starts_with("counter"))
+            .filter(|l| !l.starts_with("C ") && !l.starts_with("counter") && !l.starts_with("cpu"))
             .collect();
         assert_eq!(
             ev,
@@ -581,6 +652,24 @@ mod tests {
             ]
         );
         assert_eq!((stats.exits, stats.nested, stats.instants), (3, 2, 1));
+        let cpu: Vec<&str> = rec
+            .0
+            .iter()
+            .map(String::as_str)
+            .filter(|l| l.starts_with("cpu"))
+            .collect();
+        assert_eq!(
+            cpu,
+            [
+                "cpu 0",
+                "cpu B 1000000000 0 IO_INSTRUCTION 1",
+                "cpu E 1000009000 0",
+                "cpu B 1000010000 0 HLT 1",
+                "cpu E 1000020000 0",
+                "cpu B 1000020000 0 HLT 1",
+                "cpu E 1000030000 0",
+            ]
+        );
         // Counters: 1 IO and 2 HLT exits in the one-second window, then zero.
         assert!(rec.0.contains(&"C 1000000000 exits/s HLT 2".to_string()));
         assert!(rec

@@ -213,6 +213,15 @@ impl<W: Write> Sink for PerfettoSink<W> {
         self.emit()
     }
 
+    fn cpu(&mut self, track: Track, cpu: u32) -> io::Result<()> {
+        self.start(false);
+        self.msg.begin(TRACK_DESCRIPTOR);
+        self.msg.uint(TD_UUID, track.uuid);
+        self.msg.string(TD_NAME, &format!("CPU {cpu}"));
+        self.msg.end();
+        self.emit()
+    }
+
     fn counter_track(
         &mut self,
         track: Track,
