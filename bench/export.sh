@@ -7,9 +7,10 @@
 #    `trace-cmd extract -B <instance>` writes the trace.dat.
 # 2. On that trace.dat: `trace-cmd report` (text), `kvmscope export` to Perfetto and to
 #    Chrome JSON are timed; output bytes per event.
-# 3. The public VMX trace with exits (tests/fixtures/public/vmx-new-nested-cr0wp.txt) and the
-#    report text are repeated to about $SIZE_MB MB and `export` and `report --html` are timed
-#    on it (the page size must not grow with the input).
+# 3. `trace-cmd report` text of a trace.dat with real SVM exits (the emulated SVM host's
+#    capture, $SVM_DAT) is repeated to about $SIZE_MB MB, timestamps shifted by 100 s per
+#    repetition, and `export` and `report --html` are timed on it (the page size must not
+#    grow with the input).
 #
 # Needs root, /dev/kvm, tracefs, trace-cmd. Usage: bench/export.sh [SIZE_MB]
 set -euo pipefail
@@ -50,13 +51,24 @@ events=$(grep -c ': kvm' "$work/run.txt" || true)
 read -r pf_s pf_kb < <(secs "$kvmscope" export -q "$work/run.dat" -o "$work/run.pftrace")
 read -r cj_s cj_kb < <(secs "$kvmscope" export -q --format chrome-json "$work/run.dat" -o "$work/run.json")
 
-# A large text input with exits: the public VMX trace (exits, entries, nested slices) and
-# this host's report text, repeated.
-cat tests/fixtures/public/vmx-new-nested-cr0wp.txt "$work/run.txt" > "$work/unit.txt"
+# A large text input with exits: `trace-cmd report` of a trace.dat with real SVM exits
+# ($SVM_DAT, default the emulated SVM host's pio capture in tests/fixtures), repeated with
+# each repetition's timestamps moved past the previous one's.
+svm_dat=${SVM_DAT:-tests/fixtures/tracedat/svm-emulated-pio.dat}
+trace-cmd report -i "$svm_dat" 2>/dev/null | grep -v '^cpus=' > "$work/unit.txt"
 unit_bytes=$(size "$work/unit.txt")
 reps=$(( size_mb * 1000000 / unit_bytes + 1 ))
-: > "$work/big.txt"
-for _ in $(seq "$reps"); do cat "$work/unit.txt" >> "$work/big.txt"; done
+awk -v reps="$reps" '
+  { line[NR] = $0 }
+  END {
+    for (r = 0; r < reps; r++)
+      for (i = 1; i <= NR; i++) {
+        $0 = line[i]
+        for (f = 1; f <= NF; f++)
+          if ($f ~ /^[0-9]+\.[0-9]+:$/) { $f = sprintf("%.6f:", $f + r * 100); break }
+        print
+      }
+  }' "$work/unit.txt" > "$work/big.txt"
 cat "$work/big.txt" > /dev/null # warm the page cache
 read -r bp_s bp_kb < <(secs "$kvmscope" export -q "$work/big.txt" -o "$work/big.pftrace")
 read -r bh_s bh_kb < <(secs "$kvmscope" report "$work/big.txt" --html "$work/big.html")
@@ -81,7 +93,7 @@ print(f"{'trace-cmd report (text)':<34}{ev/m(tc_s)/1e6:>12.2f}{tc_b/ev:>13.1f}{t
 print(f"{'kvmscope export --format perfetto':<34}{ev/m(pf_s)/1e6:>12.2f}{pf_b/ev:>13.1f}{pf_kb/1024:>9.1f}MB")
 print(f"{'kvmscope export --format chrome-json':<34}{ev/m(cj_s)/1e6:>12.2f}{cj_b/ev:>13.1f}{cj_kb/1024:>9.1f}MB")
 print(f"ratios: perfetto export {(ev/m(pf_s))/(ev/m(tc_s)):.1f}x trace-cmd report's events/s, {pf_b/tc_b:.2f}x its bytes")
-print(f"text {big_b/1e6:.0f} MB, {big_ev} events:")
+print(f"text with SVM exits {big_b/1e6:.0f} MB, {big_ev} events:")
 print(f"  export --format perfetto: {bp_s:.2f} s, {big_ev/m(bp_s)/1e6:.2f} M events/s, {bp_b/big_ev:.1f} bytes/event, peak RSS {bp_kb/1024:.1f} MB")
 print(f"  report --html: {bh_s:.2f} s, page {bh_b/1e3:.0f} kB, peak RSS {bh_kb/1024:.1f} MB")
 PY

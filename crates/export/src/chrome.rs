@@ -12,6 +12,7 @@ pub struct ChromeSink<W: Write> {
     first: bool,
     counters_named: bool,
     cpus_named: bool,
+    buf: Vec<u8>,
     pub bytes: u64,
 }
 
@@ -44,6 +45,7 @@ impl<W: Write> ChromeSink<W> {
             first: true,
             counters_named: false,
             cpus_named: false,
+            buf: Vec::with_capacity(256),
             bytes: 0,
         }
     }
@@ -80,7 +82,8 @@ impl<W: Write> ChromeSink<W> {
         name: Option<&str>,
         args: &[Arg<'_>],
     ) -> io::Result<()> {
-        let mut o = Vec::with_capacity(128);
+        let mut o = std::mem::take(&mut self.buf);
+        o.clear();
         let _ = write!(
             o,
             "{{\"ph\":\"{ph}\",\"pid\":{},\"tid\":{},\"ts\":",
@@ -113,7 +116,9 @@ impl<W: Write> ChromeSink<W> {
             o.push(b'}');
         }
         o.push(b'}');
-        self.write(&o)
+        let r = self.write(&o);
+        self.buf = o;
+        r
     }
 
     pub fn into_inner(self) -> W {

@@ -109,6 +109,9 @@ struct Cpu {
 #[derive(Debug)]
 struct Rate {
     track: Track,
+    /// The exit reason's name.
+    reason: Box<str>,
+    /// The counter's name.
     name: String,
     count: u64,
     shown: bool,
@@ -129,8 +132,7 @@ pub struct Exporter<S: Sink> {
     next_uuid: Uuid,
     window_ns: u64,
     window: Option<u64>,
-    rates: HashMap<ReasonKey, Rate>,
-    names: HashMap<ReasonKey, Box<str>>,
+    rates: HashMap<ReasonKey, Rate, foldhash::fast::FixedState>,
     scratch: String,
     stats: ExportStats,
 }
@@ -146,8 +148,7 @@ impl<S: Sink> Exporter<S> {
             next_uuid: 1,
             window_ns: window_ns.max(1),
             window: None,
-            rates: HashMap::new(),
-            names: HashMap::new(),
+            rates: HashMap::default(),
             scratch: String::new(),
             stats: ExportStats::default(),
         }
@@ -359,30 +360,30 @@ impl<S: Sink> Exporter<S> {
             EventKind::KvmExit(e) => {
                 self.close_all(tid, ts)?;
                 let key = ReasonKey::from_reason(&e.reason);
-                if !self.names.contains_key(&key) {
-                    self.names.insert(key.clone(), key.name().into());
-                }
                 if !self.rates.contains_key(&key) {
                     let track = Track {
                         uuid: self.uuid(),
                         pid: COUNTER_PID,
                         tid: 0,
                     };
-                    let name = format!("exits/s {}", self.names[&key]);
+                    let reason: Box<str> = key.name().into();
+                    let name = format!("exits/s {reason}");
                     self.sink.counter_track(track, None, &name, "exits/s")?;
                     self.rates.insert(
                         key.clone(),
                         Rate {
                             track,
+                            reason,
                             name,
                             count: 0,
                             shown: false,
                         },
                     );
                 }
-                if let Some(r) = self.rates.get_mut(&key) {
-                    r.count += 1;
-                }
+                let rate = self.rates.get_mut(&key).expect("rate just added");
+                rate.count += 1;
+                self.scratch.clear();
+                self.scratch.push_str(&rate.reason);
                 let mut args: [Arg<'_>; 4] = [Arg::U("", 0); 4];
                 let mut n = 0;
                 let mut push = |a: Arg<'static>| {
@@ -408,12 +409,12 @@ impl<S: Sink> Exporter<S> {
                     }
                 }
                 let t = self.threads.get_mut(&tid).expect("thread exists");
-                self.sink
-                    .begin(ts, t.track, &self.names[&key], &args[..n])?;
+                self.sink.begin(ts, t.track, &self.scratch, &args[..n])?;
                 t.stack.push(Open::Exit);
                 self.stats.exits += 1;
-                let name = self.names[&key].clone();
+                let name = std::mem::take(&mut self.scratch);
                 self.cpu_exit(ev.cpu, tid, ts, &name)?;
+                self.scratch = name;
             }
             EventKind::KvmEntry { .. } => self.close_all(tid, ts)?,
             EventKind::UserspaceExit { reason, .. } => {

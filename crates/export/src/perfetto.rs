@@ -5,10 +5,12 @@
 //! track_event.proto, debug_annotation.proto, interned_data.proto).
 
 use std::collections::HashMap;
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 use std::io::{self, Write};
 
 use crate::model::{Arg, Sink, Track, Uuid};
-use crate::proto::{put_varint, Msg};
+use crate::proto::Msg;
 
 // TracePacket
 const TIMESTAMP: u32 = 8;
@@ -60,8 +62,8 @@ const SEQUENCE: u64 = 1;
 pub struct PerfettoSink<W: Write> {
     out: W,
     msg: Msg,
-    event_names: HashMap<Box<str>, u64>,
-    arg_names: HashMap<&'static str, u64>,
+    event_names: Map<Box<str>, u64>,
+    arg_names: Map<&'static str, u64>,
     new_events: Vec<u64>,
     new_args: Vec<(u64, &'static str)>,
     first: bool,
@@ -73,8 +75,8 @@ impl<W: Write> PerfettoSink<W> {
         Self {
             out,
             msg: Msg::new(),
-            event_names: HashMap::new(),
-            arg_names: HashMap::new(),
+            event_names: Map::default(),
+            arg_names: Map::default(),
             new_events: Vec::new(),
             new_args: Vec::new(),
             first: true,
@@ -96,12 +98,20 @@ impl<W: Write> PerfettoSink<W> {
 
     /// Writes the packet as `Trace.packet` (field 1).
     fn emit(&mut self) -> io::Result<()> {
-        let mut head = Vec::with_capacity(6);
-        head.push(0x0a);
-        put_varint(&mut head, self.msg.buf.len() as u64);
-        self.out.write_all(&head)?;
+        let mut head = [0u8; 11];
+        head[0] = 0x0a;
+        let mut n = 1;
+        let mut v = self.msg.buf.len() as u64;
+        while v >= 0x80 {
+            head[n] = (v as u8) | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        head[n] = v as u8;
+        n += 1;
+        self.out.write_all(&head[..n])?;
         self.out.write_all(&self.msg.buf)?;
-        self.bytes += (head.len() + self.msg.buf.len()) as u64;
+        self.bytes += (n + self.msg.buf.len()) as u64;
         Ok(())
     }
 
@@ -135,12 +145,12 @@ impl<W: Write> PerfettoSink<W> {
         value: Option<f64>,
     ) -> io::Result<()> {
         let iid = name.map(|n| self.name_iid(n));
-        let arg_iids: Vec<u64> = args
-            .iter()
-            .map(|a| match a {
+        let mut arg_iids = [0u64; 8];
+        for (slot, a) in arg_iids.iter_mut().zip(args) {
+            *slot = match a {
                 Arg::U(n, _) | Arg::S(n, _) => self.arg_iid(n),
-            })
-            .collect();
+            };
+        }
         self.start(true);
         self.msg.uint(TIMESTAMP, ts);
         if !self.new_events.is_empty() || !self.new_args.is_empty() {
@@ -165,7 +175,7 @@ impl<W: Write> PerfettoSink<W> {
         if let Some(i) = iid {
             self.msg.uint(TE_NAME_IID, i);
         }
-        for (a, iid) in args.iter().zip(arg_iids) {
+        for (a, &iid) in args.iter().zip(&arg_iids) {
             self.msg.begin(TE_DEBUG_ANNOTATIONS);
             self.msg.uint(DA_NAME_IID, iid);
             match a {

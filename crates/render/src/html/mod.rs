@@ -1056,6 +1056,45 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kvmscope_analysis::timeline::Timeline;
+    use kvmscope_analysis::{InputSummary, ReportBuilder};
+
+    #[test]
+    fn partial_input_and_hostile_names_are_shown_safely() {
+        let text = "</script><b>-7 [000] .... 1.000000: kvm_exit: vcpu 0 reason HLT rip 0x1 info1 0x0 info2 0x0 intr_info 0x0 error_code 0x0\n\
+                    </script><b>-7 [000] .... 1.000004: kvm_entry: vcpu 0, rip 0x1\n";
+        let mut b = ReportBuilder::new();
+        let mut t = Timeline::new();
+        kvmscope_trace::text::decode_sequential(text.as_bytes(), |ev| {
+            b.observe(ev);
+            t.observe(ev);
+        })
+        .unwrap();
+        let input = InputSummary {
+            path: "a<b>.txt".into(),
+            lost: vec![(1, 5)],
+            lost_total: 5,
+            ..InputSummary::default()
+        };
+        let report = b.finish(vec![input]);
+        let timeline = t.finish();
+        let html = render(&Page {
+            title: "t".into(),
+            report: &report,
+            timeline: &timeline,
+            diagnosis: None,
+            flame_svg: None,
+            notes: vec![],
+        });
+        assert!(html.contains("id=\"partial\""));
+        assert!(html.contains("t-lost-0"));
+        assert!(html.contains("a&lt;b&gt;.txt"));
+        // The one `</script>` of the data element is its end: names inside are escaped.
+        let data = html.split("id=\"kvmscope-data\">").nth(1).unwrap();
+        let json = data.split("</script>").next().unwrap();
+        assert!(json.contains("<\\/script>"));
+        assert!(!html.contains("<b>-7"));
+    }
 
     #[test]
     fn helpers() {
