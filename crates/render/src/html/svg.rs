@@ -50,6 +50,10 @@ pub fn short(v: f64) -> String {
     } else {
         (v, "")
     };
+    if a > 0.0 && a < 0.01 {
+        // Two significant digits for small rates (one exit in hours).
+        return format!("{v:.1e}");
+    }
     let s = if x == x.trunc() || x.abs() >= 10.0 {
         format!("{x:.0}")
     } else {
@@ -65,6 +69,8 @@ pub fn short(v: f64) -> String {
 pub fn secs(s: f64) -> String {
     if s == 0.0 {
         "0".into()
+    } else if s.abs() >= 3600.0 {
+        format!("{}h", short(s / 3600.0))
     } else if s.abs() >= 1.0 {
         format!("{}s", short(s))
     } else if s.abs() >= 1e-3 {
@@ -412,6 +418,8 @@ mod tests {
         assert_eq!(ticks(0.0, 5), vec![0.0]);
         assert_eq!(short(1500.0), "1.5k");
         assert_eq!(secs(0.002), "2ms");
+        assert_eq!(secs(7200.0), "2h");
+        assert_eq!(short(0.000_122), "1.2e-4");
     }
 
     #[test]
