@@ -77,6 +77,8 @@ pub fn int(v: u64) -> String {
 enum Fmt {
     /// Integer with separators.
     Int,
+    /// An identifier (tid, CPU, vector): integer without separators.
+    Id,
     /// Nanoseconds shown as microseconds with 3 decimals.
     Us,
     /// A float with 1 decimal (percentages).
@@ -109,6 +111,13 @@ fn cell(out: &mut String, data: &Value, path: &str, fmt: Fmt) {
                 out,
                 r#"<td class="n" data-k="{k}">{}</td>"#,
                 int(n.as_u64().unwrap_or(0))
+            );
+        }
+        (Fmt::Id, Value::Number(n)) if n.as_u64().is_some() => {
+            let _ = write!(
+                out,
+                r#"<td class="n" data-k="{k}">{}</td>"#,
+                n.as_u64().unwrap_or(0)
             );
         }
         (Fmt::Us, Value::Number(n)) => {
@@ -387,7 +396,7 @@ fn inputs(out: &mut String, data: &Value, r: &Report) {
                 &format!("t-lost-{i}"),
                 &format!("{}: events lost per CPU", inp.path),
                 &format!("inputs.{i}.lost"),
-                &[("CPU", "0", Fmt::Int), ("lost", "1", Fmt::Int)],
+                &[("CPU", "0", Fmt::Id), ("lost", "1", Fmt::Int)],
             );
         }
     }
@@ -413,9 +422,9 @@ fn inputs(out: &mut String, data: &Value, r: &Report) {
             ),
             &format!("overview.vms.{v}.vcpus"),
             &[
-                ("tid", "tid", Fmt::Int),
+                ("tid", "tid", Fmt::Id),
                 ("thread", "comm", Fmt::Text),
-                ("vCPU", "vcpu", Fmt::Int),
+                ("vCPU", "vcpu", Fmt::Id),
                 ("KVM events", "kvm_events", Fmt::Int),
                 ("exits", "exits", Fmt::Int),
                 ("userspace exits", "userspace_exits", Fmt::Int),
@@ -756,8 +765,8 @@ fn accesses(out: &mut String, data: &Value) {
         "overview.userspace_exits",
         &[
             ("reason", "name", Fmt::Text),
-            ("code", "reason", Fmt::Int),
-            ("errno", "errno", Fmt::Int),
+            ("code", "reason", Fmt::Id),
+            ("errno", "errno", Fmt::Id),
             ("count", "count", Fmt::Int),
         ],
     );
@@ -863,7 +872,7 @@ fn interrupts(out: &mut String, data: &Value) {
         return;
     }
     out.push_str(r#"<section id="interrupts"><h2>Interrupts</h2>"#);
-    let vc = [("vector", "0", Fmt::Int), ("count", "1", Fmt::Int)];
+    let vc = [("vector", "0", Fmt::Id), ("count", "1", Fmt::Int)];
     table(
         out,
         data,
@@ -887,8 +896,8 @@ fn interrupts(out: &mut String, data: &Value) {
         "IPIs (kvm_apic_ipi)",
         "interrupts.ipis",
         &[
-            ("destination", "0", Fmt::Int),
-            ("vector", "1", Fmt::Int),
+            ("destination", "0", Fmt::Id),
+            ("vector", "1", Fmt::Id),
             ("count", "2", Fmt::Int),
         ],
     );
@@ -934,7 +943,7 @@ fn mmu(out: &mut String, data: &Value, r: &Report) {
         "root page loads per level",
         "mmu.root_loads",
         &[
-            ("level", "0", Fmt::Int),
+            ("level", "0", Fmt::Id),
             ("new", "1.new", Fmt::Int),
             ("existing", "1.existing", Fmt::Int),
         ],
@@ -969,7 +978,7 @@ fn guest(out: &mut String, data: &Value, r: &Report) {
         "guest.timers.hrtimers",
         &[
             ("function", "function", Fmt::Text),
-            ("CPU", "cpu", Fmt::Int),
+            ("CPU", "cpu", Fmt::Id),
             ("starts", "starts", Fmt::Int),
             ("expiries", "expiries", Fmt::Int),
             ("cancels", "cancels", Fmt::Int),
@@ -983,7 +992,7 @@ fn guest(out: &mut String, data: &Value, r: &Report) {
         "local timer interrupts",
         "guest.timers.local_timer",
         &[
-            ("CPU", "cpu", Fmt::Int),
+            ("CPU", "cpu", Fmt::Id),
             ("interrupts", "interrupts", Fmt::Int),
         ],
     );
@@ -996,7 +1005,7 @@ fn guest(out: &mut String, data: &Value, r: &Report) {
         &[
             ("MSR", "msr", Fmt::Hex),
             ("name", "name", Fmt::Text),
-            ("CPU", "cpu", Fmt::Int),
+            ("CPU", "cpu", Fmt::Id),
             ("writes", "writes", Fmt::Int),
         ],
     );
@@ -1007,8 +1016,8 @@ fn guest(out: &mut String, data: &Value, r: &Report) {
         "IPIs sent",
         "guest.ipi.sent",
         &[
-            ("from CPU", "sender_cpu", Fmt::Int),
-            ("to CPU", "target_cpu", Fmt::Int),
+            ("from CPU", "sender_cpu", Fmt::Id),
+            ("to CPU", "target_cpu", Fmt::Id),
             ("kind", "kind", Fmt::Text),
             ("function", "function", Fmt::Text),
             ("sent", "sent", Fmt::Int),
@@ -1021,7 +1030,7 @@ fn guest(out: &mut String, data: &Value, r: &Report) {
         "csd functions",
         "guest.ipi.csd_functions",
         &[
-            ("CPU", "cpu", Fmt::Int),
+            ("CPU", "cpu", Fmt::Id),
             ("function", "function", Fmt::Text),
             ("kind", "kind", Fmt::Text),
             ("runs", "runs", Fmt::Int),
