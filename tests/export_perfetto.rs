@@ -128,3 +128,21 @@ fn perfetto_and_chrome_json_read_back_equal_the_report() {
         "only {exit_slices} exit slices in all inputs"
     );
 }
+
+/// A failed export is an error (status 2) and leaves no half-written output behind.
+#[test]
+fn bad_input_is_an_error_and_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "not a trace\n").unwrap();
+    let out = dir.path().join("out.pftrace");
+    let o = Command::new(bin())
+        .args(["export", "-o"])
+        .arg(&out)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a trace kvmscope can read"));
+    assert!(!out.exists());
+}

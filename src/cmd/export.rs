@@ -60,14 +60,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let out = BufWriter::with_capacity(1 << 20, out);
     let window = (args.counter_window.as_nanos() as u64).max(1);
     let started = Instant::now();
-    let (stats, bytes) = match args.format {
-        Format::Perfetto => {
-            let (sink, stats) = export(&args, Exporter::new(PerfettoSink::new(out), window))?;
-            (stats, sink.bytes)
-        }
-        Format::ChromeJson => {
-            let (sink, stats) = export(&args, Exporter::new(ChromeSink::new(out), window))?;
-            (stats, sink.bytes)
+    let done = match args.format {
+        Format::Perfetto => export(&args, Exporter::new(PerfettoSink::new(out), window))
+            .map(|(sink, stats)| (stats, sink.bytes)),
+        Format::ChromeJson => export(&args, Exporter::new(ChromeSink::new(out), window))
+            .map(|(sink, stats)| (stats, sink.bytes)),
+    };
+    let (stats, bytes) = match done {
+        Ok(x) => x,
+        Err(e) => {
+            // No half-written timeline left behind.
+            if args.output.as_os_str() != "-" {
+                let _ = std::fs::remove_file(&args.output);
+            }
+            return Err(e);
         }
     };
     if !args.quiet {
