@@ -24,6 +24,8 @@ pub enum Command {
     Diagnose(cmd::diagnose::Args),
     /// Compare two captures: rates per second side by side, largest changes first, findings in only one.
     Diff(cmd::diff::Args),
+    /// Export a trace as a timeline for Perfetto UI (protobuf) or Chrome JSON: a slice per exit on each vCPU thread.
+    Export(cmd::export::Args),
     /// Run real KVM guests that reproduce known pathologies (the built-in lab).
     Lab(cmd::lab::Args),
     /// Record KVM trace events into a trace.dat file through a private tracefs instance.

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use kvmscope_analysis::timeline::Timeline;
 use kvmscope_analysis::{EventFilter, InputSummary, Report, ReportBuilder};
 use kvmscope_capture::recorder::{self, EventSel, RecordOptions, Recorder};
 use kvmscope_diagnose::Snapshot;
@@ -62,6 +63,12 @@ pub struct Args {
     /// No progress line.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also write a self-contained HTML page (findings, plots, every table) to this file.
+    #[arg(long, value_name = "OUT.html")]
+    pub html: Option<PathBuf>,
+    /// With --html: embed a flame graph of these stacks (`perf script` output or folded stacks).
+    #[arg(long, value_name = "FILE", requires = "html")]
+    pub stacks: Option<PathBuf>,
 }
 
 /// Default live recording length.
@@ -72,14 +79,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         pids: args.pids.clone(),
         tids: args.tids.clone(),
     };
+    let mut timeline = args.html.as_ref().map(|_| Timeline::new());
     let (report, system, live_note) = if args.files.is_empty() {
-        let (report, system, note) = live(&args, filter)?;
+        let (report, system, note) = live(&args, filter, timeline.as_mut())?;
         (report, Some(system), note)
     } else {
         if args.live.is_some() || args.lab.is_some() {
             bail!("give capture files or --live/--lab, not both");
         }
-        let (report, system) = from_files(&args.files, &filter)?;
+        let (report, system) = from_files_with(&args.files, &filter, timeline.as_mut())?;
         (report, system, None)
     };
     let system = match &args.system {
@@ -87,6 +95,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => system,
     };
     let diagnosis = kvmscope_diagnose::diagnose(&report, system.as_ref());
+    if let (Some(out), Some(t)) = (&args.html, &timeline) {
+        crate::cmd::html::write(
+            out,
+            &crate::cmd::html::PageArgs {
+                title: "kvmscope diagnose".into(),
+                report: &report,
+                timeline: t,
+                diagnosis: Some(&diagnosis),
+                stacks: args.stacks.as_deref(),
+                notes: live_note
+                    .iter()
+                    .flat_map(|n| n.lines())
+                    .map(str::to_string)
+                    .collect(),
+            },
+        )?;
+    }
     let text = if args.json {
         kvmscope_diagnose::render::json(&diagnosis)?
     } else {
@@ -109,11 +134,25 @@ pub fn from_files(
     files: &[PathBuf],
     filter: &EventFilter,
 ) -> anyhow::Result<(Report, Option<Snapshot>)> {
+    from_files_with(files, filter, None)
+}
+
+/// [`from_files`], also counting the kept events into a timeline (for `--html`).
+pub fn from_files_with(
+    files: &[PathBuf],
+    filter: &EventFilter,
+    mut timeline: Option<&mut Timeline>,
+) -> anyhow::Result<(Report, Option<Snapshot>)> {
     let mut builder = ReportBuilder::new();
     let mut inputs: Vec<InputSummary> = Vec::new();
     let mut system = None;
     for path in files {
-        inputs.push(crate::cmd::report::read_into(path, filter, &mut builder)?);
+        inputs.push(crate::cmd::report::read_into_with(
+            path,
+            filter,
+            &mut builder,
+            timeline.as_deref_mut(),
+        )?);
         if system.is_none()
             && inputs
                 .last()
@@ -210,6 +249,7 @@ fn live_events() -> Vec<EventSel> {
 fn live(
     args: &Args,
     mut filter: EventFilter,
+    timeline: Option<&mut Timeline>,
 ) -> anyhow::Result<(Report, Snapshot, Option<String>)> {
     let duration = args.live.unwrap_or(DEFAULT_LIVE);
     let root = kvmscope_capture::host::tracefs()
@@ -333,7 +373,7 @@ fn live(
             }
         );
     }
-    let read = from_files(std::slice::from_ref(&output), &filter);
+    let read = from_files_with(std::slice::from_ref(&output), &filter, timeline);
     if !keep {
         let _ = std::fs::remove_file(&output);
     }

@@ -4,7 +4,9 @@ mod args;
 pub mod collapse;
 pub mod diagnose;
 pub mod diff;
+pub mod export;
 pub mod flamegraph;
+pub mod html;
 pub mod input;
 pub mod lab;
 pub mod record;
@@ -20,6 +22,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Report(args) => report::run(args),
         Command::Diagnose(args) => diagnose::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Export(args) => export::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Record(args) => record::run(args),
         Command::Collapse(args) => collapse::run(args),

@@ -12,5 +12,6 @@ pub mod overview;
 pub mod pacing;
 pub mod report;
 pub mod stats;
+pub mod timeline;
 
 pub use report::{EventFilter, InputSummary, Report, ReportBuilder};
