@@ -354,3 +354,21 @@ fn diff_puts_the_largest_change_first_and_names_findings_in_one_capture() {
     let text = kvmscope(&["diff", &fixture("timer-storm.txt"), &fixture("hlt-2ms.txt")]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("only in A  timer-storm"));
 }
+
+#[test]
+fn a_recording_from_an_older_kvmscope_still_diagnoses_with_its_snapshot() {
+    // Its system snapshot predates fields added since (`vms`): they read as unknown.
+    let f = format!(
+        "{}/tests/fixtures/tracedat/kvmscope-record-lab-v6.dat",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = kvmscope(&["diagnose", "--json", &f]);
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = json(&out);
+    assert_eq!(d["system_snapshot"], true, "{d:#}");
+}

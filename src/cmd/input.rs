@@ -90,6 +90,8 @@ fn read_tracedat(path: &Path, sink: impl FnMut(&Event<'_>)) -> anyhow::Result<In
                 .map(|c| format!(" ({c})"))
                 .unwrap_or_default()
         ),
+        // A binary file has no lines; its size is what was read.
+        bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
         events: dat.events,
         lost_total: dat.lost_total() + unknown_pages,
         lost,

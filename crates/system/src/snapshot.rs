@@ -35,8 +35,10 @@ pub struct Absent {
     pub reason: String,
 }
 
-/// Everything kvmscope records about the system a capture ran on.
+/// Everything kvmscope records about the system a capture ran on. Fields missing from a
+/// snapshot written by an older kvmscope read as their defaults (unknown, empty).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SystemSnapshot {
     /// `/proc/sys/kernel/osrelease` (`6.18.44-...`).
     pub kernel_release: Option<String>,

@@ -709,13 +709,31 @@ fn exit_tables(out: &mut String, data: &Value, r: &Report) {
 }
 
 fn accesses(out: &mut String, data: &Value) {
-    let any = ["accesses.msr", "accesses.pio", "accesses.mmio"]
-        .iter()
-        .any(|p| matches!(lookup(data, p), Some(Value::Array(a)) if !a.is_empty()));
+    let any = [
+        "accesses.sysreg",
+        "accesses.msr",
+        "accesses.pio",
+        "accesses.mmio",
+    ]
+    .iter()
+    .any(|p| matches!(lookup(data, p), Some(Value::Array(a)) if !a.is_empty()));
     if !any {
         return;
     }
     out.push_str(r#"<section id="accesses"><h2>MSR, port I/O and MMIO accesses</h2>"#);
+    table(
+        out,
+        data,
+        "t-sysreg",
+        "arm64 system-register traps (kvm_sys_access)",
+        "accesses.sysreg",
+        &with_latency(&[
+            ("register", "name", Fmt::Text),
+            ("write", "write", Fmt::Text),
+            ("count", "count", Fmt::Int),
+            ("meaning", "meaning", Fmt::Text),
+        ]),
+    );
     table(
         out,
         data,
@@ -779,8 +797,14 @@ fn halt_and_timers(out: &mut String, data: &Value, tl: &TimelineReport) {
     for (label, p) in [
         ("woken while polling", "interrupts.halt.polled"),
         ("woken after sleeping", "interrupts.halt.waited"),
+        ("arm64 WFI trap to re-entry", "interrupts.halt.wfi.wait"),
+        ("arm64 WFE trap to re-entry", "interrupts.halt.wfe.wait"),
         ("APIC timer early/late by", "interrupts.timer.lapic_delta"),
     ] {
+        let samples = lookup(data, &format!("{p}.samples")).and_then(Value::as_u64);
+        if p.contains(".wf") && samples.unwrap_or(0) == 0 {
+            continue; // arm64 only
+        }
         let _ = write!(out, "<tr><th>{label}</th>");
         for (f, fmt) in [
             ("samples", Fmt::Int),
