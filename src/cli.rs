@@ -34,4 +34,6 @@ pub enum Command {
     Flamegraph(cmd::flamegraph::Args),
     /// Live KVM event counts (kvm_stat done better): drill-down, per-VM and per-vCPU views, guest-side mode, batch output.
     Top(cmd::top::Args),
+    /// Prometheus exporter: exit reasons, ports, MSRs per VM and vCPU as labels, findings of a rolling diagnosis as gauges.
+    Exporter(cmd::exporter::Args),
 }

@@ -4,6 +4,7 @@ mod args;
 pub mod collapse;
 pub mod diagnose;
 pub mod diff;
+pub mod exporter;
 pub mod flamegraph;
 pub mod input;
 pub mod lab;
@@ -25,5 +26,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Collapse(args) => collapse::run(args),
         Command::Flamegraph(args) => flamegraph::run(args),
         Command::Top(args) => top::run(args),
+        Command::Exporter(args) => exporter::run(args),
     }
 }
