@@ -34,6 +34,8 @@ pub enum Command {
     Flamegraph(cmd::flamegraph::Args),
     /// Live KVM event counts (kvm_stat done better): drill-down, per-VM and per-vCPU views, guest-side mode, batch output.
     Top(cmd::top::Args),
+    /// Export traces as tables (Parquet or Arrow): one row per event with typed columns, and the paired exits.
+    Export(cmd::export::Args),
     /// Prometheus exporter: exit reasons, ports, MSRs per VM and vCPU as labels, findings of a rolling diagnosis as gauges.
     Exporter(cmd::exporter::Args),
 }

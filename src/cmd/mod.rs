@@ -4,6 +4,7 @@ mod args;
 pub mod collapse;
 pub mod diagnose;
 pub mod diff;
+pub mod export;
 pub mod exporter;
 pub mod flamegraph;
 pub mod input;
@@ -27,5 +28,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Flamegraph(args) => flamegraph::run(args),
         Command::Top(args) => top::run(args),
         Command::Exporter(args) => exporter::run(args),
+        Command::Export(args) => export::run(args),
     }
 }
