@@ -216,6 +216,17 @@ fn prometheus_sees_exactly_the_guests_port_writes() {
         let (exporter, addr, lines) = start_exporter(me);
         let (_, first) = http_get(&addr, "/metrics").expect("first scrape");
         assert_eq!(series_value(&first, &port), Some(0), "{first}");
+        // The lab holds its VM's and vCPU's binary stats fds open: KVM's own statistics,
+        // halt-polling histograms as Prometheus histograms, are exported with their units.
+        assert!(
+            first.contains("kvmscope_exporter_kvm_stats_files 2\n"),
+            "{first}"
+        );
+        assert!(
+            first.contains("# TYPE kvmscope_kvm_vcpu_halt_poll_success_seconds histogram\n"),
+            "{first}"
+        );
+        promtool_check(&first);
         let (prom, prom_addr) = start_prometheus(dir.path(), &addr);
         wait_for(
             "prometheus to scrape the series at 0",
@@ -241,27 +252,7 @@ fn prometheus_sees_exactly_the_guests_port_writes() {
         "{scrape}"
     );
 
-    // The reference parser accepts the exposition.
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    check
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(scrape.as_bytes())
-        .expect("feed promtool");
-    let out = check.wait_with_output().expect("promtool ran");
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&scrape);
 
     // Prometheus: the series rose from 0 by exactly N.
     wait_for("prometheus to scrape N", Duration::from_secs(30), || {
@@ -299,6 +290,30 @@ fn prometheus_sees_exactly_the_guests_port_writes() {
         .filter(|n| kvmscope_capture::tracefs::owner_pid(n) == i32::try_from(pid).ok())
         .collect();
     assert!(leftover.is_empty(), "instances left: {leftover:?}");
+}
+
+/// The reference parser accepts the exposition.
+fn promtool_check(scrape: &str) {
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(scrape.as_bytes())
+        .expect("feed promtool");
+    let out = check.wait_with_output().expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn libc_sigterm() -> i32 {

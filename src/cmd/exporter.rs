@@ -46,9 +46,12 @@ pub struct Args {
     /// How long a VM that has gone stays exported.
     #[arg(long, default_value = "5m", value_parser = super::args::duration)]
     pub keep_gone: Duration,
-    /// Run the rolling diagnosis this often (0 turns it off).
+    /// Run the rolling diagnosis this often.
     #[arg(long, default_value = "60s", value_parser = super::args::duration)]
     pub diagnose_every: Duration,
+    /// No rolling diagnosis (no tracefs instance, no kvmscope_finding gauges).
+    #[arg(long)]
+    pub no_diagnosis: bool,
     /// How long each rolling diagnosis records.
     #[arg(long, default_value = "2s", value_parser = super::args::duration)]
     pub diagnose_window: Duration,
@@ -125,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     let threads = Arc::new(Mutex::new(exporter.vcpu_threads()));
     let (tx, rx) = mpsc::channel();
-    let diag = if args.diagnose_every.is_zero() {
+    let diag = if args.no_diagnosis {
         None
     } else {
         let stop = stop.clone();

@@ -22,7 +22,10 @@ use kvmscope_capture::counters::{CounterError, CounterSet, CounterSpec, Target};
 use kvmscope_top::catalog::{Catalog, Extra};
 use kvmscope_top::vms::{self, VmProcess};
 
-use crate::exposition::{render, Family, Kind, Labels};
+use kvmscope_lab::stats::{self as kstats, StatDesc, StatKind, StatUnit};
+use kvmscope_lab::StatsFile;
+
+use crate::exposition::{metric_name, render, Family, Histogram, Kind, Labels};
 
 /// What a counter of the flat catalog measures, i.e. which metric and labels it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +190,8 @@ struct Vm {
     vcpus: BTreeMap<i32, String>,
     /// Counter sets, one per batch of vCPU threads attached together.
     sets: Vec<CounterSet>,
+    /// KVM binary stats fds the VMM holds, duplicated (fd number in the VMM → file).
+    stats: BTreeMap<i32, StatsFile>,
     gone_since: Option<Instant>,
 }
 
@@ -253,6 +258,11 @@ impl Exporter {
         self.vms.len()
     }
 
+    /// KVM binary stats files held (VM and vCPU).
+    pub fn stats_files(&self) -> usize {
+        self.vms.values().map(|v| v.stats.len()).sum()
+    }
+
     /// Open counters (file descriptors).
     pub fn counters(&self) -> usize {
         self.vms
@@ -288,6 +298,8 @@ impl Exporter {
         for vm in self.vms.values_mut() {
             if !alive.contains(&vm.pid) && vm.gone_since.is_none() {
                 vm.gone_since = Some(Instant::now());
+                // A stats fd keeps its VM alive in the kernel: never hold one past the VMM.
+                vm.stats.clear();
             }
         }
         let keep = self.opts.keep_gone;
@@ -299,9 +311,11 @@ impl Exporter {
                 name: p.name.clone(),
                 vcpus: BTreeMap::new(),
                 sets: Vec::new(),
+                stats: BTreeMap::new(),
                 gone_since: None,
             });
             entry.gone_since = None;
+            refresh_stats(entry);
             let new: Vec<(i32, String)> = p
                 .vcpus
                 .iter()
@@ -350,6 +364,7 @@ impl Exporter {
     pub fn scrape(&mut self) -> String {
         let started = Instant::now();
         let mut families = self.counter_families();
+        families.extend(self.stat_families());
         families.extend(self.diagnosis_families());
         families.extend(self.health_families());
         let text = render(&families);
@@ -473,6 +488,57 @@ impl Exporter {
         vec![events, exits, uexits, msr, pio, other]
     }
 
+    /// KVM's binary statistics of the VMs whose stats fds could be taken: scalars as
+    /// counters or gauges in the descriptor's unit (seconds scaled from the exponent),
+    /// histograms (halt-polling) as Prometheus histograms.
+    fn stat_families(&mut self) -> Vec<Family> {
+        let mut fams: Vec<Family> = Vec::new();
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
+        let max = self.opts.max_series;
+        for vm in self.vms.values() {
+            for f in vm.stats.values() {
+                let Ok(snap) = f.read() else {
+                    self.health.read_errors += 1;
+                    continue;
+                };
+                let (scope, vcpu) = match snap.id.split_once("/vcpu-") {
+                    Some((_, n)) => ("vcpu", Some(n.to_string())),
+                    None => ("vm", None),
+                };
+                for (d, values) in &snap.stats {
+                    if self.health.series >= max {
+                        self.health.dropped += 1;
+                        continue;
+                    }
+                    let Some((name, kind, help)) = stat_metric(scope, d) else {
+                        continue;
+                    };
+                    let mut labels: Labels =
+                        vec![("vm", vm.name.clone()), ("pid", vm.pid.to_string())];
+                    if let Some(v) = &vcpu {
+                        labels.push(("vcpu", v.clone()));
+                    }
+                    let i = *index.entry(name.clone()).or_insert_with(|| {
+                        fams.push(Family::new(name.clone(), kind, help));
+                        fams.len() - 1
+                    });
+                    self.health.series += 1;
+                    match d.kind {
+                        StatKind::LinearHist | StatKind::LogHist => {
+                            let sum = companion_sum(d, &snap.stats);
+                            fams[i].push_histogram(labels, histogram(d, values, sum));
+                        }
+                        _ => {
+                            let v = values.first().copied().unwrap_or(0) as f64;
+                            fams[i].push(labels, scaled(d, v));
+                        }
+                    }
+                }
+            }
+        }
+        fams
+    }
+
     fn diagnosis_families(&self) -> Vec<Family> {
         let mut active = Family::new(
             "kvmscope_finding",
@@ -562,6 +628,11 @@ impl Exporter {
                 self.counters() as f64,
             ),
             gauge(
+                "kvmscope_exporter_kvm_stats_files",
+                "KVM binary stats fds taken from the VMMs (VM and vCPU); 0 when no VMM opened one.",
+                self.stats_files() as f64,
+            ),
+            gauge(
                 "kvmscope_exporter_series",
                 "Counter series written in this scrape.",
                 h.series as f64,
@@ -591,6 +662,117 @@ impl Exporter {
     }
 }
 
+/// Takes the stats fds the VMM opened since the last look; forgets those it closed.
+fn refresh_stats(vm: &mut Vm) {
+    let open: BTreeSet<i32> = std::fs::read_dir(format!("/proc/{}/fd", vm.pid))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .ok()
+                .is_some_and(|l| kstats::is_stats_link(&l.to_string_lossy()))
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    vm.stats.retain(|fd, _| open.contains(fd));
+    if open.iter().any(|fd| !vm.stats.contains_key(fd)) {
+        for (fd, f) in kstats::foreign_stats_files(vm.pid) {
+            vm.stats.entry(fd).or_insert(f);
+        }
+    }
+}
+
+/// A stat's raw value in its exported unit (seconds for time): divided rather than
+/// multiplied for negative exponents, so that 3 ns prints as 0.000000003.
+fn scaled(d: &StatDesc, v: f64) -> f64 {
+    let base: f64 = if d.base2 { 2.0 } else { 10.0 };
+    match d.unit {
+        StatUnit::Seconds if d.exponent < 0 => v / base.powi(-i32::from(d.exponent)),
+        StatUnit::Seconds => v * base.powi(i32::from(d.exponent)),
+        _ => v,
+    }
+}
+
+/// Metric name, type and help of one KVM statistic, or None for kinds not exported.
+fn stat_metric(scope: &str, d: &StatDesc) -> Option<(String, Kind, String)> {
+    let mut base = metric_name(&d.name);
+    let hist = matches!(d.kind, StatKind::LinearHist | StatKind::LogHist);
+    if hist {
+        base = base.trim_end_matches("_hist").to_string();
+    }
+    let unit = match d.unit {
+        StatUnit::Seconds => {
+            for suffix in ["_ns", "_us", "_ms"] {
+                if let Some(b) = base.strip_suffix(suffix) {
+                    base = b.to_string();
+                }
+            }
+            "_seconds"
+        }
+        StatUnit::Bytes => "_bytes",
+        StatUnit::Cycles => "_cycles",
+        _ => "",
+    };
+    let (kind, total) = match d.kind {
+        StatKind::Cumulative => (Kind::Counter, "_total"),
+        StatKind::Instant | StatKind::Peak => (Kind::Gauge, ""),
+        StatKind::LinearHist | StatKind::LogHist => (Kind::Histogram, ""),
+        _ => return None,
+    };
+    let what = match d.kind {
+        StatKind::Cumulative => "cumulative",
+        StatKind::Instant => "instant",
+        StatKind::Peak => "peak",
+        StatKind::LinearHist => "linear histogram",
+        _ => "log2 histogram",
+    };
+    Some((
+        format!("kvmscope_kvm_{scope}_{base}{unit}{total}"),
+        kind,
+        format!(
+            "KVM binary statistic {} ({scope}, {what}) from the VMM's stats fd",
+            d.name
+        ),
+    ))
+}
+
+/// A histogram from KVM's buckets: log2 bucket i holds values in [2^(i-1), 2^i), bucket 0
+/// the value 0; linear bucket i holds [i*size, (i+1)*size); the last bucket holds everything
+/// above, so it becomes `+Inf`.
+fn histogram(d: &StatDesc, values: &[u64], sum: Option<f64>) -> Histogram {
+    let mut buckets = Vec::new();
+    let mut cum = 0u64;
+    let n = values.len();
+    for (i, &v) in values.iter().enumerate() {
+        cum = cum.saturating_add(v);
+        if i + 1 == n {
+            break;
+        }
+        let upper = match d.kind {
+            StatKind::LogHist if i == 0 => 0.0,
+            StatKind::LogHist => (2f64.powi(i as i32)) - 1.0,
+            _ => ((i as f64 + 1.0) * f64::from(d.bucket_size.max(1))) - 1.0,
+        };
+        buckets.push((scaled(d, upper), cum));
+    }
+    Histogram {
+        buckets,
+        sum,
+        count: cum,
+    }
+}
+
+/// The sum for a histogram `X_hist`: its companion total `X_ns` (halt_poll_success_hist ↔
+/// halt_poll_success_ns), in seconds.
+fn companion_sum(d: &StatDesc, stats: &[(StatDesc, Vec<u64>)]) -> Option<f64> {
+    let stem = d.name.strip_suffix("_hist")?;
+    stats
+        .iter()
+        .find(|(c, _)| c.name == format!("{stem}_ns") && c.size == 1)
+        .map(|(c, v)| scaled(c, v.first().copied().unwrap_or(0) as f64))
+}
+
 fn open_set(
     tracefs: &Path,
     specs: &[CounterSpec],
@@ -605,6 +787,54 @@ fn open_set(
 mod tests {
     use super::*;
     use kvmscope_top::catalog::{CatEvent, Child, Mode};
+
+    fn desc(name: &str, kind: StatKind, unit: StatUnit, exponent: i16, size: u16) -> StatDesc {
+        StatDesc {
+            name: name.into(),
+            kind,
+            unit,
+            exponent,
+            size,
+            offset: 0,
+            bucket_size: 0,
+            base2: false,
+        }
+    }
+
+    #[test]
+    fn kvm_stats_in_their_units() {
+        let ns = desc(
+            "halt_poll_success_ns",
+            StatKind::Cumulative,
+            StatUnit::Seconds,
+            -9,
+            1,
+        );
+        let (name, kind, _) = stat_metric("vcpu", &ns).unwrap();
+        assert_eq!(name, "kvmscope_kvm_vcpu_halt_poll_success_seconds_total");
+        assert_eq!(kind, Kind::Counter);
+        assert_eq!(scaled(&ns, 3.0), 3e-9);
+        let h = desc(
+            "halt_poll_success_hist",
+            StatKind::LogHist,
+            StatUnit::Seconds,
+            -9,
+            4,
+        );
+        let (name, kind, _) = stat_metric("vcpu", &h).unwrap();
+        assert_eq!(name, "kvmscope_kvm_vcpu_halt_poll_success_seconds");
+        assert_eq!(kind, Kind::Histogram);
+        let stats = vec![(ns.clone(), vec![3000])];
+        let hist = histogram(&h, &[1, 2, 3, 4], companion_sum(&h, &stats));
+        assert_eq!(hist.count, 10);
+        assert_eq!(hist.buckets.len(), 3);
+        assert_eq!(hist.buckets[0], (0.0, 1));
+        assert_eq!(hist.buckets[2].1, 6);
+        assert_eq!(hist.buckets[2].0, 3e-9);
+        assert!((hist.sum.unwrap() - 3e-6).abs() < 1e-15);
+        let g = desc("pages_4k", StatKind::Instant, StatUnit::None, 0, 1);
+        assert_eq!(stat_metric("vm", &g).unwrap().0, "kvmscope_kvm_vm_pages_4k");
+    }
 
     #[test]
     fn vcpu_indices() {

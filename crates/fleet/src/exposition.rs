@@ -31,7 +31,8 @@ pub type Labels = Vec<(&'static str, String)>;
 pub struct Histogram {
     /// (upper bound, cumulative count), ascending; `+Inf` is added from `count`.
     pub buckets: Vec<(f64, u64)>,
-    pub sum: f64,
+    /// Sum of the observed values, when known (the line is left out otherwise).
+    pub sum: Option<f64>,
     pub count: u64,
 }
 
@@ -199,7 +200,10 @@ pub fn render(families: &[Family]) -> String {
                         number(n as f64, &mut out);
                         out.push('\n');
                     }
-                    for (suffix, x) in [("_sum", h.sum), ("_count", h.count as f64)] {
+                    for (suffix, x) in [("_sum", h.sum), ("_count", Some(h.count as f64))] {
+                        let Some(x) = x else {
+                            continue;
+                        };
                         out.push_str(&f.name);
                         out.push_str(suffix);
                         labels(ls, None, &mut out);
@@ -245,7 +249,7 @@ mod tests {
             vec![("vm", "v".into())],
             Histogram {
                 buckets: vec![(0.5, 1), (1.0, 3)],
-                sum: 2.5,
+                sum: Some(2.5),
                 count: 4,
             },
         );
