@@ -374,39 +374,7 @@ impl Exporter {
     }
 
     fn counter_families(&mut self) -> Vec<Family> {
-        let mut events = Family::new(
-            "kvmscope_events_total",
-            Kind::Counter,
-            "KVM tracepoint hits on a vCPU thread (every event of the kvm system), counted in the kernel.",
-        );
-        let mut exits = Family::new(
-            "kvmscope_exits_total",
-            Kind::Counter,
-            "VM exits by exit reason (kvm_exit with a kernel filter on exit_reason, or on esr_ec on arm64).",
-        );
-        let mut uexits = Family::new(
-            "kvmscope_userspace_exits_total",
-            Kind::Counter,
-            "Exits to the VMM by reason (kvm_userspace_exit with a kernel filter on reason).",
-        );
-        let mut msr = Family::new(
-            "kvmscope_msr_total",
-            Kind::Counter,
-            "MSR accesses that exited, by MSR (kvm_msr filtered on ecx; reads and writes).",
-        );
-        let mut pio = Family::new(
-            "kvmscope_pio_total",
-            Kind::Counter,
-            "Port IO exits by port (kvm_pio filtered on port; in and out).",
-        );
-        let mut other = Family::new(
-            "kvmscope_filtered_events_total",
-            Kind::Counter,
-            "Other drill-down counters (a tracepoint with a kernel filter).",
-        );
-        let max = self.opts.max_series;
-        let mut written = 0usize;
-        let mut dropped = 0usize;
+        let mut out = CounterFamilies::new(self.opts.max_series);
         for vm in self.vms.values_mut() {
             for set in &mut vm.sets {
                 let per = match set.read_each() {
@@ -429,53 +397,11 @@ impl Exporter {
                         .get(&tid)
                         .cloned()
                         .unwrap_or_else(|| format!("tid{tid}"));
-                    for (entry, &n) in self.entries.iter().zip(&counts) {
-                        if n == 0 && !entry.always {
-                            continue;
-                        }
-                        if written >= max {
-                            dropped += 1;
-                            continue;
-                        }
-                        written += 1;
-                        let mut labels: Labels = vec![
-                            ("vm", vm.name.clone()),
-                            ("pid", vm.pid.to_string()),
-                            ("vcpu", vcpu.clone()),
-                        ];
-                        let fam = match &entry.measure {
-                            Measure::Event { event } => {
-                                labels.push(("event", event.clone()));
-                                &mut events
-                            }
-                            Measure::Exit { reason } => {
-                                labels.push(("reason", reason.clone()));
-                                &mut exits
-                            }
-                            Measure::UserspaceExit { reason } => {
-                                labels.push(("reason", reason.clone()));
-                                &mut uexits
-                            }
-                            Measure::Msr { msr: m, name } => {
-                                labels.push(("msr", m.clone()));
-                                labels.push(("name", name.clone()));
-                                &mut msr
-                            }
-                            Measure::Pio { port } => {
-                                labels.push(("port", port.clone()));
-                                &mut pio
-                            }
-                            Measure::Other { event, filter } => {
-                                labels.push(("event", event.clone()));
-                                labels.push(("filter", filter.clone()));
-                                &mut other
-                            }
-                        };
-                        fam.push(labels, n as f64);
-                    }
+                    out.add(&self.entries, &vm.name, vm.pid, &vcpu, &counts);
                 }
             }
         }
+        let (written, dropped) = (out.written, out.dropped);
         if dropped > 0 && !self.capped_said {
             self.capped_said = true;
             self.notes.push(format!(
@@ -485,7 +411,7 @@ impl Exporter {
         }
         self.health.series = written;
         self.health.dropped = dropped;
-        vec![events, exits, uexits, msr, pio, other]
+        out.into_families()
     }
 
     /// KVM's binary statistics of the VMs whose stats fds could be taken: scalars as
@@ -662,6 +588,128 @@ impl Exporter {
     }
 }
 
+/// The counter series of one scrape, written up to the cardinality cap.
+#[derive(Debug)]
+pub struct CounterFamilies {
+    events: Family,
+    exits: Family,
+    uexits: Family,
+    msr: Family,
+    pio: Family,
+    other: Family,
+    max: usize,
+    /// Series written, and left out by the cap.
+    pub written: usize,
+    pub dropped: usize,
+}
+
+impl CounterFamilies {
+    /// Empty families that take at most `max` series.
+    pub fn new(max: usize) -> CounterFamilies {
+        let events = Family::new(
+            "kvmscope_events_total",
+            Kind::Counter,
+            "KVM tracepoint hits on a vCPU thread (every event of the kvm system), counted in the kernel.",
+        );
+        let exits = Family::new(
+            "kvmscope_exits_total",
+            Kind::Counter,
+            "VM exits by exit reason (kvm_exit with a kernel filter on exit_reason, or on esr_ec on arm64).",
+        );
+        let uexits = Family::new(
+            "kvmscope_userspace_exits_total",
+            Kind::Counter,
+            "Exits to the VMM by reason (kvm_userspace_exit with a kernel filter on reason).",
+        );
+        let msr = Family::new(
+            "kvmscope_msr_total",
+            Kind::Counter,
+            "MSR accesses that exited, by MSR (kvm_msr filtered on ecx; reads and writes).",
+        );
+        let pio = Family::new(
+            "kvmscope_pio_total",
+            Kind::Counter,
+            "Port IO exits by port (kvm_pio filtered on port; in and out).",
+        );
+        let other = Family::new(
+            "kvmscope_filtered_events_total",
+            Kind::Counter,
+            "Other drill-down counters (a tracepoint with a kernel filter).",
+        );
+        CounterFamilies {
+            events,
+            exits,
+            uexits,
+            msr,
+            pio,
+            other,
+            max,
+            written: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Adds one vCPU thread's counts (in `entries` order).
+    pub fn add(&mut self, entries: &[Entry], vm: &str, pid: i32, vcpu: &str, counts: &[u64]) {
+        for (entry, &n) in entries.iter().zip(counts) {
+            if n == 0 && !entry.always {
+                continue;
+            }
+            if self.written >= self.max {
+                self.dropped += 1;
+                continue;
+            }
+            self.written += 1;
+            let mut labels: Labels = vec![
+                ("vm", vm.to_string()),
+                ("pid", pid.to_string()),
+                ("vcpu", vcpu.to_string()),
+            ];
+            let fam = match &entry.measure {
+                Measure::Event { event } => {
+                    labels.push(("event", event.clone()));
+                    &mut self.events
+                }
+                Measure::Exit { reason } => {
+                    labels.push(("reason", reason.clone()));
+                    &mut self.exits
+                }
+                Measure::UserspaceExit { reason } => {
+                    labels.push(("reason", reason.clone()));
+                    &mut self.uexits
+                }
+                Measure::Msr { msr: m, name } => {
+                    labels.push(("msr", m.clone()));
+                    labels.push(("name", name.clone()));
+                    &mut self.msr
+                }
+                Measure::Pio { port } => {
+                    labels.push(("port", port.clone()));
+                    &mut self.pio
+                }
+                Measure::Other { event, filter } => {
+                    labels.push(("event", event.clone()));
+                    labels.push(("filter", filter.clone()));
+                    &mut self.other
+                }
+            };
+            fam.push(labels, n as f64);
+        }
+    }
+
+    /// The families, in exposition order.
+    pub fn into_families(self) -> Vec<Family> {
+        vec![
+            self.events,
+            self.exits,
+            self.uexits,
+            self.msr,
+            self.pio,
+            self.other,
+        ]
+    }
+}
+
 /// Takes the stats fds the VMM opened since the last look; forgets those it closed.
 fn refresh_stats(vm: &mut Vm) {
     let open: BTreeSet<i32> = std::fs::read_dir(format!("/proc/{}/fd", vm.pid))
@@ -834,6 +882,38 @@ mod tests {
         assert!((hist.sum.unwrap() - 3e-6).abs() < 1e-15);
         let g = desc("pages_4k", StatKind::Instant, StatUnit::None, 0, 1);
         assert_eq!(stat_metric("vm", &g).unwrap().0, "kvmscope_kvm_vm_pages_4k");
+    }
+
+    #[test]
+    fn the_cap_leaves_out_the_rest_of_a_scrape() {
+        let entries = vec![
+            Entry {
+                measure: Measure::Event {
+                    event: "kvm_pio".into(),
+                },
+                always: true,
+            },
+            Entry {
+                measure: Measure::Pio {
+                    port: "0x3f8".into(),
+                },
+                always: false,
+            },
+        ];
+        let mut f = CounterFamilies::new(3);
+        f.add(&entries, "web1", 10, "0", &[5, 0]);
+        assert_eq!(
+            (f.written, f.dropped),
+            (1, 0),
+            "a child at zero is no series yet"
+        );
+        f.add(&entries, "web1", 10, "1", &[7, 7]);
+        f.add(&entries, "web2", 11, "0", &[1, 1]);
+        assert_eq!((f.written, f.dropped), (3, 2));
+        let text = render(&f.into_families());
+        assert!(text
+            .contains("kvmscope_pio_total{vm=\"web1\",pid=\"10\",vcpu=\"1\",port=\"0x3f8\"} 7\n"));
+        assert!(!text.contains("web2"), "{text}");
     }
 
     #[test]
