@@ -36,6 +36,11 @@ pub struct Args {
     /// Extra MSR for kvmscope_msr_total (repeatable), exported from zero.
     #[arg(long, value_parser = super::args::number)]
     pub msr: Vec<u64>,
+    /// Count whole tracepoints only (kvmscope_events_total): no exit reasons, ports or MSRs.
+    /// Each drill-down child is one more kernel filter run on every hit of its parent, so
+    /// this costs the guest about a third as much (docs/PERFORMANCE.md, Top).
+    #[arg(long, conflicts_with_all = ["port", "msr"])]
+    pub no_drilldown: bool,
     /// Most counter series per scrape (the label cardinality cap); the rest of a scrape is
     /// left out and counted in kvmscope_exporter_series_dropped.
     #[arg(long, default_value_t = 20_000)]
@@ -98,7 +103,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ports: args.port.iter().map(|&p| p as u16).collect(),
         msrs: args.msr.iter().map(|&m| m as u32).collect(),
     };
-    let cat = catalog::host(&tracefs, Vendor::detect(), &extra);
+    let mut cat = catalog::host(&tracefs, Vendor::detect(), &extra);
+    if args.no_drilldown {
+        cat = cat.without_children();
+    }
     let mut exporter = Exporter::new(
         &tracefs,
         &cat,
