@@ -270,7 +270,8 @@ fn prometheus_sees_exactly_the_guests_port_writes() {
 
     // SIGTERM: a clean exit, no instance of the exporter's left, every counter closed.
     let pid = exporter.0.id();
-    assert!(perf_fds(pid) > 0, "the exporter holds its counters");
+    let held = perf_fds(pid);
+    assert!(held > 0, "the exporter holds its counters");
     // Let a rolling diagnosis be under way (it records through a private instance).
     std::thread::sleep(Duration::from_millis(700));
     kvmscope_capture::guard::signal_process(pid, libc_sigterm()).expect("SIGTERM");
@@ -282,6 +283,11 @@ fn prometheus_sees_exactly_the_guests_port_writes() {
         .find(|l| l.contains("stopped (signal 15)"))
         .unwrap_or_else(|| panic!("no stop line in {said:?}"));
     assert!(last.contains("0 tracefs instance(s) left"), "{last}");
+    // Every perf counter it held was closed before it exited.
+    assert!(
+        last.contains(&format!("closed {held} counters")),
+        "{held} perf fds: {last}"
+    );
     let leftover: Vec<String> = std::fs::read_dir(tracefs.join("instances"))
         .into_iter()
         .flatten()
