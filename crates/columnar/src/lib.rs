@@ -665,4 +665,94 @@ mod tests {
             }
         }
     }
+
+    fn read_back(format: Format, bytes: Vec<u8>) -> Vec<RecordBatch> {
+        match format {
+            Format::Parquet => {
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                    bytes::Bytes::from(bytes),
+                )
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+            }
+            Format::Arrow => {
+                arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn both_formats_read_back_with_their_types() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{UInt32Type, UInt64Type};
+        use arrow_array::Array;
+        for format in [Format::Parquet, Format::Arrow] {
+            let (mut evb, mut exb) = (Vec::new(), Vec::new());
+            let mut w = Writer::new(format, &mut evb, &mut exb).unwrap();
+            let mut pio = ev(
+                5,
+                3,
+                "kvm_pio",
+                EventKind::Pio {
+                    write: true,
+                    port: 0x3f8,
+                    size: 1,
+                    count: 1,
+                    val: 0x41,
+                },
+            );
+            pio.payload = "pio_write at 0x3f8 size 1 count 1 val 0x41";
+            // More than one batch, so the file holds several.
+            for i in 0..(BATCH_ROWS as u64 + 10) {
+                w.push(&exit(2 * i, 3, 0x7b)).unwrap();
+                w.push(&entry(2 * i + 1, 3)).unwrap();
+            }
+            w.push(&pio).unwrap();
+            let n = w.finish().unwrap();
+            assert_eq!(n.exits, BATCH_ROWS as u64 + 10);
+            let batches = read_back(format, evb);
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            assert_eq!(rows as u64, n.events);
+            assert_eq!(
+                batches[0].schema().fields().len(),
+                event_schema().fields().len()
+            );
+            let last = batches.last().unwrap();
+            let i = last.num_rows() - 1;
+            let port = last
+                .column_by_name("port")
+                .unwrap()
+                .as_primitive::<UInt32Type>();
+            assert_eq!(port.value(i), 0x3f8);
+            let value = last
+                .column_by_name("value")
+                .unwrap()
+                .as_primitive::<UInt64Type>();
+            assert_eq!(value.value(i), 0x41);
+            let payload = last.column_by_name("payload").unwrap().as_string::<i32>();
+            assert_eq!(payload.value(i), pio.payload);
+            let reason = batches[0]
+                .column_by_name("exit_reason")
+                .unwrap()
+                .as_string::<i32>();
+            assert_eq!(
+                reason.value(0),
+                "io",
+                "SVM exit 0x7b as the report names it"
+            );
+            assert!(reason.is_null(1), "kvm_entry has no exit reason");
+            let exits = read_back(format, exb);
+            let d = exits[0]
+                .column_by_name("duration_ns")
+                .unwrap()
+                .as_primitive::<UInt64Type>();
+            assert_eq!(d.value(0), 1);
+        }
+    }
 }
