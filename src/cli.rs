@@ -24,7 +24,7 @@ pub enum Command {
     Diagnose(cmd::diagnose::Args),
     /// Compare two captures: rates per second side by side, largest changes first, findings in only one.
     Diff(cmd::diff::Args),
-    /// Export a trace as a timeline for Perfetto UI (protobuf) or Chrome JSON: a slice per exit on each vCPU thread.
+    /// Export a trace as a timeline (Perfetto protobuf, Chrome JSON: a slice per exit on each vCPU thread) or as tables (Parquet, Arrow: a row per event, and the paired exits).
     Export(cmd::export::Args),
     /// Run real KVM guests that reproduce known pathologies (the built-in lab).
     Lab(cmd::lab::Args),
@@ -36,4 +36,6 @@ pub enum Command {
     Flamegraph(cmd::flamegraph::Args),
     /// Live KVM event counts (kvm_stat done better): drill-down, per-VM and per-vCPU views, guest-side mode, batch output.
     Top(cmd::top::Args),
+    /// Prometheus exporter: exit reasons, ports, MSRs per VM and vCPU as labels, findings of a rolling diagnosis as gauges.
+    Exporter(cmd::exporter::Args),
 }

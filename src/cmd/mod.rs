@@ -5,6 +5,7 @@ pub mod collapse;
 pub mod diagnose;
 pub mod diff;
 pub mod export;
+pub mod exporter;
 pub mod flamegraph;
 pub mod html;
 pub mod input;
@@ -28,5 +29,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Collapse(args) => collapse::run(args),
         Command::Flamegraph(args) => flamegraph::run(args),
         Command::Top(args) => top::run(args),
+        Command::Exporter(args) => exporter::run(args),
     }
 }

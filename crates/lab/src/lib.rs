@@ -38,7 +38,7 @@ pub use error::LabError;
 pub use layout::{MAX_ROOTS, MAX_VCPUS, MMIO_GPA};
 pub use program::{DONE_PORT, FAULT_PORT};
 pub use scenario::{Length, Scenario, ScenarioInfo, ScenarioSpec, MSR_TSC_DEADLINE};
-pub use stats::{StatDelta, StatsSnapshot};
+pub use stats::{StatDelta, StatsFile, StatsSnapshot};
 pub use truth::{
     field_value, Count, Expectation, GroundTruth, HostKind, HostScope, Privilege, StatExpectation,
 };

@@ -66,6 +66,10 @@ pub struct StatDesc {
     pub size: u16,
     /// Offset of the values in the data block.
     pub offset: u32,
+    /// Width of each bucket of a linear histogram (0 otherwise).
+    pub bucket_size: u32,
+    /// The exponent is a power of two (KVM_STATS_BASE_POW2), not of ten.
+    pub base2: bool,
 }
 
 /// Why a stats file could not be parsed.
@@ -203,6 +207,8 @@ pub fn parse_descriptors(b: &[u8], h: &StatsHeader) -> Result<Vec<StatDesc>, Sta
             exponent: u16_at(d, 4) as i16,
             size: u16_at(d, 6),
             offset: u32_at(d, 8),
+            bucket_size: u32_at(d, 12),
+            base2: (flags >> 8) & 0xf == 1,
         });
     }
     Ok(out)
@@ -245,7 +251,7 @@ pub fn parse_data(b: &[u8], descs: &[StatDesc]) -> Result<Vec<Vec<u64>>, StatsPa
 
 /// An open stats fd with its parsed schema.
 #[derive(Debug)]
-pub(crate) struct StatsFile {
+pub struct StatsFile {
     file: File,
     id: String,
     header: StatsHeader,
@@ -325,6 +331,16 @@ impl StatsFile {
         }
         // SAFETY: rc is a fresh fd returned by the kernel that nothing else owns.
         let file = File::from(unsafe { OwnedFd::from_raw_fd(rc) });
+        StatsFile::from_file(file, what)
+    }
+
+    /// Reads the schema of an open stats file (read with `pread` only: a descriptor taken
+    /// from another process shares its file offset, which must not move).
+    pub fn from_file(file: File, what: &str) -> Result<StatsFile, crate::LabError> {
+        let err = |source: io::Error| crate::LabError::Stats {
+            what: what.to_string(),
+            source,
+        };
         let mut hb = [0u8; 24];
         file.read_exact_at(&mut hb, 0).map_err(err)?;
         let parse = |e: StatsParseError| err(io::Error::new(io::ErrorKind::InvalidData, e));
@@ -346,8 +362,18 @@ impl StatsFile {
         })
     }
 
+    /// The kernel's id string (`kvm-1234`, `kvm-1234/vcpu-0`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The descriptors.
+    pub fn descriptors(&self) -> &[StatDesc] {
+        &self.descs
+    }
+
     /// Reads the current values.
-    pub(crate) fn read(&self) -> Result<StatsSnapshot, crate::LabError> {
+    pub fn read(&self) -> Result<StatsSnapshot, crate::LabError> {
         let err = |source: io::Error| crate::LabError::Stats {
             what: self.id.clone(),
             source,
@@ -363,6 +389,58 @@ impl StatsFile {
             stats: self.descs.iter().cloned().zip(values).collect(),
         })
     }
+}
+
+/// True when a descriptor's link names a KVM stats file: `anon_inode:kvm-vm-stats` or
+/// `anon_inode:kvm-vcpu-stats:N` (N is the vCPU id).
+pub fn is_stats_link(link: &str) -> bool {
+    link == "anon_inode:kvm-vm-stats" || link.starts_with("anon_inode:kvm-vcpu-stats")
+}
+
+/// The KVM stats fds another process (a VMM) holds open, duplicated into this process with
+/// pidfd_getfd(2) (Linux 5.6+, needs PTRACE_MODE_ATTACH on it: root or the same user under
+/// ptrace_scope 0). KVM refuses KVM_GET_STATS_FD from outside the VM's own process, so only
+/// stats fds the VMM already opened (QEMU's query-stats, this lab) can be read. Returns
+/// (fd number in the VMM, stats file); fds that cannot be taken are skipped.
+pub fn foreign_stats_files(pid: i32) -> Vec<(i32, StatsFile)> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let fds: Vec<i32> = rd
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .ok()
+                .is_some_and(|l| is_stats_link(&l.to_string_lossy()))
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    if fds.is_empty() {
+        return Vec::new();
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Vec::new();
+    }
+    // SAFETY: pidfd is a fresh fd from the kernel that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let mut out = Vec::new();
+    for fd in fds {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_getfd takes the pidfd (alive for this call), a fd number of that
+        // process and flags; it returns a new fd of ours or -1.
+        let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        if got < 0 {
+            continue;
+        }
+        // SAFETY: got is a fresh fd from the kernel that nothing else owns.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(got as i32) });
+        if let Ok(f) = StatsFile::from_file(file, &format!("pid {pid} fd {fd}")) {
+            out.push((fd, f));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

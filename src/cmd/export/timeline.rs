@@ -1,13 +1,12 @@
-//! `kvmscope export FILE... --format perfetto|chrome-json -o OUT`: the trace as a timeline
+//! `--format perfetto|chrome-json`: the trace as a timeline
 //! for Perfetto UI (or any tool reading Chrome's JSON): a track per VM and vCPU thread, a
 //! slice per exit, nested slices for the VMM and MMIO/PIO/MSR handling, instants for
 //! interrupts, IPIs and wake-ups, exits/s counters. Streams: memory stays flat on any input.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use kvmscope_analysis::EventFilter;
@@ -15,38 +14,7 @@ use kvmscope_export::chrome::ChromeSink;
 use kvmscope_export::perfetto::PerfettoSink;
 use kvmscope_export::{ExportStats, Exporter, Sink};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// Perfetto's protobuf trace (open it in Perfetto UI).
-    Perfetto,
-    /// Chrome's JSON trace event format (chrome://tracing, Perfetto UI, speedscope...).
-    ChromeJson,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Trace files: trace.dat, ftrace text, `trace-cmd report` or `perf script` output; `-`
-    /// reads standard input.
-    #[arg(required = true)]
-    pub files: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value = "perfetto")]
-    pub format: Format,
-    /// Output file (`-`: standard output).
-    #[arg(short, long, value_name = "OUT")]
-    pub output: PathBuf,
-    /// Width of the windows the exits-per-second counters are counted in.
-    #[arg(long, default_value = "10ms", value_parser = super::args::duration)]
-    pub counter_window: Duration,
-    /// Only events of these processes (VMs), by pid.
-    #[arg(short = 'p', long = "pid", value_delimiter = ',')]
-    pub pids: Vec<u32>,
-    /// Only events of these threads (vCPU threads), by thread id.
-    #[arg(short = 't', long = "tid", value_delimiter = ',')]
-    pub tids: Vec<u32>,
-    /// No summary line on standard error.
-    #[arg(short, long)]
-    pub quiet: bool,
-}
+use super::{Args, Format};
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let out: Box<dyn Write> = if args.output.as_os_str() == "-" {
@@ -65,6 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|(sink, stats)| (stats, sink.bytes)),
         Format::ChromeJson => export(&args, Exporter::new(ChromeSink::new(out), window))
             .map(|(sink, stats)| (stats, sink.bytes)),
+        Format::Parquet | Format::Arrow => unreachable!("columnar formats go to export::columnar"),
     };
     let (stats, bytes) = match done {
         Ok(x) => x,
@@ -107,7 +76,7 @@ fn export<S: Sink>(args: &Args, mut ex: Exporter<S>) -> anyhow::Result<(S, Expor
     };
     for path in &args.files {
         let mut err = None;
-        super::input::for_each_event(path, |ev| {
+        crate::cmd::input::for_each_event(path, |ev| {
             if err.is_none() && filter.keeps(ev) {
                 if let Err(e) = ex.observe(ev) {
                     err = Some(e);

@@ -1,0 +1,284 @@
+//! `kvmscope export --format parquet` read back by DuckDB (PyPI `duckdb` in the venv that
+//! .ci/run makes at ~/.cache/kvmscope/venv): on a real trace of every host kind in the
+//! fixtures (VMX old and new layout, SVM, arm64, perf script, this machine's PVM, trace.dat
+//! v6 and v7+zstd) the counts per event and per exit reason, and the paired latencies per
+//! reason, equal the report's (`kvmscope report --json`). A multi-row-group input exports
+//! with peak RSS under 100 MB; the Arrow file has the same rows.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn kvmscope(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .args(args)
+        .output()
+        .expect("run kvmscope")
+}
+
+fn python() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let py = Path::new(&home).join(".cache/kvmscope/venv/bin/python");
+    let ok = Command::new(&py)
+        .args(["-c", "import duckdb"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(py)
+}
+
+fn require_duckdb() -> Option<PathBuf> {
+    let py = python();
+    if py.is_none() {
+        let why = "the Python package duckdb is not installed in ~/.cache/kvmscope/venv \
+                   (python3 -m venv ~/.cache/kvmscope/venv && ~/.cache/kvmscope/venv/bin/pip install duckdb; .ci/run does it)";
+        if kvmscope_capture::host::required_by_env() {
+            panic!("duckdb is required (KVMSCOPE_REQUIRE_KVM=1) but unavailable: {why}");
+        }
+        eprintln!("SKIPPED: duckdb unavailable: {why}");
+    }
+    py
+}
+
+const QUERY: &str = r#"
+import duckdb, json, sys
+out = {}
+for events, exits in zip(sys.argv[1::2], sys.argv[2::2]):
+    con = duckdb.connect()
+    by_name = dict(con.execute(
+        f"SELECT system || ':' || name, count(*) FROM read_parquet('{events}') GROUP BY ALL").fetchall())
+    exit_counts = dict(con.execute(
+        f"SELECT exit_reason, count(*) FROM read_parquet('{events}') WHERE name = 'kvm_exit' GROUP BY ALL").fetchall())
+    lat = {r[0]: [r[1], int(r[2]), r[3], r[4]] for r in con.execute(
+        f"SELECT reason, count(*), sum(duration_ns), min(duration_ns), max(duration_ns) FROM read_parquet('{exits}') GROUP BY ALL").fetchall()}
+    out[events] = {"by_name": by_name, "exits": exit_counts, "latency": lat}
+print(json.dumps(out))
+"#;
+
+fn fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut out = Vec::new();
+    for dir in ["public", "host", "tracedat"] {
+        for e in std::fs::read_dir(root.join(dir))
+            .expect("fixture dir")
+            .flatten()
+        {
+            let p = e.path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            let trace = (name.ends_with(".txt")
+                && !name.ends_with(".lab.txt")
+                && !name.ends_with(".report.txt"))
+                || name.ends_with(".perfscript")
+                || name.ends_with(".dat");
+            if trace {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn duckdb_counts_equal_the_report_on_every_host_kind() {
+    let Some(py) = require_duckdb() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = fixtures();
+    assert!(files.len() >= 20, "{files:?}");
+    let mut reports = BTreeMap::new();
+    let mut py_args: Vec<String> = vec!["-c".into(), QUERY.into()];
+    for (i, f) in files.iter().enumerate() {
+        let events = dir.path().join(format!("{i}.parquet"));
+        let out = kvmscope(&[
+            "export",
+            f.to_str().unwrap(),
+            "--format",
+            "parquet",
+            "-o",
+            events.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{f:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rep = kvmscope(&["report", "--json", f.to_str().unwrap()]);
+        assert!(rep.status.success(), "{f:?}");
+        let v: Value = serde_json::from_slice(&rep.stdout).expect("report json");
+        let key = events.to_str().unwrap().to_string();
+        py_args.push(key.clone());
+        py_args.push(
+            dir.path()
+                .join(format!("{i}.exits.parquet"))
+                .to_string_lossy()
+                .into(),
+        );
+        reports.insert(key, (f.clone(), v));
+    }
+    let out = Command::new(&py).args(&py_args).output().expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("duckdb json");
+    let mut exits_seen = 0;
+    for (key, (file, report)) in &reports {
+        let g = &got[key];
+        let by_name: BTreeMap<String, u64> = report["overview"]["by_name"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
+            .collect();
+        let duck: BTreeMap<String, u64> = g["by_name"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect();
+        assert_eq!(duck, by_name, "events per name, {file:?}");
+        let mut exits = BTreeMap::new();
+        let mut lat = BTreeMap::new();
+        if let Some(rows) = report["exits"]["rows"].as_array() {
+            for r in rows {
+                let reason = r["reason"].as_str().unwrap().to_string();
+                exits.insert(reason.clone(), r["count"].as_u64().unwrap());
+                let l = &r["latency"];
+                if l["samples"].as_u64().unwrap() > 0 {
+                    lat.insert(
+                        reason,
+                        vec![
+                            l["samples"].as_u64().unwrap(),
+                            l["total_ns"].as_u64().unwrap(),
+                            l["min_ns"].as_u64().unwrap(),
+                            l["max_ns"].as_u64().unwrap(),
+                        ],
+                    );
+                }
+            }
+        }
+        exits_seen += exits.len();
+        let duck_exits: BTreeMap<String, u64> = g["exits"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect();
+        assert_eq!(duck_exits, exits, "exits per reason, {file:?}");
+        let duck_lat: BTreeMap<String, Vec<u64>> = g["latency"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_u64().unwrap())
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(duck_lat, lat, "paired latencies per reason, {file:?}");
+    }
+    assert!(
+        exits_seen > 10,
+        "the fixtures hold exits of several reasons"
+    );
+}
+
+fn peak_rss_kb(stderr: &str) -> u64 {
+    stderr
+        .split("peak RSS ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in {stderr}"))
+}
+
+#[test]
+fn a_multi_row_group_export_stays_under_100_mb_and_arrow_has_the_same_rows() {
+    // ~40 MB of real trace text: the timer-storm capture repeated.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/host/pvm-timer-storm.txt");
+    let text = std::fs::read(&src).expect("fixture");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let big = dir.path().join("big.txt");
+    let reps = (40 << 20) / text.len() + 1;
+    let mut data = Vec::with_capacity(text.len() * reps);
+    for _ in 0..reps {
+        data.extend_from_slice(&text);
+    }
+    std::fs::write(&big, &data).expect("write big input");
+    drop(data);
+    let lines = text.iter().filter(|&&b| b == b'\n').count() * reps;
+    let out = dir.path().join("big.parquet");
+    let run = kvmscope(&[
+        "export",
+        big.to_str().unwrap(),
+        "--format",
+        "parquet",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "{stderr}");
+    let groups: usize = stderr
+        .split(" events (")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(groups >= 2, "several row groups: {stderr}");
+    let rss = peak_rss_kb(&stderr);
+    assert!(rss < 100 * 1024, "peak RSS {rss} kB: {stderr}");
+    let events: u64 = stderr
+        .split("kvmscope export: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!(
+        events as usize <= lines && events as usize > lines / 2,
+        "{stderr}"
+    );
+
+    let arrow = dir.path().join("big.arrow");
+    let run = kvmscope(&[
+        "export",
+        big.to_str().unwrap(),
+        "--format",
+        "arrow",
+        "-o",
+        arrow.to_str().unwrap(),
+    ]);
+    let astderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "{astderr}");
+    assert!(peak_rss_kb(&astderr) < 100 * 1024, "{astderr}");
+    assert!(dir.path().join("big.exits.arrow").exists());
+    // The Arrow IPC file format: the magic at both ends.
+    let bytes = std::fs::read(&arrow).expect("arrow file");
+    assert!(bytes.starts_with(b"ARROW1") && bytes.ends_with(b"ARROW1"));
+    drop(bytes);
+    let Some(py) = require_duckdb() else {
+        return;
+    };
+    // DuckDB reads the Parquet file's rows; pyarrow is not needed for the Arrow file's
+    // count: the writer's own count is in its summary line.
+    let q = format!(
+        "import duckdb; print(duckdb.execute(\"SELECT count(*) FROM read_parquet('{}')\").fetchone()[0])",
+        out.display()
+    );
+    let o = Command::new(&py).args(["-c", &q]).output().expect("python");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let n: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert_eq!(n, events);
+    assert!(
+        astderr.starts_with(&format!("kvmscope export: {events} events")),
+        "{astderr}"
+    );
+}
