@@ -282,3 +282,43 @@ fn a_multi_row_group_export_stays_under_100_mb_and_arrow_has_the_same_rows() {
         "{astderr}"
     );
 }
+
+/// Memory does not grow with the input: the peak RSS of a 4x larger export (40 MB → 160 MB of
+/// text, 0.4M → 1.6M events, 2 → 8 row groups) rises by less than what would take a 1 GB
+/// input past 100 MB. (The 1 GB run itself, release build, is bench/export-parquet.sh:
+/// 51.6 MB peak, docs/PERFORMANCE.md; a debug build takes ~100 s on it, too long for CI.)
+#[test]
+fn peak_memory_does_not_grow_with_the_input_size() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/host/pvm-timer-storm.txt");
+    let text = std::fs::read(&src).expect("fixture");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut peaks = Vec::new();
+    for mb in [40usize, 160] {
+        let big = dir.path().join(format!("in-{mb}.txt"));
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        for _ in 0..(mb << 20) / text.len() + 1 {
+            std::io::Write::write_all(&mut f, &text).unwrap();
+        }
+        drop(f);
+        let out = dir.path().join(format!("out-{mb}.parquet"));
+        let run = kvmscope(&[
+            "export",
+            big.to_str().unwrap(),
+            "--format",
+            "parquet",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+        assert!(run.status.success(), "{stderr}");
+        peaks.push(peak_rss_kb(&stderr));
+        std::fs::remove_file(&big).unwrap();
+    }
+    let (small, large) = (peaks[0] as f64, peaks[1] as f64);
+    let per_mb = (large - small).max(0.0) / 120.0;
+    let at_1gb = small + per_mb * (1024.0 - 40.0);
+    assert!(
+        at_1gb < 100.0 * 1024.0,
+        "peak RSS {small} kB at 40 MB, {large} kB at 160 MB: {at_1gb:.0} kB extrapolated to 1 GB"
+    );
+}
