@@ -330,19 +330,25 @@ fn job(script: &str) -> kvmscope_lab::emulated::Job {
     }
 }
 
+/// Runs one job that must fail on the emulated SVM host within `limit_secs`.
+fn run_to_failure(limit_secs: u64, script: &str) -> (tempfile::TempDir, kvmscope_lab::LabError) {
+    let dir = tempfile::tempdir().unwrap();
+    let err = kvmscope_lab::emulated::run(
+        &host_config(limit_secs),
+        &[job(script)],
+        dir.path(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    (dir, err)
+}
+
 #[test]
 fn a_kernel_panic_is_reported_with_the_console_and_nothing_is_left() {
     if !emulator_here() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let err = kvmscope_lab::emulated::run(
-        &host_config(600),
-        &[job("echo c > /proc/sysrq-trigger\n")],
-        dir.path(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let (dir, err) = run_to_failure(600, "echo c > /proc/sysrq-trigger\n");
     let text = err.to_string();
     assert!(
         matches!(err, kvmscope_lab::LabError::HostCrashed { .. }),
@@ -359,14 +365,7 @@ fn a_hung_host_is_stopped_at_its_time_limit() {
     if !emulator_here() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let err = kvmscope_lab::emulated::run(
-        &host_config(45),
-        &[job("echo waiting; sleep 3600\n")],
-        dir.path(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let (dir, err) = run_to_failure(45, "echo waiting; sleep 3600\n");
     let text = err.to_string();
     assert!(
         matches!(err, kvmscope_lab::LabError::HostHung { .. }),

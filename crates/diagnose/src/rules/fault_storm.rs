@@ -7,7 +7,7 @@ use kvmscope_trace::MmuKind;
 
 use crate::facts::Facts;
 use crate::finding::{Confidence, Evidence, Finding, Fix};
-use crate::rules::{paging_mode, Grade, MIN_EVENTS};
+use crate::rules::{paging_mode, Grade, Thresholds, MIN_EVENTS};
 use crate::Rule;
 
 /// Faults KVM fixed per second per vCPU for a warning. After boot a guest whose memory is
@@ -23,6 +23,10 @@ pub const CRIT_PER_VCPU_S: f64 = 50_000.0;
 pub const WARN_SHARE_PCT: f64 = 10.0;
 /// Critical: 40% of the vCPU's time (the lab's pagefault: 50-75% on emulated SVM).
 pub const CRIT_SHARE_PCT: f64 = 40.0;
+const THRESHOLDS: Thresholds = Thresholds {
+    share_pct: (WARN_SHARE_PCT, CRIT_SHARE_PCT),
+    per_vcpu_s: (WARN_PER_VCPU_S, CRIT_PER_VCPU_S),
+};
 
 #[derive(Debug)]
 pub struct FaultStorm;
@@ -54,17 +58,10 @@ impl Rule for FaultStorm {
         let share = f
             .fault_share()
             .or_else(|| f.estimated_share("kvmmmu:kvm_mmu_spte_requested", requested));
-        let Some(grade) = Grade::of(
-            share,
-            (WARN_SHARE_PCT, CRIT_SHARE_PCT),
-            rate,
-            (WARN_PER_VCPU_S, CRIT_PER_VCPU_S),
-        ) else {
+        let Some(grade) = Grade::of(share, rate, &THRESHOLDS) else {
             return Vec::new();
         };
-        if let Some(s) = share {
-            evidence.push(s.evidence("fixing page faults (MMIO faults left out)"));
-        }
+        evidence.extend(share.map(|s| s.evidence("fixing page faults (MMIO faults left out)")));
         if pf > 0 {
             evidence.push(f.rate("kvm_page_fault", pf));
             let p = report

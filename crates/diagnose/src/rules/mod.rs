@@ -48,27 +48,27 @@ pub struct Grade {
     pub share: Option<Share>,
 }
 
+/// A cost-driven rule's (warning, critical) thresholds on each signal.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// Percent of vCPU time.
+    pub share_pct: (f64, f64),
+    /// Events per second per vCPU, where no share can be measured.
+    pub per_vcpu_s: (f64, f64),
+}
+
 impl Grade {
     /// `None` below the warning threshold of whichever signal applies.
-    pub fn of(
-        share: Option<Share>,
-        share_pct: (f64, f64),
-        rate: f64,
-        rate_per_vcpu_s: (f64, f64),
-    ) -> Option<Grade> {
-        let g = match share {
-            Some(s) => Grade {
-                value: s.pct,
-                warn: share_pct.0,
-                crit: share_pct.1,
-                share,
-            },
-            None => Grade {
-                value: rate,
-                warn: rate_per_vcpu_s.0,
-                crit: rate_per_vcpu_s.1,
-                share,
-            },
+    pub fn of(share: Option<Share>, rate: f64, t: &Thresholds) -> Option<Grade> {
+        let (value, (warn, crit)) = match share {
+            Some(s) => (s.pct, t.share_pct),
+            None => (rate, t.per_vcpu_s),
+        };
+        let g = Grade {
+            value,
+            warn,
+            crit,
+            share,
         };
         (g.value >= g.warn).then_some(g)
     }

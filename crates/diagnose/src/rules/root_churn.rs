@@ -8,7 +8,7 @@ use kvmscope_trace::MmuKind;
 use crate::facts::Facts;
 use crate::facts::CR3_EXITS;
 use crate::finding::{Confidence, Evidence, Finding, Fix};
-use crate::rules::{paging_mode, Grade, MIN_EVENTS};
+use crate::rules::{paging_mode, Grade, Thresholds, MIN_EVENTS};
 use crate::Rule;
 
 /// Root (re)loads per second per vCPU for a warning. Field report 001: an idle guest ~0/s, a
@@ -23,6 +23,10 @@ pub const CRIT_PER_VCPU_S: f64 = 10_000.0;
 pub const WARN_SHARE_PCT: f64 = 10.0;
 /// Critical: a third of the vCPU's time (the lab's `cr3 --roots 6`: ~65% on emulated SVM).
 pub const CRIT_SHARE_PCT: f64 = 30.0;
+const THRESHOLDS: Thresholds = Thresholds {
+    share_pct: (WARN_SHARE_PCT, CRIT_SHARE_PCT),
+    per_vcpu_s: (WARN_PER_VCPU_S, CRIT_PER_VCPU_S),
+};
 
 #[derive(Debug)]
 pub struct RootChurn;
@@ -66,18 +70,11 @@ impl Rule for RootChurn {
         let share = f
             .exit_share(&CR3_EXITS, |r| (r.latency.total_ns as f64 * missed) as u64)
             .or_else(|| f.estimated_share("kvmmmu:kvm_mmu_get_page", loads));
-        let Some(grade) = Grade::of(
-            share,
-            (WARN_SHARE_PCT, CRIT_SHARE_PCT),
-            rate,
-            (WARN_PER_VCPU_S, CRIT_PER_VCPU_S),
-        ) else {
+        let Some(grade) = Grade::of(share, rate, &THRESHOLDS) else {
             return Vec::new();
         };
         let mut evidence = Vec::new();
-        if let Some(s) = share {
-            evidence.push(s.evidence("CR3 writes that reloaded a shadow root"));
-        }
+        evidence.extend(share.map(|s| s.evidence("CR3 writes that reloaded a shadow root")));
         evidence.push(f.rate("root-level kvm_mmu_get_page (shadow root loads)", loads));
         if cr3_exits > 0 {
             evidence.push(f.rate("CR3-write exits (CR_ACCESS / write_cr3)", cr3_exits));

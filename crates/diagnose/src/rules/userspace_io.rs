@@ -5,7 +5,7 @@ use kvmscope_system::SystemSnapshot;
 
 use crate::facts::Facts;
 use crate::finding::{Confidence, Evidence, Finding, Fix};
-use crate::rules::{Grade, MIN_EVENTS};
+use crate::rules::{Grade, Thresholds, MIN_EVENTS};
 use crate::Rule;
 
 /// Exits to the VMM for device emulation per second per vCPU for a warning. Each is a return
@@ -22,6 +22,10 @@ pub const WARN_SHARE_PCT: f64 = 10.0;
 /// Critical: 40% of it (the lab's pio and mmio loops: 20-75% on emulated SVM, depending on
 /// how much of the capture is the guest's start).
 pub const CRIT_SHARE_PCT: f64 = 40.0;
+const THRESHOLDS: Thresholds = Thresholds {
+    share_pct: (WARN_SHARE_PCT, CRIT_SHARE_PCT),
+    per_vcpu_s: (WARN_PER_VCPU_S, CRIT_PER_VCPU_S),
+};
 
 #[derive(Debug)]
 pub struct UserspaceIo;
@@ -46,18 +50,11 @@ impl Rule for UserspaceIo {
         let share = f
             .userspace_io_share()
             .or_else(|| f.estimated_share("kvm:kvm_userspace_exit", total));
-        let Some(grade) = Grade::of(
-            share,
-            (WARN_SHARE_PCT, CRIT_SHARE_PCT),
-            rate,
-            (WARN_PER_VCPU_S, CRIT_PER_VCPU_S),
-        ) else {
+        let Some(grade) = Grade::of(share, rate, &THRESHOLDS) else {
             return Vec::new();
         };
         let mut evidence = Vec::new();
-        if let Some(s) = share {
-            evidence.push(s.evidence("IO/MMIO exits to the VMM and back"));
-        }
+        evidence.extend(share.map(|s| s.evidence("IO/MMIO exits to the VMM and back")));
         if io > 0 {
             evidence.push(f.rate("KVM_EXIT_IO (port IO emulated by the VMM)", io));
             let ports: Vec<(String, u64)> = report
