@@ -64,6 +64,28 @@ fn fixtures_give_their_pathology_first_and_exit_1() {
         let (r, sev) = top(&d);
         assert_eq!(r, rule, "{file}: {d:#}");
         assert!(sev == "warning" || sev == "critical", "{file}: {sev}");
+        // What users see never points to files only this repository's sibling folders have;
+        // field-report cases are told in the project's own docs.
+        for f in d["findings"].as_array().unwrap() {
+            for r in f["references"].as_array().unwrap() {
+                let r = r.as_str().unwrap();
+                assert!(!r.contains("shared/"), "{file}: {r}");
+                if r.contains("docs/") {
+                    let doc = r
+                        .split("docs/")
+                        .nth(1)
+                        .unwrap()
+                        .split([' ', ',', ';', ')'])
+                        .next()
+                        .unwrap();
+                    let path = format!("{}/docs/{doc}", env!("CARGO_MANIFEST_DIR"));
+                    assert!(
+                        std::path::Path::new(&path).exists(),
+                        "{file}: {r} names a missing {path}"
+                    );
+                }
+            }
+        }
     }
 }
 

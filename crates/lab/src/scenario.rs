@@ -53,7 +53,7 @@ pub struct ScenarioInfo {
     pub name: &'static str,
     /// What the guest does.
     pub summary: &'static str,
-    /// Which field report (shared/field-reports) it reproduces, if any.
+    /// Which field report (docs/field-reports.md) it reproduces, if any.
     pub reproduces: &'static str,
     /// Privilege level of the measured code.
     pub privilege: Privilege,

@@ -164,7 +164,7 @@ impl Rule for FaultStorm {
         ));
         finding.fix = fix;
         finding.references = vec![
-            "field report 000 (shared/field-reports/000_7e14daa41237f142.txt)".into(),
+            "case 000 in kvmscope's docs/field-reports.md (CI VMs slowed by the MMU fault path)".into(),
             "Documentation/virt/kvm/x86/mmu.rst".into(),
             "arch/x86/kvm/mmu/mmu.c kvm_mmu_page_fault; arch/x86/kvm/mmu/paging_tmpl.h FNAME(page_fault)".into(),
         ];

@@ -145,7 +145,7 @@ impl Rule for Halt {
             Fix::new("fewer wake-up sources in the guest: timers (see timer-storm), IPIs (see ipi-storm), device interrupts"),
         ];
         finding.references = vec![
-            "field report 004 (shared/field-reports/004_ba6cbf6e0edaa35f.txt)".into(),
+            "case 004 in kvmscope's docs/field-reports.md (arm64 real-time guest: SGI1R traps, IPI attribution, timer migration)".into(),
             "Documentation/virt/kvm/halt-polling.rst".into(),
             "Documentation/virt/guest-halt-polling.rst".into(),
             "virt/kvm/kvm_main.c kvm_vcpu_halt, kvm_vcpu_block".into(),

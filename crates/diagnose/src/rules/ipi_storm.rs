@@ -196,7 +196,7 @@ impl Rule for IpiStorm {
         ));
         finding.fix = fix;
         finding.references = vec![
-            "field report 004 (shared/field-reports/004_ba6cbf6e0edaa35f.txt)".into(),
+            "case 004 in kvmscope's docs/field-reports.md (arm64 real-time guest: SGI1R traps, IPI attribution, timer migration)".into(),
             "arch/x86/kvm/lapic.c kvm_apic_send_ipi; arch/x86/kvm/x86.c handle_fastpath_set_x2apic_icr_irqoff".into(),
             "Documentation/virt/kvm/x86/cpuid.rst (KVM_FEATURE_PV_SEND_IPI)".into(),
         ];

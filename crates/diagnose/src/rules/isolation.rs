@@ -131,7 +131,7 @@ impl Rule for Isolation {
                 .into(),
             fix,
             references: vec![
-                "field report 004 (shared/field-reports/004_ba6cbf6e0edaa35f.txt)".into(),
+                "case 004 in kvmscope's docs/field-reports.md (arm64 real-time guest: SGI1R traps, IPI attribution, timer migration)".into(),
                 "Documentation/timers/no_hz.rst".into(),
                 "Documentation/admin-guide/kernel-parameters.txt (isolcpus, nohz_full, rcu_nocbs)".into(),
                 "Documentation/admin-guide/sysctl/kernel.rst (timer_migration)".into(),

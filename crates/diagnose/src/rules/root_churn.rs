@@ -148,7 +148,7 @@ impl Rule for RootChurn {
             ),
         ];
         finding.references = vec![
-            "field report 001 (shared/field-reports/001_5ffb496b86de63f5.txt)".into(),
+            "case 001 in kvmscope's docs/field-reports.md (shadow MMU root reloads per second)".into(),
             "Documentation/virt/kvm/x86/mmu.rst (shadow pages, unsync, root cache)".into(),
             "arch/x86/kvm/mmu/mmu.c kvm_mmu_new_pgd, cached_root_find_and_keep_current, kvm_mmu_load".into(),
         ];

@@ -286,7 +286,7 @@ impl TimerStorm {
         ));
         finding.fix = fix;
         finding.references = vec![
-            "field report 003 (shared/field-reports/003_b92de91f9ab13729.txt)".into(),
+            "case 003 in kvmscope's docs/field-reports.md (a nohz=off guest holding host CPUs at top frequency)".into(),
             "Documentation/timers/no_hz.rst".into(),
             "arch/x86/kvm/x86.c handle_fastpath_set_msr_irqoff; arch/x86/kvm/lapic.c kvm_set_lapic_tscdeadline_msr".into(),
         ];

@@ -104,7 +104,7 @@ impl Rule for Vpmu {
             ),
         ];
         finding.references = vec![
-            "field report 002 (shared/field-reports/002_82479b0d175779a2.txt)".into(),
+            "case 002 in kvmscope's docs/field-reports.md; https://lore.kernel.org/all/20230901185646.2823254-1-jmattson@google.com/ (KVM: x86: Synthesize at most one PMI per VM-exit)".into(),
             "https://lore.kernel.org/all/20230901185646.2823254-1-jmattson@google.com/".into(),
             "arch/x86/kvm/pmu.c reprogram_counter, kvm_pmu_deliver_pmi".into(),
         ];
