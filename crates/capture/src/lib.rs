@@ -4,6 +4,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod assemble;
 pub mod counters;
 pub mod error;
 pub mod events;

@@ -41,6 +41,9 @@ pub struct MatrixArgs {
     /// snapshot), as `kvmscope diagnose` would: the top finding per scenario.
     #[arg(long)]
     pub diagnose: bool,
+    /// Seconds each arm64 scenario's guest runs (arm64 hosts only).
+    #[arg(long, default_value_t = 10)]
+    pub guest_secs: u32,
     /// Where the outputs go (one directory per host, one per scenario inside).
     #[arg(long, default_value = "kvmscope-lab-matrix")]
     pub out: PathBuf,
@@ -248,10 +251,16 @@ fn extra_args(given: &[String]) -> anyhow::Result<Vec<(Scenario, Vec<String>)>> 
 }
 
 pub fn run(a: MatrixArgs) -> anyhow::Result<ExitCode> {
-    let list = scenarios(&a.scenario)?;
     if a.host.is_empty() {
         bail!("give at least one --host");
     }
+    if a.host.iter().any(|f| f.is_arm64()) {
+        if !a.host.iter().all(|f| f.is_arm64()) {
+            bail!("arm64 hosts run other scenarios (`kvmscope lab matrix --host arm64,arm64-nvhe`): give them in a matrix of their own");
+        }
+        return arm64_matrix(&a);
+    }
+    let list = scenarios(&a.scenario)?;
     let perf_for = |s: Scenario| {
         a.perf
             .as_ref()
@@ -300,6 +309,33 @@ pub fn run(a: MatrixArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The arm64 scenarios (`super::arm64`) on each arm64 host, one boot per host.
+fn arm64_matrix(a: &MatrixArgs) -> anyhow::Result<ExitCode> {
+    let list = super::arm64::scenarios(&a.scenario)?;
+    let secs = a.guest_secs.clamp(1, 600);
+    let mut all = Vec::new();
+    for flavour in &a.host {
+        let out = a.out.join(flavour.name());
+        all.push(super::arm64::run_all(*flavour, &list, secs, &out)?);
+    }
+    let mut code = ExitCode::SUCCESS;
+    for (host, outcomes) in &all {
+        if a.json {
+            continue;
+        }
+        code = super::arm64::print(host, outcomes, false)?;
+        println!();
+    }
+    if a.json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|(h, o)| serde_json::json!({"emulated_host": h, "scenarios": o}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(code)
 }
 
 fn render(results: &[HostResult]) -> String {

@@ -200,6 +200,9 @@ fn spec_of(r: &RunArgs) -> anyhow::Result<ScenarioSpec> {
 }
 
 fn run_scenario(r: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(flavour) = r.host.filter(|f| f.is_arm64()) {
+        return arm64::run_one(&r.scenario, flavour, r.duration, r.out.clone(), r.json);
+    }
     let spec = spec_of(&r)?;
     if let Some(flavour) = r.host {
         return emulated::run(&r, &spec, flavour);
@@ -272,6 +275,7 @@ fn json_of(outcome: &RunOutcome, seen: Option<&[u64]>) -> anyhow::Result<serde_j
     Ok(v)
 }
 
+mod arm64;
 mod emulated;
 mod matrix;
 mod perf_kvm;

@@ -14,8 +14,10 @@
 //! Timestamps inside are emulated time: the emulated CPU is ~100x slower than this one, so
 //! exit kinds, counts and sequences are real, absolute latencies and rates are not.
 
+pub mod arm64;
 mod console;
 pub mod cpio;
+mod elf;
 mod packages;
 
 use std::io::{BufRead, BufReader};
@@ -41,17 +43,30 @@ pub enum Flavour {
     Svm,
     /// AMD SVM with shadow paging (`kvm_amd npt=0`).
     SvmShadow,
+    /// arm64 KVM in VHE mode (the kernel at EL2) on QEMU's emulated Armv8 (`-cpu max`,
+    /// GICv3).
+    Arm64,
+    /// arm64 KVM in nVHE mode (`kvm-arm.mode=nvhe`: the kernel at EL1, a small hypervisor at
+    /// EL2).
+    Arm64Nvhe,
 }
 
 impl Flavour {
     /// Every flavour.
-    pub const ALL: &'static [Flavour] = &[Flavour::Svm, Flavour::SvmShadow];
+    pub const ALL: &'static [Flavour] = &[
+        Flavour::Svm,
+        Flavour::SvmShadow,
+        Flavour::Arm64,
+        Flavour::Arm64Nvhe,
+    ];
 
     /// Its name on the command line (`--host svm`).
     pub fn name(self) -> &'static str {
         match self {
             Flavour::Svm => "svm",
             Flavour::SvmShadow => "svm-shadow",
+            Flavour::Arm64 => "arm64",
+            Flavour::Arm64Nvhe => "arm64-nvhe",
         }
     }
 
@@ -69,11 +84,50 @@ impl Flavour {
             Flavour::SvmShadow => {
                 "upstream kvm_amd with shadow paging (npt=0) on QEMU's emulated AMD EPYC"
             }
+            Flavour::Arm64 => {
+                "upstream arm64 KVM, VHE (kernel at EL2), on QEMU's emulated Armv8 (-cpu max, GICv3)"
+            }
+            Flavour::Arm64Nvhe => {
+                "upstream arm64 KVM, nVHE (kvm-arm.mode=nvhe), on QEMU's emulated Armv8 (-cpu max, GICv3)"
+            }
         }
     }
 
+    /// An arm64 host: kvmscope (an x86_64 program) does not run inside; its jobs record
+    /// with tracefs from the shell ([`arm64`]).
+    pub fn is_arm64(self) -> bool {
+        self.arch() == Arch::Arm64
+    }
+
     fn arch(self) -> Arch {
-        Arch::X86_64
+        match self {
+            Flavour::Svm | Flavour::SvmShadow => Arch::X86_64,
+            Flavour::Arm64 | Flavour::Arm64Nvhe => Arch::Arm64,
+        }
+    }
+
+    /// Kernel command-line words of this flavour.
+    fn cmdline(self) -> &'static str {
+        match self {
+            Flavour::Arm64Nvhe => " kvm-arm.mode=nvhe",
+            _ => "",
+        }
+    }
+
+    /// A shell test in the host's init that the kernel runs KVM the way this flavour says
+    /// (from the kernel log), with what to say when it does not.
+    fn mode_check(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Flavour::Arm64 => Some((
+                "dmesg | grep -q ' VHE mode initialized'",
+                "KVM did not start in VHE mode",
+            )),
+            Flavour::Arm64Nvhe => Some((
+                "dmesg | grep -q 'nVHE mode initialized'",
+                "KVM did not start in nVHE mode (kvm-arm.mode=nvhe)",
+            )),
+            _ => None,
+        }
     }
 
     /// `insmod` parameters per module.
@@ -90,12 +144,14 @@ impl Flavour {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Arch {
     X86_64,
+    Arm64,
 }
 
 impl Arch {
     fn debian(self) -> &'static str {
         match self {
             Arch::X86_64 => "amd64",
+            Arch::Arm64 => "arm64",
         }
     }
 
@@ -105,6 +161,9 @@ impl Arch {
             // The cloud flavour: a third of the generic one's size, boots in 3 s here, and
             // has KVM, virtio and tracing as modules or built in.
             Arch::X86_64 => "linux-image-cloud-amd64",
+            // Debian has no cloud flavour for arm64 with KVM built in: the generic one has
+            // CONFIG_KVM=y, virtio-mmio and virtio-blk as modules.
+            Arch::Arm64 => "linux-image-arm64",
         }
     }
 
@@ -112,6 +171,7 @@ impl Arch {
     fn modules(self) -> &'static [&'static str] {
         match self {
             Arch::X86_64 => &["kvm_amd", "virtio_blk"],
+            Arch::Arm64 => &["virtio_mmio", "virtio_blk"],
         }
     }
 
@@ -124,24 +184,42 @@ impl Arch {
                 "qemu-system-data",
                 "seabios",
             ],
+            // The amd64 build of QEMU's Arm emulators (it has qemu-system-aarch64).
+            Arch::Arm64 => &["qemu-system-arm", "qemu-system-common", "qemu-system-data"],
         }
     }
 
     fn qemu_binary(self) -> &'static str {
         match self {
             Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Arm64 => "qemu-system-aarch64",
         }
     }
 
     fn qemu_machine(self) -> Vec<String> {
         match self {
             Arch::X86_64 => ["-accel", "tcg", "-cpu", "EPYC"].map(String::from).to_vec(),
+            // virtualization=on gives the emulated CPU EL2; QEMU 10's `max` has FEAT_EVT (7.2's
+            // lacked it: KVM then traps every guest CTR_EL0 read).
+            Arch::Arm64 => [
+                "-accel",
+                "tcg",
+                "-M",
+                "virt,virtualization=on,gic-version=3",
+                "-cpu",
+                "max",
+                "-audio",
+                "none",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 
     fn console(self) -> &'static str {
         match self {
             Arch::X86_64 => "ttyS0",
+            Arch::Arm64 => "ttyAMA0",
         }
     }
 }
@@ -310,7 +388,15 @@ pub fn run(
     let work = WorkDir::new(out_dir)?;
     progress(Progress::Preparing("building the initramfs"));
     let initrd = work.0.join("initrd.cpio");
-    build_initramfs(config, &kernel, &busybox, jobs, &work.0, &initrd)?;
+    build_initramfs(
+        config,
+        &kernel,
+        &busybox,
+        jobs,
+        &work.0,
+        &initrd,
+        &mut |s| progress(Progress::Preparing(s)),
+    )?;
 
     let mut crashes = Vec::new();
     let mut attempt = 0;
@@ -599,6 +685,7 @@ fn build_initramfs(
     jobs: &[Job],
     work: &Path,
     to: &Path,
+    progress: &mut dyn FnMut(&str),
 ) -> Result<(), LabError> {
     let f = std::fs::File::create(to).map_err(|e| io_err("creating", to, e))?;
     let mut t = Tree {
@@ -612,6 +699,30 @@ fn build_initramfs(
         t.dir(d).map_err(ioe)?;
     }
     t.copy(busybox, "bin/busybox")?;
+    if config.flavour.is_arm64() {
+        let host_dir = config
+            .cache_dir
+            .join("hosts")
+            .join(config.flavour.arch().debian());
+        arm64::add_payload(&mut t, &host_dir, kernel, busybox, progress)?;
+    } else {
+        carry_kvmscope(config, work, &mut t)?;
+    }
+    for (name, path) in &kernel.modules {
+        t.copy(path, &format!("mods/{name}.ko"))?;
+    }
+    for (i, j) in jobs.iter().enumerate() {
+        t.bytes(&format!("jobs/{i}.sh"), 0o644, j.script.as_bytes())
+            .map_err(ioe)?;
+    }
+    let init = init_script(config.flavour, &kernel.modules, jobs);
+    t.bytes("init", 0o755, init.as_bytes()).map_err(ioe)?;
+    t.w.finish().map_err(ioe)?;
+    Ok(())
+}
+
+/// kvmscope (stripped when possible) and perf with their shared libraries (x86 hosts).
+fn carry_kvmscope(config: &HostConfig, work: &Path, t: &mut Tree) -> Result<(), LabError> {
     // Debug builds carry debug info (100+ MB): strip a copy when `strip` is here.
     let stripped = work.join("kvmscope");
     let carried = match Command::new("strip")
@@ -646,16 +757,6 @@ fn build_initramfs(
         }
         t.copy(Path::new(l), l.trim_start_matches('/'))?;
     }
-    for (name, path) in &kernel.modules {
-        t.copy(path, &format!("mods/{name}.ko"))?;
-    }
-    for (i, j) in jobs.iter().enumerate() {
-        t.bytes(&format!("jobs/{i}.sh"), 0o644, j.script.as_bytes())
-            .map_err(ioe)?;
-    }
-    let init = init_script(config.flavour, &kernel.modules, jobs);
-    t.bytes("init", 0o755, init.as_bytes()).map_err(ioe)?;
-    t.w.finish().map_err(ioe)?;
     Ok(())
 }
 
@@ -688,8 +789,12 @@ mount -t debugfs nodev /sys/kernel/debug
             "insmod /mods/{name}.ko {params} || fail insmod {name} {params}\n"
         ));
     }
+    s.push_str("[ -c /dev/kvm ] || fail no /dev/kvm after loading KVM\n");
+    if let Some((test, complaint)) = flavour.mode_check() {
+        s.push_str(&format!("{test} || fail {complaint}\n"));
+    }
     s.push_str(&format!(
-        r#"[ -c /dev/kvm ] || fail no /dev/kvm after loading KVM
+        r#"dmesg | grep -E 'kvm \[[0-9]+\]: .*mode initialized|All CPU\(s\) started' > /out/kvm-mode.txt
 n=0; while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
 [ -b /dev/vda ] || fail no output disk /dev/vda
 echo "{m}booted $(cut -d' ' -f1 /proc/uptime)"
@@ -780,8 +885,9 @@ fn boot(
         // check of the IO-APIC timer to fail ("IO-APIC + timer doesn't work!", a panic); the
         // check tests real hardware wiring, which an emulator does not have to prove.
         .arg(format!(
-            "console={} panic=-1 quiet loglevel=4 no_timer_check",
-            arch.console()
+            "console={} panic=-1 quiet loglevel=4 no_timer_check{}",
+            arch.console(),
+            config.flavour.cmdline()
         ))
         .args([
             "-nodefaults",

@@ -351,6 +351,77 @@ pub(crate) fn busybox(host_dir: &Path, arch: &'static str) -> Result<PathBuf, La
     Ok(path)
 }
 
+/// Debian's arm64 QEMU (`qemu-system-arm:arm64`, the VMM inside an arm64 host) and every
+/// package it depends on, resolved by the private apt against an empty dpkg status (so the
+/// whole closure, libc included) and unpacked into `<host_dir>/vmm/root`; from the cache when
+/// there. Returns the root.
+pub(crate) fn guest_vmm(
+    host_dir: &Path,
+    arch: &'static str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf, LabError> {
+    mkdir(host_dir)?;
+    let _lock = Lock::take(&host_dir.join(".lock"))?;
+    let dir = host_dir.join("vmm");
+    let root = dir.join("root");
+    if root.join("usr/bin/qemu-system-aarch64").exists() {
+        return Ok(root);
+    }
+    let apt = Apt::new(host_dir, arch);
+    if !apt.dir.join("sources.list").exists() || apt.show("qemu-system-arm")?.is_none() {
+        progress(&format!("fetching Debian's {arch} package lists"));
+        apt.update()?;
+    }
+    let debs = dir.join("debs");
+    mkdir(&debs.join("partial"))?;
+    let status = dir.join("empty-status");
+    write(&status, b"")?;
+    progress(&format!(
+        "downloading qemu-system-arm:{arch} and its dependencies"
+    ));
+    run_tool(
+        apt.command("apt-get")
+            .arg("-o")
+            .arg(format!("Dir::State::status={}", status.display()))
+            .arg("-o")
+            .arg(format!("Dir::Cache::archives={}", debs.display()))
+            .args([
+                "install",
+                "--download-only",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "qemu-system-arm",
+            ]),
+        &format!("downloading qemu-system-arm ({arch}) with its dependencies"),
+    )?;
+    let tmp = dir.join("root.unpack");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let mut n = 0;
+    for e in std::fs::read_dir(&debs)
+        .map_err(|e| io_err("reading", &debs, e))?
+        .flatten()
+    {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "deb") {
+            run_tool(
+                Command::new("dpkg-deb").arg("-x").arg(&p).arg(&tmp),
+                &format!("unpacking {}", p.display()),
+            )?;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return Err(LabError::HostSetup {
+            what: format!("apt left no packages in {}", debs.display()),
+            detail: String::new(),
+        });
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::rename(&tmp, &root).map_err(|e| io_err("moving", &tmp, e))?;
+    Ok(root)
+}
+
 /// Unpacks a kernel .deb: the image as `vmlinuz`, every module decompressed under `modules/`.
 fn unpack_kernel(deb: &Path, host_dir: &Path) -> Result<KernelInfo, LabError> {
     let fields = run_tool(
