@@ -9,6 +9,8 @@
 //! DIR/header_page              events/header_page
 //! DIR/header_event             events/header_event
 //! DIR/events/SYSTEM/EVENT      events/SYSTEM/EVENT/format (ftrace/* for the ftrace formats)
+//! DIR/events/SYSTEM.all        or a system's format files concatenated (each starts with
+//!                              `name:`; one `cat` instead of one per event)
 //! DIR/saved_cmdlines           pid comm            (optional)
 //! DIR/saved_tgids              tid tgid            (optional)
 //! DIR/task_comms, task_tgids   tid comm / tid tgid of the threads alive at the end
@@ -50,6 +52,21 @@ pub struct Assembled {
     pub sysreg_names: usize,
     /// Bytes written.
     pub size: u64,
+}
+
+/// Format files concatenated: a new one starts at each `name:` line.
+fn split_formats(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("name: ") || out.is_empty() {
+            out.push(String::new());
+        }
+        if let Some(last) = out.last_mut() {
+            last.push_str(line);
+        }
+    }
+    out.retain(|f| !f.trim().is_empty());
+    out
 }
 
 /// `Op0,Op1,CRn,CRm,Op2 NAME` lines; lines that do not parse are skipped.
@@ -135,23 +152,35 @@ pub fn assemble_from_dir(
     let mut sys_access: Option<EventFormat> = None;
     let mut ftrace_formats = Vec::new();
     let mut enabled = Vec::new();
-    for sys_dir in sorted_entries(&dir.join("events")) {
-        let Some(system) = sys_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(String::from)
-        else {
+    // (system, format texts) from SYSTEM/EVENT files and SYSTEM.all files
+    let mut found: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for entry in sorted_entries(&dir.join("events")) {
+        let Some(name) = entry.file_name().and_then(|n| n.to_str()).map(String::from) else {
             continue;
         };
-        if !sys_dir.is_dir() {
-            continue;
+        if entry.is_dir() {
+            for f in sorted_entries(&entry) {
+                found
+                    .entry(name.clone())
+                    .or_default()
+                    .push((read_text(&f)?, f.display().to_string()));
+            }
+        } else if let Some(system) = name.strip_suffix(".all") {
+            let text = read_text(&entry)?;
+            for (i, part) in split_formats(&text).into_iter().enumerate() {
+                found
+                    .entry(system.to_string())
+                    .or_default()
+                    .push((part, format!("{} (format {})", entry.display(), i + 1)));
+            }
         }
+    }
+    for (system, formats) in found {
         let mut texts = Vec::new();
-        for f in sorted_entries(&sys_dir) {
-            let text = read_text(&f)?;
+        for (text, what) in formats {
             // Only formats kvmscope and trace-cmd can read go in; a bad one is an error so
             // that a truncated copy is noticed.
-            let fmt = EventFormat::parse(&system, &text, &f.display().to_string())?;
+            let fmt = EventFormat::parse(&system, &text, &what)?;
             if system == "kvm" && fmt.name == "kvm_sys_access" {
                 sys_access = Some(fmt.clone());
             }
@@ -377,6 +406,13 @@ mod tests {
         std::fs::write(p.join("header_event"), HEADER_EVENT).unwrap();
         std::fs::create_dir_all(p.join("events/test")).unwrap();
         std::fs::write(p.join("events/test/ev"), FMT).unwrap();
+        let fmt2 = FMT
+            .replace("name: ev", "name: ev2")
+            .replace("ID: 500", "ID: 501");
+        let fmt3 = FMT
+            .replace("name: ev", "name: ev3")
+            .replace("ID: 500", "ID: 502");
+        std::fs::write(p.join("events/other.all"), format!("{fmt2}{fmt3}")).unwrap();
         for cpu in 0..2u64 {
             let mut data = Vec::new();
             for page in 0..2u64 {
@@ -429,7 +465,11 @@ mod tests {
         );
         assert_eq!(td.cmdlines.get(&79).map(String::as_str), Some("worker"));
         assert_eq!(side["system"]["arch"], "aarch64");
-        assert_eq!(side["events"], serde_json::json!(["test:ev"]));
+        assert_eq!(
+            side["events"],
+            serde_json::json!(["other:ev2", "other:ev3", "test:ev"])
+        );
+        assert_eq!(td.formats.by_name("other", "ev3").map(|f| f.id), Some(502));
         let (counts, _) = tracedat::count_events(&td, &file).unwrap();
         assert_eq!(counts.values().sum::<u64>(), 42);
     }

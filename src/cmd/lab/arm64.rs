@@ -138,6 +138,10 @@ fn outcome(j: &JobResult, flavour: Flavour) -> anyhow::Result<Outcome> {
         error = Some("the host recorded nothing".into());
     }
     let guest_dir = dir.join("guest/trace");
+    let host_syms = std::fs::read(dir.join("host-trace/kallsyms")).unwrap_or_default();
+    if arm64::same_kernel_text(&text("guest/text-base"), &host_syms) {
+        let _ = std::fs::write(guest_dir.join("kallsyms"), &host_syms);
+    }
     let guest_trace = if guest_dir.join("header_page").exists() {
         let p = dir.join("guest-trace.dat");
         let mut end = kvmscope_system::snapshot::collect_from(&dir.join("guest/snap-end"));

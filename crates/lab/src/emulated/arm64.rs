@@ -123,7 +123,7 @@ start)
 stop)
   D=$3
   echo 0 > "$I/tracing_on"
-  mkdir -p "$D/events/ftrace"
+  mkdir -p "$D/events"
   if [ -d "$I-sysreg" ]; then
     echo 0 > "$I-sysreg/tracing_on"
     sed -n 's/.*PC: [0-9a-f]* \([^ ]*\) (\([0-9,]*\)).*/\2 \1/p' "$I-sysreg/trace" | sort -u > "$D/sysreg_names"
@@ -137,23 +137,30 @@ stop)
   done
   for c in "$I"/per_cpu/cpu*; do
     k=0
-    while grep -q '^entries: [1-9]' "$c/stats" && [ $k -lt 600 ]; do sleep 0.1; k=$((k+1)); done
+    while [ $k -lt 600 ]; do
+      left=0
+      while read -r key val; do [ "$key" = entries: ] && left=$val; done < "$c/stats"
+      [ "$left" = 0 ] && break
+      sleep 0.1; k=$((k+1))
+    done
   done
-  sleep 0.5
+  sleep 0.2
   kill $pids 2>/dev/null
   wait
   for c in "$I"/per_cpu/cpu*; do cat "$c/stats" > "$D/stats.cpu${c##*/cpu}"; done
   cat "$T/events/header_page" > "$D/header_page"
   cat "$T/events/header_event" > "$D/header_event"
-  for s in $(cat "/tmp/.ktrace-$N.systems"); do
+  # the format files of the enabled events, one cat per system (SYSTEM.all: concatenated)
+  read -r systems < "/tmp/.ktrace-$N.systems"
+  for s in $systems; do
     [ -d "$I/events/$s" ] || continue
-    mkdir -p "$D/events/$s"
+    list=
     for e in "$I/events/$s"/*/; do
-      e=${e%/}
-      [ "$(cat "$e/enable")" = 1 ] && cat "$e/format" > "$D/events/$s/${e##*/}"
+      read -r v < "$e/enable"; [ "$v" = 1 ] && list="$list ${e}format"
     done
+    [ -n "$list" ] && cat $list > "$D/events/$s.all"
   done
-  for e in "$T"/events/ftrace/*/; do e=${e%/}; cat "$e/format" > "$D/events/ftrace/${e##*/}" 2>/dev/null; done
+  cat "$T"/events/ftrace/*/format > "$D/events/ftrace.all" 2>/dev/null
   cat "$I/trace_clock" > "$D/trace_clock"
   cat "$T/saved_cmdlines" > "$D/saved_cmdlines"
   # every live thread's own name and process: saved_cmdlines only knows threads that emitted
@@ -166,7 +173,11 @@ stop)
     echo "${t##*/} ${p#/proc/}" >> "$D/task_tgids"
   done
   cat "$T/saved_tgids" > "$D/saved_tgids" 2>/dev/null
-  [ "$4" = nokallsyms ] || cat /proc/kallsyms > "$D/kallsyms"
+  # /proc/kallsyms is slow to generate under emulation: once per boot
+  if [ "$4" != nokallsyms ]; then
+    [ -s /tmp/.ktrace-kallsyms ] || cat /proc/kallsyms > /tmp/.ktrace-kallsyms
+    cp /tmp/.ktrace-kallsyms "$D/kallsyms"
+  fi
   uname -a > "$D/uname"
   rm -f "/tmp/.ktrace-$N.systems"
   rmdir "$I"
@@ -207,12 +218,15 @@ done
 [ "$S" = isolation-tm0 ] && TM=0
 n=0; while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
 mkdir -p /out; cd /out
+tm() {{ echo "$(cut -d' ' -f1 /proc/uptime) $1" >> /out/timing; }}
+tm init
 ksnap snap-start
 ktrace start kvmscope-guest 4096 ipi csd irq timer
 loop() {{ while [ ! -e /tmp/stop ]; do "$@"; done; }}
 echo "{GUEST_START} $S"
-# the host starts recording now (its shell takes a second or two under emulation)
-sleep 3
+tm started
+# the host starts recording now (its shell takes a second under emulation)
+sleep 2
 cat /proc/interrupts > interrupts.before
 case "$S" in
 ipi)
@@ -243,8 +257,16 @@ touch /tmp/stop
 wait
 cat /proc/interrupts > interrupts.after
 echo "{GUEST_END} $S"
-ksnap snap-end
-ktrace stop kvmscope-guest trace
+tm ended
+mkdir -p snap-end/proc
+cat /proc/interrupts > snap-end/proc/interrupts
+cat /proc/softirqs > snap-end/proc/softirqs
+tm snap
+# the guest runs the host's kernel without KASLR (as the host does): the host's kallsyms
+# serves for both once their _text agree (generating kallsyms here would take seconds)
+grep -m1 ' _text$' /proc/kallsyms > text-base
+ktrace stop kvmscope-guest trace nokallsyms
+tm saved
 tar -cf /dev/vda .
 sync
 poweroff -f
@@ -255,13 +277,15 @@ poweroff -f
 /// The job running scenario `s` for `secs` seconds in a nested guest with `vcpus` vCPUs.
 pub fn job(s: &Scenario, secs: u32) -> Job {
     let cmdline = format!(
-        "console=ttyAMA0 panic=-1 quiet kvmscope.scenario={} kvmscope.secs={secs} {}",
+        "console=ttyAMA0 panic=-1 quiet nokaslr kvmscope.scenario={} kvmscope.secs={secs} {}",
         s.name, s.guest_cmdline
     );
     Job {
         name: s.name.to_string(),
         script: format!(
-            r#"ksnap host-snap
+            r#"tm() {{ echo "$(cut -d' ' -f1 /proc/uptime) $1" >> timing; }}
+tm job
+ksnap host-snap
 rm -f /tmp/guest.img; dd if=/dev/zero of=/tmp/guest.img bs=1M count=0 seek=64 2>/dev/null
 {{ qemu-system-aarch64 -accel kvm -cpu host -M virt,gic-version=3 -smp 2 -m 256 \
     -kernel /guest/Image -initrd /guest/initrd -append '{cmdline}' \
@@ -272,13 +296,15 @@ rm -f /tmp/guest.img; dd if=/dev/zero of=/tmp/guest.img bs=1M count=0 seek=64 2>
 }} | while IFS= read -r l; do
   echo "$l" >> guest-console.log
   case "$l" in
-    *{GUEST_START}*) ktrace start kvmscope-arm64 16384 kvm ipi csd timer irq ;;
-    *{GUEST_END}*) ktrace stop kvmscope-arm64 host-trace ;;
+    *{GUEST_START}*) tm guest-start; ktrace start kvmscope-arm64 16384 kvm ipi csd timer irq; tm traced ;;
+    *{GUEST_END}*) tm guest-end; ktrace stop kvmscope-arm64 host-trace; tm saved ;;
+    *@@kvmscope-vmm:exit*) tm vmm-exit ;;
   esac
 done
 mkdir -p guest
 tar -xf /tmp/guest.img -C guest
 rm -f /tmp/guest.img
+tm guest-saved
 [ -d /sys/kernel/tracing/instances/kvmscope-arm64 ] && ktrace stop kvmscope-arm64 host-trace
 grep -q '@@kvmscope-vmm:exit 0' guest-console.log || {{ echo "the guest's VMM failed:" >&2; tail -n 20 guest-console.log >&2; exit 2; }}
 [ -f host-trace/header_page ] || {{ echo "the guest never said it started its scenario" >&2; tail -n 20 guest-console.log >&2; exit 2; }}
@@ -457,6 +483,17 @@ pub fn ipi_deltas(before: &str, after: &str) -> IpiDeltas {
     }
     rows.sort_by_key(|r| r.0[3..].parse::<u32>().unwrap_or(u32::MAX));
     IpiDeltas { rows }
+}
+
+/// Whether the guest's `_text` line (`guest/text-base`) is the host's (`host-trace/kallsyms`):
+/// then the host's symbols are the guest's too (same kernel, no KASLR on either).
+pub fn same_kernel_text(guest_text_base: &str, host_kallsyms: &[u8]) -> bool {
+    let g = guest_text_base.trim();
+    !g.is_empty()
+        && host_kallsyms
+            .split(|&b| b == b'\n')
+            .take(100_000)
+            .any(|l| l == g.as_bytes())
 }
 
 /// `key value` lines of a guest's `result` file.

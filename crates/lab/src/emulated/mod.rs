@@ -109,7 +109,10 @@ impl Flavour {
     /// Kernel command-line words of this flavour.
     fn cmdline(self) -> &'static str {
         match self {
-            Flavour::Arm64Nvhe => " kvm-arm.mode=nvhe",
+            // nokaslr: the nested guest runs the same kernel without KASLR, so the host's
+            // kallsyms names the guest's functions too (see arm64::same_kernel_text)
+            Flavour::Arm64 => " nokaslr",
+            Flavour::Arm64Nvhe => " nokaslr kvm-arm.mode=nvhe",
             _ => "",
         }
     }
@@ -791,7 +794,7 @@ mount -t debugfs nodev /sys/kernel/debug
     }
     s.push_str("[ -c /dev/kvm ] || fail no /dev/kvm after loading KVM\n");
     if let Some((test, complaint)) = flavour.mode_check() {
-        s.push_str(&format!("{test} || fail {complaint}\n"));
+        s.push_str(&format!("{test} || fail '{complaint}'\n"));
     }
     s.push_str(&format!(
         r#"dmesg | grep -E 'kvm \[[0-9]+\]: .*mode initialized|All CPU\(s\) started' > /out/kvm-mode.txt
