@@ -57,6 +57,8 @@ pub struct Outcome {
     pub host: HostCounts,
     /// IPIs the guest's kernel counted during the scenario (its /proc/interrupts).
     pub guest_ipis: IpiDeltas,
+    /// The guest's local timer (arch_timer, CNTV) interrupts per vCPU during the scenario.
+    pub guest_timer_irqs: Vec<u64>,
     /// What the scenario's own loops counted.
     pub results: BTreeMap<String, u64>,
     /// Wall time of its job here.
@@ -118,6 +120,10 @@ fn outcome(j: &JobResult, flavour: Flavour) -> anyhow::Result<Outcome> {
         &text("guest/interrupts.after"),
     );
     let results = arm64::results(&text("guest/result"));
+    let guest_timer_irqs = arm64::timer_deltas(
+        &text("guest/interrupts.before"),
+        &text("guest/interrupts.after"),
+    );
     let trace = dir.join("trace.dat");
     let mut error = (j.status != 0).then(|| text("stderr").trim_end().to_string());
     let mut host = HostCounts::default();
@@ -167,6 +173,7 @@ fn outcome(j: &JobResult, flavour: Flavour) -> anyhow::Result<Outcome> {
         guest_trace,
         host,
         guest_ipis,
+        guest_timer_irqs,
         results,
         secs: j.secs,
     };
@@ -228,7 +235,7 @@ pub fn render(host: &HostRun, outcomes: &[Outcome]) -> String {
     }
     s.push('\n');
     s.push_str(&format!(
-        "{:<14} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  {:>9} {:>9} {:>6}\n",
+        "{:<14} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  {:>9} {:>9} {:>13} {:>6}\n",
         "scenario",
         "exits",
         "IRQ",
@@ -240,13 +247,14 @@ pub fn render(host: &HostRun, outcomes: &[Outcome]) -> String {
         "other",
         "SGI1R wr",
         "guest IPI",
+        "guest timer",
         "secs"
     ));
     for o in outcomes {
         let e = |k: &str| o.host.exits.get(k).copied().unwrap_or(0);
         let named = e("IRQ") + e("WFx") + e("SYS64") + e("DABT_LOW") + e("IABT_LOW") + e("HVC64");
         s.push_str(&format!(
-            "{:<14} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  {:>9} {:>9} {:>6.0}\n",
+            "{:<14} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  {:>9} {:>9} {:>13} {:>6.0}\n",
             o.scenario,
             o.host.exits_total(),
             e("IRQ"),
@@ -258,6 +266,11 @@ pub fn render(host: &HostRun, outcomes: &[Outcome]) -> String {
             o.host.exits_total() - named,
             o.host.sgi1r_total(),
             o.guest_ipis.all(),
+            o.guest_timer_irqs
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
             o.secs
         ));
         if let Some(err) = &o.error {
@@ -265,7 +278,7 @@ pub fn render(host: &HostRun, outcomes: &[Outcome]) -> String {
         }
     }
     s.push_str(&format!(
-        "\nSGI1R wr: ICC_SGI1R_EL1 writes the host trapped (kvm_sys_access); guest IPI: IPIs the guest's /proc/interrupts counted during the scenario.\nhost traces: {}/SCENARIO/trace.dat (guest side: guest-trace.dat); read them with `kvmscope report` or `trace-cmd report`\n",
+        "\nSGI1R wr: ICC_SGI1R_EL1 writes the host trapped (kvm_sys_access); guest IPI: IPIs the guest's /proc/interrupts counted during the scenario; guest timer: its arch_timer (CNTV) interrupts per vCPU.\nhost traces: {}/SCENARIO/trace.dat (guest side: guest-trace.dat); read them with `kvmscope report` or `trace-cmd report`\n",
         host.out_dir.display()
     ));
     s

@@ -496,6 +496,28 @@ pub fn same_kernel_text(guest_text_base: &str, host_kallsyms: &[u8]) -> bool {
             .any(|l| l == g.as_bytes())
 }
 
+/// The guest's local timer interrupts (the `arch_timer` row: the virtual timer, CNTV) per CPU
+/// between two copies of its /proc/interrupts.
+pub fn timer_deltas(before: &str, after: &str) -> Vec<u64> {
+    let row = |text: &str| -> Vec<u64> {
+        text.lines()
+            .find(|l| l.trim_end().ends_with("arch_timer"))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .map_while(|w| w.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let b = row(before);
+    row(after)
+        .iter()
+        .enumerate()
+        .map(|(i, n)| n.saturating_sub(b.get(i).copied().unwrap_or(0)))
+        .collect()
+}
+
 /// `key value` lines of a guest's `result` file.
 pub fn results(text: &str) -> BTreeMap<String, u64> {
     text.lines()
@@ -522,6 +544,8 @@ mod tests {
         assert_eq!(d.total("IPI1"), 17);
         assert_eq!(d.all(), 122);
         assert_eq!(ipi_deltas("", "garbage\n:::\nIPI9: x\n").all(), 0);
+        assert_eq!(timer_deltas(BEFORE, AFTER), [500, 400]);
+        assert!(timer_deltas("", "").is_empty());
     }
 
     #[test]
