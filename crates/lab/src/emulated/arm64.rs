@@ -276,6 +276,9 @@ poweroff -f
 
 /// The job running scenario `s` for `secs` seconds in a nested guest with `vcpus` vCPUs.
 pub fn job(s: &Scenario, secs: u32) -> Job {
+    // ~150 KiB/s per CPU of host events in the busiest scenario; the buffer holds the whole
+    // run (it is read after tracing stops), with room to spare.
+    let buffer_kb = (u64::from(secs) * 1600).clamp(16384, 131072);
     let cmdline = format!(
         "console=ttyAMA0 panic=-1 quiet nokaslr kvmscope.scenario={} kvmscope.secs={secs} {}",
         s.name, s.guest_cmdline
@@ -296,7 +299,7 @@ rm -f /tmp/guest.img; dd if=/dev/zero of=/tmp/guest.img bs=1M count=0 seek=64 2>
 }} | while IFS= read -r l; do
   echo "$l" >> guest-console.log
   case "$l" in
-    *{GUEST_START}*) tm guest-start; ktrace start kvmscope-arm64 16384 kvm ipi csd timer irq; tm traced ;;
+    *{GUEST_START}*) tm guest-start; ktrace start kvmscope-arm64 {buffer_kb} kvm ipi csd timer irq; tm traced ;;
     *{GUEST_END}*) tm guest-end; ktrace stop kvmscope-arm64 host-trace; tm saved ;;
     *@@kvmscope-vmm:exit*) tm vmm-exit ;;
   esac
