@@ -5,7 +5,8 @@
 //! ```text
 //! <cache>/hosts/<arch>/apt/            private apt state (lists, archives, sources.list)
 //! <cache>/hosts/<arch>/kernel.json     the kernel in use: package, version, release
-//! <cache>/hosts/<arch>/<release>/      vmlinuz and modules/<name>.ko (decompressed)
+//! <cache>/hosts/<arch>/<release>/      vmlinuz and modules/<name>.ko[.xz] (a .ko beside a
+//!                                      .ko.xz once a host used it)
 //! <cache>/hosts/<arch>/busybox         a static busybox
 //! ```
 
@@ -318,10 +319,10 @@ pub(crate) fn kernel(
         modules: order
             .into_iter()
             .map(|m| {
-                let path = index[&m].0.clone();
-                (m, path)
+                let path = unpacked_module(&m, &index[&m].0)?;
+                Ok((m, path))
             })
-            .collect(),
+            .collect::<Result<_, LabError>>()?,
         info,
     })
 }
@@ -422,7 +423,8 @@ pub(crate) fn guest_vmm(
     Ok(root)
 }
 
-/// Unpacks a kernel .deb: the image as `vmlinuz`, every module decompressed under `modules/`.
+/// Unpacks a kernel .deb: the image as `vmlinuz`, every module under `modules/` as it came
+/// (`name.ko` or `name.ko.xz`).
 fn unpack_kernel(deb: &Path, host_dir: &Path) -> Result<KernelInfo, LabError> {
     let fields = run_tool(
         Command::new("dpkg-deb")
@@ -476,16 +478,11 @@ fn unpack_kernel(deb: &Path, host_dir: &Path) -> Result<KernelInfo, LabError> {
         else {
             continue;
         };
-        let to = modules.join(format!("{}.ko", stem.replace('-', "_")));
-        if name.ends_with(".xz") {
-            let out = run_tool(
-                Command::new("xz").arg("-dc").arg(&f),
-                "decompressing a module",
-            )?;
-            write(&to, &out.stdout)?;
-        } else {
-            std::fs::rename(&f, &to).map_err(|e| io_err("moving", &f, e))?;
-        }
+        // Modules stay compressed: a generic kernel has thousands (~400 MB unpacked) and a
+        // host loads a few, decompressed on first use (see `kernel`).
+        let ext = if name.ends_with(".xz") { "ko.xz" } else { "ko" };
+        let to = modules.join(format!("{}.{ext}", stem.replace('-', "_")));
+        std::fs::rename(&f, &to).map_err(|e| io_err("moving", &f, e))?;
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(KernelInfo {
@@ -514,14 +511,17 @@ fn module_index(dir: &Path) -> Result<BTreeMap<String, (PathBuf, Vec<String>)>, 
         .flatten()
     {
         let p = e.path();
-        let Some(name) = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".ko"))
-        else {
+        let Some(file) = p.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        index.insert(name.to_string(), (p.clone(), Vec::new()));
+        if let Some(name) = file.strip_suffix(".ko") {
+            // an unpacked module wins over a compressed one
+            index.insert(name.to_string(), (p.clone(), Vec::new()));
+        } else if let Some(name) = file.strip_suffix(".ko.xz") {
+            index
+                .entry(name.to_string())
+                .or_insert_with(|| (p.clone(), Vec::new()));
+        }
     }
     Ok(index)
 }
@@ -572,7 +572,7 @@ fn load_order(
                 detail: String::new(),
             });
         }
-        let bytes = std::fs::read(path).map_err(|e| io_err("reading", path, e))?;
+        let bytes = module_bytes(path)?;
         for d in modinfo_depends(&bytes) {
             visit(&d, index, order, depth + 1)?;
         }
@@ -583,6 +583,34 @@ fn load_order(
         visit(&m.replace('-', "_"), index, &mut order, 0)?;
     }
     Ok(order)
+}
+
+/// A module's bytes, decompressed when it is a `.ko.xz`.
+fn module_bytes(path: &Path) -> Result<Vec<u8>, LabError> {
+    if path.extension().is_some_and(|e| e == "xz") {
+        Ok(run_tool(
+            Command::new("xz").arg("-dc").arg(path),
+            "decompressing a module",
+        )?
+        .stdout)
+    } else {
+        std::fs::read(path).map_err(|e| io_err("reading", path, e))
+    }
+}
+
+/// `path` as an uncompressed module: a `.ko.xz` is decompressed once beside it as `name.ko`.
+fn unpacked_module(name: &str, path: &Path) -> Result<PathBuf, LabError> {
+    if path.extension().is_none_or(|e| e != "xz") {
+        return Ok(path.to_path_buf());
+    }
+    let to = path.with_file_name(format!("{name}.ko"));
+    if !to.exists() {
+        let bytes = module_bytes(path)?;
+        let tmp = path.with_file_name(format!("{name}.ko.tmp"));
+        write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &to).map_err(|e| io_err("moving", &tmp, e))?;
+    }
+    Ok(to)
 }
 
 pub(crate) fn mkdir(p: &Path) -> Result<(), LabError> {
@@ -695,5 +723,30 @@ mod tests {
         assert_eq!(order, ["irqbypass", "kvm", "ccp", "kvm_amd"]);
         let err = load_order(&["nosuch"], &index).unwrap_err().to_string();
         assert!(err.contains("no module nosuch"), "{err}");
+    }
+
+    #[test]
+    fn compressed_modules_are_unpacked_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let ko = dir.path().join("virtio_blk.ko");
+        std::fs::write(&ko, "\0depends=virtio_mmio\0").unwrap();
+        std::fs::write(dir.path().join("virtio_mmio.ko"), "\0depends=\0").unwrap();
+        let Ok(st) = Command::new("xz").arg(&ko).status() else {
+            eprintln!("SKIPPED: no xz here");
+            return;
+        };
+        assert!(st.success());
+        let index = module_index(dir.path()).unwrap();
+        let xz = &index["virtio_blk"].0;
+        assert!(xz.to_string_lossy().ends_with(".ko.xz"));
+        assert_eq!(
+            load_order(&["virtio_blk"], &index).unwrap(),
+            ["virtio_mmio", "virtio_blk"]
+        );
+        let p = unpacked_module("virtio_blk", xz).unwrap();
+        assert_eq!(p, ko);
+        assert_eq!(std::fs::read(&p).unwrap(), b"\0depends=virtio_mmio\0");
+        // an unpacked one wins from now on
+        assert_eq!(module_index(dir.path()).unwrap()["virtio_blk"].0, ko);
     }
 }
