@@ -199,3 +199,25 @@ fn verify_traces_the_run_and_compares_with_the_ground_truth() {
     assert!(stdout(&o).contains("SEEN"), "{}", stdout(&o));
     assert!(!stdout(&o).contains("DIFF"), "{}", stdout(&o));
 }
+
+#[test]
+fn arm64_hosts_take_their_own_scenarios_and_refuse_others_before_booting() {
+    let o = run(&["lab", "run", "pio", "--host", "arm64"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("unknown arm64 scenario `pio`") && e.contains("timer-storm"),
+        "{e}"
+    );
+    let o = run(&["lab", "matrix", "--host", "arm64,svm"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("matrix of their own"), "{}", stderr(&o));
+    let o = run(&["lab", "list"]);
+    let text = stdout(&o);
+    for name in ["wfx", "isolation-tm0"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing:\n{text}"
+        );
+    }
+}

@@ -146,6 +146,13 @@ fn list(json: bool) -> anyhow::Result<ExitCode> {
         )?;
         writeln!(out, "{:<31}  reproduces: {}", "", i.reproduces)?;
     }
+    writeln!(
+        out,
+        "\nOn the emulated arm64 hosts (`lab run SCENARIO --host arm64|arm64-nvhe`, a nested Linux guest):"
+    )?;
+    for s in kvmscope_lab::emulated::arm64::SCENARIOS {
+        writeln!(out, "{:<14} {}", s.name, s.describe)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
