@@ -964,10 +964,10 @@ fn mmu(out: &mut String, data: &Value, r: &Report) {
         out,
         data,
         "t-roots",
-        "root page loads per level",
+        "shadow root loads per vCPU thread",
         "mmu.root_loads",
         &[
-            ("level", "0", Fmt::Id),
+            ("tid", "0", Fmt::Id),
             ("new", "1.new", Fmt::Int),
             ("existing", "1.existing", Fmt::Int),
         ],
@@ -990,10 +990,15 @@ fn mmu(out: &mut String, data: &Value, r: &Report) {
 }
 
 fn guest(out: &mut String, data: &Value, r: &Report) {
-    if r.guest.is_none() {
+    let Some(g) = &r.guest else {
         return;
-    }
-    out.push_str(r#"<section id="guest"><h2>Guest-side events</h2>"#);
+    };
+    // The traced kernel's own events: a guest's, unless that kernel runs KVM itself.
+    out.push_str(if g.host_side {
+        r#"<section id="guest"><h2>Host kernel's own events (timers, IPIs, MSR writes)</h2>"#
+    } else {
+        r#"<section id="guest"><h2>Guest-side events</h2>"#
+    });
     table(
         out,
         data,
