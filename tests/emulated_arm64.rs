@@ -8,26 +8,18 @@
 //! QEMU's libraries or apt are missing (CI installs them and sets KVMSCOPE_REQUIRE_KVM=1,
 //! which turns skips into failures).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
+use support::emulator_here;
 
 fn kvmscope() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kvmscope"))
-}
-
-/// The QEMU 10 (amd64 build of qemu-system-aarch64) the lab fetches needs the same shared
-/// libraries as Debian's qemu-system-x86; the kernel, busybox and the guest's arm64 QEMU are
-/// fetched with apt into the cache.
-fn emulator_here() -> bool {
-    kvmscope_capture::host::require_tool(
-        "qemu-system-x86_64",
-        "apt-get install --no-install-recommends qemu-system-x86",
-    ) && kvmscope_capture::host::require_tool("apt-get", "a Debian system")
-        && kvmscope_capture::host::require_tool("dpkg-deb", "apt-get install dpkg")
 }
 
 struct Run {

@@ -11,18 +11,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
+use support::emulator_here;
 
 fn kvmscope() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kvmscope"))
-}
-
-/// QEMU's libraries come with Debian's qemu-system-x86; the kernel, busybox and QEMU 10 are
-/// fetched with apt into the cache.
-fn emulator_here() -> bool {
-    kvmscope_capture::host::require_tool(
-        "qemu-system-x86_64",
-        "apt-get install --no-install-recommends qemu-system-x86",
-    ) && kvmscope_capture::host::require_tool("apt-get", "a Debian system")
 }
 
 /// Scenarios whose perf kvm stat report is compared (one per perf event kind, and hlt for a
@@ -69,17 +61,11 @@ fn matrix() -> Option<&'static Matrix> {
 
 fn report(trace: &Path, tids: &[u64]) -> Value {
     let tids: Vec<String> = tids.iter().map(|t| t.to_string()).collect();
-    let out = kvmscope()
-        .args(["report", "--json", "--tid", &tids.join(",")])
-        .arg(trace)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    support::report_json(&[
+        std::ffi::OsStr::new("--tid"),
+        std::ffi::OsStr::new(&tids.join(",")),
+        trace.as_os_str(),
+    ])
 }
 
 #[test]

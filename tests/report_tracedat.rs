@@ -2,24 +2,15 @@
 //! gives the same report as our text decoder on `trace-cmd report`'s output for the same file
 //! — two independent decoders (binary fields vs printed text) must agree.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
 fn report(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
-        .arg("report")
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    support::report_json(args)
 }
 
 fn trace_cmd_available() -> bool {

@@ -1,4 +1,4 @@
-//! Helpers shared by the report integration tests.
+//! Helpers shared by the integration tests.
 
 #![allow(dead_code)]
 
@@ -75,4 +75,32 @@ pub fn reported(report: &Value, event: &str, filter: Option<&str>) -> Option<u64
         }
         _ => None,
     }
+}
+
+/// Whether the emulated KVM hosts (SVM and arm64) can run here: QEMU's libraries come with
+/// Debian's qemu-system-x86 (the amd64 QEMU 10 builds of qemu-system-x86_64 and -aarch64 the
+/// lab fetches need the same ones); kernels, busybox and QEMU 10 are fetched with apt and
+/// unpacked with dpkg-deb into the cache. Prints the reason and returns false when not (fails
+/// under KVMSCOPE_REQUIRE_KVM=1).
+pub fn emulator_here() -> bool {
+    kvmscope_capture::host::require_tool(
+        "qemu-system-x86_64",
+        "apt-get install --no-install-recommends qemu-system-x86",
+    ) && kvmscope_capture::host::require_tool("apt-get", "a Debian system")
+        && kvmscope_capture::host::require_tool("dpkg-deb", "apt-get install dpkg")
+}
+
+/// `kvmscope report --json ARGS`, which must succeed.
+pub fn report_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .args(["report", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
