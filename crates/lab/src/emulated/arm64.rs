@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{cpio, elf, packages, Job, Tree};
+use super::{a64, cpio, elf, packages, Job, Tree};
 use crate::LabError;
 use packages::io_err;
 
@@ -51,7 +51,7 @@ pub struct Scenario {
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "ipi",
-        describe: "two tasks pinned to vCPU 0 and 1 ping-pong over a pipe (reschedule IPIs) while a third on vCPU 0 toggles a tracepoint (kernel text patching: function-call IPIs to do_nothing via kick_all_cpus_sync); every guest IPI is an ICC_SGI1R_EL1 write trapped by the host",
+        describe: "two tasks pinned to vCPU 0 and 1 ping-pong over fifos (a shell loop) and over pipes (a static arm64 program, far faster): remote wake-ups, reschedule and sched_ttwu_pending IPIs, while a third on vCPU 0 toggles a tracepoint (kernel text patching: function-call IPIs to do_nothing via kick_all_cpus_sync); every guest IPI is an ICC_SGI1R_EL1 write trapped by the host",
         guest_cmdline: "",
     },
     Scenario {
@@ -61,12 +61,12 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "timer-storm",
-        describe: "guest with nohz=off and a 100 us usleep loop on each vCPU: the virtual timer (CNTV) re-armed all the time",
+        describe: "guest with nohz=off and three 50 us clock_nanosleep loops on each vCPU (a static arm64 program: a shell loop is too slow under emulation): the virtual timer (CNTV) re-armed all the time",
         guest_cmdline: "nohz=off",
     },
     Scenario {
         name: "isolation",
-        describe: "guest with nohz_full=1 isolcpus=1 and kernel.timer_migration=1: a busy task on the isolated vCPU 1, timers on vCPU 0",
+        describe: "guest with nohz_full=1 isolcpus=1 rcu_nocbs=1 and kernel.timer_migration=1 (field report 004): a 1 ms sleep loop on the isolated vCPU 1, whose timer migrates to vCPU 0 and wakes vCPU 1 by IPI",
         guest_cmdline: "nohz_full=1 isolcpus=1 rcu_nocbs=1",
     },
     Scenario {
@@ -189,7 +189,7 @@ esac
 /// `ksnap DIR`: the /proc and /sys files of a system snapshot, copied under DIR.
 pub const KSNAP: &str = r#"#!/bin/sh
 d=$1
-for f in /proc/sys/kernel/osrelease /proc/version /proc/cmdline /proc/cpuinfo /proc/interrupts /proc/softirqs /proc/timer_list /sys/devices/system/cpu/isolated /sys/devices/system/cpu/nohz_full /proc/sys/kernel/timer_migration /sys/module/kvm/parameters/*; do
+for f in /proc/sys/kernel/osrelease /proc/version /proc/cmdline /proc/cpuinfo /proc/interrupts /proc/softirqs /proc/timer_list /sys/devices/system/cpu/isolated /sys/devices/system/cpu/nohz_full /proc/sys/kernel/timer_migration /sys/module/kvm/parameters/* /boot/config-*; do
   [ -r "$f" ] || continue
   mkdir -p "$d${f%/*}"
   cat "$f" > "$d$f" 2>/dev/null
@@ -220,6 +220,8 @@ n=0; while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
 mkdir -p /out; cd /out
 tm() {{ echo "$(cut -d' ' -f1 /proc/uptime) $1" >> /out/timing; }}
 tm init
+# before the snapshot, so that it shows the setting the scenario runs with
+case "$S" in isolation*) echo $TM > /proc/sys/kernel/timer_migration ;; esac
 ksnap snap-start
 ktrace start kvmscope-guest 4096 ipi csd irq timer
 loop() {{ while [ ! -e /tmp/stop ]; do "$@"; done; }}
@@ -234,26 +236,32 @@ ipi)
   taskset -c 1 sh -c 'exec 3</tmp/a 4>/tmp/b; while read x <&3; do echo "$x" >&4; done' &
   taskset -c 0 sh -c 'exec 3>/tmp/a 4</tmp/b; n=0; while [ ! -e /tmp/stop ]; do echo p >&3; read r <&4; n=$((n+1)); done; echo "round_trips $n" >> /out/result' &
   taskset -c 0 sh -c 'e=/sys/kernel/tracing/events/sched/sched_process_free/enable; n=0; while [ ! -e /tmp/stop ]; do echo 1 > $e; echo 0 > $e; n=$((n+1)); usleep 20000; done; echo "tracepoint_toggles $n" >> /out/result' &
+  # the same ping-pong without a shell: a static program pins itself to vCPU 0 and its child
+  # to vCPU 1; every byte wakes the other side remotely (reschedule / sched_ttwu_pending IPIs)
+  /bin/pingpong &
   ;;
 wfx)
   taskset -c 0 sh -c 'while [ ! -e /tmp/stop ]; do usleep 2000; done' &
   taskset -c 1 sh -c 'while [ ! -e /tmp/stop ]; do usleep 3000; done' &
   ;;
 timer-storm)
-  taskset -c 0 sh -c 'while [ ! -e /tmp/stop ]; do usleep 100; done' &
-  taskset -c 1 sh -c 'while [ ! -e /tmp/stop ]; do usleep 100; done' &
+  # three per vCPU: each waits ~1 ms for the emulated host to wake it, so one alone cannot
+  # re-arm faster than that
+  for c in 0 0 0 1 1 1; do taskset -c $c /bin/sleeploop & done
   ;;
 isolation|isolation-tm0)
-  echo $TM > /proc/sys/kernel/timer_migration
   echo "timer_migration $(cat /proc/sys/kernel/timer_migration)" >> /out/result
-  taskset -c 1 sh -c 'while [ ! -e /tmp/stop ]; do :; done' &
-  taskset -c 0 sh -c 'while [ ! -e /tmp/stop ]; do usleep 1000; done' &
+  # field report 004's cyclictest: a 1 ms sleep loop on the isolated vCPU 1. Its hrtimer is
+  # not pinned, so with timer migration on it is queued on a housekeeping CPU, and the wake-up
+  # comes to vCPU 1 as an IPI instead of its own timer interrupt
+  taskset -c 1 sh -c 'while [ ! -e /tmp/stop ]; do usleep 1000; done' &
   ;;
 idle) ;;
 *) echo "unknown scenario $S" >> /out/result ;;
 esac
 sleep $T
 touch /tmp/stop
+killall pingpong sleeploop 2>/dev/null
 wait
 cat /proc/interrupts > interrupts.after
 echo "{GUEST_END} $S"
@@ -336,6 +344,10 @@ pub(super) fn add_payload(
         t.copy(&from, &at)?;
     }
     t.copy(&kernel.image, "guest/Image")?;
+    t.copy(
+        &kernel.config,
+        &format!("boot/config-{}", kernel.info.release),
+    )?;
     let initrd = guest_initramfs(kernel, busybox).map_err(ioe)?;
     t.bytes("guest/initrd", 0o644, &initrd).map_err(ioe)?;
     Ok(())
@@ -348,8 +360,16 @@ fn guest_initramfs(kernel: &packages::Kernel, busybox: &Path) -> std::io::Result
         w.dir(d)?;
     }
     w.file("bin/busybox", 0o755, &std::fs::read(busybox)?)?;
+    w.dir("boot")?;
+    w.file(
+        &format!("boot/config-{}", kernel.info.release),
+        0o644,
+        &std::fs::read(&kernel.config)?,
+    )?;
     w.file("bin/ktrace", 0o755, KTRACE.as_bytes())?;
     w.file("bin/ksnap", 0o755, KSNAP.as_bytes())?;
+    w.file("bin/sleeploop", 0o755, &a64::sleep_loop(50_000))?;
+    w.file("bin/pingpong", 0o755, &a64::ping_pong())?;
     for (name, path) in &kernel.modules {
         w.file(&format!("mods/{name}.ko"), 0o644, &std::fs::read(path)?)?;
     }

@@ -14,6 +14,7 @@
 //! Timestamps inside are emulated time: the emulated CPU is ~100x slower than this one, so
 //! exit kinds, counts and sequences are real, absolute latencies and rates are not.
 
+mod a64;
 pub mod arm64;
 mod console;
 pub mod cpio;
@@ -702,6 +703,11 @@ fn build_initramfs(
         t.dir(d).map_err(ioe)?;
     }
     t.copy(busybox, "bin/busybox")?;
+    // the kernel's configuration where a snapshot looks for it (CONFIG_HZ, the tick mode)
+    t.copy(
+        &kernel.config,
+        &format!("boot/config-{}", kernel.info.release),
+    )?;
     if config.flavour.is_arm64() {
         let host_dir = config
             .cache_dir

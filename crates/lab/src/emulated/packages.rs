@@ -5,7 +5,7 @@
 //! ```text
 //! <cache>/hosts/<arch>/apt/            private apt state (lists, archives, sources.list)
 //! <cache>/hosts/<arch>/kernel.json     the kernel in use: package, version, release
-//! <cache>/hosts/<arch>/<release>/      vmlinuz and modules/<name>.ko[.xz] (a .ko beside a
+//! <cache>/hosts/<arch>/<release>/      vmlinuz, config and modules/<name>.ko[.xz] (a .ko beside a
 //!                                      .ko.xz once a host used it)
 //! <cache>/hosts/<arch>/busybox         a static busybox
 //! ```
@@ -39,6 +39,9 @@ pub struct KernelInfo {
 pub(crate) struct Kernel {
     pub info: KernelInfo,
     pub image: PathBuf,
+    /// The package's `boot/config-<release>`: snapshots of emulated machines read CONFIG_HZ
+    /// and the tick mode from it (Debian kernels have no /proc/config.gz).
+    pub config: PathBuf,
     pub modules: Vec<(String, PathBuf)>,
 }
 
@@ -271,6 +274,7 @@ pub(crate) fn kernel(
     let info = match cached {
         Some(info)
             if host_dir.join(&info.release).join("vmlinuz").exists()
+                && host_dir.join(&info.release).join("config").exists()
                 && wanted_package.as_ref().is_none_or(|p| *p == info.package) =>
         {
             info
@@ -316,6 +320,7 @@ pub(crate) fn kernel(
     let order = load_order(wanted, &index)?;
     Ok(Kernel {
         image: dir.join("vmlinuz"),
+        config: dir.join("config"),
         modules: order
             .into_iter()
             .map(|m| {
@@ -465,6 +470,8 @@ fn unpack_kernel(deb: &Path, host_dir: &Path) -> Result<KernelInfo, LabError> {
     let _ = std::fs::remove_dir_all(&dir);
     mkdir(&modules)?;
     std::fs::rename(&image, dir.join("vmlinuz")).map_err(|e| io_err("moving", &image, e))?;
+    let config = boot.join(format!("config-{release}"));
+    std::fs::rename(&config, dir.join("config")).map_err(|e| io_err("moving", &config, e))?;
     let tree = tmp.join("lib/modules").join(&release).join("kernel");
     let mut files = Vec::new();
     walk(&tree, &mut files);
