@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use kvmscope_analysis::timeline::Timeline;
-use kvmscope_analysis::{EventFilter, InputSummary, Report, ReportBuilder};
+use kvmscope_analysis::{EventFilter, InputSide, InputSummary, Report, ReportBuilder};
 use kvmscope_capture::recorder::{self, EventSel, RecordOptions, Recorder};
 use kvmscope_diagnose::Snapshot;
 
@@ -80,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tids: args.tids.clone(),
     };
     let mut timeline = args.html.as_ref().map(|_| Timeline::new());
+    let mut guest_system = None;
     let (report, system, live_note) = if args.files.is_empty() {
         let (report, system, note) = live(&args, filter, timeline.as_mut())?;
         (report, Some(system), note)
@@ -87,14 +88,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if args.live.is_some() || args.lab.is_some() {
             bail!("give capture files or --live/--lab, not both");
         }
-        let (report, system) = from_files_with(&args.files, &filter, timeline.as_mut())?;
-        (report, system, None)
+        let (report, sides) = from_files_sides(&args.files, &filter, timeline.as_mut())?;
+        guest_system = sides.guest;
+        (report, sides.host, None)
     };
     let system = match &args.system {
         Some(p) => Some(read_snapshot(p)?),
         None => system,
     };
-    let diagnosis = kvmscope_diagnose::diagnose(&report, system.as_ref());
+    let diagnosis =
+        kvmscope_diagnose::diagnose_sides(&report, system.as_ref(), guest_system.as_ref());
     if let (Some(out), Some(t)) = (&args.html, &timeline) {
         crate::cmd::html::write(
             out,
@@ -141,27 +144,68 @@ pub fn from_files(
 pub fn from_files_with(
     files: &[PathBuf],
     filter: &EventFilter,
-    mut timeline: Option<&mut Timeline>,
+    timeline: Option<&mut Timeline>,
 ) -> anyhow::Result<(Report, Option<Snapshot>)> {
+    let (report, sides) = from_files_sides(files, filter, timeline)?;
+    Ok((report, sides.host.or(sides.guest)))
+}
+
+/// The system snapshots that came with the inputs: the host's (or the only machine's) and, when
+/// a guest's own recording was among them, the guest's.
+#[derive(Debug, Default)]
+pub struct Sides {
+    pub host: Option<Snapshot>,
+    pub guest: Option<Snapshot>,
+}
+
+/// Which kernel a capture was recorded on, from what it contains: a trace.dat whose recorded
+/// event formats include KVM's exits was made on a kernel that runs KVM (a host); one without
+/// is a guest's (or a machine's without KVM). Text captures do not say.
+fn input_side(path: &Path) -> InputSide {
+    match kvmscope_capture::tracedat::TraceDat::open(path) {
+        Ok((td, _)) if td.formats.by_name("kvm", "kvm_exit").is_some() => InputSide::Host,
+        Ok(_) => InputSide::Guest,
+        Err(_) => InputSide::Unknown,
+    }
+}
+
+/// Reads capture files into one report and keeps each side's snapshot: a host's and a guest's
+/// recordings read together (e.g. `trace.dat guest-trace.dat` from an emulated arm64 host) give
+/// the guest analysis the guest's events only, and the guest's snapshot to its rules.
+pub fn from_files_sides(
+    files: &[PathBuf],
+    filter: &EventFilter,
+    mut timeline: Option<&mut Timeline>,
+) -> anyhow::Result<(Report, Sides)> {
     let mut builder = ReportBuilder::new();
     let mut inputs: Vec<InputSummary> = Vec::new();
-    let mut system = None;
-    for path in files {
+    let sides: Vec<InputSide> = files.iter().map(|p| input_side(p)).collect();
+    let mixed = sides.contains(&InputSide::Guest) && sides.contains(&InputSide::Host);
+    let mut snaps = Sides::default();
+    for (path, side) in files.iter().zip(&sides) {
+        builder.set_input(*side, mixed);
         inputs.push(crate::cmd::report::read_into_with(
             path,
             filter,
             &mut builder,
             timeline.as_deref_mut(),
         )?);
-        if system.is_none()
-            && inputs
-                .last()
-                .is_some_and(|i| i.format.starts_with("trace.dat"))
+        if !inputs
+            .last()
+            .is_some_and(|i| i.format.starts_with("trace.dat"))
         {
-            system = sidecar_snapshot(path)?;
+            continue;
+        }
+        let slot = if *side == InputSide::Guest && mixed {
+            &mut snaps.guest
+        } else {
+            &mut snaps.host
+        };
+        if slot.is_none() {
+            *slot = sidecar_snapshot(path)?;
         }
     }
-    Ok((builder.finish(inputs), system))
+    Ok((builder.finish(inputs), snaps))
 }
 
 /// The system snapshot in a trace.dat's kvmscope sidecar, when it has one.

@@ -14,4 +14,4 @@ pub mod report;
 pub mod stats;
 pub mod timeline;
 
-pub use report::{EventFilter, InputSummary, Report, ReportBuilder};
+pub use report::{EventFilter, InputSide, InputSummary, Report, ReportBuilder};

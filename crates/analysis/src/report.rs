@@ -96,6 +96,23 @@ pub struct ReportBuilder {
     pacing: Pacing,
     guest: Guest,
     guest_events: u64,
+    /// What the current input is, when its reader could tell (see [`ReportBuilder::set_input`]).
+    input: InputSide,
+    /// Guest-system events from inputs known to be guests.
+    guest_input_events: u64,
+    /// Leave a host kernel's own ipi/csd/timer events out of the guest analysis (a guest's
+    /// recording is among the inputs, and its events are the guest side).
+    skip_host_kernel: bool,
+}
+
+/// Which kernel an input was recorded on, as its contents say: a kernel whose recording
+/// enabled KVM's events (and so has KVM loaded) is a host.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum InputSide {
+    #[default]
+    Unknown,
+    Host,
+    Guest,
 }
 
 impl ReportBuilder {
@@ -121,11 +138,23 @@ impl ReportBuilder {
                 self.pacing.observe(ev);
             }
             "msr" | "timer" | "ipi" | "csd" | "irq_vectors" | "tlb" => {
+                if self.skip_host_kernel && self.input == InputSide::Host {
+                    return;
+                }
                 self.guest_events += 1;
+                self.guest_input_events += u64::from(self.input == InputSide::Guest);
                 self.guest.observe(ev);
             }
             _ => {}
         }
+    }
+
+    /// Says which kernel the next input was recorded on, and whether a guest's own recording
+    /// is among the inputs: then the host kernel's own ipi/csd/timer events stay out of the
+    /// guest analysis, which is the guest's.
+    pub fn set_input(&mut self, side: InputSide, guest_among_inputs: bool) {
+        self.input = side;
+        self.skip_host_kernel = guest_among_inputs;
     }
 
     pub fn finish(&self, inputs: Vec<InputSummary>) -> Report {
@@ -141,8 +170,9 @@ impl ReportBuilder {
             pacing: self.pacing.finish(),
             guest: (self.guest_events > 0).then(|| {
                 let mut g = self.guest.finish();
-                // A kernel that runs KVM is a host: its ipi/csd/timer events are its own.
-                g.host_side = self.overview.kvm_events() > 0;
+                // A kernel that runs KVM is a host: its ipi/csd/timer events are its own. Where
+                // an input was known to be a guest's, its events are the guest side.
+                g.host_side = self.guest_input_events == 0 && self.overview.kvm_events() > 0;
                 g
             }),
         }

@@ -136,7 +136,7 @@ impl<'r> Facts<'r> {
     }
 
     /// `ns` as a share of the busy vCPU threads' time, when exits are paired.
-    fn paired_share(&self, ns: u64) -> Option<Share> {
+    pub fn paired_share(&self, ns: u64) -> Option<Share> {
         (self.paired() && self.vcpu_time_ns > 0).then(|| Share {
             pct: pct(ns as f64, self.vcpu_time_ns as f64).min(100.0),
             how: ShareHow::Paired,

@@ -37,6 +37,11 @@ pub trait Rule: Sync {
     fn summary(&self) -> &'static str;
     /// The findings.
     fn check(&self, report: &Report, system: Option<&SystemSnapshot>) -> Vec<Finding>;
+    /// Whether the rule checks a guest's configuration (its command line, sysctls): then it
+    /// reads the guest's snapshot where a guest recording came with the host's.
+    fn reads_guest_config(&self) -> bool {
+        false
+    }
 }
 
 /// Every rule, in the order `docs/rules.md` lists them.
@@ -78,10 +83,29 @@ impl Diagnosis {
 
 /// Runs every rule and ranks the findings.
 pub fn diagnose(report: &Report, system: Option<&SystemSnapshot>) -> Diagnosis {
+    diagnose_sides(report, system, None)
+}
+
+/// [`diagnose`] over a host's and a guest's recordings read together: rules of the guest's
+/// configuration read the guest's snapshot, the others the host's (each falls back on the
+/// other's where one is missing).
+pub fn diagnose_sides(
+    report: &Report,
+    host: Option<&SystemSnapshot>,
+    guest: Option<&SystemSnapshot>,
+) -> Diagnosis {
     let facts = Facts::new(report);
+    let system = host.or(guest);
     let mut findings: Vec<Finding> = rules::ALL
         .iter()
-        .flat_map(|r| r.check(report, system))
+        .flat_map(|r| {
+            let sys = if r.reads_guest_config() {
+                guest.or(host)
+            } else {
+                system
+            };
+            r.check(report, sys)
+        })
         .collect();
     rank(&mut findings);
     Diagnosis {

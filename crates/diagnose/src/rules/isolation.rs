@@ -6,6 +6,7 @@ use kvmscope_system::SystemSnapshot;
 
 use crate::facts::Facts;
 use crate::finding::{Confidence, Evidence, Finding, Fix, Severity};
+use crate::rules::MIN_EVENTS;
 use crate::Rule;
 
 /// Local timer interrupts per second on a nohz_full CPU that say its tick runs: a stopped
@@ -19,6 +20,9 @@ impl Rule for Isolation {
     fn id(&self) -> &'static str {
         "isolation"
     }
+    fn reads_guest_config(&self) -> bool {
+        true
+    }
     fn summary(&self) -> &'static str {
         "nohz_full/isolcpus/rcu_nocbs set up wrong: ticks on isolated CPUs, timer migration on, parameters ignored"
     }
@@ -30,6 +34,7 @@ impl Rule for Isolation {
         let f = Facts::new(report);
         let iso = s.isolation_summary();
         let mut problems: Vec<(Severity, String)> = Vec::new();
+        let mut woken_by_ipi = false;
         let mut evidence = Vec::new();
         let mut fix = Vec::new();
         let nohz_full: Vec<u32> = iso
@@ -86,6 +91,58 @@ impl Rule for Isolation {
                     l = cpus(&nohz_full)
                 )));
             }
+            // Guest events: IPIs into nohz_full CPUs from other CPUs. A task sleeping on an
+            // isolated CPU whose timer migrated to a housekeeping CPU is woken by an IPI from
+            // there (field report 004: "IPIs wake the idle CPU, not arch_timer").
+            if let Some(g) = report.guest.as_ref().filter(|g| !g.host_side) {
+                for &cpu in &nohz_full {
+                    let rows = g
+                        .ipi
+                        .sent
+                        .iter()
+                        .filter(|r| r.target_cpu == cpu && r.sender_cpu != cpu);
+                    let n: u64 = rows.clone().map(|r| r.sent).sum();
+                    if n < MIN_EVENTS {
+                        continue;
+                    }
+                    woken_by_ipi = true;
+                    let mut by = std::collections::BTreeMap::<String, u64>::new();
+                    for r in rows {
+                        let key = if r.function.is_empty() {
+                            format!("from CPU {} {}", r.sender_cpu, r.kind)
+                        } else {
+                            format!("from CPU {} {} ({})", r.sender_cpu, r.function, r.kind)
+                        };
+                        *by.entry(key).or_default() += r.sent;
+                    }
+                    evidence.push(f.guest_rate(
+                        format!("guest: IPIs into nohz_full CPU {cpu} from other CPUs"),
+                        n,
+                    ));
+                    evidence.push(Evidence::Top {
+                        what: format!(
+                            "guest: IPIs into nohz_full CPU {cpu}, by sender and function"
+                        ),
+                        rows: f.top(by.into_iter().collect(), 5),
+                    });
+                    problems.push((
+                        if iso.timer_migration_with_nohz_full {
+                            Severity::Critical
+                        } else {
+                            Severity::Warning
+                        },
+                        format!(
+                            "nohz_full CPU {cpu} was interrupted {n} times by IPIs from other CPUs ({:.1}/s){}",
+                            f.per_s(n),
+                            if iso.timer_migration_with_nohz_full {
+                                ": with timer migration on, its tasks' timers fire on a housekeeping CPU, which wakes it by IPI"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
+            }
             // Guest events: local timer interrupts on nohz_full CPUs.
             if let (Some(g), Some(hz)) = (&report.guest, iso.hz) {
                 for r in &g.timers.local_timer {
@@ -105,6 +162,12 @@ impl Rule for Isolation {
                 "grubby --update-kernel=ALL --remove-args=nohz",
             ));
         }
+        if woken_by_ipi && !iso.timer_migration_with_nohz_full {
+            fix.push(Fix::cmd(
+                "see what wakes the isolated CPU from elsewhere (the function each IPI runs, and who sent it)",
+                "perf record -e ipi:ipi_send_cpu,ipi:ipi_send_cpumask,csd:csd_function_entry -a -g sleep 5",
+            ));
+        }
         if problems.is_empty() {
             return Vec::new();
         }
@@ -118,7 +181,15 @@ impl Rule for Isolation {
         let n = problems.iter().filter(|p| p.0 >= Severity::Warning).count();
         vec![Finding {
             rule: self.id(),
-            title: format!("CPU isolation: {} problem(s) with tick and isolation settings", problems.len()),
+            title: if woken_by_ipi && iso.timer_migration_with_nohz_full {
+                format!(
+                    "CPU isolation failure: nohz_full CPU(s) {} woken by IPIs from other CPUs, with kernel.timer_migration=1 ({} problem(s))",
+                    cpus(&nohz_full),
+                    problems.len()
+                )
+            } else {
+                format!("CPU isolation: {} problem(s) with tick and isolation settings", problems.len())
+            },
             severity,
             confidence: Confidence::High,
             score: n as f64,

@@ -22,6 +22,15 @@ pub const CRIT_PER_VCPU_S: f64 = 10_000.0;
 /// rate is the guest's choice, but a host too slow to keep up caps it: then the storm shows as
 /// time. A HZ=1000 guest costs ~0.2% at 2 us per exit, ~6% on a host 30x slower.
 pub const WARN_SHARE_PCT: f64 = 10.0;
+/// Guest hrtimer expiries per second on its busiest CPU, as a multiple of its tick (CONFIG_HZ),
+/// for a warning where the timer is re-armed without exits (arm64's CNTV_CVAL_EL0, x86 guests
+/// traced from the inside only): a guest whose tick never stops expires HZ timers a second per
+/// CPU plus its tasks' few; twice the tick is a timer re-armed faster than the tick itself. A
+/// multiple of the guest's own tick, not a rate of this host: on the emulated arm64 host,
+/// where each wake-up takes ~1 ms, the lab's timer storm reaches 3-4x, an idle guest 0.1x.
+pub const WARN_TICKS: f64 = 2.0;
+/// Critical: eight timers per tick (field report 003's storm was 33,000/s at HZ=1000).
+pub const CRIT_TICKS: f64 = 8.0;
 /// Critical: a third of the vCPU's time re-arming its timer (the lab's WRMSR loop: ~60% on
 /// emulated SVM).
 pub const CRIT_SHARE_PCT: f64 = 30.0;
@@ -32,6 +41,9 @@ pub struct TimerStorm;
 impl Rule for TimerStorm {
     fn id(&self) -> &'static str {
         "timer-storm"
+    }
+    fn reads_guest_config(&self) -> bool {
+        true
     }
     fn summary(&self) -> &'static str {
         "guest LAPIC timer (IA32_TSC_DEADLINE) re-programmed thousands of times a second"
@@ -154,6 +166,49 @@ impl Rule for TimerStorm {
             }
         }
 
+        // Without TSC-deadline writes (arm64 re-arms CNTV_CVAL_EL0 without an exit): the guest's
+        // own hrtimer expiries on its busiest CPU, against its tick.
+        if host_writes < MIN_EVENTS && guest_rate == 0.0 {
+            if let Some(t) = ticks(report, system, &f) {
+                if t.multiple >= WARN_TICKS {
+                    let updates = f.named("kvm:kvm_timer_update_irq");
+                    if updates >= MIN_EVENTS {
+                        evidence.push(f.rate(
+                            "host: kvm_timer_update_irq (arm64 virtual/physical timer interrupt level changes)",
+                            updates,
+                        ));
+                    }
+                    evidence.push(f.guest_rate(
+                        format!("guest: hrtimer expiries on CPU {} (the busiest)", t.cpu),
+                        t.expiries,
+                    ));
+                    evidence.push(Evidence::fact(
+                        "guest: expiries per tick on that CPU",
+                        format!("{:.1} (CONFIG_HZ={})", t.multiple, t.hz),
+                    ));
+                    evidence.push(Evidence::Top {
+                        what: "guest: hrtimer expiries by function".into(),
+                        rows: f.top(t.by_function.clone(), 5),
+                    });
+                    let top_fn = t.by_function.first().map(|r| r.0.clone());
+                    let mut finding = Finding::graded(
+                        self.id(),
+                        format!(
+                            "Guest timer storm: {}/s timer expiries on guest CPU {}, {:.1}x its tick (HZ={})",
+                            crate::finding::num(f.per_s(t.expiries)),
+                            t.cpu,
+                            t.multiple,
+                            t.hz
+                        ),
+                        t.multiple,
+                        WARN_TICKS,
+                        CRIT_TICKS,
+                    );
+                    return self.finish(&mut finding, evidence, corroborated, top_fn, system);
+                }
+            }
+        }
+
         // With paired exits: the time of the MSR exits, scaled by the share of kvm_msr that are
         // TSC-deadline writes.
         let all_msr: u64 = report.accesses.msr.iter().map(|r| r.count).sum();
@@ -213,6 +268,51 @@ impl Rule for TimerStorm {
     }
 }
 
+/// The busiest guest CPU's hrtimer expiries against its tick.
+struct Ticks {
+    cpu: u32,
+    expiries: u64,
+    hz: u32,
+    multiple: f64,
+    by_function: Vec<(String, u64)>,
+}
+
+/// Needs a guest's own timer events, its CONFIG_HZ (from its snapshot) and half a second of
+/// trace.
+fn ticks(report: &Report, system: Option<&SystemSnapshot>, f: &Facts<'_>) -> Option<Ticks> {
+    let g = report.guest.as_ref().filter(|g| !g.host_side)?;
+    let hz = system?.isolation_summary().hz?;
+    if hz == 0 || f.duration_s < 0.5 {
+        return None;
+    }
+    let mut per_cpu = std::collections::BTreeMap::<u32, u64>::new();
+    for r in &g.timers.hrtimers {
+        *per_cpu.entry(r.cpu).or_default() += r.expiries;
+    }
+    let (cpu, expiries) = per_cpu
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(c, n)| (*c, *n))?;
+    if expiries < MIN_EVENTS {
+        return None;
+    }
+    let mut by_function: Vec<(String, u64)> = g
+        .timers
+        .hrtimers
+        .iter()
+        .filter(|r| r.cpu == cpu && r.expiries > 0)
+        .map(|r| (r.function.clone(), r.expiries))
+        .collect();
+    by_function.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Some(Ticks {
+        cpu,
+        expiries,
+        hz,
+        multiple: f.per_s(expiries) / f64::from(hz),
+        by_function,
+    })
+}
+
 impl TimerStorm {
     /// Evidence from the snapshot, mechanism, fixes and references: the same whichever signal
     /// graded the finding.
@@ -267,7 +367,7 @@ impl TimerStorm {
             (an hrtimer or the VMX preemption timer: kvm_hv_timer_state). When the guest's tick (tick_sched_timer under \
             nohz=off) or another hrtimer is re-armed from its own interrupt, each expiry costs an injected interrupt, \
             an EOI and a new deadline write, at the timer's frequency even when the guest is idle, so host CPUs never \
-            rest (field report 003: 66,300 exits/s against 645/s)."
+            rest (field report 003: 66,300 exits/s against 645/s). On arm64 the guest re-arms its virtual timer             (CNTV_CVAL_EL0) without a trap; each expiry is an interrupt KVM injects (kvm_timer_update_irq): an exit             when the vCPU runs, a wake-up from WFI (kvm_bg_timer_expire, kvm_vcpu_wakeup) when it sleeps."
             .into();
         fix.push(Fix::cmd(
             "inside the guest, find the timer that re-arms itself: its function and rate",
@@ -289,6 +389,7 @@ impl TimerStorm {
             "case 003 in kvmscope's docs/field-reports.md (a nohz=off guest holding host CPUs at top frequency)".into(),
             "Documentation/timers/no_hz.rst".into(),
             "arch/x86/kvm/x86.c handle_fastpath_set_msr_irqoff; arch/x86/kvm/lapic.c kvm_set_lapic_tscdeadline_msr".into(),
+            "arch/arm64/kvm/arch_timer.c kvm_timer_update_irq, kvm_bg_timer_expire".into(),
         ];
         vec![finding.clone()]
     }
