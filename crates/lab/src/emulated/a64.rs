@@ -58,21 +58,21 @@ pub fn ping_pong() -> Vec<u8> {
     ]);
     let cbz_at = c.len();
     c.push(0); // cbz x0, child: patched below
-               // Parent, on CPU 0: write fds[1], read fds[2].
-    c.extend(pin(16));
-    c.extend([ldr_w(20, 19, 4), ldr_w(21, 19, 8)]);
-    let parent_loop = c.len();
-    c.extend(io(20, WRITE));
-    c.extend(io(21, READ));
-    c.push(b(4 * (parent_loop as i32 - c.len() as i32)));
+               // One side: pinned to the CPU whose mask is at `mask_at`, then forever the `first` and the
+               // `second` syscall, each given as (offset of its fd in fds, syscall number).
+    let side = |c: &mut Vec<u32>, mask_at: u32, first: (u32, u32), second: (u32, u32)| {
+        c.extend(pin(mask_at));
+        c.extend([ldr_w(20, 19, first.0), ldr_w(21, 19, second.0)]);
+        let top = c.len();
+        c.extend(io(20, first.1));
+        c.extend(io(21, second.1));
+        c.push(b(4 * (top as i32 - c.len() as i32)));
+    };
+    // Parent, on CPU 0: write fds[1], read fds[2].
+    side(&mut c, 16, (4, WRITE), (8, READ));
     // Child, on CPU 1: read fds[0], write fds[3].
     let child = c.len();
-    c.extend(pin(24));
-    c.extend([ldr_w(20, 19, 0), ldr_w(21, 19, 12)]);
-    let child_loop = c.len();
-    c.extend(io(20, READ));
-    c.extend(io(21, WRITE));
-    c.push(b(4 * (child_loop as i32 - c.len() as i32)));
+    side(&mut c, 24, (0, READ), (12, WRITE));
     if c.len() % 2 == 1 {
         c.push(NOP); // data 8-byte aligned
     }
