@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use support::emulator_here;
+use support::{emulator_here, report_json};
 
 fn kvmscope() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kvmscope"))
@@ -106,17 +106,7 @@ fn trace_cmd_exits(text: &str) -> BTreeMap<String, u64> {
 }
 
 fn report_exits(trace: &Path) -> BTreeMap<String, u64> {
-    let out = kvmscope()
-        .args(["report", "--json"])
-        .arg(trace)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = report_json(&[trace]);
     v["exits"]["rows"]
         .as_array()
         .into_iter()
