@@ -158,14 +158,29 @@ pub struct Sides {
     pub guest: Option<Snapshot>,
 }
 
-/// Which kernel a capture was recorded on, from what it contains: a trace.dat whose recorded
-/// event formats include KVM's exits was made on a kernel that runs KVM (a host); one without
-/// is a guest's (or a machine's without KVM). Text captures do not say.
-fn input_side(path: &Path) -> InputSide {
+/// What a capture's metadata says before its events are read: which kernel it was recorded on
+/// and the system snapshot kept in it (a kvmscope trace.dat's sidecar JSON). A trace.dat whose
+/// recorded event formats include KVM's exits was made on a kernel that runs KVM (a host); one
+/// without is a guest's (or a machine's without KVM). Text captures do not say.
+struct InputMeta {
+    side: InputSide,
+    sidecar: Option<String>,
+}
+
+fn input_meta(path: &Path) -> InputMeta {
     match kvmscope_capture::tracedat::TraceDat::open(path) {
-        Ok((td, _)) if td.formats.by_name("kvm", "kvm_exit").is_some() => InputSide::Host,
-        Ok(_) => InputSide::Guest,
-        Err(_) => InputSide::Unknown,
+        Ok((td, _)) => InputMeta {
+            side: if td.formats.by_name("kvm", "kvm_exit").is_some() {
+                InputSide::Host
+            } else {
+                InputSide::Guest
+            },
+            sidecar: td.kvmscope_json().map(str::to_owned),
+        },
+        Err(_) => InputMeta {
+            side: InputSide::Unknown,
+            sidecar: None,
+        },
     }
 }
 
@@ -179,45 +194,34 @@ pub fn from_files_sides(
 ) -> anyhow::Result<(Report, Sides)> {
     let mut builder = ReportBuilder::new();
     let mut inputs: Vec<InputSummary> = Vec::new();
-    let sides: Vec<InputSide> = files.iter().map(|p| input_side(p)).collect();
-    let mixed = sides.contains(&InputSide::Guest) && sides.contains(&InputSide::Host);
+    let metas: Vec<InputMeta> = files.iter().map(|p| input_meta(p)).collect();
+    let has = |side| metas.iter().any(|m| m.side == side);
+    let mixed = has(InputSide::Guest) && has(InputSide::Host);
     let mut snaps = Sides::default();
-    for (path, side) in files.iter().zip(&sides) {
-        builder.set_input(*side, mixed);
+    for (path, meta) in files.iter().zip(&metas) {
+        builder.set_input(meta.side, mixed);
         inputs.push(crate::cmd::report::read_into_with(
             path,
             filter,
             &mut builder,
             timeline.as_deref_mut(),
         )?);
-        if !inputs
-            .last()
-            .is_some_and(|i| i.format.starts_with("trace.dat"))
-        {
+        let Some(json) = &meta.sidecar else {
             continue;
-        }
-        let slot = if *side == InputSide::Guest && mixed {
+        };
+        let slot = if meta.side == InputSide::Guest && mixed {
             &mut snaps.guest
         } else {
             &mut snaps.host
         };
         if slot.is_none() {
-            *slot = sidecar_snapshot(path)?;
+            *slot =
+                Some(snapshot_from_json(json).with_context(|| {
+                    format!("the system snapshot stored in {}", path.display())
+                })?);
         }
     }
     Ok((builder.finish(inputs), snaps))
-}
-
-/// The system snapshot in a trace.dat's kvmscope sidecar, when it has one.
-fn sidecar_snapshot(path: &Path) -> anyhow::Result<Option<Snapshot>> {
-    let (td, _) = kvmscope_capture::tracedat::TraceDat::open(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let Some(json) = td.kvmscope_json() else {
-        return Ok(None);
-    };
-    snapshot_from_json(json)
-        .with_context(|| format!("the system snapshot stored in {}", path.display()))
-        .map(Some)
 }
 
 fn snapshot_from_json(json: &str) -> anyhow::Result<Snapshot> {
