@@ -166,7 +166,7 @@ pub fn from_files_with(
 
 /// The system snapshot in a trace.dat's kvmscope sidecar, when it has one.
 fn sidecar_snapshot(path: &Path) -> anyhow::Result<Option<Snapshot>> {
-    let (td, _) = kvmscope_capture::tracedat::TraceDat::open(path)
+    let (td, _) = kvmscope_tracedat::file::TraceDat::open(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let Some(json) = td.kvmscope_json() else {
         return Ok(None);

@@ -24,7 +24,7 @@ pub fn for_each_event(
     let mut magic = [0u8; 10];
     let n = read_prefix(&mut input, &mut magic).with_context(|| format!("cannot read {shown}"))?;
     let magic = &magic[..n];
-    if kvmscope_capture::events::is_tracedat(magic) {
+    if kvmscope_tracedat::events::is_tracedat(magic) {
         if shown == "-" {
             bail!("a trace.dat file cannot be read from standard input: give its path");
         }
@@ -70,7 +70,7 @@ pub fn for_each_event(
 
 fn read_tracedat(path: &Path, sink: impl FnMut(&Event<'_>)) -> anyhow::Result<InputSummary> {
     let shown = path.display().to_string();
-    let dat = kvmscope_capture::events::for_each_event(path, sink)
+    let dat = kvmscope_tracedat::events::for_each_event(path, sink)
         .with_context(|| format!("cannot read trace.dat {shown}"))?;
     let mut lost: Vec<(u32, u64)> = dat
         .lost

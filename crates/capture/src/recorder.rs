@@ -17,10 +17,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::CaptureError;
-use crate::format::{check_header_event, EventFormat, PageLayout};
-use crate::ringbuf::{Missed, Page, Record};
-use crate::tracedat::{self, option, CpuPages, Metadata};
 use crate::tracefs::{read_file, Instance};
+use kvmscope_tracedat::file::{self as tracedat, option, parse_stats, CpuPages, Metadata};
+use kvmscope_tracedat::format::{check_header_event, EventFormat, PageLayout};
+use kvmscope_tracedat::ringbuf::{Missed, Page, Record};
 
 /// The event presets of `kvmscope record --events`.
 pub const PRESETS: &[(&str, &str)] = &[
@@ -887,14 +887,6 @@ pub fn guest_name(cmdline: &[u8]) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
-/// `key: value` lines of a per-CPU `stats` file.
-pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter_map(|(k, v)| Some((k.trim().to_string(), v.trim().parse().ok()?)))
-        .collect()
-}
-
 fn count_cpus(instance: &Path) -> Result<usize, CaptureError> {
     let dir = instance.join("per_cpu");
     let n = std::fs::read_dir(&dir)
@@ -977,5 +969,19 @@ mod tests {
         for (p, _) in PRESETS {
             assert!(!parse_events(p).unwrap().is_empty());
         }
+    }
+}
+
+#[cfg(test)]
+mod live {
+    #[test]
+    fn live_header_page_parses() {
+        let Some(root) = crate::host::require_tracefs() else {
+            return;
+        };
+        let t = crate::tracefs::read_file(&root.join("events/header_page")).unwrap();
+        kvmscope_tracedat::format::PageLayout::parse(&t, "live").unwrap();
+        let t = crate::tracefs::read_file(&root.join("events/header_event")).unwrap();
+        kvmscope_tracedat::format::check_header_event(&t, "live").unwrap();
     }
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use kvmscope_capture::recorder::{parse_events, RecordOptions, Recorder};
-use kvmscope_capture::tracedat::{for_each_record, TraceDat};
+use kvmscope_tracedat::file::{for_each_record, TraceDat};
 
 fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.

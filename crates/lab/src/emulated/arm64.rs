@@ -2,7 +2,7 @@
 //! `Arm64Nvhe`). kvmscope is an x86_64 program and cannot run there, so each job records with
 //! tracefs from the shell (`ktrace`: a private instance, the binary per-CPU pages, the
 //! format files and tables kept as files) and the caller assembles a trace.dat outside
-//! (`kvmscope_capture::assemble`).
+//! (`kvmscope_tracedat::assemble`).
 //!
 //! The guest is a nested 2-vCPU Linux (the host's own kernel Image and a small busybox
 //! initramfs) under Debian's arm64 `qemu-system-aarch64` with `-accel kvm -cpu host`. Its

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kvmscope_capture::tracedat::{count_events, FileAt, Merger, TraceDat};
+use kvmscope_tracedat::file::{count_events, FileAt, Merger, TraceDat};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -244,7 +244,7 @@ fn every_field_of_every_event_matches_trace_cmd_report_raw() {
     if !kvmscope_capture::host::require_tool("trace-cmd", "apt-get install trace-cmd") {
         return;
     }
-    use kvmscope_capture::format::FieldKind;
+    use kvmscope_tracedat::format::FieldKind;
     for name in [
         "kvmscope-record-lab-v6.dat",
         "trace-cmd-extract-lab-v7-zstd.dat",

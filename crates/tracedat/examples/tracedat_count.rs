@@ -1,11 +1,11 @@
 //! Counts the events of trace.dat files (all buffers, CPUs merged by time) and prints the
-//! rate: `cargo run --release -p kvmscope-capture --example tracedat_count -- [--tids 1,2] FILE...`.
+//! rate: `cargo run --release -p kvmscope-tracedat --example tracedat_count -- [--tids 1,2] FILE...`.
 //! With `--tids`, also counts the events of those threads. bench/record.sh uses it to
 //! compare reading speed with `trace-cmd report`.
 
 use std::time::Instant;
 
-use kvmscope_capture::tracedat::{FileAt, Merger, TraceDat};
+use kvmscope_tracedat::file::{FileAt, Merger, TraceDat};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();

@@ -31,11 +31,11 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::CaptureError;
+use crate::error::TraceDatError;
+use crate::file::parse_stats;
+use crate::file::{self as tracedat, option, CpuPages, Metadata};
 use crate::format::{check_header_event, EventFormat, PageLayout};
-use crate::recorder::parse_stats;
 use crate::ringbuf::{Missed, Page};
-use crate::tracedat::{self, option, CpuPages, Metadata};
 
 /// What an assembled file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,11 +91,11 @@ fn sysreg_names(text: &str) -> BTreeMap<[u8; 5], String> {
     m
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, CaptureError> {
-    std::fs::read(path).map_err(|e| CaptureError::read(path, e))
+fn read(path: &Path) -> Result<Vec<u8>, TraceDatError> {
+    std::fs::read(path).map_err(|e| TraceDatError::read(path, e))
 }
 
-fn read_text(path: &Path) -> Result<String, CaptureError> {
+fn read_text(path: &Path) -> Result<String, TraceDatError> {
     Ok(String::from_utf8_lossy(&read(path)?).into_owned())
 }
 
@@ -141,7 +141,7 @@ pub fn assemble_from_dir(
     dir: &Path,
     out: &Path,
     sidecar: Option<serde_json::Value>,
-) -> Result<Assembled, CaptureError> {
+) -> Result<Assembled, TraceDatError> {
     let header_page = read_text(&dir.join("header_page"))?;
     let header_event = read_text(&dir.join("header_event"))?;
     let layout = PageLayout::parse(&header_page, "header_page")?;
@@ -198,7 +198,7 @@ pub fn assemble_from_dir(
 
     let cpus = cpu_files(dir);
     if cpus.is_empty() {
-        return Err(CaptureError::Io {
+        return Err(TraceDatError::Io {
             context: "no per-CPU ring-buffer files (cpuN.raw) to assemble".into(),
             path: dir.to_path_buf(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
@@ -373,7 +373,7 @@ pub fn assemble_from_dir(
         }
         Err(source) => {
             let _ = std::fs::remove_file(&tmp);
-            Err(CaptureError::Io {
+            Err(TraceDatError::Io {
                 context: "cannot write the trace.dat file".into(),
                 path: out.to_path_buf(),
                 source,

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use crate::error::CaptureError;
+use crate::error::TraceDatError;
 use crate::format::{check_header_event, EventFormat, Formats, PageLayout};
 use crate::ringbuf::{Missed, Page, Record};
 
@@ -90,11 +90,11 @@ pub struct FileAt {
 }
 
 impl FileAt {
-    pub fn open(path: &std::path::Path) -> Result<FileAt, CaptureError> {
-        let file = std::fs::File::open(path).map_err(|e| CaptureError::read(path, e))?;
+    pub fn open(path: &std::path::Path) -> Result<FileAt, TraceDatError> {
+        let file = std::fs::File::open(path).map_err(|e| TraceDatError::read(path, e))?;
         let len = file
             .metadata()
-            .map_err(|e| CaptureError::read(path, e))?
+            .map_err(|e| TraceDatError::read(path, e))?
             .len();
         Ok(FileAt { file, len })
     }
@@ -138,15 +138,15 @@ impl<'r, R: ReadAt + ?Sized> Cur<'r, R> {
         }
     }
 
-    fn err(&self, message: impl Into<String>) -> CaptureError {
-        CaptureError::Corrupt {
+    fn err(&self, message: impl Into<String>) -> TraceDatError {
+        TraceDatError::Corrupt {
             what: format!("trace.dat {}", self.what),
             offset: self.base + self.pos,
             message: message.into(),
         }
     }
 
-    fn bytes(&mut self, n: u64) -> Result<Vec<u8>, CaptureError> {
+    fn bytes(&mut self, n: u64) -> Result<Vec<u8>, TraceDatError> {
         let avail = self.r.len().saturating_sub(self.pos);
         if n > avail {
             return Err(self.err(format!(
@@ -165,28 +165,28 @@ impl<'r, R: ReadAt + ?Sized> Cur<'r, R> {
         Ok(v)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], CaptureError> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], TraceDatError> {
         let v = self.bytes(N as u64)?;
         let mut a = [0u8; N];
         a.copy_from_slice(&v);
         Ok(a)
     }
 
-    fn u8(&mut self) -> Result<u8, CaptureError> {
+    fn u8(&mut self) -> Result<u8, TraceDatError> {
         Ok(self.array::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, CaptureError> {
+    fn u16(&mut self) -> Result<u16, TraceDatError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
-    fn u32(&mut self) -> Result<u32, CaptureError> {
+    fn u32(&mut self) -> Result<u32, TraceDatError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, CaptureError> {
+    fn u64(&mut self) -> Result<u64, TraceDatError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
     /// A NUL-terminated string of at most `max` bytes.
-    fn cstr(&mut self, max: usize) -> Result<String, CaptureError> {
+    fn cstr(&mut self, max: usize) -> Result<String, TraceDatError> {
         let start = self.pos;
         let mut out = Vec::new();
         loop {
@@ -202,14 +202,14 @@ impl<'r, R: ReadAt + ?Sized> Cur<'r, R> {
         }
         String::from_utf8(out).map_err(|_| {
             let mut e = self.err("string is not UTF-8");
-            if let CaptureError::Corrupt { offset, .. } = &mut e {
+            if let TraceDatError::Corrupt { offset, .. } = &mut e {
                 *offset = self.base + start;
             }
             e
         })
     }
 
-    fn expect(&mut self, want: &[u8], name: &str) -> Result<(), CaptureError> {
+    fn expect(&mut self, want: &[u8], name: &str) -> Result<(), TraceDatError> {
         let at = self.pos;
         let got = self.bytes(want.len() as u64)?;
         if got != want {
@@ -219,7 +219,7 @@ impl<'r, R: ReadAt + ?Sized> Cur<'r, R> {
         Ok(())
     }
 
-    fn text(&mut self, n: u64) -> Result<String, CaptureError> {
+    fn text(&mut self, n: u64) -> Result<String, TraceDatError> {
         let v = self.bytes(n)?;
         Ok(String::from_utf8_lossy(&v).into_owned())
     }
@@ -270,7 +270,7 @@ pub struct TraceDat {
 
 impl TraceDat {
     /// Parses the metadata of a trace.dat file.
-    pub fn parse<R: ReadAt + ?Sized>(r: &R) -> Result<TraceDat, CaptureError> {
+    pub fn parse<R: ReadAt + ?Sized>(r: &R) -> Result<TraceDat, TraceDatError> {
         let mut c = Cur::new(r, 0, "header");
         let magic = c.bytes(10)?;
         if magic != MAGIC {
@@ -322,7 +322,7 @@ impl TraceDat {
     fn parse_headers<Q: ReadAt + ?Sized>(
         &mut self,
         c: &mut Cur<'_, Q>,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<(), TraceDatError> {
         c.what = "header info";
         c.expect(b"header_page\0", "\"header_page\"")?;
         let n = c.u64()?;
@@ -337,7 +337,10 @@ impl TraceDat {
         Ok(())
     }
 
-    fn parse_ftrace<Q: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, Q>) -> Result<(), CaptureError> {
+    fn parse_ftrace<Q: ReadAt + ?Sized>(
+        &mut self,
+        c: &mut Cur<'_, Q>,
+    ) -> Result<(), TraceDatError> {
         c.what = "ftrace event formats";
         let count = c.u32()?;
         for _ in 0..count {
@@ -350,7 +353,10 @@ impl TraceDat {
         Ok(())
     }
 
-    fn parse_events<Q: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, Q>) -> Result<(), CaptureError> {
+    fn parse_events<Q: ReadAt + ?Sized>(
+        &mut self,
+        c: &mut Cur<'_, Q>,
+    ) -> Result<(), TraceDatError> {
         c.what = "event formats";
         let systems = c.u32()?;
         for _ in 0..systems {
@@ -371,7 +377,7 @@ impl TraceDat {
     fn parse_kallsyms<Q: ReadAt + ?Sized>(
         &mut self,
         c: &mut Cur<'_, Q>,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<(), TraceDatError> {
         c.what = "kallsyms";
         let n = c.u32()? as u64;
         if n > c.r.len().saturating_sub(c.pos) {
@@ -382,7 +388,10 @@ impl TraceDat {
         Ok(())
     }
 
-    fn parse_printk<Q: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, Q>) -> Result<(), CaptureError> {
+    fn parse_printk<Q: ReadAt + ?Sized>(
+        &mut self,
+        c: &mut Cur<'_, Q>,
+    ) -> Result<(), TraceDatError> {
         c.what = "printk formats";
         let n = c.u32()? as u64;
         self.printk = c.text(n)?;
@@ -392,7 +401,7 @@ impl TraceDat {
     fn parse_cmdlines<Q: ReadAt + ?Sized>(
         &mut self,
         c: &mut Cur<'_, Q>,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<(), TraceDatError> {
         c.what = "cmdlines";
         let n = c.u64()?;
         let text = c.text(n)?;
@@ -406,7 +415,7 @@ impl TraceDat {
         Ok(())
     }
 
-    fn parse_v6<R: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, R>) -> Result<(), CaptureError> {
+    fn parse_v6<R: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, R>) -> Result<(), TraceDatError> {
         self.parse_headers(c)?;
         self.parse_ftrace(c)?;
         self.parse_events(c)?;
@@ -493,7 +502,7 @@ impl TraceDat {
         &mut self,
         r: &R,
         c: &mut Cur<'_, R>,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<(), TraceDatError> {
         c.what = "compression header";
         let name = c.cstr(64)?;
         let _ver = c.cstr(64)?;
@@ -511,7 +520,7 @@ impl TraceDat {
         let mut dec = Decompressor::default();
         while next != 0 {
             if !seen.insert(next) {
-                return Err(CaptureError::Corrupt {
+                return Err(TraceDatError::Corrupt {
                     what: "trace.dat options".into(),
                     offset: next,
                     message: "options sections form a loop".into(),
@@ -611,7 +620,7 @@ impl TraceDat {
             }
         }
         if self.header_page.is_empty() {
-            return Err(CaptureError::Corrupt {
+            return Err(TraceDatError::Corrupt {
                 what: "trace.dat v7".into(),
                 offset: c.pos,
                 message: "no HEADER_INFO option: the file has no page layout".into(),
@@ -620,7 +629,7 @@ impl TraceDat {
         // Checked here: the BUFFER options may come before HEADER_INFO.
         for b in &self.buffers {
             if b.page_size as usize != self.layout.page_size() {
-                return Err(CaptureError::Corrupt {
+                return Err(TraceDatError::Corrupt {
                     what: format!("trace.dat buffer {:?}", b.name),
                     offset: c.pos,
                     message: format!(
@@ -643,7 +652,7 @@ impl TraceDat {
         off: u64,
         want: u16,
         dec: &mut Decompressor,
-    ) -> Result<(Vec<u8>, u64), CaptureError> {
+    ) -> Result<(Vec<u8>, u64), TraceDatError> {
         let mut c = Cur::new(r, off, "section");
         let id = c.u16()?;
         let flags = c.u16()?;
@@ -694,7 +703,7 @@ impl TraceDat {
 
     /// Opens and parses a trace.dat file; read its records with [`Merger::new`]`(&td,
     /// buffer, &file)`.
-    pub fn open(path: &std::path::Path) -> Result<(TraceDat, FileAt), CaptureError> {
+    pub fn open(path: &std::path::Path) -> Result<(TraceDat, FileAt), TraceDatError> {
         let f = FileAt::open(path)?;
         let td = TraceDat::parse(&f)?;
         Ok((td, f))
@@ -708,7 +717,7 @@ impl TraceDat {
         self.cpu_stats()
             .iter()
             .map(|s| {
-                let st = crate::recorder::parse_stats(s);
+                let st = parse_stats(s);
                 st.get("overrun").copied().unwrap_or(0)
                     + st.get("dropped events").copied().unwrap_or(0)
             })
@@ -733,7 +742,7 @@ fn current_clock(data: &[u8]) -> Option<String> {
 fn read_fly_cpus<R: ReadAt + ?Sized>(
     c: &mut Cur<'_, R>,
     cpus: u32,
-) -> Result<Vec<CpuData>, CaptureError> {
+) -> Result<Vec<CpuData>, TraceDatError> {
     c.what = "flyrecord CPU table";
     let mut out = Vec::new();
     for cpu in 0..cpus {
@@ -761,9 +770,14 @@ struct Decompressor {
 impl Decompressor {
     const MAX: usize = 1 << 30;
 
-    fn decompress(&mut self, data: &[u8], uncomp: usize, at: u64) -> Result<Vec<u8>, CaptureError> {
+    fn decompress(
+        &mut self,
+        data: &[u8],
+        uncomp: usize,
+        at: u64,
+    ) -> Result<Vec<u8>, TraceDatError> {
         if uncomp > Self::MAX {
-            return Err(CaptureError::Corrupt {
+            return Err(TraceDatError::Corrupt {
                 what: "trace.dat compressed block".into(),
                 offset: at,
                 message: format!("claims {uncomp} uncompressed bytes (limit {})", Self::MAX),
@@ -775,7 +789,7 @@ impl Decompressor {
         let mut out = vec![0u8; uncomp];
         let n = dec
             .decode_all(data, &mut out)
-            .map_err(|e| CaptureError::Corrupt {
+            .map_err(|e| TraceDatError::Corrupt {
                 what: "trace.dat zstd block".into(),
                 offset: at,
                 message: format!("cannot decompress: {e}"),
@@ -789,6 +803,14 @@ impl std::fmt::Debug for Decompressor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Decompressor")
     }
+}
+
+/// `key: value` lines of a per-CPU `stats` file (as in CPUSTAT options).
+pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter_map(|(k, v)| Some((k.trim().to_string(), v.trim().parse().ok()?)))
+        .collect()
 }
 
 // ---- record reading ------------------------------------------------------------------------
@@ -846,7 +868,7 @@ pub struct Merger<'r, R: ReadAt + ?Sized> {
 
 impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     /// A merger over `buffer` of `td`, reading from `r`.
-    pub fn new(td: &TraceDat, buffer: &Buffer, r: &'r R) -> Result<Merger<'r, R>, CaptureError> {
+    pub fn new(td: &TraceDat, buffer: &Buffer, r: &'r R) -> Result<Merger<'r, R>, TraceDatError> {
         let mut cpus = Vec::new();
         for cd in &buffer.cpus {
             let source = if buffer.compressed {
@@ -891,7 +913,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     }
 
     /// The next record in time order across CPUs, or None at the end.
-    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, CaptureError> {
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, TraceDatError> {
         // Advance the cursor whose record was returned last time.
         if let Some(i) = self.current.take() {
             self.cpus[i].idx += 1;
@@ -935,7 +957,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     }
 
     /// Makes sure cursor `i` has a current record; false when it is exhausted.
-    fn fill(&mut self, i: usize) -> Result<bool, CaptureError> {
+    fn fill(&mut self, i: usize) -> Result<bool, TraceDatError> {
         loop {
             let c = &self.cpus[i];
             if c.idx < c.recs.len() {
@@ -951,7 +973,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
         }
     }
 
-    fn load_page(&mut self, i: usize) -> Result<bool, CaptureError> {
+    fn load_page(&mut self, i: usize) -> Result<bool, TraceDatError> {
         let ps = self.layout.page_size();
         let c = &mut self.cpus[i];
         c.page.clear();
@@ -965,13 +987,13 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
                 let got =
                     self.r
                         .read_at(&mut c.page, *next)
-                        .map_err(|e| CaptureError::Corrupt {
+                        .map_err(|e| TraceDatError::Corrupt {
                             what: format!("trace.dat CPU {} data", c.cpu),
                             offset: *next,
                             message: format!("read failed: {e}"),
                         })?;
                 if got < n {
-                    return Err(CaptureError::Corrupt {
+                    return Err(TraceDatError::Corrupt {
                         what: format!("trace.dat CPU {} data", c.cpu),
                         offset: *next + got as u64,
                         message: "file ends inside a page (truncated?)".into(),
@@ -1038,7 +1060,7 @@ pub fn for_each_record<R: ReadAt + ?Sized>(
     td: &TraceDat,
     r: &R,
     mut f: impl FnMut(&Record<'_>, Option<&EventFormat>) -> std::ops::ControlFlow<()>,
-) -> Result<Vec<LostEvents>, CaptureError> {
+) -> Result<Vec<LostEvents>, TraceDatError> {
     let mut lost = Vec::new();
     for b in td.data_buffers() {
         let mut m = Merger::new(td, b, r)?;
@@ -1058,7 +1080,7 @@ pub fn for_each_record<R: ReadAt + ?Sized>(
 pub fn count_events<R: ReadAt + ?Sized>(
     td: &TraceDat,
     r: &R,
-) -> Result<(BTreeMap<u16, u64>, Vec<LostEvents>), CaptureError> {
+) -> Result<(BTreeMap<u16, u64>, Vec<LostEvents>), TraceDatError> {
     let mut counts = BTreeMap::new();
     let mut lost = Vec::new();
     for b in td.data_buffers() {

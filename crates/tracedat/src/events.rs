@@ -12,9 +12,9 @@ use std::path::Path;
 
 use kvmscope_trace::{ArmExitKind, Event, EventKind, ExitReason, KvmExit, MmioKind};
 
+use crate::error::TraceDatError;
+use crate::file::{FileAt, Merger, TraceDat};
 use crate::format::EventFormat;
-use crate::tracedat::{FileAt, Merger, TraceDat};
-use crate::CaptureError;
 
 /// What a trace.dat file held besides its events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub fn is_tracedat(magic: &[u8]) -> bool {
 pub fn for_each_event(
     path: &Path,
     mut sink: impl FnMut(&Event<'_>),
-) -> Result<DatSummary, CaptureError> {
+) -> Result<DatSummary, TraceDatError> {
     let file = FileAt::open(path)?;
     let td = TraceDat::parse(&file)?;
     let mut summary = DatSummary {

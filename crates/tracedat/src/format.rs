@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::CaptureError;
+use crate::error::TraceDatError;
 
 /// What a field holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,8 +195,8 @@ pub struct EventFormat {
 impl EventFormat {
     /// Parses an `events/<system>/<name>/format` file. `system` is taken from the caller
     /// (the file does not name it). `what` names the source in errors.
-    pub fn parse(system: &str, text: &str, what: &str) -> Result<EventFormat, CaptureError> {
-        let err = |line: usize, message: String| CaptureError::Format {
+    pub fn parse(system: &str, text: &str, what: &str) -> Result<EventFormat, TraceDatError> {
+        let err = |line: usize, message: String| TraceDatError::Format {
             what: what.to_string(),
             line,
             message,
@@ -764,7 +764,7 @@ impl PageLayout {
     }
 
     /// Parses `events/header_page`.
-    pub fn parse(text: &str, what: &str) -> Result<PageLayout, CaptureError> {
+    pub fn parse(text: &str, what: &str) -> Result<PageLayout, TraceDatError> {
         let mut l = PageLayout::DEFAULT_64;
         let (mut ts, mut commit, mut data) = (false, false, false);
         for (i, line) in text.lines().enumerate() {
@@ -772,7 +772,7 @@ impl PageLayout {
             if !t.starts_with("field:") {
                 continue;
             }
-            let f = parse_field(t).map_err(|message| CaptureError::Format {
+            let f = parse_field(t).map_err(|message| TraceDatError::Format {
                 what: what.to_string(),
                 line: i + 1,
                 message,
@@ -796,14 +796,14 @@ impl PageLayout {
             }
         }
         if !(ts && commit && data) {
-            return Err(CaptureError::Format {
+            return Err(TraceDatError::Format {
                 what: what.to_string(),
                 line: 1,
                 message: "expected fields timestamp, commit and data".into(),
             });
         }
         if !matches!(l.commit_size, 4 | 8) || l.data_offset < l.commit_offset + l.commit_size {
-            return Err(CaptureError::Format {
+            return Err(TraceDatError::Format {
                 what: what.to_string(),
                 line: 1,
                 message: format!("unsupported page header layout {l:?}"),
@@ -815,7 +815,7 @@ impl PageLayout {
 
 /// Checks that `events/header_event` describes the record header this decoder knows
 /// (type_len 5 bits, time_delta 27 bits; padding 29, time_extend 30, time_stamp 31).
-pub fn check_header_event(text: &str, what: &str) -> Result<(), CaptureError> {
+pub fn check_header_event(text: &str, what: &str) -> Result<(), TraceDatError> {
     let squeeze: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     for needle in [
         "type_len : 5 bits",
@@ -826,7 +826,7 @@ pub fn check_header_event(text: &str, what: &str) -> Result<(), CaptureError> {
         "data max type_len == 28",
     ] {
         if !squeeze.contains(needle) {
-            return Err(CaptureError::Format {
+            return Err(TraceDatError::Format {
                 what: what.to_string(),
                 line: 1,
                 message: format!("record header layout differs: expected `{needle}`"),
@@ -883,21 +883,6 @@ impl Formats {
     /// The format of a record.
     pub fn of(&self, rec: &crate::ringbuf::Record<'_>) -> Option<&EventFormat> {
         self.get(rec.id)
-    }
-
-    /// Reads the format files of the given events from a tracefs root (or instance: the
-    /// `events/` directory of both has them).
-    pub fn load(
-        events_dir: &std::path::Path,
-        events: &[(String, String)],
-    ) -> Result<Formats, CaptureError> {
-        let mut f = Formats::new();
-        for (sys, name) in events {
-            let path = events_dir.join(sys).join(name).join("format");
-            let text = crate::tracefs::read_file(&path)?;
-            f.insert(EventFormat::parse(sys, &text, &path.display().to_string())?);
-        }
-        Ok(f)
     }
 }
 
@@ -1038,20 +1023,6 @@ print fmt: \"pio_%s at 0x%x size %d count %d val 0x%x %s\", REC->rw ? \"write\" 
         assert_eq!(PageLayout::DEFAULT_64.page_size(), 4096);
     }
 }
-#[cfg(test)]
-mod live {
-    #[test]
-    fn live_header_page_parses() {
-        let Some(root) = crate::host::require_tracefs() else {
-            return;
-        };
-        let t = crate::tracefs::read_file(&root.join("events/header_page")).unwrap();
-        super::PageLayout::parse(&t, "live").unwrap();
-        let t = crate::tracefs::read_file(&root.join("events/header_event")).unwrap();
-        super::check_header_event(&t, "live").unwrap();
-    }
-}
-
 #[cfg(test)]
 mod fuzz {
     use super::*;
