@@ -65,6 +65,7 @@ pub fn for_each_event(
         lost_total: stats.lost_total(),
         lost: stats.lost,
         truncated_at: stats.truncated_at,
+        unresolved_pointers: 0,
     })
 }
 
@@ -93,6 +94,7 @@ fn read_tracedat(path: &Path, sink: impl FnMut(&Event<'_>)) -> anyhow::Result<In
         // A binary file has no lines; its size is what was read.
         bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
         events: dat.events,
+        unresolved_pointers: dat.unresolved_pointers,
         lost_total: dat.lost_total() + unknown_pages,
         lost,
         ..InputSummary::default()

@@ -17,7 +17,8 @@
 //!                              (optional; fill in what the saved tables lack)
 //! DIR/stats.cpuN               per_cpu/cpuN/stats  (optional)
 //! DIR/trace_clock, DIR/uname   (optional)
-//! DIR/kallsyms                 /proc/kallsyms      (optional)
+//! DIR/kallsyms                 /proc/kallsyms      (optional: names pointer fields)
+//! DIR/printk_formats           tracefs printk_formats (optional)
 //! DIR/sysreg_names             `Op0,Op1,CRn,CRm,Op2 NAME` lines (optional, arm64)
 //! ```
 //!
@@ -247,7 +248,11 @@ pub fn assemble_from_dir(
     }
 
     let names = sysreg_names(&optional_text(&dir.join("sysreg_names")));
-    let mut printk = String::new();
+    let mut printk = optional_text(&dir.join("printk_formats"));
+    if !printk.is_empty() && !printk.ends_with('\n') {
+        printk.push('\n');
+    }
+    let copied = printk.lines().count();
     for (enc, ptrs) in &sysreg_ptrs {
         if let Some(name) = names.get(enc) {
             for p in ptrs.iter().filter(|p| **p != 0) {
@@ -255,7 +260,7 @@ pub fn assemble_from_dir(
             }
         }
     }
-    summary.sysreg_names = printk.lines().count();
+    summary.sysreg_names = printk.lines().count() - copied;
 
     let mut comms: BTreeMap<i32, String> = BTreeMap::new();
     for file in ["saved_cmdlines", "task_comms"] {

@@ -236,6 +236,16 @@ impl EventFormat {
         })
     }
 
+    /// The fields the `print fmt` prints as kernel symbols (`%ps`, `%pS`, `%pB`, `%pF`,
+    /// `%pf`: function pointers and return addresses), by index into [`EventFormat::fields`],
+    /// in print order.
+    pub fn symbol_pointers(&self) -> Vec<usize> {
+        symbol_pointer_args(&self.print_fmt)
+            .iter()
+            .filter_map(|name| self.fields.iter().position(|f| &f.name == name))
+            .collect()
+    }
+
     /// `system:name`.
     pub fn full_name(&self) -> String {
         format!("{}:{}", self.system, self.name)
@@ -495,6 +505,74 @@ pub fn parse_symbols(print_fmt: &str) -> Vec<SymbolTable> {
         }
     }
     tables
+}
+
+/// The `REC->field` names of the arguments a `print fmt` prints with a symbol conversion
+/// (`%ps`, `%pS`, `%pSR`, `%pB`, `%pF`, `%pf`). Arguments that are not a plain field
+/// (possibly cast) are left out.
+pub fn symbol_pointer_args(print_fmt: &str) -> Vec<String> {
+    let Some(end) = string_end(print_fmt) else {
+        return Vec::new();
+    };
+    let fmt = &print_fmt[..end];
+    let args = split_top(print_fmt[end..].trim_start().trim_start_matches(','));
+    let b = fmt.as_bytes();
+    let mut out = Vec::new();
+    let mut arg = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'%' {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        if b.get(i) == Some(&b'%') {
+            i += 1;
+            continue;
+        }
+        // flags, width (a `*` takes an argument), precision, length
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'*' => arg += 1,
+                b'-'
+                | b'+'
+                | b' '
+                | b'#'
+                | b'0'..=b'9'
+                | b'.'
+                | b'l'
+                | b'h'
+                | b'z'
+                | b'j'
+                | b't'
+                | b'L'
+                | b'q' => {}
+                _ => break,
+            }
+            i += 1;
+        }
+        let conv = b.get(i).copied();
+        i += 1;
+        if conv == Some(b'p') && matches!(b.get(i), Some(b's' | b'S' | b'B' | b'F' | b'f')) {
+            if let Some(name) = args.get(arg).and_then(|a| plain_rec_field(a)) {
+                out.push(name);
+            }
+        }
+        arg += 1;
+    }
+    out
+}
+
+/// `REC->name`, `(void *)REC->name` or `(unsigned long) REC->name`: the field's name.
+fn plain_rec_field(arg: &str) -> Option<String> {
+    let mut a = arg.trim();
+    while let Some(rest) = a.strip_prefix('(') {
+        let close = rest.find(')')?;
+        a = rest[close + 1..].trim();
+    }
+    let name = a.strip_prefix("REC->")?;
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then(|| name.to_string())
 }
 
 fn string_end(s: &str) -> Option<usize> {
@@ -957,6 +1035,34 @@ print fmt: \"pio_%s at 0x%x size %d count %d val 0x%x %s\", REC->rw ? \"write\" 
         assert_eq!(eval_const("10UL"), Some(10));
         assert_eq!(eval_const("REC->x"), None);
         assert_eq!(eval_const("(1"), None);
+    }
+
+    #[test]
+    fn symbol_pointer_fields_of_timer_csd_and_ipi_events() {
+        assert_eq!(
+            symbol_pointer_args(
+                r#""hrtimer=%p function=%ps expires=%llu softexpires=%llu mode=%s", REC->hrtimer, REC->function, (unsigned long long) REC->expires, (unsigned long long) REC->softexpires, __print_symbolic(REC->mode, { 0, "ABS" })"#
+            ),
+            ["function"]
+        );
+        assert_eq!(
+            symbol_pointer_args(
+                r#""cpu=%u callsite=%pS func=%ps csd=%p", REC->cpu, REC->callsite, REC->func, REC->csd"#
+            ),
+            ["callsite", "func"]
+        );
+        assert_eq!(
+            symbol_pointer_args(
+                r#""cpumask=%s callsite=%pS callback=%pS", __get_cpumask(cpumask), REC->callsite, REC->callback"#
+            ),
+            ["callsite", "callback"]
+        );
+        assert_eq!(
+            symbol_pointer_args(r#""%*s 100%% %pS", 3, "x", (void *)REC->ip"#),
+            ["ip"]
+        );
+        assert!(symbol_pointer_args(r#""x=%u", REC->x"#).is_empty());
+        assert!(symbol_pointer_args("garbage \"").is_empty());
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod events;
 pub mod file;
 pub mod format;
 pub mod ringbuf;
+pub mod symbols;
+pub mod write;
 
 pub use error::TraceDatError;
 pub use file::{FileAt, Merger, ReadAt, TraceDat};

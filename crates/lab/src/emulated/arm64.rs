@@ -173,6 +173,7 @@ stop)
     echo "${t##*/} ${p#/proc/}" >> "$D/task_tgids"
   done
   cat "$T/saved_tgids" > "$D/saved_tgids" 2>/dev/null
+  cat "$T/printk_formats" > "$D/printk_formats" 2>/dev/null
   # /proc/kallsyms is slow to generate under emulation: once per boot
   if [ "$4" != nokallsyms ]; then
     [ -s /tmp/.ktrace-kallsyms ] || cat /proc/kallsyms > /tmp/.ktrace-kallsyms
