@@ -94,6 +94,7 @@ pub fn for_each_event(
             .map_or("<...>", String::as_str);
         scratch.clear();
         let kind = plan.kind(rec.data, &mut scratch, &mut unresolved);
+        let payload = payload_of(&kind, &scratch);
         let kind = resolve_scratch(kind, &scratch);
         sink(&Event {
             ts_ns: rec.ts_ns,
@@ -103,7 +104,7 @@ pub fn for_each_event(
             comm,
             system: &fmt.system,
             name: &fmt.name,
-            payload: "",
+            payload,
             kind,
         });
     }
@@ -134,6 +135,15 @@ fn sidecar_tgids(json: &str) -> HashMap<u32, u32> {
         .unwrap_or_default()
 }
 
+/// The few fields analyses read from the payload text rather than the kind (csd's `csd`
+/// pointer: null for a function the sending CPU runs itself).
+fn payload_of<'a>(kind: &Decoded, scratch: &'a str) -> &'a str {
+    match kind {
+        Decoded::CsdFunction { payload, .. } => scratch.get(payload.clone()).unwrap_or(""),
+        _ => "",
+    }
+}
+
 /// Strings that exist only as formatted text (hex addresses, symbol names) are written to a
 /// scratch buffer while decoding; this swaps the placeholders for slices of it.
 fn resolve_scratch<'a>(kind: Decoded, scratch: &'a str) -> EventKind<'a> {
@@ -155,7 +165,7 @@ fn resolve_scratch<'a>(kind: Decoded, scratch: &'a str) -> EventKind<'a> {
             cpu,
             func: s(&func),
         },
-        Decoded::CsdFunction { entry, func } => EventKind::CsdFunction {
+        Decoded::CsdFunction { entry, func, .. } => EventKind::CsdFunction {
             entry,
             func: s(&func),
         },
@@ -202,6 +212,8 @@ enum Decoded {
     CsdFunction {
         entry: bool,
         func: std::ops::Range<usize>,
+        /// `csd=ADDR` (`csd=0` for none), as the kernel's text has it.
+        payload: std::ops::Range<usize>,
     },
     HrtimerStart {
         hrtimer: u64,
@@ -532,10 +544,21 @@ impl<'f> Plan<'f> {
                 cpu: self.u32(d, "cpu")?,
                 func: self.addr(d, "func", scratch, unresolved),
             }),
-            ("csd", "csd_function_entry" | "csd_function_exit") => Some(Decoded::CsdFunction {
-                entry: name == "csd_function_entry",
-                func: self.addr(d, "func", scratch, unresolved),
-            }),
+            ("csd", "csd_function_entry" | "csd_function_exit") => {
+                let func = self.addr(d, "func", scratch, unresolved);
+                let start = scratch.len();
+                match self.u64(d, "csd") {
+                    Some(0) | None => scratch.push_str("csd=0"),
+                    Some(c) => {
+                        let _ = write!(scratch, "csd={c:x}");
+                    }
+                }
+                Some(Decoded::CsdFunction {
+                    entry: name == "csd_function_entry",
+                    func,
+                    payload: start..scratch.len(),
+                })
+            }
             ("timer", "hrtimer_start") => Some(Decoded::HrtimerStart {
                 hrtimer: self.u64(d, "hrtimer")?,
                 function: self.addr(d, "function", scratch, unresolved),
