@@ -547,47 +547,26 @@ impl TraceDat {
                         next = oc.u64().unwrap_or(0);
                         break;
                     }
-                    option::HEADER_INFO => {
+                    // Sections with the metadata: the option holds the section's offset,
+                    // the section's id is the option's.
+                    option::HEADER_INFO
+                    | option::FTRACE_EVENTS
+                    | option::EVENT_FORMATS
+                    | option::KALLSYMS
+                    | option::PRINTK
+                    | option::CMDLINES => {
                         let off = oc.u64()?;
-                        let (d, b) = self.read_section(r, off, 16, &mut dec)?;
-                        let mut s = Cur::new(d.as_slice(), 0, "header info");
+                        let (d, b) = self.read_section(r, off, id, &mut dec)?;
+                        let mut s = Cur::new(d.as_slice(), 0, "section");
                         s.base = b;
-                        self.parse_headers(&mut s)?;
-                    }
-                    option::FTRACE_EVENTS => {
-                        let off = oc.u64()?;
-                        let (d, b) = self.read_section(r, off, 17, &mut dec)?;
-                        let mut s = Cur::new(d.as_slice(), 0, "ftrace formats");
-                        s.base = b;
-                        self.parse_ftrace(&mut s)?;
-                    }
-                    option::EVENT_FORMATS => {
-                        let off = oc.u64()?;
-                        let (d, b) = self.read_section(r, off, 18, &mut dec)?;
-                        let mut s = Cur::new(d.as_slice(), 0, "event formats");
-                        s.base = b;
-                        self.parse_events(&mut s)?;
-                    }
-                    option::KALLSYMS => {
-                        let off = oc.u64()?;
-                        let (d, b) = self.read_section(r, off, 19, &mut dec)?;
-                        let mut s = Cur::new(d.as_slice(), 0, "kallsyms");
-                        s.base = b;
-                        self.parse_kallsyms(&mut s)?;
-                    }
-                    option::PRINTK => {
-                        let off = oc.u64()?;
-                        let (d, b) = self.read_section(r, off, 20, &mut dec)?;
-                        let mut s = Cur::new(d.as_slice(), 0, "printk");
-                        s.base = b;
-                        self.parse_printk(&mut s)?;
-                    }
-                    option::CMDLINES => {
-                        let off = oc.u64()?;
-                        let (d, b) = self.read_section(r, off, 21, &mut dec)?;
-                        let mut s = Cur::new(d.as_slice(), 0, "cmdlines");
-                        s.base = b;
-                        self.parse_cmdlines(&mut s)?;
+                        match id {
+                            option::HEADER_INFO => self.parse_headers(&mut s)?,
+                            option::FTRACE_EVENTS => self.parse_ftrace(&mut s)?,
+                            option::EVENT_FORMATS => self.parse_events(&mut s)?,
+                            option::KALLSYMS => self.parse_kallsyms(&mut s)?,
+                            option::PRINTK => self.parse_printk(&mut s)?,
+                            _ => self.parse_cmdlines(&mut s)?,
+                        }
                     }
                     option::BUFFER => {
                         let off = oc.u64()?;

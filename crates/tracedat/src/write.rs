@@ -102,41 +102,16 @@ pub fn write_v6<W: Write, R: Read>(
     h.push(0); // little endian
     h.push(8); // long size
     h.extend_from_slice(&meta.page_size.to_le_bytes());
-    h.extend_from_slice(b"header_page\0");
-    h.extend_from_slice(&(meta.header_page.len() as u64).to_le_bytes());
-    h.extend_from_slice(meta.header_page.as_bytes());
-    h.extend_from_slice(b"header_event\0");
-    h.extend_from_slice(&(meta.header_event.len() as u64).to_le_bytes());
-    h.extend_from_slice(meta.header_event.as_bytes());
-    h.extend_from_slice(&(meta.ftrace_formats.len() as u32).to_le_bytes());
-    for f in &meta.ftrace_formats {
-        h.extend_from_slice(&(f.len() as u64).to_le_bytes());
-        h.extend_from_slice(f.as_bytes());
-    }
-    h.extend_from_slice(&(meta.systems.len() as u32).to_le_bytes());
-    for (sys, formats) in &meta.systems {
-        h.extend_from_slice(sys.as_bytes());
-        h.push(0);
-        h.extend_from_slice(&(formats.len() as u32).to_le_bytes());
-        for f in formats {
-            h.extend_from_slice(&(f.len() as u64).to_le_bytes());
-            h.extend_from_slice(f.as_bytes());
-        }
-    }
-    h.extend_from_slice(&(meta.kallsyms.len() as u32).to_le_bytes());
-    h.extend_from_slice(&meta.kallsyms);
-    h.extend_from_slice(&(meta.printk.len() as u32).to_le_bytes());
-    h.extend_from_slice(&meta.printk);
-    h.extend_from_slice(&(meta.cmdlines.len() as u64).to_le_bytes());
-    h.extend_from_slice(meta.cmdlines.as_bytes());
+    header_info(&mut h, meta);
+    ftrace_formats(&mut h, meta)?;
+    event_formats(&mut h, meta)?;
+    sized_u32(&mut h, &meta.kallsyms, "kallsyms")?;
+    sized_u32(&mut h, &meta.printk, "printk formats")?;
+    sized_u64(&mut h, meta.cmdlines.as_bytes());
     h.extend_from_slice(&(cpus.len() as u32).to_le_bytes());
     if !meta.options.is_empty() {
         h.extend_from_slice(b"options  \0");
-        for (id, data) in &meta.options {
-            h.extend_from_slice(&id.to_le_bytes());
-            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            h.extend_from_slice(data);
-        }
+        options(&mut h, &meta.options)?;
         h.extend_from_slice(&option::DONE.to_le_bytes());
     }
     h.extend_from_slice(b"flyrecord\0");
@@ -221,6 +196,52 @@ fn sized_u64(out: &mut Vec<u8>, text: &[u8]) {
     out.extend_from_slice(text);
 }
 
+fn sized_u32(out: &mut Vec<u8>, text: &[u8], what: &str) -> std::io::Result<()> {
+    out.extend_from_slice(&u32_len(text.len(), what)?.to_le_bytes());
+    out.extend_from_slice(text);
+    Ok(())
+}
+
+// The metadata blocks, laid out alike in v6 (one after the other) and v7 (one section each).
+
+fn header_info(out: &mut Vec<u8>, meta: &Metadata) {
+    out.extend_from_slice(b"header_page\0");
+    sized_u64(out, meta.header_page.as_bytes());
+    out.extend_from_slice(b"header_event\0");
+    sized_u64(out, meta.header_event.as_bytes());
+}
+
+fn ftrace_formats(out: &mut Vec<u8>, meta: &Metadata) -> std::io::Result<()> {
+    out.extend_from_slice(&u32_len(meta.ftrace_formats.len(), "ftrace formats")?.to_le_bytes());
+    for f in &meta.ftrace_formats {
+        sized_u64(out, f.as_bytes());
+    }
+    Ok(())
+}
+
+fn event_formats(out: &mut Vec<u8>, meta: &Metadata) -> std::io::Result<()> {
+    out.extend_from_slice(&u32_len(meta.systems.len(), "systems")?.to_le_bytes());
+    for (sys, formats) in &meta.systems {
+        out.extend_from_slice(sys.as_bytes());
+        out.push(0);
+        out.extend_from_slice(&u32_len(formats.len(), "formats")?.to_le_bytes());
+        for f in formats {
+            sized_u64(out, f.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// (id, size, data) of each option, without the closing DONE.
+fn options(out: &mut Vec<u8>, options: &[(u16, Vec<u8>)]) -> std::io::Result<()> {
+    for (id, data) in options {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&u32_len(data.len(), "an option")?.to_le_bytes());
+        out.extend_from_slice(data);
+    }
+    Ok(())
+}
+
 fn pad_to<W: Write + Seek>(w: &mut W, align: u64) -> std::io::Result<u64> {
     let pos = w.stream_position()?;
     let to = pos.div_ceil(align) * align;
@@ -260,41 +281,22 @@ pub fn write_v7<W: Write + Seek, R: Read>(
     let at = |id: u16, off: u64| (id, off.to_le_bytes().to_vec());
 
     let mut b = Vec::new();
-    b.extend_from_slice(b"header_page\0");
-    sized_u64(&mut b, meta.header_page.as_bytes());
-    b.extend_from_slice(b"header_event\0");
-    sized_u64(&mut b, meta.header_event.as_bytes());
+    header_info(&mut b, meta);
     opts.push(at(option::HEADER_INFO, section(w, 16, &b, compress)?));
-
     let mut b = Vec::new();
-    b.extend_from_slice(&u32_len(meta.ftrace_formats.len(), "ftrace formats")?.to_le_bytes());
-    for f in &meta.ftrace_formats {
-        sized_u64(&mut b, f.as_bytes());
-    }
+    ftrace_formats(&mut b, meta)?;
     opts.push(at(option::FTRACE_EVENTS, section(w, 17, &b, compress)?));
-
     let mut b = Vec::new();
-    b.extend_from_slice(&u32_len(meta.systems.len(), "systems")?.to_le_bytes());
-    for (sys, formats) in &meta.systems {
-        b.extend_from_slice(sys.as_bytes());
-        b.push(0);
-        b.extend_from_slice(&u32_len(formats.len(), "formats")?.to_le_bytes());
-        for f in formats {
-            sized_u64(&mut b, f.as_bytes());
-        }
-    }
+    event_formats(&mut b, meta)?;
     opts.push(at(option::EVENT_FORMATS, section(w, 18, &b, compress)?));
-
     if !meta.kallsyms.is_empty() {
         let mut b = Vec::new();
-        b.extend_from_slice(&u32_len(meta.kallsyms.len(), "kallsyms")?.to_le_bytes());
-        b.extend_from_slice(&meta.kallsyms);
+        sized_u32(&mut b, &meta.kallsyms, "kallsyms")?;
         opts.push(at(option::KALLSYMS, section(w, 19, &b, compress)?));
     }
     if !meta.printk.is_empty() {
         let mut b = Vec::new();
-        b.extend_from_slice(&u32_len(meta.printk.len(), "printk formats")?.to_le_bytes());
-        b.extend_from_slice(&meta.printk);
+        sized_u32(&mut b, &meta.printk, "printk formats")?;
         opts.push(at(option::PRINTK, section(w, 20, &b, compress)?));
     }
     let mut b = Vec::new();
@@ -364,11 +366,8 @@ pub fn write_v7<W: Write + Seek, R: Read>(
     }
 
     let mut b = Vec::new();
-    for (id, data) in meta.options.iter().chain(opts.iter()) {
-        b.extend_from_slice(&id.to_le_bytes());
-        b.extend_from_slice(&u32_len(data.len(), "an option")?.to_le_bytes());
-        b.extend_from_slice(data);
-    }
+    options(&mut b, &meta.options)?;
+    options(&mut b, &opts)?;
     b.extend_from_slice(&option::DONE.to_le_bytes());
     b.extend_from_slice(&8u32.to_le_bytes());
     b.extend_from_slice(&0u64.to_le_bytes());
