@@ -15,7 +15,7 @@ use std::path::Path;
 use kvmscope_trace::{ArmExitKind, Event, EventKind, ExitReason, KvmExit, MmioKind};
 
 use crate::error::TraceDatError;
-use crate::file::{BufferMerger, FileAt, TraceDat};
+use crate::file::{BufferMerger, FileAt, Merger, TraceDat};
 use crate::format::EventFormat;
 use crate::symbols::Kallsyms;
 
@@ -73,46 +73,83 @@ pub fn for_each_event(
         .map(sidecar_tgids)
         .unwrap_or_default();
     summary.symbols = td.kallsyms.len();
-    let mut plans: HashMap<u16, Plan<'_>> = HashMap::new();
+    // Per event id, its plan (a Vec: hashing the id per record cost more than decoding).
+    let mut plans: Vec<Slot<'_>> = Vec::new();
+    // Per thread, its name and process (looked up once per thread).
+    let mut threads: foldhash::HashMap<i32, (&str, Option<u32>)> = foldhash::HashMap::default();
     let mut scratch = String::new();
     let buffers: Vec<_> = td.data_buffers().collect();
     summary.buffers = buffers.iter().map(|b| b.name.clone()).collect();
-    let mut merger = BufferMerger::of(&td, buffers, &file)?;
     let mut unresolved = 0u64;
-    while let Some((_, rec)) = merger.next_record()? {
-        let Some(fmt) = td.formats.get(rec.id) else {
-            continue;
+    let mut events = 0u64;
+    let mut handle = |rec: &crate::ringbuf::Record<'_>| {
+        let id = rec.id as usize;
+        if plans.len() <= id {
+            plans.resize_with(id + 1, || Slot::Unknown);
+        }
+        if let Slot::Unknown = plans[id] {
+            plans[id] = match td.formats.get(rec.id) {
+                Some(fmt) => Slot::Plan(Plan::new(fmt, &td.kallsyms)),
+                None => Slot::NoFormat,
+            };
+        }
+        let Slot::Plan(plan) = &mut plans[id] else {
+            return;
         };
-        let plan = plans
-            .entry(rec.id)
-            .or_insert_with(|| Plan::new(fmt, &td.kallsyms));
-        summary.events += 1;
+        events += 1;
         let tid = u32::try_from(rec.common_pid).unwrap_or(0);
-        let comm = td
-            .cmdlines
-            .get(&rec.common_pid)
-            .map_or("<...>", String::as_str);
+        let &mut (comm, tgid) = threads.entry(rec.common_pid).or_insert_with(|| {
+            (
+                td.cmdlines
+                    .get(&rec.common_pid)
+                    .map_or("<...>", String::as_str),
+                tgids.get(&tid).copied(),
+            )
+        });
         scratch.clear();
         let kind = plan.kind(rec.data, &mut scratch, &mut unresolved);
         let payload = payload_of(&kind, &scratch);
         let kind = resolve_scratch(kind, &scratch);
+        let fmt = plan.fmt;
         sink(&Event {
             ts_ns: rec.ts_ns,
             cpu: rec.cpu,
             tid,
-            tgid: tgids.get(&tid).copied(),
+            tgid,
             comm,
             system: &fmt.system,
             name: &fmt.name,
             payload,
             kind,
         });
-    }
-    for l in merger.lost_events() {
+    };
+    let lost = if let [one] = buffers[..] {
+        let mut m = Merger::new(&td, one, &file)?;
+        while let Some(rec) = m.next_record()? {
+            handle(&rec);
+        }
+        m.lost_events()
+    } else {
+        let mut m = BufferMerger::of(&td, buffers, &file)?;
+        while let Some((_, rec)) = m.next_record()? {
+            handle(&rec);
+        }
+        m.lost_events()
+    };
+    for l in lost {
         summary.lost.push((l.cpu, l.known, l.unknown_pages));
     }
+    summary.events = events;
     summary.unresolved_pointers = unresolved;
     Ok(summary)
+}
+
+/// What is known about an event id.
+#[derive(Debug)]
+enum Slot<'f> {
+    Unknown,
+    NoFormat,
+    Plan(Plan<'f>),
 }
 
 /// Thread → process from kvmscope's sidecar (`"tgids": [[tid, tgid], ...]`).

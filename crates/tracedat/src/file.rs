@@ -909,12 +909,9 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
         })
     }
 
-    /// Picks the CPU whose record comes next (after stepping past the one returned last),
-    /// without handing it out yet.
-    fn select(&mut self) -> Result<Option<usize>, TraceDatError> {
-        if self.peeked.is_some() {
-            return Ok(self.peeked);
-        }
+    /// Steps past the record returned last and picks the CPU whose record comes next.
+    #[inline]
+    fn advance(&mut self) -> Result<Option<usize>, TraceDatError> {
         if let Some(i) = self.current.take() {
             self.cpus[i].idx += 1;
         }
@@ -929,13 +926,15 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
                 best = Some((ts, i));
             }
         }
-        self.peeked = best.map(|b| b.1);
-        Ok(self.peeked)
+        Ok(best.map(|b| b.1))
     }
 
     /// The time stamp of the record [`Merger::next_record`] will return, or None at the end.
     pub fn peek_ts(&mut self) -> Result<Option<u64>, TraceDatError> {
-        Ok(self.select()?.map(|i| {
+        if self.peeked.is_none() {
+            self.peeked = self.advance()?;
+        }
+        Ok(self.peeked.map(|i| {
             let c = &self.cpus[i];
             c.recs[c.idx].0
         }))
@@ -943,10 +942,13 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
 
     /// The next record in time order across CPUs, or None at the end.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, TraceDatError> {
-        let Some(i) = self.select()? else {
+        let next = match self.peeked.take() {
+            Some(i) => Some(i),
+            None => self.advance()?,
+        };
+        let Some(i) = next else {
             return Ok(None);
         };
-        self.peeked = None;
         self.current = Some(i);
         let c = &self.cpus[i];
         let (ts, start, end) = c.recs[c.idx];

@@ -88,6 +88,18 @@ impl Kallsyms {
         inside.then_some(i)
     }
 
+    /// The table as `/proc/kallsyms` text (`ADDR t NAME` lines: the symbol types and module
+    /// names are not kept), for writing it into another file.
+    pub fn to_text(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..self.syms.len() {
+            out.extend_from_slice(
+                format!("{:016x} t {}\n", self.syms[i].0, self.name(i)).as_bytes(),
+            );
+        }
+        out
+    }
+
     /// The name of the symbol that contains `addr` (`%ps`/`%pS` without the offset).
     pub fn lookup(&self, addr: u64) -> Option<&str> {
         self.containing(addr).map(|i| self.name(i))

@@ -31,6 +31,41 @@ impl Version {
     }
 }
 
+impl Metadata {
+    /// The metadata of a file read with [`crate::file::TraceDat`], to write it again (in
+    /// another version): formats, kallsyms (as `ADDR t NAME` lines), printk formats,
+    /// cmdlines and options.
+    pub fn of(td: &crate::file::TraceDat) -> Metadata {
+        let mut systems: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut ftrace_formats = Vec::new();
+        for f in td.formats.iter() {
+            if f.system == "ftrace" {
+                ftrace_formats.push(f.text.clone());
+            } else {
+                systems
+                    .entry(f.system.clone())
+                    .or_default()
+                    .push(f.text.clone());
+            }
+        }
+        Metadata {
+            page_size: td.page_size,
+            header_page: td.header_page.clone(),
+            header_event: td.header_event.clone(),
+            ftrace_formats,
+            systems: systems.into_iter().collect(),
+            kallsyms: td.kallsyms.to_text(),
+            printk: td.printk.clone().into_bytes(),
+            cmdlines: td
+                .cmdlines
+                .iter()
+                .map(|(p, c)| format!("{p} {c}\n"))
+                .collect(),
+            options: td.options.clone(),
+        }
+    }
+}
+
 /// One buffer's CPU data for [`write`]: the top-level buffer has the name `""`.
 #[derive(Debug)]
 pub struct BufferPages<R> {

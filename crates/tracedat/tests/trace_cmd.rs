@@ -264,33 +264,7 @@ fn our_v7_files_give_trace_cmd_the_same_events() {
     let path = fixture("kvmscope-record-lab-v6.dat");
     let bytes = std::fs::read(&path).unwrap();
     let td = TraceDat::parse(bytes.as_slice()).unwrap();
-    let mut systems: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut ftrace = Vec::new();
-    for f in td.formats.iter() {
-        if f.system == "ftrace" {
-            ftrace.push(f.text.clone());
-        } else {
-            systems
-                .entry(f.system.clone())
-                .or_default()
-                .push(f.text.clone());
-        }
-    }
-    let meta = Metadata {
-        page_size: td.page_size,
-        header_page: td.header_page.clone(),
-        header_event: td.header_event.clone(),
-        ftrace_formats: ftrace,
-        systems: systems.into_iter().collect(),
-        kallsyms: Vec::new(),
-        printk: td.printk.clone().into_bytes(),
-        cmdlines: td
-            .cmdlines
-            .iter()
-            .map(|(p, c)| format!("{p} {c}\n"))
-            .collect(),
-        options: td.options.clone(),
-    };
+    let meta = Metadata::of(&td);
     let theirs_v6 = trace_cmd_raw(&path).unwrap();
     let dir = tempfile::tempdir().unwrap();
     for version in [Version::V7Zstd, Version::V7] {
