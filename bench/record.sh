@@ -26,7 +26,7 @@ LAB=("$@")
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 if [ -z "${SKIP_BUILD:-}" ]; then
   cargo build --release --bin kvmscope -p kvmscope --quiet
-  cargo build --release -p kvmscope-capture --example tracedat_count --quiet
+  cargo build --release -p kvmscope-tracedat --example tracedat_count --quiet
 fi
 K=$CARGO_TARGET_DIR/release/kvmscope
 COUNT=$CARGO_TARGET_DIR/release/examples/tracedat_count

@@ -59,12 +59,12 @@ fn bench(c: &mut Criterion) {
     let dat = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/tracedat/kvmscope-record-lab-v6.dat");
     let mut events = 0;
-    kvmscope_capture::events::for_each_event(&dat, |_| events += 1).unwrap();
+    kvmscope_tracedat::events::for_each_event(&dat, |_| events += 1).unwrap();
     g.throughput(Throughput::Elements(events));
     g.bench_function("tracedat-v6/events", |b| {
         b.iter(|| {
             let mut r = ReportBuilder::new();
-            kvmscope_capture::events::for_each_event(&dat, |ev| r.observe(ev)).unwrap();
+            kvmscope_tracedat::events::for_each_event(&dat, |ev| r.observe(ev)).unwrap();
             r.finish(Vec::new())
         })
     });

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kvmscope_capture::tracedat::{count_events, FileAt, Merger, TraceDat};
 use kvmscope_capture::tracefs::Instance;
+use kvmscope_tracedat::file::{count_events, FileAt, Merger, TraceDat};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -238,7 +238,7 @@ fn sgi1r_writes_cover_the_ipis_the_guest_counted() {
 fn vmm_threads_belong_to_a_process_of_their_own_name() {
     let Some(r) = run() else { return };
     let s = scenario(r, "ipi");
-    let (td, _) = kvmscope_capture::tracedat::TraceDat::open(&trace(s)).unwrap();
+    let (td, _) = kvmscope_tracedat::file::TraceDat::open(&trace(s)).unwrap();
     let side: Value = serde_json::from_str(td.kvmscope_json().unwrap()).unwrap();
     let tgid: BTreeMap<i64, i64> = side["tgids"]
         .as_array()

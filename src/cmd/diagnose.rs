@@ -168,7 +168,7 @@ struct InputMeta {
 }
 
 fn input_meta(path: &Path) -> InputMeta {
-    match kvmscope_capture::tracedat::TraceDat::open(path) {
+    match kvmscope_tracedat::file::TraceDat::open(path) {
         Ok((td, _)) => InputMeta {
             side: if td.formats.by_name("kvm", "kvm_exit").is_some() {
                 InputSide::Host
@@ -340,7 +340,8 @@ fn live(
         filters,
         buffer_kb: Some(args.buffer_kb),
         subbuf_kb: None,
-        kallsyms: false,
+        kallsyms: recorder::KallsymsMode::Referenced,
+        version: kvmscope_tracedat::file::Version::V6,
     };
     let mut rec = match Recorder::start(&root, options, &output) {
         Ok(r) => r,
@@ -425,8 +426,8 @@ fn live(
     if !keep {
         let _ = std::fs::remove_file(&output);
     }
-    let (mut report, _) = read?;
-    symbolize(&mut report);
+    // Function names come from the recording's own kallsyms (see kvmscope_tracedat::events).
+    let (report, _) = read?;
     let facts = kvmscope_diagnose::Facts::new(&report);
     let mut note = None;
     if facts.kvm_events == 0 {
@@ -451,65 +452,6 @@ fn live(
         });
     }
     Ok((report, system_start, note))
-}
-
-/// Names the guest-side functions a trace.dat gives as addresses (hrtimer, IPI and csd
-/// callbacks), from this machine's /proc/kallsyms: only for live recordings, whose addresses
-/// are this kernel's. Addresses without an exact symbol stay as they are.
-fn symbolize(report: &mut Report) {
-    let Some(g) = report.guest.as_mut() else {
-        return;
-    };
-    let mut wanted: Vec<u64> = Vec::new();
-    let parse = |f: &str| {
-        f.strip_prefix("0x")
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-    };
-    for f in g
-        .timers
-        .hrtimers
-        .iter()
-        .map(|r| &r.function)
-        .chain(g.ipi.sent.iter().map(|r| &r.function))
-        .chain(g.ipi.csd_functions.iter().map(|r| &r.function))
-    {
-        if let Some(a) = parse(f) {
-            wanted.push(a);
-        }
-    }
-    if wanted.is_empty() {
-        return;
-    }
-    wanted.sort_unstable();
-    let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
-        return;
-    };
-    let mut names = std::collections::HashMap::new();
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        let (Some(addr), Some(_), Some(name)) = (it.next(), it.next(), it.next()) else {
-            continue;
-        };
-        if let Ok(a) = u64::from_str_radix(addr, 16) {
-            if a != 0 && wanted.binary_search(&a).is_ok() && !name.starts_with("__pfx_") {
-                names.entry(a).or_insert_with(|| name.to_string());
-            }
-        }
-    }
-    let fix = |f: &mut String| {
-        if let Some(n) = parse(f).and_then(|a| names.get(&a)) {
-            *f = n.clone();
-        }
-    };
-    g.timers
-        .hrtimers
-        .iter_mut()
-        .for_each(|r| fix(&mut r.function));
-    g.ipi.sent.iter_mut().for_each(|r| fix(&mut r.function));
-    g.ipi
-        .csd_functions
-        .iter_mut()
-        .for_each(|r| fix(&mut r.function));
 }
 
 /// A lab guest built and waiting at the starting line, then running in its own thread.

@@ -253,7 +253,8 @@ fn diagnose_window(
         filters,
         buffer_kb: Some(buffer_kb),
         subbuf_kb: None,
-        kallsyms: false,
+        kallsyms: kvmscope_capture::recorder::KallsymsMode::Referenced,
+        version: kvmscope_tracedat::file::Version::V6,
     };
     let system = kvmscope_capture::recorder::collect_system();
     let mut rec = Recorder::start(root, options, &output)

@@ -24,7 +24,7 @@ pub fn for_each_event(
     let mut magic = [0u8; 10];
     let n = read_prefix(&mut input, &mut magic).with_context(|| format!("cannot read {shown}"))?;
     let magic = &magic[..n];
-    if kvmscope_capture::events::is_tracedat(magic) {
+    if kvmscope_tracedat::events::is_tracedat(magic) {
         if shown == "-" {
             bail!("a trace.dat file cannot be read from standard input: give its path");
         }
@@ -65,12 +65,13 @@ pub fn for_each_event(
         lost_total: stats.lost_total(),
         lost: stats.lost,
         truncated_at: stats.truncated_at,
+        unresolved_pointers: 0,
     })
 }
 
 fn read_tracedat(path: &Path, sink: impl FnMut(&Event<'_>)) -> anyhow::Result<InputSummary> {
     let shown = path.display().to_string();
-    let dat = kvmscope_capture::events::for_each_event(path, sink)
+    let dat = kvmscope_tracedat::events::for_each_event(path, sink)
         .with_context(|| format!("cannot read trace.dat {shown}"))?;
     let mut lost: Vec<(u32, u64)> = dat
         .lost
@@ -93,6 +94,7 @@ fn read_tracedat(path: &Path, sink: impl FnMut(&Event<'_>)) -> anyhow::Result<In
         // A binary file has no lines; its size is what was read.
         bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
         events: dat.events,
+        unresolved_pointers: dat.unresolved_pointers,
         lost_total: dat.lost_total() + unknown_pages,
         lost,
         ..InputSummary::default()

@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use kvmscope_capture::guard::{self, OnSignal};
-use kvmscope_capture::recorder::{self, RecordOptions, Recorder};
+use kvmscope_capture::recorder::{self, KallsymsMode, RecordOptions, Recorder};
+use kvmscope_tracedat::file::Version;
+
+fn parse_version(s: &str) -> Result<Version, String> {
+    Version::parse(s).ok_or_else(|| format!("unknown trace.dat format {s:?}: v6 or v7"))
+}
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -39,9 +44,15 @@ pub struct Args {
     /// out longer bursts without losing events.
     #[arg(long, default_value_t = 4096)]
     pub buffer_kb: u64,
-    /// Store /proc/kallsyms in the file so trace-cmd can print kernel symbols (~5 MB more).
+    /// Store all of /proc/kallsyms, as trace-cmd does (~5 MB more). Without it the file keeps
+    /// the symbols the recorded pointer fields name (hrtimer and csd functions, IPI
+    /// callbacks and callsites), so reports on another machine name them.
     #[arg(long)]
     pub kallsyms: bool,
+    /// trace.dat version: v6 (any trace-cmd, KernelShark) or v7 (zstd-compressed, as
+    /// `trace-cmd record --file-version 7 --compression zstd` writes; trace-cmd 3.0+).
+    #[arg(long, default_value = "v6", value_parser = parse_version)]
+    pub format: Version,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -124,7 +135,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         filters,
         buffer_kb: Some(args.buffer_kb),
         subbuf_kb: None,
-        kallsyms: args.kallsyms,
+        kallsyms: if args.kallsyms {
+            KallsymsMode::All
+        } else {
+            KallsymsMode::Referenced
+        },
+        version: args.format,
     };
     let system_start = recorder::collect_system();
     let mut rec = Recorder::start(&root, options, &args.output)

@@ -32,6 +32,14 @@ pub struct InputSummary {
     pub lost_total: u64,
     /// Set when the input was cut off: the byte offset of the incomplete line.
     pub truncated_at: Option<u64>,
+    /// trace.dat: non-null pointer fields (hrtimer/csd functions, IPI callbacks and
+    /// callsites) that the file's own kallsyms could not name, so they are shown as hex.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unresolved_pointers: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl InputSummary {

@@ -69,21 +69,9 @@ pub enum CaptureError {
         source: std::io::Error,
     },
 
-    /// A `format`, `header_page` or `header_event` description could not be understood.
-    #[error("cannot parse {what} at line {line}: {message}")]
-    Format {
-        what: String,
-        line: usize,
-        message: String,
-    },
-
-    /// Binary trace data (a ring-buffer page or a trace.dat file) is truncated or corrupt.
-    #[error("{what}: corrupt or truncated data at byte offset {offset}: {message}")]
-    Corrupt {
-        what: String,
-        offset: u64,
-        message: String,
-    },
+    /// Trace data (an event format, a ring-buffer page, a trace.dat file) could not be read.
+    #[error(transparent)]
+    TraceDat(#[from] kvmscope_tracedat::TraceDatError),
 
     /// Any other I/O failure, with the file it concerns.
     #[error("{context} ({path})")]

@@ -17,10 +17,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::CaptureError;
-use crate::format::{check_header_event, EventFormat, PageLayout};
-use crate::ringbuf::{Missed, Page, Record};
-use crate::tracedat::{self, option, CpuPages, Metadata};
 use crate::tracefs::{read_file, Instance};
+use kvmscope_tracedat::file::{
+    self as tracedat, option, parse_stats, BufferPages, CpuPages, Metadata, Version,
+};
+use kvmscope_tracedat::format::{check_header_event, EventFormat, PageLayout};
+use kvmscope_tracedat::ringbuf::{Missed, Page, Record};
 
 /// The event presets of `kvmscope record --events`.
 pub const PRESETS: &[(&str, &str)] = &[
@@ -162,8 +164,22 @@ pub struct RecordOptions {
     /// Ring-buffer sub-buffer (page) size in KiB, on kernels that have
     /// `buffer_subbuf_size_kb` (6.8+); None keeps the default (the host page size).
     pub subbuf_kb: Option<u64>,
-    /// Store /proc/kallsyms in the file (lets trace-cmd print kernel symbols; ~5 MB).
-    pub kallsyms: bool,
+    /// Which of /proc/kallsyms to store in the file.
+    pub kallsyms: KallsymsMode,
+    /// The trace.dat version to write.
+    pub version: Version,
+}
+
+/// How much of /proc/kallsyms a recording keeps (trace-cmd keeps all of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KallsymsMode {
+    /// The symbols that the recorded pointer fields (`%ps`/`%pS`: hrtimer and csd functions,
+    /// IPI callbacks and callsites) point into, and each one's successor (which bounds it):
+    /// a few KiB where the whole table is ~5 MB, and the same names.
+    #[default]
+    Referenced,
+    /// All of /proc/kallsyms, as trace-cmd stores it (for tools that name other addresses).
+    All,
 }
 
 /// Counters while recording.
@@ -233,6 +249,10 @@ pub struct Recorder {
     /// Thread → thread group (process), read from /proc when a thread is first seen, so a
     /// report can group vCPU threads by VM (`--pid`).
     tgids: BTreeMap<i32, i32>,
+    /// Per event id: the offsets and sizes of the fields printed as kernel symbols.
+    pointer_fields: Vec<Vec<(usize, usize)>>,
+    /// Every value those fields held (the kallsyms lines to keep).
+    pointers: BTreeSet<u64>,
     /// Notes for the user (skipped optional events).
     pub notes: Vec<String>,
     enabled: Vec<String>,
@@ -398,6 +418,22 @@ impl Recorder {
         let _ = crate::tracefs::write_file(&instance.path().join("buffer_percent"), "25");
         instance.set_tracing_on(true)?;
         let enabled = concrete.iter().map(|(s, e)| format!("{s}:{e}")).collect();
+        let mut pointer_fields = Vec::new();
+        for f in &formats {
+            let fields: Vec<(usize, usize)> = f
+                .symbol_pointers()
+                .into_iter()
+                .map(|i| (f.fields[i].offset, f.fields[i].size))
+                .filter(|&(_, size)| size <= 8)
+                .collect();
+            if !fields.is_empty() {
+                let id = f.id as usize;
+                if pointer_fields.len() <= id {
+                    pointer_fields.resize(id + 1, Vec::new());
+                }
+                pointer_fields[id] = fields;
+            }
+        }
         Ok(Recorder {
             instance: Some(instance),
             root: tracefs_root.to_path_buf(),
@@ -417,6 +453,8 @@ impl Recorder {
             formats,
             pids: BTreeMap::new(),
             tgids: BTreeMap::new(),
+            pointer_fields,
+            pointers: BTreeSet::new(),
             notes,
             enabled,
             options,
@@ -572,6 +610,18 @@ impl Recorder {
         for rec in page.records() {
             let Ok(rec) = rec else { break };
             sink(&rec);
+            if let Some(fields) = self.pointer_fields.get(rec.id as usize) {
+                for &(off, size) in fields {
+                    if let Some(b) = rec.data.get(off..off + size) {
+                        let mut v = [0u8; 8];
+                        v[..size.min(8)].copy_from_slice(&b[..size.min(8)]);
+                        let v = u64::from_le_bytes(v);
+                        if v != 0 {
+                            self.pointers.insert(v);
+                        }
+                    }
+                }
+            }
             p.events += 1;
             *p.by_id.entry(rec.id).or_insert(0) += 1;
             if let std::collections::btree_map::Entry::Vacant(v) = self.pids.entry(rec.common_pid) {
@@ -607,7 +657,7 @@ impl Recorder {
         let clock = read_file(&instance.path().join("trace_clock")).unwrap_or_default();
         instance.remove()?;
 
-        let meta = self.metadata(&cpustats, clock, sidecar)?;
+        let meta = self.metadata(&cpustats, clock.clone(), sidecar)?;
         let mut inputs = Vec::new();
         for spool in std::mem::take(&mut self.cpus) {
             let size = spool.size;
@@ -625,14 +675,19 @@ impl Recorder {
         let result = (|| {
             let f = File::create(&tmp)?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
-            let mut cpus: Vec<_> = inputs
+            let cpus: Vec<_> = inputs
                 .iter_mut()
                 .map(|(_, c)| CpuPages {
                     reader: &mut c.reader,
                     size: c.size,
                 })
                 .collect();
-            tracedat::write_v6(&mut w, &meta, &mut cpus)?;
+            let mut buffers = [BufferPages {
+                name: String::new(),
+                clock: current_clock(&clock),
+                cpus,
+            }];
+            tracedat::write(&mut w, &meta, &mut buffers, self.options.version)?;
             w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             std::fs::rename(&tmp, &out_path)
         })();
@@ -755,11 +810,16 @@ impl Recorder {
         let mut json = serde_json::to_vec(&doc).unwrap_or_default();
         json.push(0);
         options.push((tracedat::OPTION_KVMSCOPE, json));
-        let kallsyms = if self.options.kallsyms {
-            std::fs::read("/proc/kallsyms").unwrap_or_default()
-        } else {
-            Vec::new()
+        // Read at the end: modules loaded while recording are in it.
+        let all = std::fs::read("/proc/kallsyms").unwrap_or_default();
+        let kallsyms = match self.options.kallsyms {
+            KallsymsMode::All => all,
+            KallsymsMode::Referenced => {
+                kvmscope_tracedat::symbols::kallsyms_subset(&all, &self.pointers)
+            }
         };
+        // The strings `%s` pointer fields and trace_printk point to (global, not per instance).
+        let printk = std::fs::read(root.join("printk_formats")).unwrap_or_default();
         Ok(Metadata {
             // trace-cmd reads v6 CPU data in units of this size: it must be the ring
             // buffer's page (sub-buffer) size, which is the host page size by default.
@@ -769,7 +829,7 @@ impl Recorder {
             ftrace_formats,
             systems: systems.into_iter().collect(),
             kallsyms,
-            printk: Vec::new(),
+            printk,
             cmdlines,
             options,
         })
@@ -887,12 +947,12 @@ pub fn guest_name(cmdline: &[u8]) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
-/// `key: value` lines of a per-CPU `stats` file.
-pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter_map(|(k, v)| Some((k.trim().to_string(), v.trim().parse().ok()?)))
-        .collect()
+/// The clock in use from a `trace_clock` file (`[local] global ...` → `local`).
+fn current_clock(trace_clock: &str) -> String {
+    trace_clock
+        .split_once('[')
+        .and_then(|(_, r)| r.split_once(']'))
+        .map_or_else(|| "local".to_string(), |(c, _)| c.to_string())
 }
 
 fn count_cpus(instance: &Path) -> Result<usize, CaptureError> {
@@ -977,5 +1037,19 @@ mod tests {
         for (p, _) in PRESETS {
             assert!(!parse_events(p).unwrap().is_empty());
         }
+    }
+}
+
+#[cfg(test)]
+mod live {
+    #[test]
+    fn live_header_page_parses() {
+        let Some(root) = crate::host::require_tracefs() else {
+            return;
+        };
+        let t = crate::tracefs::read_file(&root.join("events/header_page")).unwrap();
+        kvmscope_tracedat::format::PageLayout::parse(&t, "live").unwrap();
+        let t = crate::tracefs::read_file(&root.join("events/header_event")).unwrap();
+        kvmscope_tracedat::format::check_header_event(&t, "live").unwrap();
     }
 }

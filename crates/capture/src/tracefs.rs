@@ -176,10 +176,13 @@ impl Instance {
         text.split_whitespace()
             .next()
             .and_then(|w| w.parse().ok())
-            .ok_or_else(|| CaptureError::Format {
-                what: path.display().to_string(),
-                line: 1,
-                message: format!("expected a number of KiB, found {text:?}"),
+            .ok_or_else(|| {
+                kvmscope_tracedat::TraceDatError::Format {
+                    what: path.display().to_string(),
+                    line: 1,
+                    message: format!("expected a number of KiB, found {text:?}"),
+                }
+                .into()
             })
     }
 

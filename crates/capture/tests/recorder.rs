@@ -1,20 +1,24 @@
 //! The Recorder on the real kernel, without the CLI: guest-side events of this process's own
 //! thread (nanosleep arms the TSC-deadline timer: msr:write_msr and hrtimer events), with
-//! the default and a larger ring-buffer sub-buffer, read back by our reader and by trace-cmd.
+//! the default and a larger ring-buffer sub-buffer, as trace.dat v6 and v7 (zstd), read back
+//! by our reader and by trace-cmd; the hrtimer function is named from the file's kallsyms.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use kvmscope_capture::recorder::{parse_events, RecordOptions, Recorder};
-use kvmscope_capture::tracedat::{for_each_record, TraceDat};
+use kvmscope_capture::recorder::{parse_events, KallsymsMode, RecordOptions, Recorder};
+use kvmscope_tracedat::file::{for_each_record, TraceDat, Version};
 
 fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() }
 }
 
-fn record_own_sleeps(subbuf_kb: Option<u64>) -> Option<(tempfile::TempDir, u64, u64)> {
+fn record_own_sleeps(
+    subbuf_kb: Option<u64>,
+    version: Version,
+) -> Option<(tempfile::TempDir, u64, u64)> {
     let root = kvmscope_capture::host::require_tracefs()?;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("own.dat");
@@ -24,7 +28,8 @@ fn record_own_sleeps(subbuf_kb: Option<u64>) -> Option<(tempfile::TempDir, u64, 
         filters: vec![(None, format!("common_pid == {tid}"))],
         buffer_kb: Some(1024),
         subbuf_kb,
-        kallsyms: false,
+        kallsyms: KallsymsMode::Referenced,
+        version,
     };
     let mut rec = Recorder::start(&root, opts, &out).unwrap();
     let mut live = 0u64;
@@ -41,12 +46,42 @@ fn record_own_sleeps(subbuf_kb: Option<u64>) -> Option<(tempfile::TempDir, u64, 
     Some((dir, p.events, live))
 }
 
-fn check(subbuf_kb: Option<u64>) {
-    let Some((dir, events, live)) = record_own_sleeps(subbuf_kb) else {
+fn check(subbuf_kb: Option<u64>, version: Version) {
+    let Some((dir, events, live)) = record_own_sleeps(subbuf_kb, version) else {
         return;
     };
     let path = dir.path().join("own.dat");
     let (td, f) = TraceDat::open(&path).unwrap();
+    assert_eq!(td.version, if version == Version::V6 { 6 } else { 7 });
+    // The file names the timer function nanosleep arms (only the referenced symbols are
+    // kept: a handful of lines, not /proc/kallsyms' ~100,000).
+    assert!(
+        td.kallsyms.len() >= 2 && td.kallsyms.len() < 100,
+        "{}",
+        td.kallsyms.len()
+    );
+    let hs = td
+        .formats
+        .by_name("timer", "hrtimer_start")
+        .unwrap()
+        .clone();
+    let mut functions: BTreeMap<String, u64> = BTreeMap::new();
+    for_each_record(&td, &f, |r, _| {
+        if r.id == hs.id {
+            let a = hs.u64(r.data, "function").unwrap();
+            let name = td
+                .kallsyms
+                .lookup(a)
+                .map_or(format!("{a:#x}"), str::to_string);
+            *functions.entry(name).or_default() += 1;
+        }
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert!(
+        functions.get("hrtimer_wakeup").copied().unwrap_or(0) >= 200,
+        "{functions:?}"
+    );
     if let Some(kb) = subbuf_kb {
         assert_eq!(td.layout.page_size(), kb as usize * 1024, "{:?}", td.layout);
         assert_eq!(td.page_size as usize, kb as usize * 1024);
@@ -73,6 +108,15 @@ fn check(subbuf_kb: Option<u64>) {
             .unwrap();
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
+        // trace-cmd names the function from our kallsyms too.
+        let named = text
+            .lines()
+            .filter(|l| l.contains(" hrtimer_start:") && l.contains("function=hrtimer_wakeup"))
+            .count() as u64;
+        assert_eq!(
+            named, functions["hrtimer_wakeup"],
+            "trace-cmd's hrtimer_wakeup"
+        );
         for (name, n) in &by_name {
             let theirs = text
                 .lines()
@@ -85,7 +129,12 @@ fn check(subbuf_kb: Option<u64>) {
 
 #[test]
 fn own_thread_events_with_default_pages() {
-    check(None);
+    check(None, Version::V6);
+}
+
+#[test]
+fn own_thread_events_as_v7_zstd() {
+    check(None, Version::V7Zstd);
 }
 
 #[test]
@@ -98,5 +147,5 @@ fn own_thread_events_with_16k_sub_buffers() {
         eprintln!("SKIPPED: this kernel has fixed ring-buffer pages");
         return;
     }
-    check(Some(16));
+    check(Some(16), Version::V6);
 }

@@ -57,6 +57,13 @@ fn header(out: &mut String, r: &Report) {
                 input.undecoded
             );
         }
+        if input.unresolved_pointers > 0 {
+            let _ = writeln!(
+                out,
+                "  {} function pointers shown as hex: the file's kallsyms has no symbol for them (a file without kallsyms, e.g. written before kvmscope kept them; re-record with `kvmscope record` or `trace-cmd record`)",
+                input.unresolved_pointers
+            );
+        }
         if input.lost_total > 0 {
             let per_cpu: Vec<String> = input
                 .lost

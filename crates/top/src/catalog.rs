@@ -12,8 +12,8 @@
 use std::path::Path;
 
 use kvmscope_capture::counters::{system_events, CounterSpec};
-use kvmscope_capture::format::EventFormat;
 use kvmscope_trace::tables::msr_name;
+use kvmscope_tracedat::format::EventFormat;
 
 /// Which side of the hypervisor we are looking from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

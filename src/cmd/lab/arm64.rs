@@ -11,10 +11,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use kvmscope_capture::assemble::assemble_from_dir;
-use kvmscope_capture::tracedat::{for_each_record, TraceDat};
 use kvmscope_lab::emulated::arm64::{self, IpiDeltas, Scenario};
 use kvmscope_lab::emulated::{self, Flavour, HostConfig, HostRun, JobResult};
+use kvmscope_tracedat::assemble::assemble_from_dir;
+use kvmscope_tracedat::file::{for_each_record, TraceDat};
 use serde::Serialize;
 
 use super::emulated::{banner, progress_done, progress_printer, this_kvmscope};

@@ -2,7 +2,7 @@
 //! `Arm64Nvhe`). kvmscope is an x86_64 program and cannot run there, so each job records with
 //! tracefs from the shell (`ktrace`: a private instance, the binary per-CPU pages, the
 //! format files and tables kept as files) and the caller assembles a trace.dat outside
-//! (`kvmscope_capture::assemble`).
+//! (`kvmscope_tracedat::assemble`).
 //!
 //! The guest is a nested 2-vCPU Linux (the host's own kernel Image and a small busybox
 //! initramfs) under Debian's arm64 `qemu-system-aarch64` with `-accel kvm -cpu host`. Its
@@ -173,6 +173,7 @@ stop)
     echo "${t##*/} ${p#/proc/}" >> "$D/task_tgids"
   done
   cat "$T/saved_tgids" > "$D/saved_tgids" 2>/dev/null
+  cat "$T/printk_formats" > "$D/printk_formats" 2>/dev/null
   # /proc/kallsyms is slow to generate under emulation: once per boot
   if [ "$4" != nokallsyms ]; then
     [ -s /tmp/.ktrace-kallsyms ] || cat /proc/kallsyms > /tmp/.ktrace-kallsyms

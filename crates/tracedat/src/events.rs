@@ -3,8 +3,10 @@
 //!
 //! Fields are read by name from each event's `format` (field lookups are resolved once per
 //! event id), so a kernel that moves fields around still decodes. Pointer-valued fields that
-//! the kernel prints as symbols (`%ps`: IPI callbacks, csd and hrtimer functions) are given as
-//! hex addresses: the recording keeps no symbol table yet.
+//! the kernel prints as symbols (`%ps`/`%pS`: IPI callbacks and callsites, csd and hrtimer
+//! functions) are named from the kallsyms the file itself holds (never from the reading
+//! machine's `/proc/kallsyms`, which may be another kernel's); those the file cannot name stay
+//! hex and are counted ([`DatSummary::unresolved_pointers`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -12,9 +14,10 @@ use std::path::Path;
 
 use kvmscope_trace::{ArmExitKind, Event, EventKind, ExitReason, KvmExit, MmioKind};
 
+use crate::error::TraceDatError;
+use crate::file::{BufferMerger, FileAt, Merger, TraceDat};
 use crate::format::EventFormat;
-use crate::tracedat::{FileAt, Merger, TraceDat};
-use crate::CaptureError;
+use crate::symbols::Kallsyms;
 
 /// What a trace.dat file held besides its events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,6 +32,10 @@ pub struct DatSummary {
     pub lost: Vec<(u32, u64, u64)>,
     /// kvmscope's JSON sidecar (system snapshot and recording settings), when present.
     pub sidecar: Option<String>,
+    /// Kernel symbols the file holds (its kallsyms).
+    pub symbols: usize,
+    /// Non-null pointer fields that the file's symbols could not name (given as hex).
+    pub unresolved_pointers: u64,
 }
 
 impl DatSummary {
@@ -51,7 +58,7 @@ pub fn is_tracedat(magic: &[u8]) -> bool {
 pub fn for_each_event(
     path: &Path,
     mut sink: impl FnMut(&Event<'_>),
-) -> Result<DatSummary, CaptureError> {
+) -> Result<DatSummary, TraceDatError> {
     let file = FileAt::open(path)?;
     let td = TraceDat::parse(&file)?;
     let mut summary = DatSummary {
@@ -65,42 +72,84 @@ pub fn for_each_event(
         .as_deref()
         .map(sidecar_tgids)
         .unwrap_or_default();
-    let mut plans: HashMap<u16, Plan<'_>> = HashMap::new();
+    summary.symbols = td.kallsyms.len();
+    // Per event id, its plan (a Vec: hashing the id per record cost more than decoding).
+    let mut plans: Vec<Slot<'_>> = Vec::new();
+    // Per thread, its name and process (looked up once per thread).
+    let mut threads: foldhash::HashMap<i32, (&str, Option<u32>)> = foldhash::HashMap::default();
     let mut scratch = String::new();
-    for buffer in td.data_buffers() {
-        summary.buffers.push(buffer.name.clone());
-        let mut merger = Merger::new(&td, buffer, &file)?;
-        while let Some(rec) = merger.next_record()? {
-            let Some(fmt) = td.formats.get(rec.id) else {
-                continue;
+    let buffers: Vec<_> = td.data_buffers().collect();
+    summary.buffers = buffers.iter().map(|b| b.name.clone()).collect();
+    let mut unresolved = 0u64;
+    let mut events = 0u64;
+    let mut handle = |rec: &crate::ringbuf::Record<'_>| {
+        let id = rec.id as usize;
+        if plans.len() <= id {
+            plans.resize_with(id + 1, || Slot::Unknown);
+        }
+        if let Slot::Unknown = plans[id] {
+            plans[id] = match td.formats.get(rec.id) {
+                Some(fmt) => Slot::Plan(Plan::new(fmt, &td.kallsyms)),
+                None => Slot::NoFormat,
             };
-            let plan = plans.entry(rec.id).or_insert_with(|| Plan::new(fmt));
-            summary.events += 1;
-            let tid = u32::try_from(rec.common_pid).unwrap_or(0);
-            let comm = td
-                .cmdlines
-                .get(&rec.common_pid)
-                .map_or("<...>", String::as_str);
-            scratch.clear();
-            let kind = plan.kind(rec.data, &mut scratch);
-            let kind = resolve_scratch(kind, &scratch);
-            sink(&Event {
-                ts_ns: rec.ts_ns,
-                cpu: rec.cpu,
-                tid,
-                tgid: tgids.get(&tid).copied(),
-                comm,
-                system: &fmt.system,
-                name: &fmt.name,
-                payload: "",
-                kind,
-            });
         }
-        for l in merger.lost_events() {
-            summary.lost.push((l.cpu, l.known, l.unknown_pages));
+        let Slot::Plan(plan) = &mut plans[id] else {
+            return;
+        };
+        events += 1;
+        let tid = u32::try_from(rec.common_pid).unwrap_or(0);
+        let &mut (comm, tgid) = threads.entry(rec.common_pid).or_insert_with(|| {
+            (
+                td.cmdlines
+                    .get(&rec.common_pid)
+                    .map_or("<...>", String::as_str),
+                tgids.get(&tid).copied(),
+            )
+        });
+        scratch.clear();
+        let kind = plan.kind(rec.data, &mut scratch, &mut unresolved);
+        let payload = payload_of(&kind, &scratch);
+        let kind = resolve_scratch(kind, &scratch);
+        let fmt = plan.fmt;
+        sink(&Event {
+            ts_ns: rec.ts_ns,
+            cpu: rec.cpu,
+            tid,
+            tgid,
+            comm,
+            system: &fmt.system,
+            name: &fmt.name,
+            payload,
+            kind,
+        });
+    };
+    let lost = if let [one] = buffers[..] {
+        let mut m = Merger::new(&td, one, &file)?;
+        while let Some(rec) = m.next_record()? {
+            handle(&rec);
         }
+        m.lost_events()
+    } else {
+        let mut m = BufferMerger::of(&td, buffers, &file)?;
+        while let Some((_, rec)) = m.next_record()? {
+            handle(&rec);
+        }
+        m.lost_events()
+    };
+    for l in lost {
+        summary.lost.push((l.cpu, l.known, l.unknown_pages));
     }
+    summary.events = events;
+    summary.unresolved_pointers = unresolved;
     Ok(summary)
+}
+
+/// What is known about an event id.
+#[derive(Debug)]
+enum Slot<'f> {
+    Unknown,
+    NoFormat,
+    Plan(Plan<'f>),
 }
 
 /// Thread → process from kvmscope's sidecar (`"tgids": [[tid, tgid], ...]`).
@@ -123,6 +172,15 @@ fn sidecar_tgids(json: &str) -> HashMap<u32, u32> {
         .unwrap_or_default()
 }
 
+/// The few fields analyses read from the payload text rather than the kind (csd's `csd`
+/// pointer: null for a function the sending CPU runs itself).
+fn payload_of<'a>(kind: &Decoded, scratch: &'a str) -> &'a str {
+    match kind {
+        Decoded::CsdFunction { payload, .. } => scratch.get(payload.clone()).unwrap_or(""),
+        _ => "",
+    }
+}
+
 /// Strings that exist only as formatted text (hex addresses, symbol names) are written to a
 /// scratch buffer while decoding; this swaps the placeholders for slices of it.
 fn resolve_scratch<'a>(kind: Decoded, scratch: &'a str) -> EventKind<'a> {
@@ -131,11 +189,12 @@ fn resolve_scratch<'a>(kind: Decoded, scratch: &'a str) -> EventKind<'a> {
         Decoded::Plain(k) => k,
         Decoded::IpiSend {
             cpu,
+            cpumask,
             callsite,
             callback,
         } => EventKind::IpiSend {
             cpu,
-            cpumask: "",
+            cpumask: s(&cpumask),
             callsite: s(&callsite),
             callback: s(&callback),
         },
@@ -143,7 +202,7 @@ fn resolve_scratch<'a>(kind: Decoded, scratch: &'a str) -> EventKind<'a> {
             cpu,
             func: s(&func),
         },
-        Decoded::CsdFunction { entry, func } => EventKind::CsdFunction {
+        Decoded::CsdFunction { entry, func, .. } => EventKind::CsdFunction {
             entry,
             func: s(&func),
         },
@@ -178,6 +237,8 @@ enum Decoded {
     Plain(EventKind<'static>),
     IpiSend {
         cpu: Option<u32>,
+        /// `%*pb` hex of `ipi_send_cpumask`'s mask (empty for `ipi_send_cpu`).
+        cpumask: std::ops::Range<usize>,
         callsite: std::ops::Range<usize>,
         callback: std::ops::Range<usize>,
     },
@@ -188,6 +249,8 @@ enum Decoded {
     CsdFunction {
         entry: bool,
         func: std::ops::Range<usize>,
+        /// `csd=ADDR` (`csd=0` for none), as the kernel's text has it.
+        payload: std::ops::Range<usize>,
     },
     HrtimerStart {
         hrtimer: u64,
@@ -214,14 +277,17 @@ enum Decoded {
 #[derive(Debug)]
 struct Plan<'f> {
     fmt: &'f EventFormat,
+    /// The file's kernel symbols, for pointer fields.
+    syms: &'f Kallsyms,
     /// Field indices by the names the decoder asks for, resolved on first use.
     cache: Vec<(&'static str, Option<usize>)>,
 }
 
 impl<'f> Plan<'f> {
-    fn new(fmt: &'f EventFormat) -> Plan<'f> {
+    fn new(fmt: &'f EventFormat, syms: &'f Kallsyms) -> Plan<'f> {
         Plan {
             fmt,
+            syms,
             cache: Vec::new(),
         }
     }
@@ -253,26 +319,69 @@ impl<'f> Plan<'f> {
         self.u64(data, name).map(|v| v != 0)
     }
 
-    /// A pointer field written as hex into `scratch`; returns its range there.
+    /// A function-pointer field (`%ps`/`%pS`) named from the file's kallsyms (the symbol
+    /// that contains the address, as the text decoders keep it), or written as hex when the
+    /// file cannot name it (counted in `unresolved`; a null pointer is `0x0`, as the kernel
+    /// prints it, and is not counted). Returns its range in `scratch`.
     fn addr(
+        &mut self,
+        data: &[u8],
+        name: &'static str,
+        scratch: &mut String,
+        unresolved: &mut u64,
+    ) -> std::ops::Range<usize> {
+        let start = scratch.len();
+        if let Some(v) = self.u64(data, name) {
+            match self.syms.lookup(v) {
+                Some(sym) if v != 0 => scratch.push_str(sym),
+                _ => {
+                    *unresolved += u64::from(v != 0);
+                    let _ = write!(scratch, "{v:#x}");
+                }
+            }
+        }
+        start..scratch.len()
+    }
+
+    /// A `__data_loc cpumask_t` field as `%*pb` prints it: hex, most significant first.
+    fn cpumask(
         &mut self,
         data: &[u8],
         name: &'static str,
         scratch: &mut String,
     ) -> std::ops::Range<usize> {
         let start = scratch.len();
-        if let Some(v) = self.u64(data, name) {
-            let _ = write!(scratch, "{v:#x}");
+        let bytes = self
+            .index(name)
+            .and_then(|i| self.fmt.fields[i].bytes(data))
+            .unwrap_or(&[]);
+        let hex = b"0123456789abcdef";
+        let mut seen = false;
+        for &b in bytes.iter().rev() {
+            for nib in [b >> 4, b & 0xf] {
+                if nib != 0 || seen {
+                    seen = true;
+                    scratch.push(hex[nib as usize] as char);
+                }
+            }
+        }
+        if !seen && !bytes.is_empty() {
+            scratch.push('0');
         }
         start..scratch.len()
     }
 
-    fn kind(&mut self, d: &[u8], scratch: &mut String) -> Decoded {
-        self.try_kind(d, scratch)
+    fn kind(&mut self, d: &[u8], scratch: &mut String, unresolved: &mut u64) -> Decoded {
+        self.try_kind(d, scratch, unresolved)
             .unwrap_or(Decoded::Plain(EventKind::Other))
     }
 
-    fn try_kind(&mut self, d: &[u8], scratch: &mut String) -> Option<Decoded> {
+    fn try_kind(
+        &mut self,
+        d: &[u8],
+        scratch: &mut String,
+        unresolved: &mut u64,
+    ) -> Option<Decoded> {
         let system = self.fmt.system.as_str();
         let name = self.fmt.name.as_str();
         let plain = |k: EventKind<'static>| Some(Decoded::Plain(k));
@@ -458,25 +567,43 @@ impl<'f> Plan<'f> {
             }),
             ("ipi", "ipi_send_cpu") => Some(Decoded::IpiSend {
                 cpu: self.u32(d, "cpu"),
-                callsite: self.addr(d, "callsite", scratch),
-                callback: self.addr(d, "callback", scratch),
+                cpumask: 0..0,
+                callsite: self.addr(d, "callsite", scratch, unresolved),
+                callback: self.addr(d, "callback", scratch, unresolved),
+            }),
+            ("ipi", "ipi_send_cpumask") => Some(Decoded::IpiSend {
+                cpu: None,
+                cpumask: self.cpumask(d, "cpumask", scratch),
+                callsite: self.addr(d, "callsite", scratch, unresolved),
+                callback: self.addr(d, "callback", scratch, unresolved),
             }),
             ("csd", "csd_queue_cpu") => Some(Decoded::CsdQueue {
                 cpu: self.u32(d, "cpu")?,
-                func: self.addr(d, "func", scratch),
+                func: self.addr(d, "func", scratch, unresolved),
             }),
-            ("csd", "csd_function_entry" | "csd_function_exit") => Some(Decoded::CsdFunction {
-                entry: name == "csd_function_entry",
-                func: self.addr(d, "func", scratch),
-            }),
+            ("csd", "csd_function_entry" | "csd_function_exit") => {
+                let func = self.addr(d, "func", scratch, unresolved);
+                let start = scratch.len();
+                match self.u64(d, "csd") {
+                    Some(0) | None => scratch.push_str("csd=0"),
+                    Some(c) => {
+                        let _ = write!(scratch, "csd={c:x}");
+                    }
+                }
+                Some(Decoded::CsdFunction {
+                    entry: name == "csd_function_entry",
+                    func,
+                    payload: start..scratch.len(),
+                })
+            }
             ("timer", "hrtimer_start") => Some(Decoded::HrtimerStart {
                 hrtimer: self.u64(d, "hrtimer")?,
-                function: self.addr(d, "function", scratch),
+                function: self.addr(d, "function", scratch, unresolved),
                 expires_ns: self.u64(d, "expires"),
             }),
             ("timer", "hrtimer_expire_entry") => Some(Decoded::HrtimerExpireEntry {
                 hrtimer: self.u64(d, "hrtimer")?,
-                function: self.addr(d, "function", scratch),
+                function: self.addr(d, "function", scratch, unresolved),
             }),
             ("timer", "hrtimer_expire_exit") => plain(EventKind::HrtimerExpireExit {
                 hrtimer: self.u64(d, "hrtimer")?,
@@ -580,9 +707,52 @@ mod tests {
     }
 
     fn decode(fmt: &EventFormat, data: &[u8]) -> String {
+        decode_with(fmt, data, &Kallsyms::default()).0
+    }
+
+    fn decode_with(fmt: &EventFormat, data: &[u8], syms: &Kallsyms) -> (String, u64) {
         let mut scratch = String::new();
-        let kind = Plan::new(fmt).kind(data, &mut scratch);
-        format!("{:?}", resolve_scratch(kind, &scratch))
+        let mut unresolved = 0;
+        let kind = Plan::new(fmt, syms).kind(data, &mut scratch, &mut unresolved);
+        (format!("{:?}", resolve_scratch(kind, &scratch)), unresolved)
+    }
+
+    const IPI_SEND_CPUMASK: &str = "name: ipi_send_cpumask\nID: 7\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\tfield:__data_loc cpumask_t cpumask;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:void * callsite;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:void * callback;\toffset:24;\tsize:8;\tsigned:0;\n\nprint fmt: \"cpumask=%s callsite=%pS callback=%pS\", __get_cpumask(cpumask), REC->callsite, REC->callback\n";
+
+    #[test]
+    fn pointer_fields_are_named_from_the_files_symbols_or_counted() {
+        let fmt = EventFormat::parse("ipi", IPI_SEND_CPUMASK, "t").unwrap();
+        let syms = Kallsyms::parse(
+            b"ffffffff81000100 T smp_call_function_many_cond\nffffffff81000400 T generic_smp_call_function_interrupt\nffffffff81000500 T _etext\n",
+        );
+        let mut data = record(
+            &fmt,
+            &[
+                ("callsite", 0xffffffff81000234),
+                ("callback", 0xffffffff81000400),
+            ],
+        );
+        // cpumask: 8 bytes at offset 32 (loc = len << 16 | offset), CPUs 0 and 3
+        data.resize(40, 0);
+        data[8..12].copy_from_slice(&((8u32 << 16) | 32).to_le_bytes());
+        data[32] = 0b1001;
+        let (got, unresolved) = decode_with(&fmt, &data, &syms);
+        assert_eq!(unresolved, 0);
+        assert!(got.contains("cpumask: \"9\""), "{got}");
+        assert!(
+            got.contains("callsite: \"smp_call_function_many_cond\""),
+            "{got}"
+        );
+        assert!(
+            got.contains("callback: \"generic_smp_call_function_interrupt\""),
+            "{got}"
+        );
+        // Another kernel's addresses stay hex and are counted; null is 0x0, not counted.
+        let other = record(&fmt, &[("callsite", 0xffffffff90000000), ("callback", 0)]);
+        let (got, unresolved) = decode_with(&fmt, &other, &syms);
+        assert_eq!(unresolved, 1);
+        assert!(got.contains("callsite: \"0xffffffff90000000\""), "{got}");
+        assert!(got.contains("callback: \"0x0\""), "{got}");
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!                              (optional; fill in what the saved tables lack)
 //! DIR/stats.cpuN               per_cpu/cpuN/stats  (optional)
 //! DIR/trace_clock, DIR/uname   (optional)
-//! DIR/kallsyms                 /proc/kallsyms      (optional)
+//! DIR/kallsyms                 /proc/kallsyms      (optional: names pointer fields)
+//! DIR/printk_formats           tracefs printk_formats (optional)
 //! DIR/sysreg_names             `Op0,Op1,CRn,CRm,Op2 NAME` lines (optional, arm64)
 //! ```
 //!
@@ -31,11 +32,11 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::CaptureError;
+use crate::error::TraceDatError;
+use crate::file::parse_stats;
+use crate::file::{self as tracedat, option, CpuPages, Metadata};
 use crate::format::{check_header_event, EventFormat, PageLayout};
-use crate::recorder::parse_stats;
 use crate::ringbuf::{Missed, Page};
-use crate::tracedat::{self, option, CpuPages, Metadata};
 
 /// What an assembled file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,11 +92,11 @@ fn sysreg_names(text: &str) -> BTreeMap<[u8; 5], String> {
     m
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, CaptureError> {
-    std::fs::read(path).map_err(|e| CaptureError::read(path, e))
+fn read(path: &Path) -> Result<Vec<u8>, TraceDatError> {
+    std::fs::read(path).map_err(|e| TraceDatError::read(path, e))
 }
 
-fn read_text(path: &Path) -> Result<String, CaptureError> {
+fn read_text(path: &Path) -> Result<String, TraceDatError> {
     Ok(String::from_utf8_lossy(&read(path)?).into_owned())
 }
 
@@ -141,7 +142,7 @@ pub fn assemble_from_dir(
     dir: &Path,
     out: &Path,
     sidecar: Option<serde_json::Value>,
-) -> Result<Assembled, CaptureError> {
+) -> Result<Assembled, TraceDatError> {
     let header_page = read_text(&dir.join("header_page"))?;
     let header_event = read_text(&dir.join("header_event"))?;
     let layout = PageLayout::parse(&header_page, "header_page")?;
@@ -198,7 +199,7 @@ pub fn assemble_from_dir(
 
     let cpus = cpu_files(dir);
     if cpus.is_empty() {
-        return Err(CaptureError::Io {
+        return Err(TraceDatError::Io {
             context: "no per-CPU ring-buffer files (cpuN.raw) to assemble".into(),
             path: dir.to_path_buf(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
@@ -247,7 +248,11 @@ pub fn assemble_from_dir(
     }
 
     let names = sysreg_names(&optional_text(&dir.join("sysreg_names")));
-    let mut printk = String::new();
+    let mut printk = optional_text(&dir.join("printk_formats"));
+    if !printk.is_empty() && !printk.ends_with('\n') {
+        printk.push('\n');
+    }
+    let copied = printk.lines().count();
     for (enc, ptrs) in &sysreg_ptrs {
         if let Some(name) = names.get(enc) {
             for p in ptrs.iter().filter(|p| **p != 0) {
@@ -255,7 +260,7 @@ pub fn assemble_from_dir(
             }
         }
     }
-    summary.sysreg_names = printk.lines().count();
+    summary.sysreg_names = printk.lines().count() - copied;
 
     let mut comms: BTreeMap<i32, String> = BTreeMap::new();
     for file in ["saved_cmdlines", "task_comms"] {
@@ -373,7 +378,7 @@ pub fn assemble_from_dir(
         }
         Err(source) => {
             let _ = std::fs::remove_file(&tmp);
-            Err(CaptureError::Io {
+            Err(TraceDatError::Io {
                 context: "cannot write the trace.dat file".into(),
                 path: out.to_path_buf(),
                 source,

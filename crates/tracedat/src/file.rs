@@ -11,13 +11,15 @@
 //! (documented in the crate README and `docs/`); trace-cmd skips options it does not know.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 
-use crate::error::CaptureError;
+use crate::error::TraceDatError;
 use crate::format::{check_header_event, EventFormat, Formats, PageLayout};
 use crate::ringbuf::{Missed, Page, Record};
+use crate::symbols::Kallsyms;
 
-const MAGIC: &[u8; 10] = b"\x17\x08\x44tracing";
+pub(crate) const MAGIC: &[u8; 10] = b"\x17\x08\x44tracing";
+
+pub use crate::write::{write, write_v6, BufferPages, CpuPages, Metadata, Version};
 
 /// trace-cmd option ids (trace-cmd.dat.v7(5)).
 pub mod option {
@@ -90,11 +92,11 @@ pub struct FileAt {
 }
 
 impl FileAt {
-    pub fn open(path: &std::path::Path) -> Result<FileAt, CaptureError> {
-        let file = std::fs::File::open(path).map_err(|e| CaptureError::read(path, e))?;
+    pub fn open(path: &std::path::Path) -> Result<FileAt, TraceDatError> {
+        let file = std::fs::File::open(path).map_err(|e| TraceDatError::read(path, e))?;
         let len = file
             .metadata()
-            .map_err(|e| CaptureError::read(path, e))?
+            .map_err(|e| TraceDatError::read(path, e))?
             .len();
         Ok(FileAt { file, len })
     }
@@ -138,15 +140,15 @@ impl<'r, R: ReadAt + ?Sized> Cur<'r, R> {
         }
     }
 
-    fn err(&self, message: impl Into<String>) -> CaptureError {
-        CaptureError::Corrupt {
+    fn err(&self, message: impl Into<String>) -> TraceDatError {
+        TraceDatError::Corrupt {
             what: format!("trace.dat {}", self.what),
             offset: self.base + self.pos,
             message: message.into(),
         }
     }
 
-    fn bytes(&mut self, n: u64) -> Result<Vec<u8>, CaptureError> {
+    fn bytes(&mut self, n: u64) -> Result<Vec<u8>, TraceDatError> {
         let avail = self.r.len().saturating_sub(self.pos);
         if n > avail {
             return Err(self.err(format!(
@@ -165,28 +167,28 @@ impl<'r, R: ReadAt + ?Sized> Cur<'r, R> {
         Ok(v)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], CaptureError> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], TraceDatError> {
         let v = self.bytes(N as u64)?;
         let mut a = [0u8; N];
         a.copy_from_slice(&v);
         Ok(a)
     }
 
-    fn u8(&mut self) -> Result<u8, CaptureError> {
+    fn u8(&mut self) -> Result<u8, TraceDatError> {
         Ok(self.array::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, CaptureError> {
+    fn u16(&mut self) -> Result<u16, TraceDatError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
-    fn u32(&mut self) -> Result<u32, CaptureError> {
+    fn u32(&mut self) -> Result<u32, TraceDatError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, CaptureError> {
+    fn u64(&mut self) -> Result<u64, TraceDatError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
     /// A NUL-terminated string of at most `max` bytes.
-    fn cstr(&mut self, max: usize) -> Result<String, CaptureError> {
+    fn cstr(&mut self, max: usize) -> Result<String, TraceDatError> {
         let start = self.pos;
         let mut out = Vec::new();
         loop {
@@ -202,14 +204,14 @@ impl<'r, R: ReadAt + ?Sized> Cur<'r, R> {
         }
         String::from_utf8(out).map_err(|_| {
             let mut e = self.err("string is not UTF-8");
-            if let CaptureError::Corrupt { offset, .. } = &mut e {
+            if let TraceDatError::Corrupt { offset, .. } = &mut e {
                 *offset = self.base + start;
             }
             e
         })
     }
 
-    fn expect(&mut self, want: &[u8], name: &str) -> Result<(), CaptureError> {
+    fn expect(&mut self, want: &[u8], name: &str) -> Result<(), TraceDatError> {
         let at = self.pos;
         let got = self.bytes(want.len() as u64)?;
         if got != want {
@@ -219,7 +221,7 @@ impl<'r, R: ReadAt + ?Sized> Cur<'r, R> {
         Ok(())
     }
 
-    fn text(&mut self, n: u64) -> Result<String, CaptureError> {
+    fn text(&mut self, n: u64) -> Result<String, TraceDatError> {
         let v = self.bytes(n)?;
         Ok(String::from_utf8_lossy(&v).into_owned())
     }
@@ -259,8 +261,10 @@ pub struct TraceDat {
     /// All event formats, including the `ftrace` system's.
     pub formats: Formats,
     pub printk: String,
-    /// Size of the stored /proc/kallsyms (its text is skipped).
+    /// Size of the stored /proc/kallsyms.
     pub kallsyms_len: u64,
+    /// The stored /proc/kallsyms (all of it, or the symbols the pointer fields name).
+    pub kallsyms: Kallsyms,
     /// pid → comm.
     pub cmdlines: BTreeMap<i32, String>,
     /// Options other than section pointers and buffers, in file order.
@@ -270,7 +274,7 @@ pub struct TraceDat {
 
 impl TraceDat {
     /// Parses the metadata of a trace.dat file.
-    pub fn parse<R: ReadAt + ?Sized>(r: &R) -> Result<TraceDat, CaptureError> {
+    pub fn parse<R: ReadAt + ?Sized>(r: &R) -> Result<TraceDat, TraceDatError> {
         let mut c = Cur::new(r, 0, "header");
         let magic = c.bytes(10)?;
         if magic != MAGIC {
@@ -307,6 +311,7 @@ impl TraceDat {
             formats: Formats::new(),
             printk: String::new(),
             kallsyms_len: 0,
+            kallsyms: Kallsyms::default(),
             cmdlines: BTreeMap::new(),
             options: Vec::new(),
             buffers: Vec::new(),
@@ -322,7 +327,7 @@ impl TraceDat {
     fn parse_headers<Q: ReadAt + ?Sized>(
         &mut self,
         c: &mut Cur<'_, Q>,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<(), TraceDatError> {
         c.what = "header info";
         c.expect(b"header_page\0", "\"header_page\"")?;
         let n = c.u64()?;
@@ -337,7 +342,10 @@ impl TraceDat {
         Ok(())
     }
 
-    fn parse_ftrace<Q: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, Q>) -> Result<(), CaptureError> {
+    fn parse_ftrace<Q: ReadAt + ?Sized>(
+        &mut self,
+        c: &mut Cur<'_, Q>,
+    ) -> Result<(), TraceDatError> {
         c.what = "ftrace event formats";
         let count = c.u32()?;
         for _ in 0..count {
@@ -350,7 +358,10 @@ impl TraceDat {
         Ok(())
     }
 
-    fn parse_events<Q: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, Q>) -> Result<(), CaptureError> {
+    fn parse_events<Q: ReadAt + ?Sized>(
+        &mut self,
+        c: &mut Cur<'_, Q>,
+    ) -> Result<(), TraceDatError> {
         c.what = "event formats";
         let systems = c.u32()?;
         for _ in 0..systems {
@@ -371,18 +382,22 @@ impl TraceDat {
     fn parse_kallsyms<Q: ReadAt + ?Sized>(
         &mut self,
         c: &mut Cur<'_, Q>,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<(), TraceDatError> {
         c.what = "kallsyms";
         let n = c.u32()? as u64;
         if n > c.r.len().saturating_sub(c.pos) {
             return Err(c.err(format!("kallsyms of {n} bytes runs past the end")));
         }
-        c.pos += n;
+        let text = c.bytes(n)?;
+        self.kallsyms = Kallsyms::parse(&text);
         self.kallsyms_len = n;
         Ok(())
     }
 
-    fn parse_printk<Q: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, Q>) -> Result<(), CaptureError> {
+    fn parse_printk<Q: ReadAt + ?Sized>(
+        &mut self,
+        c: &mut Cur<'_, Q>,
+    ) -> Result<(), TraceDatError> {
         c.what = "printk formats";
         let n = c.u32()? as u64;
         self.printk = c.text(n)?;
@@ -392,7 +407,7 @@ impl TraceDat {
     fn parse_cmdlines<Q: ReadAt + ?Sized>(
         &mut self,
         c: &mut Cur<'_, Q>,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<(), TraceDatError> {
         c.what = "cmdlines";
         let n = c.u64()?;
         let text = c.text(n)?;
@@ -406,7 +421,7 @@ impl TraceDat {
         Ok(())
     }
 
-    fn parse_v6<R: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, R>) -> Result<(), CaptureError> {
+    fn parse_v6<R: ReadAt + ?Sized>(&mut self, c: &mut Cur<'_, R>) -> Result<(), TraceDatError> {
         self.parse_headers(c)?;
         self.parse_ftrace(c)?;
         self.parse_events(c)?;
@@ -493,7 +508,7 @@ impl TraceDat {
         &mut self,
         r: &R,
         c: &mut Cur<'_, R>,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<(), TraceDatError> {
         c.what = "compression header";
         let name = c.cstr(64)?;
         let _ver = c.cstr(64)?;
@@ -511,7 +526,7 @@ impl TraceDat {
         let mut dec = Decompressor::default();
         while next != 0 {
             if !seen.insert(next) {
-                return Err(CaptureError::Corrupt {
+                return Err(TraceDatError::Corrupt {
                     what: "trace.dat options".into(),
                     offset: next,
                     message: "options sections form a loop".into(),
@@ -532,44 +547,26 @@ impl TraceDat {
                         next = oc.u64().unwrap_or(0);
                         break;
                     }
-                    option::HEADER_INFO => {
+                    // Sections with the metadata: the option holds the section's offset,
+                    // the section's id is the option's.
+                    option::HEADER_INFO
+                    | option::FTRACE_EVENTS
+                    | option::EVENT_FORMATS
+                    | option::KALLSYMS
+                    | option::PRINTK
+                    | option::CMDLINES => {
                         let off = oc.u64()?;
-                        let (d, b) = self.read_section(r, off, 16, &mut dec)?;
-                        let mut s = Cur::new(d.as_slice(), 0, "header info");
+                        let (d, b) = self.read_section(r, off, id, &mut dec)?;
+                        let mut s = Cur::new(d.as_slice(), 0, "section");
                         s.base = b;
-                        self.parse_headers(&mut s)?;
-                    }
-                    option::FTRACE_EVENTS => {
-                        let off = oc.u64()?;
-                        let (d, b) = self.read_section(r, off, 17, &mut dec)?;
-                        let mut s = Cur::new(d.as_slice(), 0, "ftrace formats");
-                        s.base = b;
-                        self.parse_ftrace(&mut s)?;
-                    }
-                    option::EVENT_FORMATS => {
-                        let off = oc.u64()?;
-                        let (d, b) = self.read_section(r, off, 18, &mut dec)?;
-                        let mut s = Cur::new(d.as_slice(), 0, "event formats");
-                        s.base = b;
-                        self.parse_events(&mut s)?;
-                    }
-                    option::KALLSYMS => {
-                        // Skipped: the symbols are not needed to decode events.
-                        let _ = oc.u64()?;
-                    }
-                    option::PRINTK => {
-                        let off = oc.u64()?;
-                        let (d, b) = self.read_section(r, off, 20, &mut dec)?;
-                        let mut s = Cur::new(d.as_slice(), 0, "printk");
-                        s.base = b;
-                        self.parse_printk(&mut s)?;
-                    }
-                    option::CMDLINES => {
-                        let off = oc.u64()?;
-                        let (d, b) = self.read_section(r, off, 21, &mut dec)?;
-                        let mut s = Cur::new(d.as_slice(), 0, "cmdlines");
-                        s.base = b;
-                        self.parse_cmdlines(&mut s)?;
+                        match id {
+                            option::HEADER_INFO => self.parse_headers(&mut s)?,
+                            option::FTRACE_EVENTS => self.parse_ftrace(&mut s)?,
+                            option::EVENT_FORMATS => self.parse_events(&mut s)?,
+                            option::KALLSYMS => self.parse_kallsyms(&mut s)?,
+                            option::PRINTK => self.parse_printk(&mut s)?,
+                            _ => self.parse_cmdlines(&mut s)?,
+                        }
                     }
                     option::BUFFER => {
                         let off = oc.u64()?;
@@ -611,7 +608,7 @@ impl TraceDat {
             }
         }
         if self.header_page.is_empty() {
-            return Err(CaptureError::Corrupt {
+            return Err(TraceDatError::Corrupt {
                 what: "trace.dat v7".into(),
                 offset: c.pos,
                 message: "no HEADER_INFO option: the file has no page layout".into(),
@@ -620,7 +617,7 @@ impl TraceDat {
         // Checked here: the BUFFER options may come before HEADER_INFO.
         for b in &self.buffers {
             if b.page_size as usize != self.layout.page_size() {
-                return Err(CaptureError::Corrupt {
+                return Err(TraceDatError::Corrupt {
                     what: format!("trace.dat buffer {:?}", b.name),
                     offset: c.pos,
                     message: format!(
@@ -643,7 +640,7 @@ impl TraceDat {
         off: u64,
         want: u16,
         dec: &mut Decompressor,
-    ) -> Result<(Vec<u8>, u64), CaptureError> {
+    ) -> Result<(Vec<u8>, u64), TraceDatError> {
         let mut c = Cur::new(r, off, "section");
         let id = c.u16()?;
         let flags = c.u16()?;
@@ -673,6 +670,11 @@ impl TraceDat {
             .map(|(_, d)| d.as_slice())
     }
 
+    /// The printk formats table: address → string (for `%s` pointer fields).
+    pub fn printk_table(&self) -> BTreeMap<u64, String> {
+        crate::symbols::parse_printk(&self.printk)
+    }
+
     /// kvmscope's JSON sidecar, when the file was written by kvmscope.
     pub fn kvmscope_json(&self) -> Option<&str> {
         let d = self.option(OPTION_KVMSCOPE)?;
@@ -694,7 +696,7 @@ impl TraceDat {
 
     /// Opens and parses a trace.dat file; read its records with [`Merger::new`]`(&td,
     /// buffer, &file)`.
-    pub fn open(path: &std::path::Path) -> Result<(TraceDat, FileAt), CaptureError> {
+    pub fn open(path: &std::path::Path) -> Result<(TraceDat, FileAt), TraceDatError> {
         let f = FileAt::open(path)?;
         let td = TraceDat::parse(&f)?;
         Ok((td, f))
@@ -708,7 +710,7 @@ impl TraceDat {
         self.cpu_stats()
             .iter()
             .map(|s| {
-                let st = crate::recorder::parse_stats(s);
+                let st = parse_stats(s);
                 st.get("overrun").copied().unwrap_or(0)
                     + st.get("dropped events").copied().unwrap_or(0)
             })
@@ -733,7 +735,7 @@ fn current_clock(data: &[u8]) -> Option<String> {
 fn read_fly_cpus<R: ReadAt + ?Sized>(
     c: &mut Cur<'_, R>,
     cpus: u32,
-) -> Result<Vec<CpuData>, CaptureError> {
+) -> Result<Vec<CpuData>, TraceDatError> {
     c.what = "flyrecord CPU table";
     let mut out = Vec::new();
     for cpu in 0..cpus {
@@ -761,9 +763,14 @@ struct Decompressor {
 impl Decompressor {
     const MAX: usize = 1 << 30;
 
-    fn decompress(&mut self, data: &[u8], uncomp: usize, at: u64) -> Result<Vec<u8>, CaptureError> {
+    fn decompress(
+        &mut self,
+        data: &[u8],
+        uncomp: usize,
+        at: u64,
+    ) -> Result<Vec<u8>, TraceDatError> {
         if uncomp > Self::MAX {
-            return Err(CaptureError::Corrupt {
+            return Err(TraceDatError::Corrupt {
                 what: "trace.dat compressed block".into(),
                 offset: at,
                 message: format!("claims {uncomp} uncompressed bytes (limit {})", Self::MAX),
@@ -775,7 +782,7 @@ impl Decompressor {
         let mut out = vec![0u8; uncomp];
         let n = dec
             .decode_all(data, &mut out)
-            .map_err(|e| CaptureError::Corrupt {
+            .map_err(|e| TraceDatError::Corrupt {
                 what: "trace.dat zstd block".into(),
                 offset: at,
                 message: format!("cannot decompress: {e}"),
@@ -789,6 +796,14 @@ impl std::fmt::Debug for Decompressor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Decompressor")
     }
+}
+
+/// `key: value` lines of a per-CPU `stats` file (as in CPUSTAT options).
+pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter_map(|(k, v)| Some((k.trim().to_string(), v.trim().parse().ok()?)))
+        .collect()
 }
 
 // ---- record reading ------------------------------------------------------------------------
@@ -841,12 +856,15 @@ pub struct Merger<'r, R: ReadAt + ?Sized> {
     layout: PageLayout,
     cpus: Vec<CpuCursor>,
     dec: Decompressor,
+    /// The CPU whose record was returned last (stepped past on the next call).
     current: Option<usize>,
+    /// The CPU whose record comes next, chosen by a peek and not yet returned.
+    peeked: Option<usize>,
 }
 
 impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     /// A merger over `buffer` of `td`, reading from `r`.
-    pub fn new(td: &TraceDat, buffer: &Buffer, r: &'r R) -> Result<Merger<'r, R>, CaptureError> {
+    pub fn new(td: &TraceDat, buffer: &Buffer, r: &'r R) -> Result<Merger<'r, R>, TraceDatError> {
         let mut cpus = Vec::new();
         for cd in &buffer.cpus {
             let source = if buffer.compressed {
@@ -887,12 +905,13 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
             cpus,
             dec: Decompressor::default(),
             current: None,
+            peeked: None,
         })
     }
 
-    /// The next record in time order across CPUs, or None at the end.
-    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, CaptureError> {
-        // Advance the cursor whose record was returned last time.
+    /// Steps past the record returned last and picks the CPU whose record comes next.
+    #[inline]
+    fn advance(&mut self) -> Result<Option<usize>, TraceDatError> {
         if let Some(i) = self.current.take() {
             self.cpus[i].idx += 1;
         }
@@ -907,7 +926,29 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
                 best = Some((ts, i));
             }
         }
-        let Some((_, i)) = best else { return Ok(None) };
+        Ok(best.map(|b| b.1))
+    }
+
+    /// The time stamp of the record [`Merger::next_record`] will return, or None at the end.
+    pub fn peek_ts(&mut self) -> Result<Option<u64>, TraceDatError> {
+        if self.peeked.is_none() {
+            self.peeked = self.advance()?;
+        }
+        Ok(self.peeked.map(|i| {
+            let c = &self.cpus[i];
+            c.recs[c.idx].0
+        }))
+    }
+
+    /// The next record in time order across CPUs, or None at the end.
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, TraceDatError> {
+        let next = match self.peeked.take() {
+            Some(i) => Some(i),
+            None => self.advance()?,
+        };
+        let Some(i) = next else {
+            return Ok(None);
+        };
         self.current = Some(i);
         let c = &self.cpus[i];
         let (ts, start, end) = c.recs[c.idx];
@@ -935,7 +976,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     }
 
     /// Makes sure cursor `i` has a current record; false when it is exhausted.
-    fn fill(&mut self, i: usize) -> Result<bool, CaptureError> {
+    fn fill(&mut self, i: usize) -> Result<bool, TraceDatError> {
         loop {
             let c = &self.cpus[i];
             if c.idx < c.recs.len() {
@@ -951,7 +992,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
         }
     }
 
-    fn load_page(&mut self, i: usize) -> Result<bool, CaptureError> {
+    fn load_page(&mut self, i: usize) -> Result<bool, TraceDatError> {
         let ps = self.layout.page_size();
         let c = &mut self.cpus[i];
         c.page.clear();
@@ -965,13 +1006,13 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
                 let got =
                     self.r
                         .read_at(&mut c.page, *next)
-                        .map_err(|e| CaptureError::Corrupt {
+                        .map_err(|e| TraceDatError::Corrupt {
                             what: format!("trace.dat CPU {} data", c.cpu),
                             offset: *next,
                             message: format!("read failed: {e}"),
                         })?;
                 if got < n {
-                    return Err(CaptureError::Corrupt {
+                    return Err(TraceDatError::Corrupt {
                         what: format!("trace.dat CPU {} data", c.cpu),
                         offset: *next + got as u64,
                         message: "file ends inside a page (truncated?)".into(),
@@ -1030,27 +1071,81 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     }
 }
 
-/// Calls `f` with every record of every data buffer of a file (buffer by buffer; within a
-/// buffer all CPUs merged in time order) and its format (None for an id the file has no
-/// format for). `f` returns `ControlFlow::Break(())` to stop early. Returns the lost-event
-/// counts seen in the page headers, per buffer and CPU.
+/// Reads the records of several buffers of a file (a trace-cmd recording of the top buffer
+/// and instances, `-B`), merged by time stamp: the buffers of one recording share a clock
+/// unless one was set otherwise ([`Buffer::clock`]). At equal times the earlier buffer
+/// comes first.
+#[derive(Debug)]
+pub struct BufferMerger<'r, R: ReadAt + ?Sized> {
+    mergers: Vec<Merger<'r, R>>,
+}
+
+impl<'r, R: ReadAt + ?Sized> BufferMerger<'r, R> {
+    /// A merger over every data buffer of `td`.
+    pub fn new(td: &TraceDat, r: &'r R) -> Result<BufferMerger<'r, R>, TraceDatError> {
+        Self::of(td, td.data_buffers(), r)
+    }
+
+    /// A merger over the given buffers of `td`.
+    pub fn of<'b>(
+        td: &TraceDat,
+        buffers: impl IntoIterator<Item = &'b Buffer>,
+        r: &'r R,
+    ) -> Result<BufferMerger<'r, R>, TraceDatError> {
+        let mergers = buffers
+            .into_iter()
+            .map(|b| Merger::new(td, b, r))
+            .collect::<Result<_, _>>()?;
+        Ok(BufferMerger { mergers })
+    }
+
+    /// The next record in time order across buffers and CPUs, with the index of its buffer
+    /// (in the order given), or None at the end.
+    pub fn next_record(&mut self) -> Result<Option<(usize, Record<'_>)>, TraceDatError> {
+        let i = if self.mergers.len() == 1 {
+            0
+        } else {
+            let mut best: Option<(u64, usize)> = None;
+            for (i, m) in self.mergers.iter_mut().enumerate() {
+                if let Some(ts) = m.peek_ts()? {
+                    if best.is_none_or(|(b, _)| ts < b) {
+                        best = Some((ts, i));
+                    }
+                }
+            }
+            match best {
+                Some((_, i)) => i,
+                None => return Ok(None),
+            }
+        };
+        let Some(m) = self.mergers.get_mut(i) else {
+            return Ok(None);
+        };
+        Ok(m.next_record()?.map(|r| (i, r)))
+    }
+
+    /// Lost-event counts per buffer and CPU, from the pages read so far.
+    pub fn lost_events(&self) -> Vec<LostEvents> {
+        self.mergers.iter().flat_map(Merger::lost_events).collect()
+    }
+}
+
+/// Calls `f` with every record of every data buffer of a file (buffers and CPUs merged in
+/// time order) and its format (None for an id the file has no format for). `f` returns
+/// `ControlFlow::Break(())` to stop early. Returns the lost-event counts seen in the page
+/// headers, per buffer and CPU.
 pub fn for_each_record<R: ReadAt + ?Sized>(
     td: &TraceDat,
     r: &R,
     mut f: impl FnMut(&Record<'_>, Option<&EventFormat>) -> std::ops::ControlFlow<()>,
-) -> Result<Vec<LostEvents>, CaptureError> {
-    let mut lost = Vec::new();
-    for b in td.data_buffers() {
-        let mut m = Merger::new(td, b, r)?;
-        while let Some(rec) = m.next_record()? {
-            if f(&rec, td.formats.get(rec.id)).is_break() {
-                lost.extend(m.lost_events());
-                return Ok(lost);
-            }
+) -> Result<Vec<LostEvents>, TraceDatError> {
+    let mut m = BufferMerger::new(td, r)?;
+    while let Some((_, rec)) = m.next_record()? {
+        if f(&rec, td.formats.get(rec.id)).is_break() {
+            break;
         }
-        lost.extend(m.lost_events());
     }
-    Ok(lost)
+    Ok(m.lost_events())
 }
 
 /// Counts records per event id over all data buffers of a file (a quick check that a file
@@ -1058,124 +1153,13 @@ pub fn for_each_record<R: ReadAt + ?Sized>(
 pub fn count_events<R: ReadAt + ?Sized>(
     td: &TraceDat,
     r: &R,
-) -> Result<(BTreeMap<u16, u64>, Vec<LostEvents>), CaptureError> {
+) -> Result<(BTreeMap<u16, u64>, Vec<LostEvents>), TraceDatError> {
     let mut counts = BTreeMap::new();
-    let mut lost = Vec::new();
-    for b in td.data_buffers() {
-        let mut m = Merger::new(td, b, r)?;
-        while let Some(rec) = m.next_record()? {
-            *counts.entry(rec.id).or_insert(0) += 1;
-        }
-        lost.extend(m.lost_events());
+    let mut m = BufferMerger::new(td, r)?;
+    while let Some((_, rec)) = m.next_record()? {
+        *counts.entry(rec.id).or_insert(0) += 1;
     }
-    Ok((counts, lost))
-}
-
-// ---- writing ---------------------------------------------------------------------------------
-
-/// Everything a version 6 trace.dat holds besides the CPU data.
-#[derive(Debug, Clone, Default)]
-pub struct Metadata {
-    /// The host page size (the CPU data is aligned to it).
-    pub page_size: u32,
-    pub header_page: String,
-    pub header_event: String,
-    /// `events/ftrace/*/format` texts.
-    pub ftrace_formats: Vec<String>,
-    /// (system, format texts).
-    pub systems: Vec<(String, Vec<String>)>,
-    pub kallsyms: Vec<u8>,
-    pub printk: Vec<u8>,
-    /// `pid comm` lines.
-    pub cmdlines: String,
-    /// (id, data) options, written in order.
-    pub options: Vec<(u16, Vec<u8>)>,
-}
-
-/// One CPU's pages for [`write_v6`]: a reader of whole pages and their total size.
-#[derive(Debug)]
-pub struct CpuPages<R> {
-    pub reader: R,
-    pub size: u64,
-}
-
-/// Writes a version 6 trace.dat: the metadata, then each CPU's pages at page-aligned
-/// offsets. Returns the total size written.
-pub fn write_v6<W: Write, R: std::io::Read>(
-    w: &mut W,
-    meta: &Metadata,
-    cpus: &mut [CpuPages<R>],
-) -> std::io::Result<u64> {
-    let mut h: Vec<u8> = Vec::new();
-    h.extend_from_slice(MAGIC);
-    h.extend_from_slice(b"6\0");
-    h.push(0); // little endian
-    h.push(8); // long size
-    h.extend_from_slice(&meta.page_size.to_le_bytes());
-    h.extend_from_slice(b"header_page\0");
-    h.extend_from_slice(&(meta.header_page.len() as u64).to_le_bytes());
-    h.extend_from_slice(meta.header_page.as_bytes());
-    h.extend_from_slice(b"header_event\0");
-    h.extend_from_slice(&(meta.header_event.len() as u64).to_le_bytes());
-    h.extend_from_slice(meta.header_event.as_bytes());
-    h.extend_from_slice(&(meta.ftrace_formats.len() as u32).to_le_bytes());
-    for f in &meta.ftrace_formats {
-        h.extend_from_slice(&(f.len() as u64).to_le_bytes());
-        h.extend_from_slice(f.as_bytes());
-    }
-    h.extend_from_slice(&(meta.systems.len() as u32).to_le_bytes());
-    for (sys, formats) in &meta.systems {
-        h.extend_from_slice(sys.as_bytes());
-        h.push(0);
-        h.extend_from_slice(&(formats.len() as u32).to_le_bytes());
-        for f in formats {
-            h.extend_from_slice(&(f.len() as u64).to_le_bytes());
-            h.extend_from_slice(f.as_bytes());
-        }
-    }
-    h.extend_from_slice(&(meta.kallsyms.len() as u32).to_le_bytes());
-    h.extend_from_slice(&meta.kallsyms);
-    h.extend_from_slice(&(meta.printk.len() as u32).to_le_bytes());
-    h.extend_from_slice(&meta.printk);
-    h.extend_from_slice(&(meta.cmdlines.len() as u64).to_le_bytes());
-    h.extend_from_slice(meta.cmdlines.as_bytes());
-    h.extend_from_slice(&(cpus.len() as u32).to_le_bytes());
-    if !meta.options.is_empty() {
-        h.extend_from_slice(b"options  \0");
-        for (id, data) in &meta.options {
-            h.extend_from_slice(&id.to_le_bytes());
-            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            h.extend_from_slice(data);
-        }
-        h.extend_from_slice(&option::DONE.to_le_bytes());
-    }
-    h.extend_from_slice(b"flyrecord\0");
-    let align = meta.page_size.max(1) as u64;
-    let table_end = h.len() as u64 + 16 * cpus.len() as u64;
-    let mut offset = table_end.div_ceil(align) * align;
-    let mut offsets = Vec::new();
-    for c in cpus.iter() {
-        offsets.push(offset);
-        h.extend_from_slice(&offset.to_le_bytes());
-        h.extend_from_slice(&c.size.to_le_bytes());
-        offset = (offset + c.size).div_ceil(align) * align;
-    }
-    w.write_all(&h)?;
-    let mut pos = h.len() as u64;
-    let zeros = vec![0u8; align as usize];
-    for (c, off) in cpus.iter_mut().zip(offsets) {
-        let pad = off - pos;
-        w.write_all(&zeros[..pad as usize])?;
-        let copied = std::io::copy(&mut std::io::Read::take(&mut c.reader, c.size), w)?;
-        if copied != c.size {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("CPU data ended after {copied} of {} bytes", c.size),
-            ));
-        }
-        pos = off + c.size;
-    }
-    Ok(pos)
+    Ok((counts, m.lost_events()))
 }
 
 #[cfg(test)]
@@ -1195,18 +1179,19 @@ mod tests {
         p
     }
 
-    /// A small v6 file: cpu 0 has even timestamps, cpu 1 odd ones.
-    pub(crate) fn sample_file() -> Vec<u8> {
+    /// Three pages per CPU for `ncpu` CPUs; CPU c's records have time stamps `start + c +
+    /// k * step`, and `x` = ts - 1000. CPU 1's second page says 5 events were lost.
+    fn cpu_pages(ncpu: u64, start: u64, step: u64) -> Vec<Vec<u8>> {
         let l = PageLayout::DEFAULT_64;
         let mut cpu_pages = Vec::new();
-        for cpu in 0..2u64 {
+        for cpu in 0..ncpu {
             let mut data = Vec::new();
-            let mut ts = 1000 + cpu;
+            let mut ts = start + cpu;
             for page in 0..3 {
                 let mut b = PageBuilder::new(l, ts);
                 let mut n = 0;
                 while n < 50 && b.push(ts, &rec((ts - 1000) as u32)) {
-                    ts += 2;
+                    ts += step;
                     n += 1;
                 }
                 data.extend(b.finish(if page == 1 && cpu == 1 {
@@ -1217,15 +1202,26 @@ mod tests {
             }
             cpu_pages.push(data);
         }
-        let meta = Metadata {
+        cpu_pages
+    }
+
+    fn sample_meta() -> Metadata {
+        Metadata {
             page_size: 4096,
             header_page: HEADER_PAGE.into(),
             header_event: HEADER_EVENT.into(),
             systems: vec![("test".into(), vec![FMT.into()])],
             cmdlines: "77 worker\n".into(),
+            kallsyms: b"ffffffff81000000 T _text\nffffffff81001000 T worker_fn\nffffffff81002000 T _etext\n".to_vec(),
+            printk: b"0xffffffff82000000 : \"hello\"\n".to_vec(),
             options: vec![(OPTION_KVMSCOPE, b"{\"a\":1}\0".to_vec())],
             ..Default::default()
-        };
+        }
+    }
+
+    /// A small v6 file: cpu 0 has even timestamps, cpu 1 odd ones.
+    pub(crate) fn sample_file() -> Vec<u8> {
+        let cpu_pages = cpu_pages(2, 1000, 2);
         let mut cpus: Vec<_> = cpu_pages
             .iter()
             .map(|d| CpuPages {
@@ -1234,8 +1230,109 @@ mod tests {
             })
             .collect();
         let mut out = Vec::new();
-        write_v6(&mut out, &meta, &mut cpus).unwrap();
+        write_v6(&mut out, &sample_meta(), &mut cpus).unwrap();
         out
+    }
+
+    /// A v7 file with two buffers whose records interleave in time: the top buffer's CPUs
+    /// at 1000 + 4k (+1), the instance's at 1002 + 4k (+1).
+    fn two_buffer_v7(version: Version) -> Vec<u8> {
+        let top = cpu_pages(2, 1000, 4);
+        let inst = cpu_pages(2, 1002, 4);
+        let pages = |v: &[Vec<u8>]| -> Vec<CpuPages<std::io::Cursor<Vec<u8>>>> {
+            v.iter()
+                .map(|d| CpuPages {
+                    reader: std::io::Cursor::new(d.clone()),
+                    size: d.len() as u64,
+                })
+                .collect()
+        };
+        let mut buffers = vec![
+            BufferPages {
+                name: String::new(),
+                clock: "local".into(),
+                cpus: pages(&top),
+            },
+            BufferPages {
+                name: "vm".into(),
+                clock: "local".into(),
+                cpus: pages(&inst),
+            },
+        ];
+        let mut out = std::io::Cursor::new(Vec::new());
+        write(&mut out, &sample_meta(), &mut buffers, version).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn v7_with_two_buffers_reads_back_merged_by_time() {
+        for version in [Version::V7Zstd, Version::V7] {
+            let file = two_buffer_v7(version);
+            let td = TraceDat::parse(file.as_slice()).unwrap();
+            assert_eq!(td.version, 7);
+            assert_eq!(
+                td.compression.as_deref(),
+                (version == Version::V7Zstd).then_some("zstd")
+            );
+            assert_eq!(td.buffers.len(), 2);
+            assert_eq!(td.buffers[1].name, "vm");
+            assert_eq!(td.cmdlines.get(&77).map(String::as_str), Some("worker"));
+            assert_eq!(td.kvmscope_json(), Some("{\"a\":1}"));
+            assert_eq!(td.kallsyms.lookup(0xffffffff81001010), Some("worker_fn"));
+            assert_eq!(td.printk_table()[&0xffffffff82000000], "hello");
+            let f = td.formats.by_name("test", "ev").unwrap().clone();
+            let mut m = BufferMerger::new(&td, file.as_slice()).unwrap();
+            let mut last = 0;
+            let mut n = 0;
+            let mut from = [0u64; 2];
+            while let Some((b, r)) = m.next_record().unwrap() {
+                assert!(r.ts_ns >= last, "{} after {last}", r.ts_ns);
+                assert_eq!(f.u64(r.data, "x"), Some(r.ts_ns - 1000));
+                assert_eq!(b, ((r.ts_ns - 1000) / 2 % 2) as usize);
+                from[b] += 1;
+                last = r.ts_ns;
+                n += 1;
+            }
+            assert_eq!(n, 600);
+            assert_eq!(from, [300, 300]);
+            let lost = m.lost_events();
+            assert_eq!(lost.len(), 4);
+            assert_eq!(lost[1].known + lost[3].known, 10);
+        }
+    }
+
+    #[test]
+    fn v6_holds_one_buffer_only() {
+        let mut two = vec![
+            BufferPages::<&[u8]> {
+                name: String::new(),
+                clock: "local".into(),
+                cpus: Vec::new(),
+            },
+            BufferPages::<&[u8]> {
+                name: "b".into(),
+                clock: "local".into(),
+                cpus: Vec::new(),
+            },
+        ];
+        let mut out = std::io::Cursor::new(Vec::new());
+        assert!(write(&mut out, &sample_meta(), &mut two, Version::V6).is_err());
+    }
+
+    #[test]
+    fn every_truncation_of_a_v7_file_is_an_error_with_an_offset_or_fewer_records() {
+        let file = two_buffer_v7(Version::V7Zstd);
+        for cut in (0..file.len()).step_by(61) {
+            let part = &file[..cut];
+            match TraceDat::parse(part) {
+                Err(e) => assert!(e.to_string().contains("offset"), "{e}"),
+                Ok(td) => {
+                    if let Ok(mut m) = BufferMerger::new(&td, part) {
+                        while let Ok(Some(_)) = m.next_record() {}
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -1244,6 +1341,8 @@ mod tests {
         let td = TraceDat::parse(file.as_slice()).unwrap();
         assert_eq!(td.version, 6);
         assert_eq!(td.cmdlines.get(&77).map(String::as_str), Some("worker"));
+        assert_eq!(td.kallsyms.lookup(0xffffffff81001000), Some("worker_fn"));
+        assert_eq!(td.printk_table()[&0xffffffff82000000], "hello");
         assert_eq!(td.kvmscope_json(), Some("{\"a\":1}"));
         let f = td.formats.by_name("test", "ev").unwrap();
         assert_eq!(f.id, 500);

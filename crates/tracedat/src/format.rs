@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::CaptureError;
+use crate::error::TraceDatError;
 
 /// What a field holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,8 +195,8 @@ pub struct EventFormat {
 impl EventFormat {
     /// Parses an `events/<system>/<name>/format` file. `system` is taken from the caller
     /// (the file does not name it). `what` names the source in errors.
-    pub fn parse(system: &str, text: &str, what: &str) -> Result<EventFormat, CaptureError> {
-        let err = |line: usize, message: String| CaptureError::Format {
+    pub fn parse(system: &str, text: &str, what: &str) -> Result<EventFormat, TraceDatError> {
+        let err = |line: usize, message: String| TraceDatError::Format {
             what: what.to_string(),
             line,
             message,
@@ -234,6 +234,16 @@ impl EventFormat {
             symbols,
             text: text.to_string(),
         })
+    }
+
+    /// The fields the `print fmt` prints as kernel symbols (`%ps`, `%pS`, `%pB`, `%pF`,
+    /// `%pf`: function pointers and return addresses), by index into [`EventFormat::fields`],
+    /// in print order.
+    pub fn symbol_pointers(&self) -> Vec<usize> {
+        symbol_pointer_args(&self.print_fmt)
+            .iter()
+            .filter_map(|name| self.fields.iter().position(|f| &f.name == name))
+            .collect()
     }
 
     /// `system:name`.
@@ -495,6 +505,74 @@ pub fn parse_symbols(print_fmt: &str) -> Vec<SymbolTable> {
         }
     }
     tables
+}
+
+/// The `REC->field` names of the arguments a `print fmt` prints with a symbol conversion
+/// (`%ps`, `%pS`, `%pSR`, `%pB`, `%pF`, `%pf`). Arguments that are not a plain field
+/// (possibly cast) are left out.
+pub fn symbol_pointer_args(print_fmt: &str) -> Vec<String> {
+    let Some(end) = string_end(print_fmt) else {
+        return Vec::new();
+    };
+    let fmt = &print_fmt[..end];
+    let args = split_top(print_fmt[end..].trim_start().trim_start_matches(','));
+    let b = fmt.as_bytes();
+    let mut out = Vec::new();
+    let mut arg = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'%' {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        if b.get(i) == Some(&b'%') {
+            i += 1;
+            continue;
+        }
+        // flags, width (a `*` takes an argument), precision, length
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'*' => arg += 1,
+                b'-'
+                | b'+'
+                | b' '
+                | b'#'
+                | b'0'..=b'9'
+                | b'.'
+                | b'l'
+                | b'h'
+                | b'z'
+                | b'j'
+                | b't'
+                | b'L'
+                | b'q' => {}
+                _ => break,
+            }
+            i += 1;
+        }
+        let conv = b.get(i).copied();
+        i += 1;
+        if conv == Some(b'p') && matches!(b.get(i), Some(b's' | b'S' | b'B' | b'F' | b'f')) {
+            if let Some(name) = args.get(arg).and_then(|a| plain_rec_field(a)) {
+                out.push(name);
+            }
+        }
+        arg += 1;
+    }
+    out
+}
+
+/// `REC->name`, `(void *)REC->name` or `(unsigned long) REC->name`: the field's name.
+fn plain_rec_field(arg: &str) -> Option<String> {
+    let mut a = arg.trim();
+    while let Some(rest) = a.strip_prefix('(') {
+        let close = rest.find(')')?;
+        a = rest[close + 1..].trim();
+    }
+    let name = a.strip_prefix("REC->")?;
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then(|| name.to_string())
 }
 
 fn string_end(s: &str) -> Option<usize> {
@@ -764,7 +842,7 @@ impl PageLayout {
     }
 
     /// Parses `events/header_page`.
-    pub fn parse(text: &str, what: &str) -> Result<PageLayout, CaptureError> {
+    pub fn parse(text: &str, what: &str) -> Result<PageLayout, TraceDatError> {
         let mut l = PageLayout::DEFAULT_64;
         let (mut ts, mut commit, mut data) = (false, false, false);
         for (i, line) in text.lines().enumerate() {
@@ -772,7 +850,7 @@ impl PageLayout {
             if !t.starts_with("field:") {
                 continue;
             }
-            let f = parse_field(t).map_err(|message| CaptureError::Format {
+            let f = parse_field(t).map_err(|message| TraceDatError::Format {
                 what: what.to_string(),
                 line: i + 1,
                 message,
@@ -796,14 +874,14 @@ impl PageLayout {
             }
         }
         if !(ts && commit && data) {
-            return Err(CaptureError::Format {
+            return Err(TraceDatError::Format {
                 what: what.to_string(),
                 line: 1,
                 message: "expected fields timestamp, commit and data".into(),
             });
         }
         if !matches!(l.commit_size, 4 | 8) || l.data_offset < l.commit_offset + l.commit_size {
-            return Err(CaptureError::Format {
+            return Err(TraceDatError::Format {
                 what: what.to_string(),
                 line: 1,
                 message: format!("unsupported page header layout {l:?}"),
@@ -815,7 +893,7 @@ impl PageLayout {
 
 /// Checks that `events/header_event` describes the record header this decoder knows
 /// (type_len 5 bits, time_delta 27 bits; padding 29, time_extend 30, time_stamp 31).
-pub fn check_header_event(text: &str, what: &str) -> Result<(), CaptureError> {
+pub fn check_header_event(text: &str, what: &str) -> Result<(), TraceDatError> {
     let squeeze: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     for needle in [
         "type_len : 5 bits",
@@ -826,7 +904,7 @@ pub fn check_header_event(text: &str, what: &str) -> Result<(), CaptureError> {
         "data max type_len == 28",
     ] {
         if !squeeze.contains(needle) {
-            return Err(CaptureError::Format {
+            return Err(TraceDatError::Format {
                 what: what.to_string(),
                 line: 1,
                 message: format!("record header layout differs: expected `{needle}`"),
@@ -883,21 +961,6 @@ impl Formats {
     /// The format of a record.
     pub fn of(&self, rec: &crate::ringbuf::Record<'_>) -> Option<&EventFormat> {
         self.get(rec.id)
-    }
-
-    /// Reads the format files of the given events from a tracefs root (or instance: the
-    /// `events/` directory of both has them).
-    pub fn load(
-        events_dir: &std::path::Path,
-        events: &[(String, String)],
-    ) -> Result<Formats, CaptureError> {
-        let mut f = Formats::new();
-        for (sys, name) in events {
-            let path = events_dir.join(sys).join(name).join("format");
-            let text = crate::tracefs::read_file(&path)?;
-            f.insert(EventFormat::parse(sys, &text, &path.display().to_string())?);
-        }
-        Ok(f)
     }
 }
 
@@ -975,6 +1038,34 @@ print fmt: \"pio_%s at 0x%x size %d count %d val 0x%x %s\", REC->rw ? \"write\" 
     }
 
     #[test]
+    fn symbol_pointer_fields_of_timer_csd_and_ipi_events() {
+        assert_eq!(
+            symbol_pointer_args(
+                r#""hrtimer=%p function=%ps expires=%llu softexpires=%llu mode=%s", REC->hrtimer, REC->function, (unsigned long long) REC->expires, (unsigned long long) REC->softexpires, __print_symbolic(REC->mode, { 0, "ABS" })"#
+            ),
+            ["function"]
+        );
+        assert_eq!(
+            symbol_pointer_args(
+                r#""cpu=%u callsite=%pS func=%ps csd=%p", REC->cpu, REC->callsite, REC->func, REC->csd"#
+            ),
+            ["callsite", "func"]
+        );
+        assert_eq!(
+            symbol_pointer_args(
+                r#""cpumask=%s callsite=%pS callback=%pS", __get_cpumask(cpumask), REC->callsite, REC->callback"#
+            ),
+            ["callsite", "callback"]
+        );
+        assert_eq!(
+            symbol_pointer_args(r#""%*s 100%% %pS", 3, "x", (void *)REC->ip"#),
+            ["ip"]
+        );
+        assert!(symbol_pointer_args(r#""x=%u", REC->x"#).is_empty());
+        assert!(symbol_pointer_args("garbage \"").is_empty());
+    }
+
+    #[test]
     fn kvm_exit_symbols_follow_isa() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -1038,20 +1129,6 @@ print fmt: \"pio_%s at 0x%x size %d count %d val 0x%x %s\", REC->rw ? \"write\" 
         assert_eq!(PageLayout::DEFAULT_64.page_size(), 4096);
     }
 }
-#[cfg(test)]
-mod live {
-    #[test]
-    fn live_header_page_parses() {
-        let Some(root) = crate::host::require_tracefs() else {
-            return;
-        };
-        let t = crate::tracefs::read_file(&root.join("events/header_page")).unwrap();
-        super::PageLayout::parse(&t, "live").unwrap();
-        let t = crate::tracefs::read_file(&root.join("events/header_event")).unwrap();
-        super::check_header_event(&t, "live").unwrap();
-    }
-}
-
 #[cfg(test)]
 mod fuzz {
     use super::*;

@@ -8,7 +8,7 @@
 //! the next u32; 29 padding (a discarded record, or the end of the page when its delta is 0);
 //! 30 a time extension (delta = next u32 << 27 | time_delta); 31 an absolute time stamp.
 
-use crate::error::CaptureError;
+use crate::error::TraceDatError;
 use crate::format::PageLayout;
 
 const TYPE_PADDING: u32 = 29;
@@ -91,8 +91,8 @@ impl<'a> Page<'a> {
         bytes: &'a [u8],
         cpu: u32,
         offset: u64,
-    ) -> Result<Page<'a>, CaptureError> {
-        let corrupt = |at: usize, message: String| CaptureError::Corrupt {
+    ) -> Result<Page<'a>, TraceDatError> {
+        let corrupt = |at: usize, message: String| TraceDatError::Corrupt {
             what: format!("ring-buffer page of cpu {cpu}"),
             offset: offset + at as u64,
             message,
@@ -171,9 +171,9 @@ pub struct Records<'a> {
 }
 
 impl<'a> Records<'a> {
-    fn corrupt(&mut self, at: usize, message: String) -> Option<Result<Record<'a>, CaptureError>> {
+    fn corrupt(&mut self, at: usize, message: String) -> Option<Result<Record<'a>, TraceDatError>> {
         self.done = true;
-        Some(Err(CaptureError::Corrupt {
+        Some(Err(TraceDatError::Corrupt {
             what: format!("ring-buffer record of cpu {}", self.cpu),
             offset: self.base + at as u64,
             message,
@@ -182,7 +182,7 @@ impl<'a> Records<'a> {
 }
 
 impl<'a> Iterator for Records<'a> {
-    type Item = Result<Record<'a>, CaptureError>;
+    type Item = Result<Record<'a>, TraceDatError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {

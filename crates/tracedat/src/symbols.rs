@@ -1,0 +1,235 @@
+//! Kernel symbols kept inside a trace.dat (its copy of `/proc/kallsyms`) and the printk
+//! format table, so pointer fields are named from the file itself: never from the reading
+//! machine's `/proc/kallsyms`, which may belong to another kernel.
+//!
+//! A pointer field that the kernel prints with `%ps` / `%pS` (hrtimer functions, csd
+//! functions, IPI callbacks and callsites) is named by the symbol that contains the address,
+//! without the `+0xoff/0xsize` that `%pS` adds: the name the kernel's own text output gives
+//! once `+off/size` is dropped, which is what the text decoders keep.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Offsets past a symbol's start beyond which an address is not taken as inside it (the
+/// largest kernel functions are a few tens of KiB; this guards the gaps between the core
+/// kernel, modules and the end of the table).
+const MAX_OFFSET: u64 = 1 << 20;
+
+/// A sorted kallsyms table: address → name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Kallsyms {
+    /// (address, start of the name in `names`, length of the name), sorted by address; at
+    /// one address, the first name in the file.
+    syms: Vec<(u64, u32, u32)>,
+    names: String,
+}
+
+/// The fields of one `/proc/kallsyms` line: (address, type, name), or None for lines that are
+/// not symbols (blank, or without an address).
+fn parse_line(line: &str) -> Option<(u64, char, &str)> {
+    let mut it = line.split_ascii_whitespace();
+    let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+    let ty = it.next()?.chars().next()?;
+    let name = it.next()?;
+    Some((addr, ty, name))
+}
+
+impl Kallsyms {
+    /// Parses `/proc/kallsyms` text (`ADDR TYPE NAME [MODULE]` lines). Lines that do not
+    /// parse, zero addresses (kptr_restrict) and `__pfx_` padding symbols are skipped.
+    pub fn parse(text: &[u8]) -> Kallsyms {
+        let text = String::from_utf8_lossy(text);
+        let mut names = String::new();
+        let mut syms = Vec::new();
+        for line in text.lines() {
+            let Some((addr, _, name)) = parse_line(line) else {
+                continue;
+            };
+            if addr == 0 || name.starts_with("__pfx_") {
+                continue;
+            }
+            let (Ok(start), Ok(len)) = (u32::try_from(names.len()), u32::try_from(name.len()))
+            else {
+                break;
+            };
+            names.push_str(name);
+            syms.push((addr, start, len));
+        }
+        // Stable: the first name at an address stays first.
+        syms.sort_by_key(|s| s.0);
+        syms.dedup_by_key(|s| s.0);
+        Kallsyms { syms, names }
+    }
+
+    pub fn len(&self) -> usize {
+        self.syms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.syms.is_empty()
+    }
+
+    fn name(&self, i: usize) -> &str {
+        let (_, start, len) = self.syms[i];
+        self.names
+            .get(start as usize..(start + len) as usize)
+            .unwrap_or("")
+    }
+
+    /// The index of the symbol that contains `addr`.
+    fn containing(&self, addr: u64) -> Option<usize> {
+        let i = self.syms.partition_point(|s| s.0 <= addr).checked_sub(1)?;
+        let start = self.syms[i].0;
+        let end = self.syms.get(i + 1).map(|s| s.0);
+        // Past the last symbol only the exact address is known.
+        let inside = match end {
+            Some(end) => addr < end && addr - start < MAX_OFFSET,
+            None => addr == start,
+        };
+        inside.then_some(i)
+    }
+
+    /// The table as `/proc/kallsyms` text (`ADDR t NAME` lines: the symbol types and module
+    /// names are not kept), for writing it into another file.
+    pub fn to_text(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..self.syms.len() {
+            out.extend_from_slice(
+                format!("{:016x} t {}\n", self.syms[i].0, self.name(i)).as_bytes(),
+            );
+        }
+        out
+    }
+
+    /// The name of the symbol that contains `addr` (`%ps`/`%pS` without the offset).
+    pub fn lookup(&self, addr: u64) -> Option<&str> {
+        self.containing(addr).map(|i| self.name(i))
+    }
+
+    /// (name, offset into it, size) of the symbol that contains `addr`: `%pS`'s
+    /// `name+0xoff/0xsize`; the size is unknown (None) for the last symbol of the table.
+    pub fn lookup_offset(&self, addr: u64) -> Option<(&str, u64, Option<u64>)> {
+        let i = self.containing(addr)?;
+        let start = self.syms[i].0;
+        let size = self.syms.get(i + 1).map(|s| s.0 - start);
+        Some((self.name(i), addr - start, size))
+    }
+}
+
+/// The lines of `/proc/kallsyms` text that name the given addresses: for each address, the
+/// symbol containing it and the symbol after that one (which bounds the first, so a reader
+/// of the subset finds the same symbol, and `%pS` the same size, as with the whole table).
+/// Lines keep their text and come out sorted by address.
+pub fn kallsyms_subset(text: &[u8], addrs: &BTreeSet<u64>) -> Vec<u8> {
+    let text = String::from_utf8_lossy(text);
+    let mut lines: Vec<(u64, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let (a, _, name) = parse_line(l)?;
+            (a != 0 && !name.starts_with("__pfx_")).then_some((a, l))
+        })
+        .collect();
+    lines.sort_by_key(|l| l.0);
+    // At one address only the first line counts (as in `Kallsyms::parse`).
+    lines.dedup_by_key(|l| l.0);
+    let mut keep = BTreeSet::new();
+    for &a in addrs {
+        let Some(i) = lines.partition_point(|l| l.0 <= a).checked_sub(1) else {
+            continue;
+        };
+        let bounded = lines.get(i + 1).is_some_and(|n| a < n.0) && a - lines[i].0 < MAX_OFFSET;
+        if bounded || a == lines[i].0 {
+            keep.insert(i);
+            if i + 1 < lines.len() {
+                keep.insert(i + 1);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for i in keep {
+        out.extend_from_slice(lines[i].1.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The printk formats table (`ADDR : "TEXT"` lines of tracefs `printk_formats`): the strings
+/// that `%s` pointer fields and `trace_printk` records point to.
+pub fn parse_printk(text: &str) -> BTreeMap<u64, String> {
+    let mut m = BTreeMap::new();
+    for line in text.lines() {
+        let Some((addr, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let addr = addr.trim();
+        let addr = addr
+            .strip_prefix("0x")
+            .or_else(|| addr.strip_prefix("0X"))
+            .unwrap_or(addr);
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
+        let s = rest.trim();
+        let s = s
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or(s);
+        m.insert(addr, s.replace("\\n", "\n"));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "ffffffff81000000 T _text\n\
+ffffffff81001000 t __pfx_tick_nohz_handler\n\
+ffffffff81001010 t tick_nohz_handler\n\
+ffffffff81001010 t tick_alias\n\
+ffffffff81001200 T generic_smp_call_function_single_interrupt\n\
+ffffffff81001300 T smp_call_function_many_cond\n\
+ffffffff81001900 T _etext\n\
+ffffffffc0000000 t vmx_vcpu_run\t[kvm_intel]\n\
+0000000000000000 T hidden\n";
+
+    #[test]
+    fn names_the_containing_symbol_first_alias_no_pfx() {
+        let k = Kallsyms::parse(TEXT.as_bytes());
+        assert_eq!(k.lookup(0xffffffff81001010), Some("tick_nohz_handler"));
+        assert_eq!(
+            k.lookup_offset(0xffffffff81001314),
+            Some(("smp_call_function_many_cond", 0x14, Some(0x600)))
+        );
+        // The padding before a function belongs to the symbol before it (no __pfx_).
+        assert_eq!(k.lookup(0xffffffff81001008), Some("_text"));
+        assert_eq!(k.lookup(0xffffffffc0000000), Some("vmx_vcpu_run"));
+        assert_eq!(k.lookup(0xffffffffc0000004), None, "past the last symbol");
+        assert_eq!(k.lookup(0x1000), None);
+        assert_eq!(k.lookup(0xffffffff81002000 + MAX_OFFSET), None);
+    }
+
+    #[test]
+    fn a_subset_names_its_addresses_as_the_whole_table_does() {
+        let all = Kallsyms::parse(TEXT.as_bytes());
+        let addrs: BTreeSet<u64> = [0xffffffff81001010, 0xffffffff81001314, 0x42]
+            .into_iter()
+            .collect();
+        let sub = kallsyms_subset(TEXT.as_bytes(), &addrs);
+        let text = String::from_utf8(sub.clone()).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        let k = Kallsyms::parse(&sub);
+        for a in &addrs {
+            assert_eq!(k.lookup_offset(*a), all.lookup_offset(*a));
+        }
+    }
+
+    #[test]
+    fn printk_table() {
+        let m = parse_printk(
+            "0xffffffff82a0b1c8 : \"rcu_preempt\"\n0xffffffff82a0b1d0 : \"hello\\n\"\nbad\n",
+        );
+        assert_eq!(m[&0xffffffff82a0b1c8], "rcu_preempt");
+        assert_eq!(m[&0xffffffff82a0b1d0], "hello\n");
+        assert_eq!(m.len(), 2);
+    }
+}
