@@ -24,6 +24,12 @@ pub fn run(data: &[u8]) {
     };
     let _ = render(&before, &opts, std::io::sink());
     if let Ok(after) = folded::parse(b) {
-        let _ = render_diff(&before, &after, data.len().is_multiple_of(2), &opts, std::io::sink());
+        let _ = render_diff(
+            &before,
+            &after,
+            data.len().is_multiple_of(2),
+            &opts,
+            std::io::sink(),
+        );
     }
 }
