@@ -836,6 +836,10 @@ impl PageLayout {
         data_size: 4080,
     };
 
+    /// The largest page (sub-buffer) a layout may describe: the kernel's sub-buffers are at
+    /// most a few MiB (`buffer_subbuf_size_kb`).
+    pub const MAX_PAGE_SIZE: usize = 64 << 20;
+
     /// The size of one page (sub-buffer) as read from `trace_pipe_raw`.
     pub fn page_size(&self) -> usize {
         self.data_offset + self.data_size
@@ -880,7 +884,21 @@ impl PageLayout {
                 message: "expected fields timestamp, commit and data".into(),
             });
         }
-        if !matches!(l.commit_size, 4 | 8) || l.data_offset < l.commit_offset + l.commit_size {
+        // Offsets and sizes come from a file (trace.dat carries its header_page): bounded, so
+        // that page_size() cannot overflow and a page buffer is never sized by a wild number.
+        let in_page = |v: usize| v <= PageLayout::MAX_PAGE_SIZE;
+        if !matches!(l.commit_size, 4 | 8)
+            || ![
+                l.timestamp_offset,
+                l.commit_offset,
+                l.data_offset,
+                l.data_size,
+            ]
+            .into_iter()
+            .all(in_page)
+            || !in_page(l.data_offset + l.data_size)
+            || l.data_offset < l.commit_offset + l.commit_size
+        {
             return Err(TraceDatError::Format {
                 what: what.to_string(),
                 line: 1,

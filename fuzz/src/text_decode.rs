@@ -1,0 +1,31 @@
+//! Text traces (ftrace, trace-cmd report, perf script) through `kvmscope_trace::text`: the
+//! sequential decoder must not panic, and the two-thread decoder (with a batch size taken
+//! from the input, so small inputs cross many batch boundaries) must give the same events,
+//! in the same order, and the same statistics or the same error.
+
+fn snapshot(bytes: &[u8], batch: Option<usize>) -> Result<(Vec<String>, String), String> {
+    let mut seen = Vec::new();
+    let mut push = |ev: &kvmscope_trace::Event<'_>| {
+        let _ = ev.field("vcpu");
+        seen.push(format!("{ev:?}"));
+    };
+    let stats = match batch {
+        Some(b) => kvmscope_trace::text::decode_parallel_with_batch(bytes, &mut push, b),
+        None => kvmscope_trace::text::decode_sequential(bytes, &mut push),
+    };
+    match stats {
+        Ok(s) => {
+            let _ = s.lost_total();
+            Ok((seen, format!("{s:?}")))
+        }
+        Err(e) => Err(format!("{e} after {} events", seen.len())),
+    }
+}
+
+/// One input.
+pub fn run(data: &[u8]) {
+    let batch = 1 + data.first().copied().unwrap_or(0) as usize * 8;
+    let seq = snapshot(data, None);
+    let par = snapshot(data, Some(batch));
+    assert_eq!(seq, par, "two-thread decoder differs (batch {batch})");
+}

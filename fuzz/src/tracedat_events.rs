@@ -1,0 +1,39 @@
+//! trace.dat records to `kvmscope_trace::Event` (`capture::events::for_each_event`: the
+//! per-format decoding plans, the sidecar's tids, the lost-event summary), and those events
+//! through every analysis. The reader takes a path, so each input goes through a file in
+//! /dev/shm (or the temporary directory).
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use kvmscope_analysis::ReportBuilder;
+
+fn scratch() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = PathBuf::from("/dev/shm");
+        let dir = if dir.is_dir() {
+            dir
+        } else {
+            std::env::temp_dir()
+        };
+        dir.join(format!("kvmscope-fuzz-{}.dat", std::process::id()))
+    })
+}
+
+/// One input.
+pub fn run(data: &[u8]) {
+    let path = scratch();
+    std::fs::write(path, data).expect("cannot write the scratch file");
+    let mut builder = ReportBuilder::new();
+    let mut n = 0u64;
+    let summary = kvmscope_tracedat::events::for_each_event(path, |ev| {
+        let _ = ev.field("vcpu");
+        n += 1;
+        builder.observe(ev);
+    });
+    if let Ok(s) = summary {
+        let _ = (s.lost_total(), s.lost_unknown_pages());
+        let _ = kvmscope_diagnose::diagnose(&builder.finish(Vec::new()), None);
+    }
+}
