@@ -14,7 +14,7 @@ use std::io::Read;
 use std::ops::Range;
 use std::sync::mpsc;
 
-use super::{emit, line, split_lines, take_line, LineIn, TextStats};
+use super::{emit, line, split_lines, take_line, LineIn, NameCache, TextStats};
 use crate::event::Event;
 use crate::DecodeError;
 
@@ -196,10 +196,11 @@ pub(super) fn decode<R: Read + Send>(
             stats
         });
         let mut undecoded = TextStats::default();
+        let mut names = NameCache::default();
         for mut batch in events_rx {
             for raw in &batch.events {
                 let (text, h) = rebuild(&batch.text, raw);
-                emit(h, text, raw.line_no, &mut undecoded, &mut sink);
+                emit(h, text, raw.line_no, &mut undecoded, &mut names, &mut sink);
             }
             batch.text.clear();
             let _ = reuse_tx.send(batch.text);
