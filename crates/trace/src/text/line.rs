@@ -339,6 +339,17 @@ fn common_columns_fast(s: &str) -> Option<(&str, u32, usize, u64)> {
     Some((strip_instance(&s[..open]), cpu, j + 1, ts))
 }
 
+/// The fast and the general search for the common columns of one line (trimmed at the start),
+/// for the property test that they agree wherever the fast one answers.
+#[doc(hidden)]
+pub fn common_columns_both(s: &str) -> (Columns<'_>, Columns<'_>) {
+    (common_columns_fast(s), common_columns_general(s))
+}
+
+/// Task column, CPU, end of the timestamp token, time.
+#[doc(hidden)]
+pub type Columns<'a> = Option<(&'a str, u32, usize, u64)>;
+
 fn common_columns_general(s: &str) -> Option<(&str, u32, usize, u64)> {
     if let Some((open, close, cpu)) = cpu_column(s) {
         if let Some((_, end, ts)) = timestamp_token(&s[close..]) {
