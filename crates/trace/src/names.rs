@@ -5,12 +5,13 @@
 /// Index of an interned `(system, name)`, dense from 0 in first-seen order.
 pub type NameId = u32;
 
-/// Open addressing over `(hash, id)` slots; strings are compared only on a hash match, with an
-/// inline comparison (these are short: a libc `memcmp` call costs more than the compare).
+/// Open addressing over slots that hold the key itself for names up to 24 bytes and systems up
+/// to 8 (every tracepoint kvmscope knows): a lookup is one hash and a few word compares in one
+/// slot, no pointer chased; longer keys compare against the stored strings.
 #[derive(Debug)]
 pub struct NameTable<V> {
     entries: Vec<Entry<V>>,
-    slots: Vec<(u64, NameId)>,
+    slots: Vec<Slot>,
 }
 
 #[derive(Debug)]
@@ -18,6 +19,22 @@ struct Entry<V> {
     system: Box<str>,
     name: Box<str>,
     value: V,
+}
+
+/// A key as words: the name's length and three words covering up to 24 bytes (overlapping
+/// for shorter names), the system's length and first word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Key {
+    name: [u64; 3],
+    system: u64,
+    /// name length | system length << 32
+    lens: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key: Key,
+    id: NameId,
 }
 
 impl<V> Default for NameTable<V> {
@@ -35,6 +52,14 @@ const EMPTY: NameId = NameId::MAX;
 fn load(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+#[inline]
+fn padded(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let n = b.len().min(8);
+    w[..n].copy_from_slice(&b[..n]);
     u64::from_le_bytes(w)
 }
 
@@ -59,25 +84,39 @@ pub fn short_eq(a: &[u8], b: &[u8]) -> bool {
     i == n || load(a, n - 8) == load(b, n - 8)
 }
 
-/// The first and last eight bytes and the length: enough to tell event names apart (they share
-/// prefixes such as `kvm_` and `hrtimer_`, rarely both ends); equal hashes are compared anyway.
-#[inline]
-fn ends(b: &[u8]) -> u64 {
-    let n = b.len();
-    if n >= 8 {
-        load(b, 0) ^ load(b, n - 8).rotate_left(31) ^ ((n as u64) << 56)
-    } else {
-        let mut w = [0u8; 8];
-        w[..n].copy_from_slice(b);
-        u64::from_le_bytes(w) ^ ((n as u64) << 56)
+impl Key {
+    #[inline]
+    fn of(system: &str, name: &str) -> Key {
+        let (n, s) = (name.as_bytes(), system.as_bytes());
+        let words = match n.len() {
+            0..=7 => [padded(n), 0, 0],
+            8..=16 => [load(n, 0), load(n, n.len() - 8), 0],
+            _ => [load(n, 0), load(n, 8), load(n, n.len() - 8)],
+        };
+        Key {
+            name: words,
+            system: padded(s),
+            lens: n.len() as u64 | (s.len() as u64) << 32,
+        }
     }
-}
 
-#[inline]
-fn hash(system: &str, name: &str) -> u64 {
-    let h = (ends(name.as_bytes()) ^ ends(system.as_bytes()).rotate_left(17))
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    h ^ (h >> 32)
+    /// The words hold the whole key.
+    #[inline]
+    fn complete(&self) -> bool {
+        (self.lens & 0xffff_ffff) <= 24 && (self.lens >> 32) <= 8
+    }
+
+    #[inline]
+    fn hash(&self) -> u64 {
+        // Folded multiply: every input bit reaches the low bits the table index takes.
+        let x = self.name[0]
+            ^ self.name[1].rotate_left(21)
+            ^ self.name[2].rotate_left(42)
+            ^ self.system.rotate_left(11)
+            ^ self.lens.rotate_left(53);
+        let m = u128::from(x ^ 0x2545_f491_4f6c_dd1d) * 0x9e37_79b9_7f4a_7c15;
+        (m as u64) ^ ((m >> 64) as u64)
+    }
 }
 
 impl<V: Copy> NameTable<V> {
@@ -89,32 +128,33 @@ impl<V: Copy> NameTable<V> {
         name: &str,
         make: impl FnOnce(&str, &str) -> V,
     ) -> (NameId, V) {
-        let h = hash(system, name);
+        let key = Key::of(system, name);
         if !self.slots.is_empty() {
             let mask = self.slots.len() - 1;
-            let mut i = h as usize & mask;
+            let mut i = key.hash() as usize & mask;
             loop {
-                let (sh, id) = self.slots[i];
-                if id == EMPTY {
+                let slot = self.slots[i];
+                if slot.id == EMPTY {
                     break;
                 }
-                if sh == h {
-                    let e = &self.entries[id as usize];
-                    if short_eq(e.name.as_bytes(), name.as_bytes())
-                        && short_eq(e.system.as_bytes(), system.as_bytes())
+                if slot.key == key {
+                    let e = &self.entries[slot.id as usize];
+                    if key.complete()
+                        || (short_eq(e.name.as_bytes(), name.as_bytes())
+                            && short_eq(e.system.as_bytes(), system.as_bytes()))
                     {
-                        return (id, e.value);
+                        return (slot.id, e.value);
                     }
                 }
                 i = (i + 1) & mask;
             }
         }
         let value = make(system, name);
-        (self.insert(h, system, name, value), value)
+        (self.insert(key, system, name, value), value)
     }
 
     #[cold]
-    fn insert(&mut self, h: u64, system: &str, name: &str, value: V) -> NameId {
+    fn insert(&mut self, key: Key, system: &str, name: &str, value: V) -> NameId {
         let id = self.entries.len() as NameId;
         self.entries.push(Entry {
             system: system.into(),
@@ -123,25 +163,31 @@ impl<V: Copy> NameTable<V> {
         });
         if self.entries.len() * 2 > self.slots.len() {
             let size = (self.slots.len() * 2).max(64);
-            self.slots = vec![(0, EMPTY); size];
+            self.slots = vec![
+                Slot {
+                    key: Key::default(),
+                    id: EMPTY,
+                };
+                size
+            ];
             for id in 0..self.entries.len() {
                 let e = &self.entries[id];
-                let h = hash(&e.system, &e.name);
-                self.place(h, id as NameId);
+                let key = Key::of(&e.system, &e.name);
+                self.place(key, id as NameId);
             }
         } else {
-            self.place(h, id);
+            self.place(key, id);
         }
         id
     }
 
-    fn place(&mut self, h: u64, id: NameId) {
+    fn place(&mut self, key: Key, id: NameId) {
         let mask = self.slots.len() - 1;
-        let mut i = h as usize & mask;
-        while self.slots[i].1 != EMPTY {
+        let mut i = key.hash() as usize & mask;
+        while self.slots[i].id != EMPTY {
             i = (i + 1) & mask;
         }
-        self.slots[i] = (h, id);
+        self.slots[i] = Slot { key, id };
     }
 
     /// `(system, name, value)` of an id this table gave.
@@ -180,6 +226,37 @@ mod tests {
         let (b, _) = t.intern("", "x", |_, _| 2);
         assert_ne!(a, b);
         assert_eq!(t.len(), 502);
+    }
+
+    #[test]
+    fn keys_of_every_length_stay_apart() {
+        // Names and systems that differ in one byte anywhere, at every length up to 40 (past
+        // the 24 bytes a slot holds) and systems past 8 bytes.
+        let mut t = NameTable::default();
+        let mut seen = Vec::new();
+        for len in 0..40 {
+            for pos in 0..len.max(1) {
+                let mut n = vec![b'a'; len];
+                if len > 0 {
+                    n[pos] = b'b';
+                }
+                let n = String::from_utf8(n).unwrap();
+                for sys in ["", "kvm", "kvmmmu", "irq_vectors", "irq_vectorz"] {
+                    seen.push((sys.to_string(), n.clone()));
+                }
+            }
+        }
+        seen.sort();
+        seen.dedup();
+        let ids: Vec<NameId> = seen
+            .iter()
+            .map(|(s, n)| t.intern(s, n, |_, _| ()).0)
+            .collect();
+        assert_eq!(t.len(), seen.len());
+        for ((s, n), id) in seen.iter().zip(ids) {
+            assert_eq!(t.intern(s, n, |_, _| unreachable!()).0, id);
+            assert_eq!((t.get(id).0, t.get(id).1), (s.as_str(), n.as_str()));
+        }
     }
 
     #[test]
