@@ -57,7 +57,10 @@ fn repeated(paths: &[PathBuf]) -> Vec<u8> {
     all
 }
 
-fn inputs() -> (Vec<(String, Vec<u8>)>, Vec<(String, PathBuf)>) {
+/// Text inputs (kind, bytes) and trace.dat files (kind, path).
+type Inputs = (Vec<(String, Vec<u8>)>, Vec<(String, PathBuf)>);
+
+fn inputs() -> Inputs {
     if let Some(dir) = corpus() {
         let mut text = Vec::new();
         let mut dat = Vec::new();
