@@ -17,7 +17,7 @@ use crate::stats::{Latency, LatencySummary};
 
 #[derive(Debug, Default)]
 pub struct Exits {
-    reasons: HashMap<ReasonKey, Slot>,
+    reasons: HashMap<ReasonKey, Slot, foldhash::fast::FixedState>,
     /// Per thread: the open exit (start ts, reason) and the vCPU id last printed.
     threads: IdMap<u32, Open>,
     entries_unpaired: u64,

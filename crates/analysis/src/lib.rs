@@ -8,6 +8,7 @@ pub mod guest;
 pub mod interrupts;
 pub mod keys;
 pub mod mmu;
+pub mod names;
 pub mod overview;
 pub mod pacing;
 pub mod report;

@@ -7,15 +7,20 @@ use kvmscope_trace::{tables, Event, EventKind};
 use serde::Serialize;
 
 use crate::keys::IdMap;
+use crate::names::{Class, NameId, NameTable};
 
 #[derive(Debug, Default)]
 pub struct Overview {
     first_ts: Option<u64>,
     last_ts: u64,
     events: u64,
-    names: std::collections::HashMap<String, Vec<(String, u64)>, foldhash::fast::FixedState>,
+    names: NameTable,
+    /// Events per [`NameId`].
+    by_name: Vec<u64>,
     threads: IdMap<u32, Thread>,
     userspace: BTreeMap<(u32, Option<u32>), u64>,
+    /// Events per CPU below 4096, by index; the rest in `cpus`.
+    cpus_small: Vec<u64>,
     cpus: BTreeMap<u32, u64>,
 }
 
@@ -77,19 +82,39 @@ pub struct UserspaceExitRow {
 }
 
 impl Overview {
-    pub fn observe(&mut self, ev: &Event<'_>) {
+    /// Counts the event; returns its interned name and class, which the report's other
+    /// analyses are dispatched by.
+    pub fn observe(&mut self, ev: &Event<'_>) -> (NameId, Class) {
         if self.first_ts.is_none() {
             self.first_ts = Some(ev.ts_ns);
         }
         self.last_ts = self.last_ts.max(ev.ts_ns);
         self.events += 1;
-        self.count_name(ev);
+        let (id, class) = self.names.intern(ev);
+        match self.by_name.get_mut(id as usize) {
+            Some(n) => *n += 1,
+            None => {
+                self.by_name.resize(id as usize + 1, 0);
+                self.by_name[id as usize] = 1;
+            }
+        }
         if ev.cpu != kvmscope_trace::text::line::CPU_UNKNOWN {
-            *self.cpus.entry(ev.cpu).or_default() += 1;
+            match self.cpus_small.get_mut(ev.cpu as usize) {
+                Some(n) => *n += 1,
+                None if ev.cpu < 4096 => {
+                    self.cpus_small.resize(ev.cpu as usize + 1, 0);
+                    self.cpus_small[ev.cpu as usize] = 1;
+                }
+                None => *self.cpus.entry(ev.cpu).or_default() += 1,
+            }
         }
-        if !matches!(ev.system, "kvm" | "kvmmmu") {
-            return;
+        if matches!(class, Class::Kvm | Class::KvmMmu) {
+            self.observe_kvm(ev);
         }
+        (id, class)
+    }
+
+    fn observe_kvm(&mut self, ev: &Event<'_>) {
         let t = self.threads.entry(ev.tid).or_insert_with(|| Thread {
             comm: ev.comm.to_string(),
             first_ts: ev.ts_ns,
@@ -115,18 +140,6 @@ impl Overview {
         }
     }
 
-    fn count_name(&mut self, ev: &Event<'_>) {
-        // Keyed by name, then system: one hash of a short string per event.
-        let systems = match self.names.get_mut(ev.name) {
-            Some(v) => v,
-            None => self.names.entry(ev.name.to_string()).or_default(),
-        };
-        match systems.iter_mut().find(|(s, _)| s == ev.system) {
-            Some((_, n)) => *n += 1,
-            None => systems.push((ev.system.to_string(), 1)),
-        }
-    }
-
     /// kvm and kvmmmu events seen (a kernel with any runs KVM: it is a host).
     pub fn kvm_events(&self) -> u64 {
         self.threads.values().map(|t| t.kvm_events).sum()
@@ -138,12 +151,12 @@ impl Overview {
 
     pub fn finish(&self) -> OverviewReport {
         let mut by_name: Vec<(String, u64)> = self
-            .names
+            .by_name
             .iter()
-            .flat_map(|(name, systems)| {
-                systems
-                    .iter()
-                    .map(move |(sys, n)| (format!("{sys}:{name}"), *n))
+            .enumerate()
+            .map(|(id, &n)| {
+                let name = self.names.get(id as NameId);
+                (format!("{}:{}", name.system, name.name), n)
             })
             .collect();
         by_name.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -196,7 +209,14 @@ impl Overview {
             duration_ns: self.duration_ns(),
             events: self.events,
             by_name,
-            cpus: self.cpus.iter().map(|(&c, &n)| (c, n)).collect(),
+            cpus: self
+                .cpus_small
+                .iter()
+                .enumerate()
+                .filter(|&(_, &n)| n > 0)
+                .map(|(c, &n)| (c as u32, n))
+                .chain(self.cpus.iter().map(|(&c, &n)| (c, n)))
+                .collect(),
             vms: vms.into_values().collect(),
             userspace_exits,
         }
@@ -214,7 +234,10 @@ mod tests {
                     qemu-system-aar-301 [000] ..... 5.000010: kvm_exit: TRAP: HSR_EC: 0x0001 (WFx), PC: 0x0000ffff80001000\n\
                     qemu-system-aar-301 [000] d.... 5.000020: kvm_entry: PC: 0x0000ffff80001004\n";
         let mut o = Overview::default();
-        decode_sequential(text.as_bytes(), |ev| o.observe(ev)).unwrap();
+        decode_sequential(text.as_bytes(), |ev| {
+            o.observe(ev);
+        })
+        .unwrap();
         let r = o.finish();
         assert_eq!(r.vms[0].vcpus[0].vcpu, Some(1), "{r:#?}");
         // No tgid column: the process is unknown, not named after its thread.

@@ -7,9 +7,9 @@
 //!
 //! Memory: one slot per event name and one timestamp per (name, thread).
 
-use std::collections::HashMap;
-
 use kvmscope_trace::Event;
+
+use crate::names::{NameId, NameTable};
 use serde::Serialize;
 
 use crate::stats::{Latency, LatencySummary};
@@ -20,15 +20,18 @@ pub const COST_QUANTILE: f64 = 0.05;
 
 #[derive(Debug, Default)]
 struct Slot {
+    /// `system:name`.
+    event: String,
     gaps: Latency,
-    last: HashMap<u32, u64>,
+    last: crate::keys::IdMap<u32, u64>,
 }
 
 #[derive(Debug, Default)]
 pub struct Pacing {
-    /// Keyed by `system:name`.
-    slots: HashMap<String, Slot>,
-    key: String,
+    /// By [`NameId`].
+    slots: Vec<Option<Slot>>,
+    /// For [`Pacing::observe`], when no caller interns the names.
+    names: NameTable,
 }
 
 /// One event's repeat gaps on its threads.
@@ -44,17 +47,26 @@ pub struct PacingRow {
 impl Pacing {
     /// Takes `kvm` and `kvmmmu` events of threads with a thread id (others are ignored).
     pub fn observe(&mut self, ev: &Event<'_>) {
-        if ev.tid == 0 || !matches!(ev.system, "kvm" | "kvmmmu") {
+        if !matches!(ev.system, "kvm" | "kvmmmu") {
             return;
         }
-        self.key.clear();
-        self.key.push_str(ev.system);
-        self.key.push(':');
-        self.key.push_str(ev.name);
-        let slot = match self.slots.get_mut(self.key.as_str()) {
-            Some(s) => s,
-            None => self.slots.entry(self.key.clone()).or_default(),
-        };
+        let (id, _) = self.names.intern(ev);
+        self.observe_id(ev, id);
+    }
+
+    /// [`Pacing::observe`] for a `kvm`/`kvmmmu` event whose name the caller interned as `id`.
+    pub fn observe_id(&mut self, ev: &Event<'_>, id: NameId) {
+        if ev.tid == 0 {
+            return;
+        }
+        let i = id as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        let slot = self.slots[i].get_or_insert_with(|| Slot {
+            event: format!("{}:{}", ev.system, ev.name),
+            ..Slot::default()
+        });
         if let Some(prev) = slot.last.insert(ev.tid, ev.ts_ns) {
             // Out-of-order input (merged files) gives no gap rather than a wrapped one.
             if let Some(gap) = ev.ts_ns.checked_sub(prev) {
@@ -67,9 +79,10 @@ impl Pacing {
         let mut rows: Vec<PacingRow> = self
             .slots
             .iter()
-            .filter(|(_, s)| s.gaps.count() > 0)
-            .map(|(event, s)| PacingRow {
-                event: event.clone(),
+            .flatten()
+            .filter(|s| s.gaps.count() > 0)
+            .map(|s| PacingRow {
+                event: s.event.clone(),
                 gaps: s.gaps.summary(),
                 p5_ns: s.gaps.quantile(COST_QUANTILE),
             })

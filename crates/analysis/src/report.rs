@@ -9,6 +9,7 @@ use crate::exits::{ExitReport, Exits};
 use crate::guest::{Guest, GuestReport, Scope};
 use crate::interrupts::{InterruptReport, Interrupts};
 use crate::mmu::{Mmu, MmuReport};
+use crate::names::Class;
 use crate::overview::{Overview, OverviewReport};
 use crate::pacing::{Pacing, PacingRow};
 
@@ -132,20 +133,22 @@ impl ReportBuilder {
     }
 
     pub fn observe(&mut self, ev: &Event<'_>) {
-        self.overview.observe(ev);
-        match ev.system {
-            "kvm" => {
+        // The system is classified once per event name (the overview interns names), not
+        // compared here per event.
+        let (id, class) = self.overview.observe(ev);
+        match class {
+            Class::Kvm => {
                 self.exits.observe(ev);
                 self.accesses.observe(ev);
                 self.mmu.observe(ev);
                 self.interrupts.observe(ev);
-                self.pacing.observe(ev);
+                self.pacing.observe_id(ev, id);
             }
-            "kvmmmu" => {
+            Class::KvmMmu => {
                 self.mmu.observe(ev);
-                self.pacing.observe(ev);
+                self.pacing.observe_id(ev, id);
             }
-            "msr" | "timer" | "ipi" | "csd" | "irq_vectors" | "tlb" => {
+            Class::Guest => {
                 if self.skip_host_kernel && self.input == InputSide::Host {
                     return;
                 }
@@ -153,7 +156,7 @@ impl ReportBuilder {
                 self.guest_input_events += u64::from(self.input == InputSide::Guest);
                 self.guest.observe(ev);
             }
-            _ => {}
+            Class::Other => {}
         }
     }
 

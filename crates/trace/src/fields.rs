@@ -7,7 +7,7 @@ pub fn find<'a>(payload: &'a str, key: &str) -> Option<&'a str> {
     let k = key.as_bytes();
     let mut i = 0;
     while i + k.len() <= b.len() {
-        if b[i..].starts_with(k) {
+        if crate::names::short_eq(&b[i..i + k.len()], k) {
             let j = i + k.len();
             let value_start = match (b.get(j), b.get(j + 1)) {
                 (Some(b'='), _) | (Some(b' '), _) => Some(j + 1),

@@ -8,6 +8,7 @@
 
 pub mod event;
 pub mod fields;
+pub mod names;
 pub mod tables;
 pub mod text;
 

@@ -103,3 +103,65 @@ proptest! {
         prop_assert_eq!(snapshot(&input, true), snapshot(&input, false));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// The one-walk search for the CPU column and timestamp gives the general search's answer
+    /// on every line it accepts (it declines the rest, which then take the general search):
+    /// lines shaped like trace lines with every column varied, and arbitrary text.
+    #[test]
+    fn fast_columns_equal_general(
+        lead in "[ \t]{0,3}",
+        comm in "[a-z0-9 /:()<>-]{0,16}",
+        tid in "[0-9]{0,6}",
+        tgid in proptest::option::of("\\( *[0-9-]{0,7}\\)"),
+        cpu in "\\[[0-9a]{0,4}\\]?",
+        gap in "[ \t]{0,3}",
+        flags in proptest::option::of("[.dNnhHsSX0-9:]{0,6}"),
+        gap2 in "[ \t]{0,3}",
+        ts in "[0-9.]{0,24}",
+        after in "(: |:\t|:|: kvm_exit: x| x: y)?",
+    ) {
+        let mut line = format!("{lead}{comm}-{tid}");
+        if let Some(t) = tgid {
+            line.push_str(&t);
+        }
+        line.push(' ');
+        line.push_str(&cpu);
+        line.push_str(&gap);
+        if let Some(f) = flags {
+            line.push_str(&f);
+            line.push_str(&gap2);
+        }
+        line.push_str(&ts);
+        line.push_str(&after);
+        let trimmed = line.trim_start_matches([' ', '\t']);
+        let (fast, general) = kvmscope_trace::text::line::common_columns_both(trimmed);
+        if fast.is_some() {
+            prop_assert_eq!(fast, general, "{:?}", line);
+        }
+    }
+
+    #[test]
+    fn fast_columns_equal_general_on_any_text(text in "[ -~\t]{0,120}") {
+        let (fast, general) = kvmscope_trace::text::line::common_columns_both(&text);
+        if fast.is_some() {
+            prop_assert_eq!(fast, general, "{:?}", text);
+        }
+    }
+}
+
+#[test]
+fn fast_columns_take_the_real_lines() {
+    // The fast path is the one real traces take (or the speed-up is not where it should be).
+    for line in REAL.iter().filter(|l| l.contains("]")) {
+        let t = line.trim_start();
+        if t.starts_with("CPU:") {
+            continue;
+        }
+        let (fast, general) = kvmscope_trace::text::line::common_columns_both(t);
+        assert!(fast.is_some(), "{line}");
+        assert_eq!(fast, general, "{line}");
+    }
+}

@@ -250,6 +250,107 @@ fn strip_instance(prefix: &str) -> &str {
 /// few bytes after the column are searched for it; lines without a CPU column take the
 /// general search.
 fn common_columns(s: &str) -> Option<(&str, u32, usize, u64)> {
+    if let Some(found) = common_columns_fast(s) {
+        return Some(found);
+    }
+    common_columns_general(s)
+}
+
+/// The usual shape in one forward walk: the first `[` opens the CPU column, then blanks, an
+/// optional flags token (no `:` in it), blanks and the `secs.frac:` token. Anything else
+/// returns `None` and takes [`common_columns_general`], which gives the same answer on every
+/// line this accepts (`tests/never_panics.rs` checks it on arbitrary lines).
+#[inline]
+fn common_columns_fast(s: &str) -> Option<(&str, u32, usize, u64)> {
+    let b = s.as_bytes();
+    let open = memchr::memchr(b'[', b)?;
+    let mut i = open + 1;
+    let mut cpu: u32 = 0;
+    while let Some(&c) = b.get(i) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        cpu = cpu.checked_mul(10)?.checked_add(u32::from(c - b'0'))?;
+        i += 1;
+    }
+    if i == open + 1 || b.get(i) != Some(&b']') {
+        return None;
+    }
+    let close = i + 1;
+    let blank = |c: u8| c == b' ' || c == b'\t';
+    let mut j = close;
+    while j < b.len() && blank(b[j]) {
+        j += 1;
+    }
+    if j < b.len() && !b[j].is_ascii_digit() {
+        // The flags column: one token without a colon, then blanks.
+        if j == close {
+            return None;
+        }
+        while j < b.len() && !blank(b[j]) {
+            if b[j] == b':' {
+                return None;
+            }
+            j += 1;
+        }
+        while j < b.len() && blank(b[j]) {
+            j += 1;
+        }
+    }
+    // The timestamp: digits and dots up to a colon followed by a blank or the end.
+    let start = j;
+    if !b.get(j)?.is_ascii_digit() {
+        return None;
+    }
+    let mut secs: u64 = 0;
+    while j < b.len() && b[j].is_ascii_digit() {
+        secs = secs.wrapping_mul(10).wrapping_add(u64::from(b[j] - b'0'));
+        j += 1;
+    }
+    let int_len = j - start;
+    let mut frac: u64 = 0;
+    let mut frac_len = 0;
+    let dot = b.get(j) == Some(&b'.');
+    if dot {
+        j += 1;
+        while j < b.len() && b[j].is_ascii_digit() {
+            frac = frac * 10 + u64::from(b[j] - b'0');
+            frac_len += 1;
+            j += 1;
+            if frac_len > 9 {
+                return None;
+            }
+        }
+    }
+    if b.get(j) != Some(&b':') || !matches!(b.get(j + 1), None | Some(b' ' | b'\t')) {
+        return None;
+    }
+    if int_len > 19 || (dot && frac_len == 0) {
+        return None;
+    }
+    let ts = if dot {
+        for _ in frac_len..9 {
+            frac *= 10;
+        }
+        secs.checked_mul(1_000_000_000)?.checked_add(frac)?
+    } else {
+        secs
+    };
+    Some((strip_instance(&s[..open]), cpu, j + 1, ts))
+}
+
+/// The fast and the general search for the common columns of one line (trimmed at the start),
+/// for the property test that they agree wherever the fast one answers.
+#[doc(hidden)]
+pub fn common_columns_both(s: &str) -> (Columns<'_>, Columns<'_>) {
+    (common_columns_fast(s), common_columns_general(s))
+}
+
+/// Task column, CPU, end of the timestamp token, time.
+#[doc(hidden)]
+pub type Columns<'a> = Option<(&'a str, u32, usize, u64)>;
+
+fn common_columns_general(s: &str) -> Option<(&str, u32, usize, u64)> {
     if let Some((open, close, cpu)) = cpu_column(s) {
         if let Some((_, end, ts)) = timestamp_token(&s[close..]) {
             return Some((strip_instance(&s[..open]), cpu, close + end, ts));

@@ -73,7 +73,15 @@ fn assemble(h: line::Header<'_>) -> (Event<'_>, bool) {
     } else {
         h.system
     };
-    let decoded = payload::decode(system, h.name, h.payload);
+    assemble_with(h, system, payload::decoder(system, h.name))
+}
+
+fn assemble_with<'a>(
+    h: line::Header<'a>,
+    system: &'a str,
+    decoder: payload::Decoder,
+) -> (Event<'a>, bool) {
+    let decoded = decoder(h.name, h.payload);
     let ev = Event {
         ts_ns: h.ts_ns,
         cpu: h.cpu,
@@ -86,6 +94,26 @@ fn assemble(h: line::Header<'_>) -> (Event<'_>, bool) {
         kind: decoded.unwrap_or(EventKind::Other),
     };
     (ev, decoded.is_none())
+}
+
+/// What each event name resolves to, once per name and decoder: its system when the line
+/// does not print one, and its payload decoder.
+#[derive(Default)]
+struct NameCache(crate::names::NameTable<(Option<&'static str>, payload::Decoder)>);
+
+impl NameCache {
+    #[inline]
+    fn assemble<'a>(&mut self, h: line::Header<'a>) -> (Event<'a>, bool) {
+        let (_, (known, decoder)) = self.0.intern(h.system, h.name, |system, name| {
+            if system.is_empty() {
+                let known = payload::system_of(name);
+                (Some(known), payload::decoder(known, name))
+            } else {
+                (None, payload::decoder(system, name))
+            }
+        });
+        assemble_with(h, known.unwrap_or(h.system), decoder)
+    }
 }
 
 /// Decodes a whole text trace from `input`, calling `sink` for every event in input order.
@@ -134,6 +162,7 @@ pub fn decode_sequential<R: Read>(
     mut sink: impl FnMut(&Event<'_>),
 ) -> Result<TextStats, DecodeError> {
     let mut stats = TextStats::default();
+    let mut names = NameCache::default();
     split_lines(input, |line, offset, unterminated| {
         let lossy;
         let line = match line {
@@ -148,7 +177,7 @@ pub fn decode_sequential<R: Read>(
         };
         if let Some((text, h)) = take_line(line, offset, unterminated, &mut stats) {
             let line_no = stats.lines;
-            emit(h, text, line_no, &mut stats, &mut sink);
+            emit(h, text, line_no, &mut stats, &mut names, &mut sink);
         }
     })?;
     Ok(stats)
@@ -300,9 +329,10 @@ fn emit(
     text: &str,
     line_no: u64,
     stats: &mut TextStats,
+    names: &mut NameCache,
     sink: &mut impl FnMut(&Event<'_>),
 ) {
-    let (ev, undecoded) = assemble(h);
+    let (ev, undecoded) = names.assemble(h);
     if undecoded {
         stats.undecoded += 1;
         if stats.undecoded_examples.len() < UNKNOWN_EXAMPLES {

@@ -1,49 +1,70 @@
-//! Text decoding as a three-stage pipeline, without unsafe code or shared buffers:
+//! Text decoding as a two-stage pipeline, without unsafe code or shared buffers:
 //!
-//! 1. the splitter reads, checks UTF-8 once per chunk, and copies lines into a batch string;
-//! 2. the column parser splits each line's common columns and keeps the statistics, recording
-//!    each event's columns as ranges into the batch;
-//! 3. the caller's thread rebuilds each header by slicing, decodes the payload and runs the
+//! 1. a worker thread reads, checks UTF-8 once per chunk, splits the lines and their common
+//!    columns and keeps the statistics; each event line is appended to a batch string with
+//!    its columns as offsets into it (other lines never leave this thread);
+//! 2. the caller's thread rebuilds each header by slicing, decodes the payload and runs the
 //!    sink.
 //!
-//! The stages take roughly 15/50/35% of the work, so on two CPUs the pipeline keeps both busy.
-//! Batches travel over bounded channels (memory stays bounded) and their strings come back to
-//! the splitter for reuse.
+//! Batches travel over a bounded channel (memory stays bounded) and their buffers come back
+//! to the worker for reuse.
 
 use std::io::Read;
-use std::ops::Range;
 use std::sync::mpsc;
 
-use super::{emit, line, split_lines, take_line, LineIn, TextStats};
+use super::{emit, line, split_lines, take_line, LineIn, NameCache, TextStats};
 use crate::event::Event;
 use crate::DecodeError;
 
 /// Bytes of text per batch.
 pub(super) const BATCH: usize = 256 * 1024;
-/// Batches in flight between two stages.
+/// Batches in flight.
 const DEPTH: usize = 4;
 
-/// A line as the splitter saw it.
-#[derive(Debug, Clone)]
-struct RawText {
-    text: Range<usize>,
-    offset: u64,
-    unterminated: bool,
-    /// Not UTF-8: `text` holds its lossy form, `len` its length in the input.
-    invalid_len: Option<usize>,
+/// A column: `len` bytes at `start` in the batch string, or, when `start` is [`CONSTANT`], the
+/// line parser's constant number `len` (for lines that do not print the column).
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    start: u32,
+    len: u32,
 }
 
-#[derive(Debug, Default)]
-struct Lines {
-    text: String,
-    lines: Vec<RawText>,
+const CONSTANT: u32 = u32::MAX;
+
+impl Part {
+    #[inline]
+    fn of(line: &str, part: &str, base: usize) -> Part {
+        let off = (part.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
+        if !part.is_empty() && off <= line.len() && off + part.len() <= line.len() {
+            return Part {
+                start: (base + off) as u32,
+                len: part.len() as u32,
+            };
+        }
+        let k = line::CONSTANTS.iter().position(|c| *c == part).unwrap_or(0);
+        Part {
+            start: CONSTANT,
+            len: k as u32,
+        }
+    }
+
+    #[inline]
+    fn get<'a>(&self, text: &'a str) -> &'a str {
+        if self.start == CONSTANT {
+            line::CONSTANTS[self.len as usize]
+        } else {
+            let s = self.start as usize;
+            &text[s..s + self.len as usize]
+        }
+    }
 }
 
-/// One event line of a batch: where its columns are in the batch string.
-#[derive(Debug, Clone)]
+/// One event line of a batch: its columns as offsets into the batch string.
+#[derive(Debug, Clone, Copy)]
 struct RawEvent {
     line_no: u64,
-    text: Range<usize>,
+    ts_ns: u64,
+    text: Part,
     comm: Part,
     system: Part,
     name: Part,
@@ -51,50 +72,12 @@ struct RawEvent {
     tid: u32,
     tgid: Option<u32>,
     cpu: u32,
-    ts_ns: u64,
 }
 
 #[derive(Debug, Default)]
-struct Events {
+struct Batch {
     text: String,
     events: Vec<RawEvent>,
-}
-
-/// A column is a slice of the line, or one of the constants the line parser supplies for
-/// lines that do not print it (function-tracer lines, traces without a system).
-#[derive(Debug, Clone)]
-enum Part {
-    InLine(Range<usize>),
-    Constant(&'static str),
-}
-
-impl Part {
-    fn of(whole: &str, part: &str, base: usize) -> Part {
-        match range_in(whole, part, base) {
-            Some(r) if !part.is_empty() => Part::InLine(r),
-            _ => Part::Constant(
-                line::CONSTANTS
-                    .iter()
-                    .find(|c| **c == part)
-                    .copied()
-                    .unwrap_or(""),
-            ),
-        }
-    }
-
-    fn get<'a>(&self, text: &'a str) -> &'a str {
-        match self {
-            Part::InLine(range) => &text[range.clone()],
-            Part::Constant(s) => s,
-        }
-    }
-}
-
-/// The range of `part` within `whole`, shifted by `base`; `None` when `part` is not a slice of
-/// `whole`.
-fn range_in(whole: &str, part: &str, base: usize) -> Option<Range<usize>> {
-    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
-    (start + part.len() <= whole.len()).then(|| base + start..base + start + part.len())
 }
 
 fn rebuild<'a>(text: &'a str, r: &RawEvent) -> (&'a str, line::Header<'a>) {
@@ -108,39 +91,7 @@ fn rebuild<'a>(text: &'a str, r: &RawEvent) -> (&'a str, line::Header<'a>) {
         name: r.name.get(text),
         payload: r.payload.get(text),
     };
-    (&text[r.text.clone()], h)
-}
-
-/// Stage 2: columns and statistics for one batch of lines.
-fn parse_columns(batch: Lines, stats: &mut TextStats) -> Events {
-    let mut events = Vec::with_capacity(batch.lines.len());
-    for raw in &batch.lines {
-        let whole = &batch.text[raw.text.clone()];
-        let line = match raw.invalid_len {
-            None => LineIn::Text(whole),
-            Some(len) => LineIn::Invalid { lossy: whole, len },
-        };
-        let Some((text, h)) = take_line(line, raw.offset, raw.unterminated, stats) else {
-            continue;
-        };
-        let base = raw.text.start;
-        events.push(RawEvent {
-            line_no: stats.lines,
-            text: base..base + text.len(),
-            comm: Part::of(whole, h.comm, base),
-            system: Part::of(whole, h.system, base),
-            name: Part::of(whole, h.name, base),
-            payload: Part::of(whole, h.payload, base),
-            tid: h.tid,
-            tgid: h.tgid,
-            cpu: h.cpu,
-            ts_ns: h.ts_ns,
-        });
-    }
-    Events {
-        text: batch.text,
-        events,
-    }
+    (r.text.get(text), h)
 }
 
 pub(super) fn decode<R: Read + Send>(
@@ -148,70 +99,75 @@ pub(super) fn decode<R: Read + Send>(
     mut sink: impl FnMut(&Event<'_>),
     batch_bytes: usize,
 ) -> Result<TextStats, DecodeError> {
-    let (lines_tx, lines_rx) = mpsc::sync_channel::<Lines>(DEPTH);
-    let (events_tx, events_rx) = mpsc::sync_channel::<Events>(DEPTH);
-    let (reuse_tx, reuse_rx) = mpsc::channel::<String>();
+    let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(DEPTH);
+    let (reuse_tx, reuse_rx) = mpsc::channel::<Batch>();
     std::thread::scope(|scope| {
-        let splitter = scope.spawn(move || -> Result<(), DecodeError> {
-            let mut batch = Lines::default();
-            let result = split_lines(input, |line, offset, unterminated| {
-                let start = batch.text.len();
-                let invalid_len = match line {
-                    Ok(text) => {
-                        batch.text.push_str(text);
-                        None
-                    }
+        let worker = scope.spawn(move || -> (Result<(), DecodeError>, TextStats) {
+            let mut stats = TextStats::default();
+            let mut batch = Batch::default();
+            let mut closed = false;
+            let result = split_lines(input, |raw, offset, unterminated| {
+                let lossy;
+                let line = match raw {
+                    Ok(text) => LineIn::Text(text),
                     Err(bytes) => {
-                        batch.text.push_str(&String::from_utf8_lossy(bytes));
-                        Some(bytes.len())
+                        lossy = String::from_utf8_lossy(bytes);
+                        LineIn::Invalid {
+                            lossy: &lossy,
+                            len: bytes.len(),
+                        }
                     }
                 };
-                batch.lines.push(RawText {
-                    text: start..batch.text.len(),
-                    offset,
-                    unterminated,
-                    invalid_len,
+                let Some((text, h)) = take_line(line, offset, unterminated, &mut stats) else {
+                    return;
+                };
+                if closed {
+                    return;
+                }
+                let base = batch.text.len();
+                batch.text.push_str(text);
+                batch.events.push(RawEvent {
+                    line_no: stats.lines,
+                    ts_ns: h.ts_ns,
+                    text: Part {
+                        start: base as u32,
+                        len: text.len() as u32,
+                    },
+                    comm: Part::of(text, h.comm, base),
+                    system: Part::of(text, h.system, base),
+                    name: Part::of(text, h.name, base),
+                    payload: Part::of(text, h.payload, base),
+                    tid: h.tid,
+                    tgid: h.tgid,
+                    cpu: h.cpu,
                 });
                 if batch.text.len() >= batch_bytes {
-                    let next = Lines {
-                        text: reuse_rx.try_recv().unwrap_or_default(),
-                        lines: Vec::with_capacity(batch.lines.len()),
-                    };
-                    // A closed channel means a later stage stopped; the rest is dropped.
-                    let _ = lines_tx.send(std::mem::replace(&mut batch, next));
+                    let next = reuse_rx.try_recv().unwrap_or_default();
+                    // A closed channel means the caller stopped; the rest is only counted.
+                    closed = batch_tx.send(std::mem::replace(&mut batch, next)).is_err();
                 }
             });
-            if !batch.lines.is_empty() {
-                let _ = lines_tx.send(batch);
+            if !batch.events.is_empty() && !closed {
+                let _ = batch_tx.send(batch);
             }
-            result
-        });
-        let parser = scope.spawn(move || -> TextStats {
-            let mut stats = TextStats::default();
-            for batch in lines_rx {
-                if events_tx.send(parse_columns(batch, &mut stats)).is_err() {
-                    break;
-                }
-            }
-            stats
+            (result, stats)
         });
         let mut undecoded = TextStats::default();
-        for mut batch in events_rx {
+        let mut names = NameCache::default();
+        for mut batch in batch_rx {
             for raw in &batch.events {
                 let (text, h) = rebuild(&batch.text, raw);
-                emit(h, text, raw.line_no, &mut undecoded, &mut sink);
+                emit(h, text, raw.line_no, &mut undecoded, &mut names, &mut sink);
             }
             batch.text.clear();
-            let _ = reuse_tx.send(batch.text);
+            batch.events.clear();
+            let _ = reuse_tx.send(batch);
         }
-        let mut stats = match parser.join() {
-            Ok(stats) => stats,
+        let (result, mut stats) = match worker.join() {
+            Ok(r) => r,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        match splitter.join() {
-            Ok(result) => result?,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        result?;
         stats.undecoded = undecoded.undecoded;
         stats.undecoded_examples = undecoded.undecoded_examples;
         Ok(stats)

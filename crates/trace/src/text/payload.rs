@@ -67,154 +67,223 @@ fn irq_vector_name(name: &str) -> Option<(&str, bool)> {
 /// give [`EventKind::Other`]; `None` means the event has a decoder but its text did not have
 /// the expected shape.
 pub fn decode<'a>(system: &str, name: &str, p: &'a str) -> Option<EventKind<'a>> {
+    decoder(system, name)(name, p)
+}
+
+/// A payload decoder: `(name, payload)` → the typed payload, as [`decode`] gives it.
+pub type Decoder = for<'a> fn(&str, &'a str) -> Option<EventKind<'a>>;
+
+/// The decoder of `system:name` (system may be empty): resolved once per name by callers that
+/// intern names, so that the per-event work is the decoder alone.
+pub fn decoder(system: &str, name: &str) -> Decoder {
     if system == "msr" || (system.is_empty() && matches!(name, "write_msr" | "read_msr" | "rdpmc"))
     {
-        return guest_msr(name, p);
+        return guest_msr;
     }
-    Some(match name {
-        "kvm_exit" => EventKind::KvmExit(kvm_exit(p)?),
-        "kvm_entry" => kvm_entry(p),
-        "kvm_userspace_exit" => userspace_exit(p)?,
-        "kvm_pio" => pio(p)?,
-        "kvm_mmio" => mmio(p)?,
-        "kvm_msr" => msr(p)?,
-        "kvm_cr" => cr(p)?,
-        "kvm_page_fault" => page_fault(p)?,
-        "kvm_inj_virq" => inj_virq(p)?,
-        "kvm_inj_exception" => EventKind::InjException {
-            vector: exception_vector(p)?,
+    match name {
+        "kvm_exit" => |_, p| Some(EventKind::KvmExit(kvm_exit(p)?)),
+        "kvm_entry" => |_, p| Some(kvm_entry(p)),
+        "kvm_userspace_exit" => |_, p| userspace_exit(p),
+        "kvm_pio" => |_, p| pio(p),
+        "kvm_mmio" => |_, p| mmio(p),
+        "kvm_msr" => |_, p| msr(p),
+        "kvm_cr" => |_, p| cr(p),
+        "kvm_page_fault" => |_, p| page_fault(p),
+        "kvm_inj_virq" => |_, p| inj_virq(p),
+        "kvm_inj_exception" => |_, p| {
+            Some(EventKind::InjException {
+                vector: exception_vector(p)?,
+            })
         },
-        "kvm_apic_ipi" => EventKind::ApicIpi {
-            dst: hex32(find(p, "dst")?)?,
-            vec: dec32(find(p, "vec")?)?,
+        "kvm_apic_ipi" => |_, p| {
+            Some(EventKind::ApicIpi {
+                dst: hex32(find(p, "dst")?)?,
+                vec: dec32(find(p, "vec")?)?,
+            })
         },
-        "kvm_apic_accept_irq" => EventKind::ApicAcceptIrq {
-            apicid: dec32(find(p, "apicid")?)?,
-            vec: dec32(find(p, "vec")?)?,
-            coalesced: p.ends_with("(coalesced)"),
+        "kvm_apic_accept_irq" => |_, p| {
+            Some(EventKind::ApicAcceptIrq {
+                apicid: dec32(find(p, "apicid")?)?,
+                vec: dec32(find(p, "vec")?)?,
+                coalesced: p.ends_with("(coalesced)"),
+            })
         },
-        "kvm_apic" => apic(p)?,
-        "kvm_eoi" => EventKind::Eoi {
-            vector: dec_i64(find(p, "vector")?)?,
+        "kvm_apic" => |_, p| apic(p),
+        "kvm_eoi" => |_, p| {
+            Some(EventKind::Eoi {
+                vector: dec_i64(find(p, "vector")?)?,
+            })
         },
-        "kvm_hv_timer_state" => EventKind::HvTimerState {
-            vcpu: dec32(find(p, "vcpu_id")?)?,
-            hv_timer: find(p, "hv_timer")? != "0",
+        "kvm_hv_timer_state" => |_, p| {
+            Some(EventKind::HvTimerState {
+                vcpu: dec32(find(p, "vcpu_id")?)?,
+                hv_timer: find(p, "hv_timer")? != "0",
+            })
         },
-        "kvm_wait_lapic_expire" => EventKind::WaitLapicExpire {
-            vcpu: dec32(find(p, "vcpu")?)?,
-            delta_ns: dec_i64(find(p, "delta")?)?,
+        "kvm_wait_lapic_expire" => |_, p| {
+            Some(EventKind::WaitLapicExpire {
+                vcpu: dec32(find(p, "vcpu")?)?,
+                delta_ns: dec_i64(find(p, "delta")?)?,
+            })
         },
-        "kvm_vcpu_wakeup" => EventKind::VcpuWakeup {
-            ns: dec(find(p, "time")?)?,
-            waited: p.starts_with("wait"),
-            valid: find(p, "polling")? == "valid",
+        "kvm_vcpu_wakeup" => |_, p| {
+            Some(EventKind::VcpuWakeup {
+                ns: dec(find(p, "time")?)?,
+                waited: p.starts_with("wait"),
+                valid: find(p, "polling")? == "valid",
+            })
         },
-        "kvm_halt_poll_ns" => halt_poll_ns(p)?,
-        "kvm_fpu" => EventKind::Fpu {
-            load: p.trim_end() == "load",
+        "kvm_halt_poll_ns" => |_, p| halt_poll_ns(p),
+        "kvm_fpu" => |_, p| {
+            Some(EventKind::Fpu {
+                load: p.trim_end() == "load",
+            })
         },
-        "kvm_emulate_insn" => EventKind::EmulateInsn {
-            failed: p.trim_end().ends_with(" failed"),
+        "kvm_emulate_insn" => |_, p| {
+            Some(EventKind::EmulateInsn {
+                failed: p.trim_end().ends_with(" failed"),
+            })
         },
-        "kvm_cpuid" => EventKind::Cpuid {
-            function: hex32(find(p, "func")?)?,
+        "kvm_cpuid" => |_, p| {
+            Some(EventKind::Cpuid {
+                function: hex32(find(p, "func")?)?,
+            })
         },
-        "kvm_pv_tlb_flush" => EventKind::PvTlbFlush {
-            vcpu: dec32(find(p, "vcpu")?)?,
-            need_flush: find(p, "need_flush_tlb")? == "true",
+        "kvm_pv_tlb_flush" => |_, p| {
+            Some(EventKind::PvTlbFlush {
+                vcpu: dec32(find(p, "vcpu")?)?,
+                need_flush: find(p, "need_flush_tlb")? == "true",
+            })
         },
-        "kvm_set_irq" => EventKind::SetIrq {
-            gsi: dec32(find(p, "gsi")?)?,
-            level: i32::try_from(dec_i64(find(p, "level")?)?).ok()?,
+        "kvm_set_irq" => |_, p| {
+            Some(EventKind::SetIrq {
+                gsi: dec32(find(p, "gsi")?)?,
+                level: i32::try_from(dec_i64(find(p, "level")?)?).ok()?,
+            })
         },
-        "kvm_msi_set_irq" => EventKind::MsiSetIrq {
-            dst: hex(find(p, "dst")?)?,
-            vec: dec32(find(p, "vec")?)?,
+        "kvm_msi_set_irq" => |_, p| {
+            Some(EventKind::MsiSetIrq {
+                dst: hex(find(p, "dst")?)?,
+                vec: dec32(find(p, "vec")?)?,
+            })
         },
-        "kvm_wfx_arm64" => wfx(p)?,
-        "kvm_get_timer_map" => EventKind::VcpuIndex {
-            vcpu: p
-                .strip_prefix("VCPU: ")?
-                .split(',')
-                .next()?
-                .trim()
-                .parse()
-                .ok()?,
+        "kvm_wfx_arm64" => |_, p| wfx(p),
+        "kvm_get_timer_map" => |_, p| {
+            Some(EventKind::VcpuIndex {
+                vcpu: p
+                    .strip_prefix("VCPU: ")?
+                    .split(',')
+                    .next()?
+                    .trim()
+                    .parse()
+                    .ok()?,
+            })
         },
-        "kvm_handle_sys_reg" => {
-            let esr = find(p, "HSR").or_else(|| find(p, "ESR")).and_then(hex);
-            let decoded = esr.and_then(crate::tables::sysreg_from_esr);
-            EventKind::SysReg {
-                esr,
-                enc: decoded.map(|d| d.0),
-                name: decoded
-                    .and_then(|d| crate::tables::sysreg_name(d.0))
-                    .unwrap_or(""),
-                write: decoded.map(|d| d.1),
-            }
-        }
-        "kvm_sys_access" => sys_access(p)?,
-        "ipi_send_cpu" => EventKind::IpiSend {
-            cpu: Some(dec32(find(p, "cpu")?)?),
-            cpumask: "",
-            callsite: symbol(find(p, "callsite")?),
-            callback: symbol(find(p, "callback")?),
+        "kvm_handle_sys_reg" => |_, p| {
+            Some({
+                let esr = find(p, "HSR").or_else(|| find(p, "ESR")).and_then(hex);
+                let decoded = esr.and_then(crate::tables::sysreg_from_esr);
+                EventKind::SysReg {
+                    esr,
+                    enc: decoded.map(|d| d.0),
+                    name: decoded
+                        .and_then(|d| crate::tables::sysreg_name(d.0))
+                        .unwrap_or(""),
+                    write: decoded.map(|d| d.1),
+                }
+            })
         },
-        "ipi_send_cpumask" => EventKind::IpiSend {
-            cpu: None,
-            cpumask: find(p, "cpumask")?,
-            callsite: symbol(find(p, "callsite")?),
-            callback: symbol(find(p, "callback")?),
+        "kvm_sys_access" => |_, p| sys_access(p),
+        "ipi_send_cpu" => |_, p| {
+            Some(EventKind::IpiSend {
+                cpu: Some(dec32(find(p, "cpu")?)?),
+                cpumask: "",
+                callsite: symbol(find(p, "callsite")?),
+                callback: symbol(find(p, "callback")?),
+            })
         },
-        "ipi_raise" => {
-            let target = find(p, "target_mask")?;
-            EventKind::IpiRaise {
-                target,
+        "ipi_send_cpumask" => |_, p| {
+            Some(EventKind::IpiSend {
+                cpu: None,
+                cpumask: find(p, "cpumask")?,
+                callsite: symbol(find(p, "callsite")?),
+                callback: symbol(find(p, "callback")?),
+            })
+        },
+        "ipi_raise" => |_, p| {
+            Some({
+                let target = find(p, "target_mask")?;
+                EventKind::IpiRaise {
+                    target,
+                    reason: paren_tail(p)?,
+                }
+            })
+        },
+        "ipi_entry" | "ipi_exit" => |_, p| {
+            Some(EventKind::IpiEntry {
                 reason: paren_tail(p)?,
-            }
-        }
-        "ipi_entry" | "ipi_exit" => EventKind::IpiEntry {
-            reason: paren_tail(p)?,
+            })
         },
-        "csd_queue_cpu" => EventKind::CsdQueue {
-            cpu: dec32(find(p, "cpu")?)?,
-            func: symbol(find(p, "func")?),
+        "csd_queue_cpu" => |_, p| {
+            Some(EventKind::CsdQueue {
+                cpu: dec32(find(p, "cpu")?)?,
+                func: symbol(find(p, "func")?),
+            })
         },
-        "csd_function_entry" | "csd_function_exit" => EventKind::CsdFunction {
-            entry: name == "csd_function_entry",
-            func: symbol(find(p, "func")?),
+        "csd_function_entry" | "csd_function_exit" => |name, p| {
+            Some(EventKind::CsdFunction {
+                entry: name == "csd_function_entry",
+                func: symbol(find(p, "func")?),
+            })
         },
-        "hrtimer_start" => EventKind::HrtimerStart {
-            hrtimer: hex(find(p, "hrtimer")?)?,
-            function: symbol(find(p, "function")?),
-            expires_ns: find(p, "expires").and_then(dec),
+        "hrtimer_start" => |_, p| {
+            Some(EventKind::HrtimerStart {
+                hrtimer: hex(find(p, "hrtimer")?)?,
+                function: symbol(find(p, "function")?),
+                expires_ns: find(p, "expires").and_then(dec),
+            })
         },
-        "hrtimer_expire_entry" => EventKind::HrtimerExpireEntry {
-            hrtimer: hex(find(p, "hrtimer")?)?,
-            function: symbol(find(p, "function")?),
+        "hrtimer_expire_entry" => |_, p| {
+            Some(EventKind::HrtimerExpireEntry {
+                hrtimer: hex(find(p, "hrtimer")?)?,
+                function: symbol(find(p, "function")?),
+            })
         },
-        "hrtimer_expire_exit" => EventKind::HrtimerExpireExit {
-            hrtimer: hex(find(p, "hrtimer")?)?,
+        "hrtimer_expire_exit" => |_, p| {
+            Some(EventKind::HrtimerExpireExit {
+                hrtimer: hex(find(p, "hrtimer")?)?,
+            })
         },
-        "hrtimer_cancel" => EventKind::HrtimerCancel {
-            hrtimer: hex(find(p, "hrtimer")?)?,
+        "hrtimer_cancel" => |_, p| {
+            Some(EventKind::HrtimerCancel {
+                hrtimer: hex(find(p, "hrtimer")?)?,
+            })
         },
-        "sched_switch" => sched_switch(p)?,
-        "sched_wakeup" | "sched_wakeup_new" | "sched_waking" => EventKind::SchedWakeup {
-            comm: between(p, "comm=", " pid=")?,
-            tid: dec32(find(p, "pid")?)?,
-            target_cpu: find(p, "target_cpu").and_then(dec32),
+        "sched_switch" => |_, p| sched_switch(p),
+        "sched_wakeup" | "sched_wakeup_new" | "sched_waking" => |_, p| {
+            Some(EventKind::SchedWakeup {
+                comm: between(p, "comm=", " pid=")?,
+                tid: dec32(find(p, "pid")?)?,
+                target_cpu: find(p, "target_cpu").and_then(dec32),
+            })
         },
-        _ if system == "kvmmmu" || system_of(name) == "kvmmmu" => mmu(name, p),
+        _ if system == "kvmmmu" || system_of(name) == "kvmmmu" => |name, p| Some(mmu(name, p)),
         _ => match irq_vector_name(name) {
-            Some((_, entry)) => EventKind::IrqVector {
-                entry,
-                vector: find(p, "vector").and_then(dec32),
+            Some((_, true)) => |_, p| {
+                Some(EventKind::IrqVector {
+                    entry: true,
+                    vector: find(p, "vector").and_then(dec32),
+                })
             },
-            None => EventKind::Other,
+            Some((_, false)) => |_, p| {
+                Some(EventKind::IrqVector {
+                    entry: false,
+                    vector: find(p, "vector").and_then(dec32),
+                })
+            },
+            None => |_, _| Some(EventKind::Other),
         },
-    })
+    }
 }
 
 /// The text between `start` and the next `end`.
