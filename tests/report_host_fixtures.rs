@@ -113,14 +113,7 @@ fn host_captures_report_golden_and_ground_truth() {
             stats.unknown_examples,
             stats.undecoded_examples
         );
-        let input = InputSummary {
-            path: name.clone(),
-            format: "text".into(),
-            bytes: stats.bytes,
-            lines: stats.lines,
-            events: stats.events,
-            ..InputSummary::default()
-        };
+        let input = InputSummary::text(name.clone(), stats);
         let report = builder.finish(vec![input]);
         let json = kvmscope_render::json::render(&report);
         golden(&dir().join(format!("{stem}.report.json")), &json);

@@ -10,17 +10,7 @@ pub fn run(data: &[u8]) {
     let Ok(stats) = kvmscope_trace::text::decode_sequential(data, |ev| builder.observe(ev)) else {
         return;
     };
-    let input = InputSummary {
-        path: "fuzz".into(),
-        format: "text".into(),
-        bytes: stats.bytes,
-        lines: stats.lines,
-        events: stats.events,
-        lost_total: stats.lost_total(),
-        lost: stats.lost.clone(),
-        truncated_at: stats.truncated_at,
-        ..InputSummary::default()
-    };
+    let input = InputSummary::text("fuzz", stats);
     let report = builder.finish(vec![input]);
     let _ = kvmscope_render::text::render(&report);
     let _ = kvmscope_render::json::render(&report);

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use kvmscope_analysis::InputSummary;
+use kvmscope_trace::text::TextStats;
 use kvmscope_trace::Event;
 
 /// Decodes one input, calling `sink` with every event in order, and says what it held.
@@ -52,21 +53,7 @@ pub fn for_each_event(
             .unwrap_or_default();
         bail!("{shown} is not a trace kvmscope can read: none of its {} lines is a trace event{first}. Expected ftrace text, `trace-cmd report` or `perf script` output", stats.lines);
     }
-    Ok(InputSummary {
-        path: shown,
-        format: "text".into(),
-        bytes: stats.bytes,
-        lines: stats.lines,
-        events: stats.events,
-        undecoded: stats.undecoded,
-        undecoded_examples: stats.undecoded_examples.clone(),
-        unknown_lines: stats.unknown_lines,
-        unknown_examples: stats.unknown_examples.clone(),
-        lost_total: stats.lost_total(),
-        lost: stats.lost,
-        truncated_at: stats.truncated_at,
-        unresolved_pointers: 0,
-    })
+    Ok(InputSummary::text(shown, stats))
 }
 
 fn read_tracedat(path: &Path, sink: impl FnMut(&Event<'_>)) -> anyhow::Result<InputSummary> {
@@ -92,12 +79,14 @@ fn read_tracedat(path: &Path, sink: impl FnMut(&Event<'_>)) -> anyhow::Result<In
                 .unwrap_or_default()
         ),
         // A binary file has no lines; its size is what was read.
-        bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
-        events: dat.events,
+        read: TextStats {
+            bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
+            events: dat.events,
+            lost,
+            ..TextStats::default()
+        },
         unresolved_pointers: dat.unresolved_pointers,
         lost_total: dat.lost_total() + unknown_pages,
-        lost,
-        ..InputSummary::default()
     })
 }
 

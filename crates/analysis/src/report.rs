@@ -1,6 +1,7 @@
 //! The batch report: every host-side analysis fed from one event stream, finished into plain
 //! data that renderers print and `--json` serialises.
 
+use kvmscope_trace::text::TextStats;
 use kvmscope_trace::Event;
 use serde::Serialize;
 
@@ -18,21 +19,12 @@ use crate::pacing::{Pacing, PacingRow};
 pub struct InputSummary {
     pub path: String,
     pub format: String,
-    pub bytes: u64,
-    pub lines: u64,
-    pub events: u64,
-    /// Events of a known name whose fields did not parse.
-    pub undecoded: u64,
-    /// The first events whose fields did not parse: (line number, text).
-    pub undecoded_examples: Vec<(u64, String)>,
-    pub unknown_lines: u64,
-    /// The first unknown lines: (line number, text).
-    pub unknown_examples: Vec<(u64, String)>,
-    /// Events the kernel dropped (ring buffer full), per CPU.
-    pub lost: Vec<(u32, u64)>,
+    /// What the reader counted: bytes, lines, events, what did not parse, lost events, a cut-off
+    /// end (a trace.dat has no lines; its lost events come from its pages).
+    #[serde(flatten)]
+    pub read: TextStats,
+    /// Every event known lost: per-CPU losses, ring-buffer overwrites, unreadable pages.
     pub lost_total: u64,
-    /// Set when the input was cut off: the byte offset of the incomplete line.
-    pub truncated_at: Option<u64>,
     /// trace.dat: non-null pointer fields (hrtimer/csd functions, IPI callbacks and
     /// callsites) that the file's own kallsyms could not name, so they are shown as hex.
     #[serde(skip_serializing_if = "is_zero")]
@@ -44,9 +36,20 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl InputSummary {
+    /// The summary of a text input read by `kvmscope_trace::text`.
+    pub fn text(path: impl Into<String>, read: TextStats) -> Self {
+        InputSummary {
+            path: path.into(),
+            format: "text".into(),
+            lost_total: read.lost_total(),
+            read,
+            unresolved_pointers: 0,
+        }
+    }
+
     /// A report over this input is partial: events were lost or the input was cut off.
     pub fn partial(&self) -> bool {
-        self.lost_total > 0 || self.truncated_at.is_some()
+        self.lost_total > 0 || self.read.truncated_at.is_some()
     }
 }
 

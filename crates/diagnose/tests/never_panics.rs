@@ -31,13 +31,8 @@ fn report(text: &str, lost: u64) -> kvmscope_analysis::Report {
     let mut b = ReportBuilder::new();
     let stats = kvmscope_trace::text::decode(text.as_bytes(), |ev| b.observe(ev)).unwrap();
     b.finish(vec![InputSummary {
-        path: "p".into(),
-        lines: stats.lines,
-        events: stats.events,
-        unknown_lines: stats.unknown_lines,
         lost_total: lost,
-        truncated_at: stats.truncated_at,
-        ..InputSummary::default()
+        ..InputSummary::text("p", stats)
     }])
 }
 

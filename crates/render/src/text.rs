@@ -30,31 +30,31 @@ pub fn render(r: &Report) -> String {
 
 fn header(out: &mut String, r: &Report) {
     for input in &r.inputs {
-        let lines = if input.lines > 0 {
-            format!(" in {} lines", input.lines)
+        let lines = if input.read.lines > 0 {
+            format!(" in {} lines", input.read.lines)
         } else {
             String::new()
         };
         let _ = writeln!(
             out,
             "{}: {}, {} events{lines}",
-            input.path, input.format, input.events
+            input.path, input.format, input.read.events
         );
-        if input.unknown_lines > 0 {
+        if input.read.unknown_lines > 0 {
             let _ = writeln!(
                 out,
                 "  {} lines not understood, first:",
-                input.unknown_lines
+                input.read.unknown_lines
             );
-            for (line, text) in &input.unknown_examples {
+            for (line, text) in &input.read.unknown_examples {
                 let _ = writeln!(out, "    line {line}: {text}");
             }
         }
-        if input.undecoded > 0 {
+        if input.read.undecoded > 0 {
             let _ = writeln!(
                 out,
                 "  {} events whose fields did not parse (counted by name only)",
-                input.undecoded
+                input.read.undecoded
             );
         }
         if input.unresolved_pointers > 0 {
@@ -66,6 +66,7 @@ fn header(out: &mut String, r: &Report) {
         }
         if input.lost_total > 0 {
             let per_cpu: Vec<String> = input
+                .read
                 .lost
                 .iter()
                 .map(|(c, n)| format!("CPU {c}: {n}"))
@@ -81,7 +82,7 @@ fn header(out: &mut String, r: &Report) {
                 }
             );
         }
-        if let Some(off) = input.truncated_at {
+        if let Some(off) = input.read.truncated_at {
             let _ = writeln!(
                 out,
                 "  TRUNCATED: the input ends inside a line at byte offset {off}"

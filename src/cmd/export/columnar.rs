@@ -89,15 +89,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         })?;
-        bytes += std::fs::metadata(path).map_or(summary.bytes, |m| m.len());
+        bytes += std::fs::metadata(path).map_or(summary.read.bytes, |m| m.len());
         if let Some(e) = failed.take() {
             return Err(e).with_context(|| format!("exporting {}", path.display()));
         }
-        if summary.truncated_at.is_some() || summary.lost_total > 0 || summary.unknown_lines > 0 {
+        if summary.read.truncated_at.is_some()
+            || summary.lost_total > 0
+            || summary.read.unknown_lines > 0
+        {
             eprintln!(
                 "kvmscope export: {}: {}{}{}",
                 path.display(),
                 summary
+                    .read
                     .truncated_at
                     .map(|o| format!("cut off at byte {o}; "))
                     .unwrap_or_default(),
@@ -106,10 +110,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 } else {
                     String::new()
                 },
-                if summary.unknown_lines > 0 {
+                if summary.read.unknown_lines > 0 {
                     format!(
                         "{} lines that are not trace events skipped",
-                        summary.unknown_lines
+                        summary.read.unknown_lines
                     )
                 } else {
                     String::new()

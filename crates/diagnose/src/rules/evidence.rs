@@ -43,18 +43,22 @@ impl Rule for IncompleteEvidence {
             ));
         }
         for i in &report.inputs {
-            if let Some(at) = i.truncated_at {
+            if let Some(at) = i.read.truncated_at {
                 problems.push((
                     Severity::Warning,
                     format!("{} is cut off at byte {at}", i.path),
                 ));
             }
-            let bad = i.unknown_lines + i.undecoded;
-            if bad > 0 && crate::facts::pct(bad as f64, i.lines.max(1) as f64) > MAX_UNREADABLE_PCT
+            let bad = i.read.unknown_lines + i.read.undecoded;
+            if bad > 0
+                && crate::facts::pct(bad as f64, i.read.lines.max(1) as f64) > MAX_UNREADABLE_PCT
             {
                 problems.push((
                     Severity::Warning,
-                    format!("{}: {bad} of {} lines could not be read", i.path, i.lines),
+                    format!(
+                        "{}: {bad} of {} lines could not be read",
+                        i.path, i.read.lines
+                    ),
                 ));
             }
         }

@@ -22,17 +22,7 @@ pub fn fixture(name: &str) -> Report {
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut b = ReportBuilder::new();
     let stats = kvmscope_trace::text::decode(&bytes[..], |ev| b.observe(ev)).unwrap();
-    b.finish(vec![InputSummary {
-        path: name.into(),
-        format: "text".into(),
-        bytes: stats.bytes,
-        lines: stats.lines,
-        events: stats.events,
-        lost_total: stats.lost_total(),
-        lost: stats.lost.clone(),
-        truncated_at: stats.truncated_at,
-        ..InputSummary::default()
-    }])
+    b.finish(vec![InputSummary::text(name, stats)])
 }
 
 /// A snapshot from a folder of flat files named as in `tests/fixtures/system/` (`cmdline`,

@@ -389,7 +389,7 @@ fn inputs(out: &mut String, data: &Value, r: &Report) {
         ],
     );
     for (i, inp) in r.inputs.iter().enumerate() {
-        if !inp.lost.is_empty() {
+        if !inp.read.lost.is_empty() {
             table(
                 out,
                 data,
@@ -1110,7 +1110,10 @@ mod tests {
         .unwrap();
         let input = InputSummary {
             path: "a<b>.txt".into(),
-            lost: vec![(1, 5)],
+            read: kvmscope_trace::text::TextStats {
+                lost: vec![(1, 5)],
+                ..Default::default()
+            },
             lost_total: 5,
             ..InputSummary::default()
         };

@@ -37,9 +37,14 @@ pub struct TextStats {
     pub lost: Vec<(u32, u64)>,
     /// From ftrace's `entries-in-buffer/entries-written` header: events overwritten in the ring
     /// buffer before they were read.
+    #[serde(skip_serializing_if = "is_zero")]
     pub overwritten: u64,
     /// The input ended inside a line (a cut-off file): the byte offset of that line.
     pub truncated_at: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TextStats {
