@@ -61,6 +61,8 @@ pub struct Accesses {
     threads: IdMap<u32, Open>,
     /// System-register names as the trace printed them (`SYS_` dropped), by encoding.
     sysreg_names: BTreeMap<[u8; 5], String>,
+    /// System-register traps per register and vCPU thread (few: SGI1R writes are one per IPI).
+    sysreg_threads: BTreeMap<(Key, u32), u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -88,6 +90,9 @@ pub struct SysRegRow {
     pub meaning: Option<&'static str>,
     /// kvm_sys_access → next kvm_entry.
     pub latency: LatencySummary,
+    /// Traps per vCPU thread (tid, count), most first: for ICC_SGI1R_EL1, the IPIs each vCPU
+    /// sent (the target is in the written value, which the tracepoint does not carry).
+    pub by_thread: Vec<(u32, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -190,6 +195,9 @@ impl Accesses {
             }
             _ => return,
         };
+        if matches!(key, Key::SysReg { .. }) {
+            *self.sysreg_threads.entry((key, ev.tid)).or_default() += 1;
+        }
         let slot = self.slots.entry(key).or_default();
         slot.count += 1;
         slot.bytes += bytes;
@@ -254,6 +262,12 @@ impl Accesses {
                             str::to_string,
                         )
                     });
+                    let mut by_thread: Vec<(u32, u64)> = self
+                        .sysreg_threads
+                        .range((*key, 0)..=(*key, u32::MAX))
+                        .map(|(&(_, tid), &n)| (tid, n))
+                        .collect();
+                    by_thread.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                     r.sysreg.push(SysRegRow {
                         meaning: kvmscope_trace::tables::sysreg_meaning(&name),
                         name,
@@ -261,6 +275,7 @@ impl Accesses {
                         write,
                         count: s.count,
                         latency,
+                        by_thread,
                     });
                 }
             }
@@ -317,6 +332,7 @@ mod tests {
             ("ICC_SGI1R_EL1", [3, 0, 12, 11, 5], true, 2)
         );
         assert!(sgi.meaning.unwrap().contains("IPI"));
+        assert_eq!(sgi.by_thread, vec![(300, 2)]);
         // kvm_sys_access → kvm_entry: 5 us each.
         assert_eq!((sgi.latency.samples, sgi.latency.min_ns), (2, 5_000));
         assert_eq!(r.sysreg[1].name, "CNTV_CTL_EL0");

@@ -1,6 +1,7 @@
 //! The terminal report: perf kvm stat's VM-exit table (same columns, plus p50/p99) and one
 //! section per breakdown. Sections with no events are left out.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use kvmscope_analysis::exits::ExitReport;
@@ -190,13 +191,40 @@ fn accesses(out: &mut String, r: &Report, d: u64) {
     if !a.sysreg.is_empty() {
         heading(out, "System-register traps (kvm_sys_access):");
         let mut t = Table::new(&[
-            "REGISTER", "ENCODING", "DIR", "COUNT", "RATE/s", "AVG", "P99", "MEANING",
+            "REGISTER", "ENCODING", "DIR", "COUNT", "RATE/s", "AVG", "P99", "BY vCPU", "MEANING",
         ])
         .left(0)
-        .left(7);
+        .left(7)
+        .left(8);
+        // tid → "vCPU n" (or the thread's name), from the VMs seen.
+        let vcpu_of: BTreeMap<u32, String> = r
+            .overview
+            .vms
+            .iter()
+            .flat_map(|vm| &vm.vcpus)
+            .map(|v| {
+                let label = v
+                    .vcpu
+                    .map_or_else(|| v.comm.clone(), |n| format!("vCPU {n}"));
+                (v.tid, label)
+            })
+            .collect();
         for x in &a.sysreg {
             let [avg, p99] = latency_cells(&x.latency);
             let [o0, o1, n, m, o2] = x.enc;
+            let by_vcpu: Vec<String> = x
+                .by_thread
+                .iter()
+                .take(4)
+                .map(|(tid, c)| {
+                    let who = vcpu_of
+                        .get(tid)
+                        .cloned()
+                        .unwrap_or_else(|| format!("tid {tid}"));
+                    format!("{who}: {c}")
+                })
+                .collect();
+            let more = x.by_thread.len().saturating_sub(4);
             t.row(vec![
                 x.name.clone(),
                 format!("({o0},{o1},{n},{m},{o2})"),
@@ -205,6 +233,11 @@ fn accesses(out: &mut String, r: &Report, d: u64) {
                 rate(x.count, d),
                 avg,
                 p99,
+                if more > 0 {
+                    format!("{} +{more}", by_vcpu.join(", "))
+                } else {
+                    by_vcpu.join(", ")
+                },
                 x.meaning.unwrap_or("").into(),
             ]);
         }

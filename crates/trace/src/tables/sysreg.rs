@@ -13,7 +13,7 @@ pub fn sysreg_meaning(name: &str) -> Option<&'static str> {
     let n = name.strip_prefix("SYS_").unwrap_or(name);
     Some(match n {
         "ICC_SGI1R_EL1" | "ICC_ASGI1R_EL1" | "ICC_SGI0R_EL1" => {
-            "guest IPI (SGI): one trap per IPI sent, unavoidable without GICv4.1 vSGIs"
+            "guest IPI (SGI): one trap per IPI sent (GICv4.1 vSGIs still trap the write)"
         }
         "CNTV_CTL_EL0" | "CNTV_CVAL_EL0" | "CNTV_TVAL_EL0" => "virtual timer programmed",
         "CNTP_CTL_EL0" | "CNTP_CVAL_EL0" | "CNTP_TVAL_EL0" => {
