@@ -1,10 +1,13 @@
 //! Upstream arm64 KVM for real: an emulated Armv8 host with EL2 (VHE) runs a nested 2-vCPU
 //! Linux guest through a compact scenario set (`kvmscope lab matrix --host arm64 --scenario
-//! ipi,wfx,idle`), recorded inside with tracefs and assembled into trace.dat files outside.
+//! ipi,wfx,timer-storm,isolation,idle`), recorded inside with tracefs and assembled into
+//! trace.dat files outside.
 //! One boot for all tests. The checks: kvm_exit classes in `kvmscope report --json` equal
 //! trace-cmd's reading of the same file and the capture reader's own count; the host
 //! trapped at least as many ICC_SGI1R_EL1 writes as the guest's /proc/interrupts counted IPIs;
-//! the VMM's threads belong to a process of their own name. Skips with a printed reason where
+//! the VMM's threads belong to a process of their own name; `diagnose` on the host and guest
+//! recordings names the IPI storm, the timer storm and the isolation failure first and stays
+//! quiet on the idle guest. Skips with a printed reason where
 //! QEMU's libraries or apt are missing (CI installs them and sets KVMSCOPE_REQUIRE_KVM=1,
 //! which turns skips into failures).
 
@@ -43,7 +46,7 @@ fn run() -> Option<&'static Run> {
                 "--host",
                 "arm64",
                 "--scenario",
-                "ipi,wfx,idle",
+                "ipi,wfx,timer-storm,isolation,idle",
                 "--guest-secs",
                 "4",
                 "--json",
@@ -57,7 +60,7 @@ fn run() -> Option<&'static Run> {
         let mut hosts: Vec<Value> = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("matrix JSON: {e}\nstderr:\n{stderr}"));
         eprintln!(
-            "emulated arm64 host: 3 scenarios in {:.0} s",
+            "emulated arm64 host: 5 scenarios in {:.0} s",
             started.elapsed().as_secs_f64()
         );
         let h = hosts.remove(0);
@@ -268,4 +271,65 @@ fn vmm_threads_belong_to_a_process_of_their_own_name() {
     // the host's snapshot says what ran: an arm64 kernel that has KVM
     assert_eq!(side["system"]["arch"], "aarch64");
     assert_eq!(side["emulated_host"], "arm64");
+}
+
+/// `kvmscope diagnose --json` on a scenario's host and guest recordings.
+fn diagnose(s: &Value) -> Vec<Value> {
+    let guest = PathBuf::from(s["guest_trace"].as_str().expect("a guest trace path"));
+    let out = kvmscope()
+        .arg("diagnose")
+        .arg(trace(s))
+        .arg(guest)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "diagnose JSON: {e}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    d["findings"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn diagnose_names_each_pathology_first_and_idle_stays_quiet() {
+    let Some(r) = run() else { return };
+    for (name, rule) in [
+        ("ipi", Some("ipi-storm")),
+        ("timer-storm", Some("timer-storm")),
+        ("isolation", Some("isolation")),
+        ("idle", None),
+    ] {
+        let findings = diagnose(scenario(r, name));
+        let warned: Vec<&Value> = findings
+            .iter()
+            .filter(|f| f["severity"] != "info")
+            .collect();
+        match rule {
+            Some(rule) => {
+                let top = findings
+                    .first()
+                    .unwrap_or_else(|| panic!("{name}: no finding, expected {rule}"));
+                assert_eq!(top["rule"], rule, "{name}: {findings:#?}");
+                assert_ne!(top["severity"], "info", "{name}: {findings:#?}");
+            }
+            None => assert!(warned.is_empty(), "{name}: {warned:#?}"),
+        }
+    }
+    // The IPI storm is graded by the share of vCPU time its traps took (a host 100x slower
+    // than hardware cannot reach a rate threshold), and the isolation failure names
+    // timer_migration, the fix of field report 004.
+    let ipi = diagnose(scenario(r, "ipi"));
+    let title = ipi[0]["title"].as_str().unwrap();
+    assert!(title.contains("% of vCPU time"), "{title}");
+    let iso = diagnose(scenario(r, "isolation"));
+    assert!(
+        iso[0]["title"]
+            .as_str()
+            .unwrap()
+            .contains("timer_migration=1"),
+        "{:#?}",
+        iso[0]
+    );
 }
