@@ -120,12 +120,15 @@ impl Attribution {
             let w = s.weight;
             total = total.saturating_add(w);
             let cat = classify_stack(&frames, vcpus.contains(pname), is_vmm(pname));
-            *cats.entry(cat).or_default() += w;
+            let c = cats.entry(cat).or_default();
+            *c = c.saturating_add(w);
             if let Some(h) = exit_handler(&frames) {
-                *handlers.entry(h.to_string()).or_default() += w;
+                let n = handlers.entry(h.to_string()).or_default();
+                *n = n.saturating_add(w);
             }
             if cat == Category::Mmu {
-                *mmu_paths.entry(mmu_path(&frames)).or_default() += w;
+                let n = mmu_paths.entry(mmu_path(&frames)).or_default();
+                *n = n.saturating_add(w);
             }
             let lock = lock_site(&frames);
             if lock.is_some()
@@ -133,13 +136,14 @@ impl Attribution {
                     .iter()
                     .any(|f| base_name(f).starts_with("perf_event_ctx_lock"))
             {
-                ctx_lock += w;
+                ctx_lock = ctx_lock.saturating_add(w);
             }
             if let Some(l) = lock {
-                *locks.entry(l).or_default() += w;
+                let n = locks.entry(l).or_default();
+                *n = n.saturating_add(w);
             }
             if frames.iter().any(|f| is_vpmu(base_name(f))) {
-                vpmu += w;
+                vpmu = vpmu.saturating_add(w);
             }
         }
         let share = |w: u64| {

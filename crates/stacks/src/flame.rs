@@ -183,8 +183,25 @@ fn inferno_options<'a>(
     o
 }
 
+/// The most samples a flame graph is drawn from: inferno sums counts without overflow checks,
+/// and 2^53 samples (exact in an f64) is far past any real profile.
+pub const MAX_SAMPLES: u64 = 1 << 53;
+
+/// Refuses stacks whose counts add up past [`MAX_SAMPLES`] (a crafted or corrupt input).
+fn check_total(stacks: &[Stack]) -> Result<(), Error> {
+    let mut total = 0u64;
+    for s in stacks {
+        total = total.saturating_add(s.weight);
+        if total > MAX_SAMPLES {
+            return Err(Error::TooManySamples);
+        }
+    }
+    Ok(())
+}
+
 /// Draws one profile.
 pub fn render<W: Write>(stacks: &[Stack], opts: &FlameOptions, out: W) -> Result<(), Error> {
+    check_total(stacks)?;
     let (stacks, vcpus) = with_guest_frames(stacks);
     let lines = folded_lines(&stacks);
     if lines.is_empty() {
@@ -213,6 +230,8 @@ pub fn render_diff<W: Write>(
     if !after.iter().any(|s| s.weight > 0) {
         return Err(Error::NoStacks);
     }
+    check_total(before)?;
+    check_total(after)?;
     let (before, _) = with_guest_frames(before);
     let (after, _) = with_guest_frames(after);
     let b = folded_lines(&before).join("\n");

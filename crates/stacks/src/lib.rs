@@ -41,6 +41,10 @@ pub enum Error {
     /// Nothing to draw.
     #[error("no stack samples in the input: give `perf script` output of `perf record -g`, or folded stacks (`frame;frame count`)")]
     NoStacks,
+    /// The sample counts add up to more than [`flame::MAX_SAMPLES`]: not a profile (and more
+    /// than the flame graph's arithmetic can hold).
+    #[error("the sample counts add up to more than 2^53: not a profile of real samples")]
+    TooManySamples,
     /// inferno could not draw the SVG (or write it).
     #[error("drawing the flame graph failed")]
     Render(#[source] std::io::Error),
