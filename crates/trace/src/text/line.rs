@@ -21,10 +21,49 @@ pub struct Header<'a> {
     pub payload: &'a str,
 }
 
-/// What a line turned out to be.
+/// An event line's columns with the task column not yet split into comm, tid and tgid (the
+/// text pipeline leaves that to the thread that runs the analyses; [`EventColumns::header`] does it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Line<'a> {
-    Event(Header<'a>),
+pub struct EventColumns<'a> {
+    pub task: &'a str,
+    pub cpu: u32,
+    pub ts_ns: u64,
+    pub system: &'a str,
+    pub name: &'a str,
+    pub payload: &'a str,
+}
+
+impl<'a> EventColumns<'a> {
+    /// The header, with the task column split.
+    #[inline]
+    pub fn header(&self) -> Header<'a> {
+        let (comm, tid, tgid) = match parse_task(self.task) {
+            Some(t) => t,
+            None => {
+                let comm = trim_start_blank(trim_end_blank(self.task));
+                (comm, synthetic_tid(comm), None)
+            }
+        };
+        Header {
+            comm,
+            tid,
+            tgid,
+            cpu: self.cpu,
+            ts_ns: self.ts_ns,
+            system: self.system,
+            name: self.name,
+            payload: self.payload,
+        }
+    }
+}
+
+/// What a line turned out to be.
+pub type Line<'a> = LineOf<Header<'a>>;
+
+/// What a line turned out to be, `E` being how an event line is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineOf<E> {
+    Event(E),
     /// Blank, `#` comment, or a known non-event line (`cpus=2`, `version = 6`, buffer banners).
     Meta,
     /// ftrace's `# entries-in-buffer/entries-written: A/B` header: B - A events were
@@ -110,33 +149,47 @@ fn skip_blanks(s: &str) -> &str {
 }
 
 pub fn parse(line: &str) -> Line<'_> {
+    match parse_columns(line) {
+        LineOf::Event(c) => LineOf::Event(c.header()),
+        LineOf::Meta => LineOf::Meta,
+        LineOf::EntriesHeader { in_buffer, written } => {
+            LineOf::EntriesHeader { in_buffer, written }
+        }
+        LineOf::Lost { cpu, count } => LineOf::Lost { cpu, count },
+        LineOf::Unknown => LineOf::Unknown,
+    }
+}
+
+/// [`parse`], leaving the task column of an event line whole.
+#[inline]
+pub fn parse_columns(line: &str) -> LineOf<EventColumns<'_>> {
     let s = skip_blanks(line);
     let Some(&first) = s.as_bytes().first() else {
-        return Line::Meta;
+        return LineOf::Meta;
     };
     if first == b'#' {
         return parse_comment(s);
     }
     match parse_event(s) {
-        Some(h) => Line::Event(h),
+        Some(h) => LineOf::Event(h),
         None => parse_other(s),
     }
 }
 
-fn parse_comment(s: &str) -> Line<'_> {
+fn parse_comment<E>(s: &str) -> LineOf<E> {
     if let Some(rest) = s.strip_prefix("# entries-in-buffer/entries-written:") {
         let nums = rest.trim_start();
         let end = nums.find(|c: char| c.is_whitespace()).unwrap_or(nums.len());
         if let Some((a, b)) = nums[..end].split_once('/') {
             if let (Ok(in_buffer), Ok(written)) = (a.parse(), b.parse()) {
-                return Line::EntriesHeader { in_buffer, written };
+                return LineOf::EntriesHeader { in_buffer, written };
             }
         }
     }
-    Line::Meta
+    LineOf::Meta
 }
 
-fn parse_other(s: &str) -> Line<'_> {
+fn parse_other<E>(s: &str) -> LineOf<E> {
     // `CPU:1 [LOST 12 EVENTS]` (trace_pipe, trace-cmd report)
     if let Some(rest) = s.strip_prefix("CPU:") {
         if let Some((cpu, rest)) = rest.split_once(' ') {
@@ -145,7 +198,7 @@ fn parse_other(s: &str) -> Line<'_> {
                 .and_then(|r| r.strip_suffix(" EVENTS]"))
             {
                 if let (Ok(cpu), Ok(count)) = (cpu.parse(), n.parse()) {
-                    return Line::Lost { cpu, count };
+                    return LineOf::Lost { cpu, count };
                 }
             }
         }
@@ -156,9 +209,9 @@ fn parse_other(s: &str) -> Line<'_> {
         || (s.starts_with("CPU ") && s.ends_with(" is empty"))
         || s.starts_with("trace-cmd: ")
     {
-        return Line::Meta;
+        return LineOf::Meta;
     }
-    Line::Unknown
+    LineOf::Unknown
 }
 
 fn all_digits(s: &str) -> bool {
@@ -562,15 +615,8 @@ fn common_columns_general(s: &str) -> Option<(&str, u32, usize, u64)> {
     })
 }
 
-fn parse_event(s: &str) -> Option<Header<'_>> {
+fn parse_event(s: &str) -> Option<EventColumns<'_>> {
     let (task, cpu, ts_end, ts_ns) = common_columns(s)?;
-    let (comm, tid, tgid) = match parse_task(task) {
-        Some(t) => t,
-        None => {
-            let comm = trim_start_blank(trim_end_blank(task));
-            (comm, synthetic_tid(comm), None)
-        }
-    };
     let rest = skip_blanks(&s[ts_end..]);
     let name_end = find_blank(rest.as_bytes(), 0).unwrap_or(rest.len());
     let name_tok = &rest[..name_end];
@@ -586,10 +632,8 @@ fn parse_event(s: &str) -> Option<Header<'_>> {
     if name.is_empty() {
         return None;
     }
-    Some(Header {
-        comm,
-        tid,
-        tgid,
+    Some(EventColumns {
+        task,
         cpu,
         ts_ns,
         system,

@@ -175,7 +175,7 @@ pub fn decode_sequential<R: Read>(
                 }
             }
         };
-        if let Some((text, h)) = take_line(line, offset, unterminated, &mut stats) {
+        if let Some((text, h)) = take_line(line, offset, unterminated, &mut stats, line::parse) {
             let line_no = stats.lines;
             emit(h, text, line_no, &mut stats, &mut names, &mut sink);
         }
@@ -379,14 +379,15 @@ enum LineIn<'a> {
 
 /// [`line_header`], plus the record that a last line without a newline that does not parse
 /// means the input was cut off.
-fn take_line<'a>(
+fn take_line<'a, E>(
     line: LineIn<'a>,
     offset: u64,
     unterminated: bool,
     stats: &mut TextStats,
-) -> Option<(&'a str, line::Header<'a>)> {
+    parse: impl FnOnce(&'a str) -> line::LineOf<E>,
+) -> Option<(&'a str, E)> {
     let before = stats.unknown_lines;
-    let header = line_header(line, offset, stats);
+    let header = line_header(line, offset, stats, parse);
     if unterminated && stats.unknown_lines > before {
         stats.truncated_at = Some(offset);
     }
@@ -395,11 +396,13 @@ fn take_line<'a>(
 
 /// First half of a line: the line and byte bookkeeping and the common columns. Returns the
 /// line (without `\r`) and its header when it is an event.
-fn line_header<'a>(
+#[inline]
+fn line_header<'a, E>(
     line: LineIn<'a>,
     offset: u64,
     stats: &mut TextStats,
-) -> Option<(&'a str, line::Header<'a>)> {
+    parse: impl FnOnce(&'a str) -> line::LineOf<E>,
+) -> Option<(&'a str, E)> {
     stats.lines += 1;
     let text = match line {
         LineIn::Text(text) => {
@@ -412,17 +415,17 @@ fn line_header<'a>(
             return None;
         }
     };
-    match line::parse(text) {
-        line::Line::Event(h) => {
+    match parse(text) {
+        line::LineOf::Event(h) => {
             stats.events += 1;
             return Some((text, h));
         }
-        line::Line::Lost { cpu, count } => stats.add_lost(cpu, count),
-        line::Line::EntriesHeader { in_buffer, written } => {
+        line::LineOf::Lost { cpu, count } => stats.add_lost(cpu, count),
+        line::LineOf::EntriesHeader { in_buffer, written } => {
             stats.overwritten += written.saturating_sub(in_buffer);
         }
-        line::Line::Unknown => unknown(stats, text),
-        line::Line::Meta => {}
+        line::LineOf::Unknown => unknown(stats, text),
+        line::LineOf::Meta => {}
     }
     None
 }

@@ -66,12 +66,12 @@ struct RawEvent {
     line_no: u64,
     ts_ns: u64,
     text: Part,
-    comm: Part,
+    /// The task column, split into comm, tid and tgid on the caller's thread (which balances
+    /// the two threads' work).
+    task: Part,
     system: Part,
     name: Part,
     payload: Part,
-    tid: u32,
-    tgid: Option<u32>,
     cpu: u32,
 }
 
@@ -84,7 +84,7 @@ struct Batch {
 impl RawEvent {
     /// The event of `text`, a line that starts at byte `at` of its batch's text.
     #[inline]
-    fn new(line_no: u64, text: &str, h: &line::Header<'_>, at: usize) -> RawEvent {
+    fn new(line_no: u64, text: &str, h: &line::EventColumns<'_>, at: usize) -> RawEvent {
         RawEvent {
             line_no,
             ts_ns: h.ts_ns,
@@ -92,29 +92,25 @@ impl RawEvent {
                 start: at as u32,
                 len: text.len() as u32,
             },
-            comm: Part::of(text, h.comm, at),
+            task: Part::of(text, h.task, at),
             system: Part::of(text, h.system, at),
             name: Part::of(text, h.name, at),
             payload: Part::of(text, h.payload, at),
-            tid: h.tid,
-            tgid: h.tgid,
             cpu: h.cpu,
         }
     }
 }
 
 fn rebuild<'a>(text: &'a str, r: &RawEvent) -> (&'a str, line::Header<'a>) {
-    let h = line::Header {
-        comm: r.comm.get(text),
-        tid: r.tid,
-        tgid: r.tgid,
+    let columns = line::EventColumns {
+        task: r.task.get(text),
         cpu: r.cpu,
         ts_ns: r.ts_ns,
         system: r.system.get(text),
         name: r.name.get(text),
         payload: r.payload.get(text),
     };
-    (r.text.get(text), h)
+    (r.text.get(text), columns.header())
 }
 
 pub(super) fn decode<R: Read + Send>(
@@ -156,7 +152,9 @@ pub(super) fn decode<R: Read + Send>(
                             }
                         }
                     };
-                    let Some((text, h)) = take_line(line, offset, unterminated, &mut stats) else {
+                    let Some((text, h)) =
+                        take_line(line, offset, unterminated, &mut stats, line::parse_columns)
+                    else {
                         return;
                     };
                     if closed {
