@@ -615,6 +615,7 @@ fn common_columns_general(s: &str) -> Option<(&str, u32, usize, u64)> {
     })
 }
 
+#[inline(always)]
 fn parse_event(s: &str) -> Option<EventColumns<'_>> {
     let (task, cpu, ts_end, ts_ns) = common_columns(s)?;
     let rest = skip_blanks(&s[ts_end..]);
@@ -622,7 +623,7 @@ fn parse_event(s: &str) -> Option<EventColumns<'_>> {
     let name_tok = &rest[..name_end];
     let payload = skip_blanks(&rest[name_end..]);
     let (system, name, payload) = match name_tok.strip_suffix(':') {
-        Some(full) => match full.bytes().position(|c| c == b':') {
+        Some(full) => match find_byte(full.as_bytes(), 0, b':') {
             Some(c) => (&full[..c], &full[c + 1..], payload),
             None => ("", full, payload),
         },
