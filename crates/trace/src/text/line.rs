@@ -35,7 +35,7 @@ pub struct EventColumns<'a> {
 
 impl<'a> EventColumns<'a> {
     /// The header, with the task column split.
-    #[inline]
+    #[inline(always)]
     pub fn header(&self) -> Header<'a> {
         let (comm, tid, tgid) = match parse_task(self.task) {
             Some(t) => t,
@@ -241,7 +241,7 @@ fn cpu_column(s: &str) -> Option<(usize, usize, u32)> {
 /// by `(tgid)`. Fast path for those shapes in one backward walk; anything else takes
 /// [`parse_task_general`], which gives the same answer on every column this accepts
 /// (`tests/never_panics.rs` checks it).
-#[inline]
+#[inline(always)]
 fn parse_task(task: &str) -> Option<(&str, u32, Option<u32>)> {
     match parse_task_fast(task) {
         Some(found) => found,
@@ -250,7 +250,7 @@ fn parse_task(task: &str) -> Option<(&str, u32, Option<u32>)> {
 }
 
 /// `b[start..end]` as a number, when it is 1 to 9 digits and nothing else.
-#[inline]
+#[inline(always)]
 fn small_number(b: &[u8], start: usize, end: usize) -> Option<u32> {
     let d = &b[start..end];
     if d.is_empty() || d.len() > 9 || !d.iter().all(u8::is_ascii_digit) {
@@ -308,7 +308,7 @@ fn digits_value(b: &[u8], start: usize, end: usize) -> u64 {
 }
 
 /// `Some(answer)` where the usual shapes settle it, `None` to take the general parser.
-#[inline]
+#[inline(always)]
 fn parse_task_fast(task: &str) -> Option<Option<(&str, u32, Option<u32>)>> {
     let blank = |c: u8| c == b' ' || c == b'\t';
     let b = task.as_bytes();
@@ -360,6 +360,7 @@ pub fn parse_task_both(task: &str) -> (Option<Task<'_>>, Task<'_>) {
 #[doc(hidden)]
 pub type Task<'a> = Option<(&'a str, u32, Option<u32>)>;
 
+#[inline(never)]
 fn parse_task_general(task: &str) -> Option<(&str, u32, Option<u32>)> {
     let mut task = trim_end_blank(task);
     let mut tgid = None;
@@ -475,6 +476,7 @@ fn timestamp_token(s: &str) -> Option<(usize, usize, u64)> {
 /// `trace-cmd report` on a trace.dat with several buffers prints the buffer (instance) name
 /// before the task: `kvmscope-rec-12:   qemu-77 [001] ...`. A first token ending in `:`
 /// followed by the task column is that name.
+#[inline(always)]
 fn strip_instance(prefix: &str) -> &str {
     let b = prefix.as_bytes();
     let Some(sp) = find_byte(b, 0, b' ') else {
@@ -492,6 +494,7 @@ fn strip_instance(prefix: &str) -> &str {
 /// comes first and the timestamp right after it (ftrace, trace-cmd, perf script), so only the
 /// few bytes after the column are searched for it; lines without a CPU column take the
 /// general search.
+#[inline(always)]
 fn common_columns(s: &str) -> Option<(&str, u32, usize, u64)> {
     if let Some(found) = common_columns_fast(s) {
         return Some(found);
@@ -517,7 +520,7 @@ const POW10_FRAC: [u64; 10] = [
 /// optional flags token (no `:` in it), blanks and the `secs.frac:` token. Anything else
 /// returns `None` and takes [`common_columns_general`], which gives the same answer on every
 /// line this accepts (`tests/never_panics.rs` checks it on arbitrary lines).
-#[inline]
+#[inline(always)]
 fn common_columns_fast(s: &str) -> Option<(&str, u32, usize, u64)> {
     let b = s.as_bytes();
     let open = find_byte(b, 0, b'[')?;
@@ -601,6 +604,7 @@ pub fn common_columns_both(s: &str) -> (Columns<'_>, Columns<'_>) {
 #[doc(hidden)]
 pub type Columns<'a> = Option<(&'a str, u32, usize, u64)>;
 
+#[inline(never)]
 fn common_columns_general(s: &str) -> Option<(&str, u32, usize, u64)> {
     if let Some((open, close, cpu)) = cpu_column(s) {
         if let Some((_, end, ts)) = timestamp_token(&s[close..]) {

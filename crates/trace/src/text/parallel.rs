@@ -83,7 +83,7 @@ struct Batch {
 
 impl RawEvent {
     /// The event of `text`, a line that starts at byte `at` of its batch's text.
-    #[inline]
+    #[inline(always)]
     fn new(line_no: u64, text: &str, h: &line::EventColumns<'_>, at: usize) -> RawEvent {
         RawEvent {
             line_no,
@@ -101,6 +101,7 @@ impl RawEvent {
     }
 }
 
+#[inline(always)]
 fn rebuild<'a>(text: &'a str, r: &RawEvent) -> (&'a str, line::Header<'a>) {
     let columns = line::EventColumns {
         task: r.task.get(text),
