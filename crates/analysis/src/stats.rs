@@ -1,5 +1,6 @@
-//! Latency statistics: exact count/min/max/mean/standard error (Welford), and a log-linear
-//! histogram for percentiles (relative error below 1.6%), in constant memory per key.
+//! Latency statistics: exact count/min/max/mean/standard error (from exact integer sums, so
+//! adding a sample is additions only, no division), and a log-linear histogram for
+//! percentiles (relative error below 1.6%), in constant memory per key.
 
 use serde::Serialize;
 
@@ -13,8 +14,8 @@ pub struct Latency {
     min: u64,
     max: u64,
     sum: u128,
-    mean: f64,
-    m2: f64,
+    /// Sum of squares (saturates only past 2^128: gaps of days over billions of samples).
+    sum_sq: u128,
     buckets: Vec<u64>,
 }
 
@@ -45,10 +46,7 @@ impl Latency {
         self.max = self.max.max(v);
         self.n += 1;
         self.sum += u128::from(v);
-        let x = v as f64;
-        let delta = x - self.mean;
-        self.mean += delta / self.n as f64;
-        self.m2 += delta * (x - self.mean);
+        self.sum_sq = self.sum_sq.saturating_add(u128::from(v) * u128::from(v));
         let b = bucket_of(v);
         if b >= self.buckets.len() {
             self.buckets.resize(b + 1, 0);
@@ -64,11 +62,8 @@ impl Latency {
             *self = other.clone();
             return;
         }
-        let n = self.n + other.n;
-        let delta = other.mean - self.mean;
-        self.m2 += other.m2 + delta * delta * (self.n as f64 * other.n as f64) / n as f64;
-        self.mean += delta * other.n as f64 / n as f64;
-        self.n = n;
+        self.n += other.n;
+        self.sum_sq = self.sum_sq.saturating_add(other.sum_sq);
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.sum += other.sum;
@@ -107,11 +102,23 @@ impl Latency {
 
     /// perf's `+- x%`: the standard error of the mean relative to the mean, in percent.
     pub fn rel_stderr_pct(&self) -> f64 {
-        if self.n < 2 || self.mean == 0.0 {
+        if self.n < 2 || self.sum == 0 {
             return 0.0;
         }
-        let variance = self.m2 / (self.n - 1) as f64;
-        100.0 * (variance / self.n as f64).sqrt() / self.mean
+        let n = u128::from(self.n);
+        // n * sum(x^2) - sum(x)^2 = n (n - 1) variance, exact in integers when it fits.
+        let variance = match n
+            .checked_mul(self.sum_sq)
+            .and_then(|a| self.sum.checked_mul(self.sum).map(|b| a.saturating_sub(b)))
+        {
+            Some(d) => d as f64 / (n * (n - 1)) as f64,
+            None => {
+                let (sum, n) = (self.sum as f64, self.n as f64);
+                ((self.sum_sq as f64 - sum * sum / n) / (n - 1.0)).max(0.0)
+            }
+        };
+        let mean = self.sum as f64 / self.n as f64;
+        100.0 * (variance / self.n as f64).sqrt() / mean
     }
 
     pub fn summary(&self) -> LatencySummary {

@@ -55,12 +55,31 @@ fn load(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// The first eight bytes of `b`, zero-padded: built from overlapping loads, not by copying
+/// into a stack word (a variable-length copy is a call, and the wide load after it stalls).
 #[inline]
 fn padded(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    let n = b.len().min(8);
-    w[..n].copy_from_slice(&b[..n]);
-    u64::from_le_bytes(w)
+    let n = b.len();
+    if n >= 8 {
+        return load(b, 0);
+    }
+    if n >= 4 {
+        let lo = load4(b, 0);
+        let hi = load4(b, n - 4);
+        // The overlap holds the same bytes in both words.
+        return lo | hi << (8 * (n - 4));
+    }
+    if n == 0 {
+        return 0;
+    }
+    u64::from(b[0]) | u64::from(b[n / 2]) << (8 * (n / 2)) | u64::from(b[n - 1]) << (8 * (n - 1))
+}
+
+#[inline]
+fn load4(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u64::from(u32::from_le_bytes(w))
 }
 
 /// Equality of two short byte strings without a call.
@@ -208,6 +227,20 @@ impl<V: Copy> NameTable<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padded_is_the_zero_padded_prefix() {
+        let text = b"abcdefghijk";
+        for start in 0..text.len() {
+            for end in start..=text.len() {
+                let b = &text[start..end];
+                let mut w = [0u8; 8];
+                let n = b.len().min(8);
+                w[..n].copy_from_slice(&b[..n]);
+                assert_eq!(padded(b), u64::from_le_bytes(w), "{b:?}");
+            }
+        }
+    }
 
     #[test]
     fn same_name_same_id_across_growth() {

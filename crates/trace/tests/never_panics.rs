@@ -165,3 +165,50 @@ fn fast_columns_take_the_real_lines() {
         assert_eq!(fast, general, "{line}");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// The backward walk over the task column gives the general parser's answer wherever it
+    /// answers: ftrace `comm-tid`, perf `comm tid` / `comm pid/tid`, with and without `(tgid)`.
+    #[test]
+    fn fast_task_equals_general(
+        comm in "[a-zA-Z0-9 /:()<>\t-]{0,16}",
+        sep in "[- /\t]",
+        tid in "[0-9+]{0,12}",
+        tgid in proptest::option::of("\\([ \t]*[0-9+-]{0,11}[ \t]*\\)"),
+        gap in "[ \t]{0,2}",
+    ) {
+        let mut task = format!("{comm}{sep}{tid}");
+        if let Some(t) = tgid {
+            task.push_str(&gap);
+            task.push_str(&t);
+        }
+        task.push_str(&gap);
+        let (fast, general) = kvmscope_trace::text::line::parse_task_both(&task);
+        if let Some(fast) = fast {
+            prop_assert_eq!(fast, general, "{:?}", task);
+        }
+    }
+
+    #[test]
+    fn fast_task_equals_general_on_any_text(text in "[ -~\t]{0,60}") {
+        let (fast, general) = kvmscope_trace::text::line::parse_task_both(&text);
+        if let Some(fast) = fast {
+            prop_assert_eq!(fast, general, "{:?}", text);
+        }
+    }
+}
+
+#[test]
+fn fast_task_takes_the_real_lines() {
+    for line in [
+        "  kvmscope-vcpu0-11914   (  11913) ",
+        "qemu-system-x86 12345 ",
+        "CPU 0/KVM-1234  ",
+        "<idle>-0 (-------) ",
+    ] {
+        let (fast, general) = kvmscope_trace::text::line::parse_task_both(line);
+        assert_eq!(fast, Some(general), "{line}");
+    }
+}

@@ -21,10 +21,49 @@ pub struct Header<'a> {
     pub payload: &'a str,
 }
 
-/// What a line turned out to be.
+/// An event line's columns with the task column not yet split into comm, tid and tgid (the
+/// text pipeline leaves that to the thread that runs the analyses; [`EventColumns::header`] does it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Line<'a> {
-    Event(Header<'a>),
+pub struct EventColumns<'a> {
+    pub task: &'a str,
+    pub cpu: u32,
+    pub ts_ns: u64,
+    pub system: &'a str,
+    pub name: &'a str,
+    pub payload: &'a str,
+}
+
+impl<'a> EventColumns<'a> {
+    /// The header, with the task column split.
+    #[inline(always)]
+    pub fn header(&self) -> Header<'a> {
+        let (comm, tid, tgid) = match parse_task(self.task) {
+            Some(t) => t,
+            None => {
+                let comm = trim_start_blank(trim_end_blank(self.task));
+                (comm, synthetic_tid(comm), None)
+            }
+        };
+        Header {
+            comm,
+            tid,
+            tgid,
+            cpu: self.cpu,
+            ts_ns: self.ts_ns,
+            system: self.system,
+            name: self.name,
+            payload: self.payload,
+        }
+    }
+}
+
+/// What a line turned out to be.
+pub type Line<'a> = LineOf<Header<'a>>;
+
+/// What a line turned out to be, `E` being how an event line is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineOf<E> {
+    Event(E),
     /// Blank, `#` comment, or a known non-event line (`cpus=2`, `version = 6`, buffer banners).
     Meta,
     /// ftrace's `# entries-in-buffer/entries-written: A/B` header: B - A events were
@@ -42,34 +81,115 @@ pub enum Line<'a> {
     Unknown,
 }
 
+/// Lanes of a word whose byte is zero: the lowest set bit marks the first zero byte exactly
+/// (a borrow can only mark bytes above it).
+#[inline(always)]
+fn zero_bytes(w: u64) -> u64 {
+    w.wrapping_sub(0x0101_0101_0101_0101) & !w & 0x8080_8080_8080_8080
+}
+
+#[inline(always)]
+fn word_at(b: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// The first `needle` in `b[from..]`, eight bytes at a time (the columns searched are short:
+/// cheaper than memchr's set-up).
+#[inline(always)]
+fn find_byte(b: &[u8], from: usize, needle: u8) -> Option<usize> {
+    let pat = u64::from_le_bytes([needle; 8]);
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let z = zero_bytes(word_at(b, i) ^ pat);
+        if z != 0 {
+            return Some(i + (z.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b[i..].iter().position(|&c| c == needle).map(|p| i + p)
+}
+
+/// The first blank (space or tab) in `b[from..]`, eight bytes at a time.
+#[inline(always)]
+fn find_blank(b: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let w = word_at(b, i);
+        let z = zero_bytes(w ^ 0x2020_2020_2020_2020) | zero_bytes(w ^ 0x0909_0909_0909_0909);
+        if z != 0 {
+            return Some(i + (z.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b[i..]
+        .iter()
+        .position(|&c| c == b' ' || c == b'\t')
+        .map(|p| i + p)
+}
+
+/// `s` without its leading blanks: spaces eight at a time, then byte by byte.
+#[inline(always)]
+fn skip_blanks(s: &str) -> &str {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i + 8 <= b.len() {
+        let x = word_at(b, i) ^ 0x2020_2020_2020_2020;
+        if x != 0 {
+            i += (x.trailing_zeros() / 8) as usize;
+            break;
+        }
+        i += 8;
+    }
+    while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
+        i += 1;
+    }
+    &s[i..]
+}
+
 pub fn parse(line: &str) -> Line<'_> {
-    let s = trim_start_blank(line);
+    match parse_columns(line) {
+        LineOf::Event(c) => LineOf::Event(c.header()),
+        LineOf::Meta => LineOf::Meta,
+        LineOf::EntriesHeader { in_buffer, written } => {
+            LineOf::EntriesHeader { in_buffer, written }
+        }
+        LineOf::Lost { cpu, count } => LineOf::Lost { cpu, count },
+        LineOf::Unknown => LineOf::Unknown,
+    }
+}
+
+/// [`parse`], leaving the task column of an event line whole.
+#[inline]
+pub fn parse_columns(line: &str) -> LineOf<EventColumns<'_>> {
+    let s = skip_blanks(line);
     let Some(&first) = s.as_bytes().first() else {
-        return Line::Meta;
+        return LineOf::Meta;
     };
     if first == b'#' {
         return parse_comment(s);
     }
     match parse_event(s) {
-        Some(h) => Line::Event(h),
+        Some(h) => LineOf::Event(h),
         None => parse_other(s),
     }
 }
 
-fn parse_comment(s: &str) -> Line<'_> {
+fn parse_comment<E>(s: &str) -> LineOf<E> {
     if let Some(rest) = s.strip_prefix("# entries-in-buffer/entries-written:") {
         let nums = rest.trim_start();
         let end = nums.find(|c: char| c.is_whitespace()).unwrap_or(nums.len());
         if let Some((a, b)) = nums[..end].split_once('/') {
             if let (Ok(in_buffer), Ok(written)) = (a.parse(), b.parse()) {
-                return Line::EntriesHeader { in_buffer, written };
+                return LineOf::EntriesHeader { in_buffer, written };
             }
         }
     }
-    Line::Meta
+    LineOf::Meta
 }
 
-fn parse_other(s: &str) -> Line<'_> {
+fn parse_other<E>(s: &str) -> LineOf<E> {
     // `CPU:1 [LOST 12 EVENTS]` (trace_pipe, trace-cmd report)
     if let Some(rest) = s.strip_prefix("CPU:") {
         if let Some((cpu, rest)) = rest.split_once(' ') {
@@ -78,7 +198,7 @@ fn parse_other(s: &str) -> Line<'_> {
                 .and_then(|r| r.strip_suffix(" EVENTS]"))
             {
                 if let (Ok(cpu), Ok(count)) = (cpu.parse(), n.parse()) {
-                    return Line::Lost { cpu, count };
+                    return LineOf::Lost { cpu, count };
                 }
             }
         }
@@ -89,9 +209,9 @@ fn parse_other(s: &str) -> Line<'_> {
         || (s.starts_with("CPU ") && s.ends_with(" is empty"))
         || s.starts_with("trace-cmd: ")
     {
-        return Line::Meta;
+        return LineOf::Meta;
     }
-    Line::Unknown
+    LineOf::Unknown
 }
 
 fn all_digits(s: &str) -> bool {
@@ -117,7 +237,131 @@ fn cpu_column(s: &str) -> Option<(usize, usize, u32)> {
     None
 }
 
+/// The task column: `comm-tid` (ftrace) or `comm tid` (perf script), each optionally followed
+/// by `(tgid)`. Fast path for those shapes in one backward walk; anything else takes
+/// [`parse_task_general`], which gives the same answer on every column this accepts
+/// (`tests/never_panics.rs` checks it).
+#[inline(always)]
 fn parse_task(task: &str) -> Option<(&str, u32, Option<u32>)> {
+    match parse_task_fast(task) {
+        Some(found) => found,
+        None => parse_task_general(task),
+    }
+}
+
+/// `b[start..end]` as a number, when it is 1 to 9 digits and nothing else.
+#[inline(always)]
+fn small_number(b: &[u8], start: usize, end: usize) -> Option<u32> {
+    let d = &b[start..end];
+    if d.is_empty() || d.len() > 9 || !d.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits_value(b, start, end) as u32)
+}
+
+/// Eight ASCII digits in a word (byte `i` the `i`-th digit from the left) as a number: pairs,
+/// then quads, then the eight, with no loop-carried multiply per digit.
+#[inline(always)]
+fn parse8(w: u64) -> u64 {
+    let v = w.wrapping_sub(0x3030_3030_3030_3030);
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    let lo = (v & 0x0000_00ff_0000_00ff).wrapping_mul(100 + (1_000_000 << 32));
+    let hi = ((v >> 16) & 0x0000_00ff_0000_00ff).wrapping_mul(1 + (10_000 << 32));
+    lo.wrapping_add(hi) >> 32
+}
+
+/// The value of the 1 to 8 ASCII digits `b[start..end]` (checked by the caller). Reads the
+/// word that ends at `end` from the line itself where there is one (no copy to the stack,
+/// whose narrow stores a wide load cannot forward from).
+#[inline(always)]
+fn digits8(b: &[u8], start: usize, end: usize) -> u64 {
+    let n = end - start;
+    if end >= 8 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[end - 8..end]);
+        let w = u64::from_le_bytes(w);
+        // The digits are the word's high bytes: put '0's in the low bytes before them.
+        let low = (1u64 << (8 * (8 - n) as u32)) - 1;
+        let w = (w & !low) | (0x3030_3030_3030_3030 & low);
+        parse8(w)
+    } else {
+        b[start..end]
+            .iter()
+            .fold(0u64, |v, &c| v * 10 + u64::from(c - b'0'))
+    }
+}
+
+/// The value of the at most 19 ASCII digits `b[start..end]` (checked by the caller).
+#[inline(always)]
+fn digits_value(b: &[u8], start: usize, end: usize) -> u64 {
+    if end - start <= 8 {
+        return digits8(b, start, end);
+    }
+    let first = (end - start - 1) % 8 + 1;
+    let mut v = digits8(b, start, start + first);
+    let mut at = start + first;
+    while at < end {
+        v = v * 100_000_000 + digits8(b, at, at + 8);
+        at += 8;
+    }
+    v
+}
+
+/// `Some(answer)` where the usual shapes settle it, `None` to take the general parser.
+#[inline(always)]
+fn parse_task_fast(task: &str) -> Option<Option<(&str, u32, Option<u32>)>> {
+    let blank = |c: u8| c == b' ' || c == b'\t';
+    let b = task.as_bytes();
+    let mut end = b.len();
+    while end > 0 && blank(b[end - 1]) {
+        end -= 1;
+    }
+    let mut tgid = None;
+    if end > 0 && b[end - 1] == b')' {
+        let open = b[..end - 1].iter().rposition(|&c| c == b'(')?;
+        let inner = &b[open + 1..end - 1];
+        let lo = inner.iter().position(|&c| c != b' ').unwrap_or(inner.len());
+        let hi = inner.iter().rposition(|&c| c != b' ').map_or(lo, |i| i + 1);
+        if let Some(n) = small_number(b, open + 1 + lo, open + 1 + hi) {
+            tgid = Some(n);
+        } else if lo == hi || !inner[lo..hi].iter().all(|&c| c == b'-') {
+            return None;
+        }
+        end = open;
+        while end > 0 && blank(b[end - 1]) {
+            end -= 1;
+        }
+    }
+    // Trailing digits: the tid.
+    let mut p = end;
+    while p > 0 && b[p - 1].is_ascii_digit() {
+        p -= 1;
+    }
+    if p == 0 || p == end {
+        return None;
+    }
+    let tid = small_number(b, p, end)?;
+    match b[p - 1] {
+        // ftrace `comm-tid`: the last dash (only digits follow it).
+        b'-' => Some(Some((&task[..p - 1], tid, tgid))),
+        // perf script `comm tid`
+        b' ' | b'\t' => Some(Some((trim_end_blank(&task[..p]), tid, tgid))),
+        _ => None,
+    }
+}
+
+/// The task column, general search, for the property test against [`parse_task`]'s fast path.
+#[doc(hidden)]
+pub fn parse_task_both(task: &str) -> (Option<Task<'_>>, Task<'_>) {
+    (parse_task_fast(task), parse_task_general(task))
+}
+
+/// Comm, tid, tgid.
+#[doc(hidden)]
+pub type Task<'a> = Option<(&'a str, u32, Option<u32>)>;
+
+#[inline(never)]
+fn parse_task_general(task: &str) -> Option<(&str, u32, Option<u32>)> {
     let mut task = trim_end_blank(task);
     let mut tgid = None;
     if task.ends_with(')') {
@@ -232,9 +476,10 @@ fn timestamp_token(s: &str) -> Option<(usize, usize, u64)> {
 /// `trace-cmd report` on a trace.dat with several buffers prints the buffer (instance) name
 /// before the task: `kvmscope-rec-12:   qemu-77 [001] ...`. A first token ending in `:`
 /// followed by the task column is that name.
+#[inline(always)]
 fn strip_instance(prefix: &str) -> &str {
     let b = prefix.as_bytes();
-    let Some(sp) = memchr::memchr(b' ', b) else {
+    let Some(sp) = find_byte(b, 0, b' ') else {
         return prefix;
     };
     let rest = trim_start_blank(&prefix[sp + 1..]);
@@ -249,6 +494,7 @@ fn strip_instance(prefix: &str) -> &str {
 /// comes first and the timestamp right after it (ftrace, trace-cmd, perf script), so only the
 /// few bytes after the column are searched for it; lines without a CPU column take the
 /// general search.
+#[inline(always)]
 fn common_columns(s: &str) -> Option<(&str, u32, usize, u64)> {
     if let Some(found) = common_columns_fast(s) {
         return Some(found);
@@ -256,26 +502,39 @@ fn common_columns(s: &str) -> Option<(&str, u32, usize, u64)> {
     common_columns_general(s)
 }
 
+/// `10^(9 - n)`: scales `n` decimals to nanoseconds.
+const POW10_FRAC: [u64; 10] = [
+    1_000_000_000,
+    100_000_000,
+    10_000_000,
+    1_000_000,
+    100_000,
+    10_000,
+    1_000,
+    100,
+    10,
+    1,
+];
+
 /// The usual shape in one forward walk: the first `[` opens the CPU column, then blanks, an
 /// optional flags token (no `:` in it), blanks and the `secs.frac:` token. Anything else
 /// returns `None` and takes [`common_columns_general`], which gives the same answer on every
 /// line this accepts (`tests/never_panics.rs` checks it on arbitrary lines).
-#[inline]
+#[inline(always)]
 fn common_columns_fast(s: &str) -> Option<(&str, u32, usize, u64)> {
     let b = s.as_bytes();
-    let open = memchr::memchr(b'[', b)?;
+    let open = find_byte(b, 0, b'[')?;
     let mut i = open + 1;
-    let mut cpu: u32 = 0;
-    while let Some(&c) = b.get(i) {
-        if !c.is_ascii_digit() {
-            break;
-        }
-        cpu = cpu.checked_mul(10)?.checked_add(u32::from(c - b'0'))?;
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
         i += 1;
     }
     if i == open + 1 || b.get(i) != Some(&b']') {
         return None;
     }
+    if i - open - 1 > 19 {
+        return None;
+    }
+    let cpu = u32::try_from(digits_value(b, open + 1, i)).ok()?;
     let close = i + 1;
     let blank = |c: u8| c == b' ' || c == b'\t';
     let mut j = close;
@@ -302,36 +561,31 @@ fn common_columns_fast(s: &str) -> Option<(&str, u32, usize, u64)> {
     if !b.get(j)?.is_ascii_digit() {
         return None;
     }
-    let mut secs: u64 = 0;
     while j < b.len() && b[j].is_ascii_digit() {
-        secs = secs.wrapping_mul(10).wrapping_add(u64::from(b[j] - b'0'));
         j += 1;
     }
     let int_len = j - start;
-    let mut frac: u64 = 0;
-    let mut frac_len = 0;
     let dot = b.get(j) == Some(&b'.');
+    let frac_start = j + 1;
     if dot {
         j += 1;
         while j < b.len() && b[j].is_ascii_digit() {
-            frac = frac * 10 + u64::from(b[j] - b'0');
-            frac_len += 1;
             j += 1;
-            if frac_len > 9 {
+            if j - frac_start > 9 {
                 return None;
             }
         }
     }
+    let frac_len = if dot { j - frac_start } else { 0 };
     if b.get(j) != Some(&b':') || !matches!(b.get(j + 1), None | Some(b' ' | b'\t')) {
         return None;
     }
     if int_len > 19 || (dot && frac_len == 0) {
         return None;
     }
+    let secs = digits_value(b, start, start + int_len);
     let ts = if dot {
-        for _ in frac_len..9 {
-            frac *= 10;
-        }
+        let frac = digits_value(b, frac_start, j) * POW10_FRAC[frac_len];
         secs.checked_mul(1_000_000_000)?.checked_add(frac)?
     } else {
         secs
@@ -350,6 +604,7 @@ pub fn common_columns_both(s: &str) -> (Columns<'_>, Columns<'_>) {
 #[doc(hidden)]
 pub type Columns<'a> = Option<(&'a str, u32, usize, u64)>;
 
+#[inline(never)]
 fn common_columns_general(s: &str) -> Option<(&str, u32, usize, u64)> {
     if let Some((open, close, cpu)) = cpu_column(s) {
         if let Some((_, end, ts)) = timestamp_token(&s[close..]) {
@@ -364,21 +619,15 @@ fn common_columns_general(s: &str) -> Option<(&str, u32, usize, u64)> {
     })
 }
 
-fn parse_event(s: &str) -> Option<Header<'_>> {
+#[inline(always)]
+fn parse_event(s: &str) -> Option<EventColumns<'_>> {
     let (task, cpu, ts_end, ts_ns) = common_columns(s)?;
-    let (comm, tid, tgid) = match parse_task(task) {
-        Some(t) => t,
-        None => {
-            let comm = trim_start_blank(trim_end_blank(task));
-            (comm, synthetic_tid(comm), None)
-        }
-    };
-    let rest = trim_start_blank(&s[ts_end..]);
-    let name_end = memchr::memchr2(b' ', b'\t', rest.as_bytes()).unwrap_or(rest.len());
+    let rest = skip_blanks(&s[ts_end..]);
+    let name_end = find_blank(rest.as_bytes(), 0).unwrap_or(rest.len());
     let name_tok = &rest[..name_end];
-    let payload = trim_start_blank(&rest[name_end..]);
+    let payload = skip_blanks(&rest[name_end..]);
     let (system, name, payload) = match name_tok.strip_suffix(':') {
-        Some(full) => match memchr::memchr(b':', full.as_bytes()) {
+        Some(full) => match find_byte(full.as_bytes(), 0, b':') {
             Some(c) => (&full[..c], &full[c + 1..], payload),
             None => ("", full, payload),
         },
@@ -388,10 +637,8 @@ fn parse_event(s: &str) -> Option<Header<'_>> {
     if name.is_empty() {
         return None;
     }
-    Some(Header {
-        comm,
-        tid,
-        tgid,
+    Some(EventColumns {
+        task,
         cpu,
         ts_ns,
         system,
@@ -504,5 +751,32 @@ mod tests {
         assert_eq!(parse(""), Line::Meta);
         assert_eq!(parse("hello world"), Line::Unknown);
         assert_eq!(parse("x-1 [0] notatime: y: z"), Line::Unknown);
+    }
+}
+
+#[cfg(test)]
+mod number_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn digits_value_is_the_number(pad in "[ -~]{0,12}", digits in "[0-9]{1,19}", after in "[ -~]{0,3}") {
+            let line = format!("{pad}{digits}{after}");
+            let b = line.as_bytes();
+            let got = digits_value(b, pad.len(), pad.len() + digits.len());
+            prop_assert_eq!(got, digits.parse::<u64>().unwrap());
+        }
+
+        #[test]
+        fn word_scans_equal_byte_scans(text in "[ \t\\[a-z:]{0,40}", from in 0usize..40) {
+            let b = text.as_bytes();
+            let from = from.min(b.len());
+            for needle in [b'[', b' ', b':'] {
+                prop_assert_eq!(find_byte(b, from, needle), b[from..].iter().position(|&c| c == needle).map(|p| from + p));
+            }
+            prop_assert_eq!(find_blank(b, from), b[from..].iter().position(|&c| c == b' ' || c == b'\t').map(|p| from + p));
+            prop_assert_eq!(skip_blanks(&text), trim_start_blank(&text));
+        }
     }
 }

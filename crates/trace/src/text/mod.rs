@@ -180,7 +180,7 @@ pub fn decode_sequential<R: Read>(
                 }
             }
         };
-        if let Some((text, h)) = take_line(line, offset, unterminated, &mut stats) {
+        if let Some((text, h)) = take_line(line, offset, unterminated, &mut stats, line::parse) {
             let line_no = stats.lines;
             emit(h, text, line_no, &mut stats, &mut names, &mut sink);
         }
@@ -191,74 +191,178 @@ pub fn decode_sequential<R: Read>(
 /// Reads `input` in chunks and calls `on_line` for every line (without its newline) with its
 /// byte offset; `Err` carries a line that is not UTF-8. Refuses binary input.
 fn split_lines<R: Read>(
-    mut input: R,
+    input: R,
     mut on_line: impl FnMut(Result<&str, &[u8]>, u64, bool),
 ) -> Result<(), DecodeError> {
-    let mut lines = 0u64;
-    let mut buf = vec![0u8; CHUNK];
-    let mut filled = 0usize;
-    let mut base = 0u64; // byte offset of buf[0] in the input
-    let mut eof = false;
-    while !eof {
-        if filled == buf.len() {
-            if buf.len() >= MAX_LINE + CHUNK {
-                return Err(DecodeError::LineTooLong {
-                    offset: base,
-                    line: lines + 1,
-                });
-            }
-            buf.resize(buf.len() * 2, 0);
-        }
-        let n = read_some(&mut input, &mut buf[filled..], base + filled as u64)?;
-        if n == 0 {
-            eof = true;
-        }
-        let end = filled + n;
-        if let Some(nul) = memchr::memchr(0, &buf[filled..end]) {
-            return Err(DecodeError::Binary {
-                offset: base + (filled + nul) as u64,
-            });
-        }
-        let mut start = 0usize;
-        // The carried-over partial line (buf[..filled]) holds no newline, so scanning from 0
-        // finds exactly the lines completed by this read. UTF-8 is checked once for all of
-        // them; only a chunk with invalid bytes falls back to line-by-line checks.
-        if let Some(last_nl) = memchr::memrchr(b'\n', &buf[..end]) {
-            match std::str::from_utf8(&buf[..last_nl]) {
-                Ok(text) => {
-                    for nl in memchr::memchr_iter(b'\n', text.as_bytes()) {
-                        on_line(Ok(&text[start..nl]), base + start as u64, false);
-                        lines += 1;
-                        start = nl + 1;
-                    }
-                    on_line(Ok(&text[start..]), base + start as u64, false);
-                    lines += 1;
-                    start = last_nl + 1;
-                }
-                Err(_) => {
-                    for nl in memchr::memchr_iter(b'\n', &buf[..end]) {
-                        let bytes = &buf[start..nl];
-                        let line = std::str::from_utf8(bytes).map_err(|_| bytes);
-                        on_line(line, base + start as u64, false);
-                        lines += 1;
-                        start = nl + 1;
-                    }
-                }
-            }
-        }
-        if eof && start < end {
-            // The file ended without a newline: still decode the line; the receiver records
-            // that the input may have been cut off when it does not parse.
-            let bytes = &buf[start..end];
-            let line = std::str::from_utf8(bytes).map_err(|_| bytes);
-            on_line(line, base + start as u64, true);
-            start = end;
-        }
-        buf.copy_within(start..end, 0);
-        filled = end - start;
-        base += start as u64;
+    let mut split = Splitter::new(input, CHUNK);
+    while let Some(chunk) = split.next_chunk()? {
+        split.lines += chunk.for_each_line(&mut on_line);
+        split.recycle(chunk.into_buffer());
     }
     Ok(())
+}
+
+/// The input in chunks of whole lines, each chunk an owned buffer (so a pipeline can hand it
+/// to another thread as it is, without copying lines out of it).
+struct Splitter<R> {
+    input: R,
+    /// Read size, and the size of every buffer.
+    chunk: usize,
+    buf: Vec<u8>,
+    /// `buf[..filled]`: the start of a line the last read did not complete (no newline in it).
+    filled: usize,
+    /// Byte offset of `buf[0]` in the input.
+    base: u64,
+    /// Lines handed out so far (the caller adds them), for errors.
+    lines: u64,
+    done: bool,
+    spare: Vec<Vec<u8>>,
+}
+
+/// Complete lines: `text` is everything before the last newline, checked as UTF-8 once (the
+/// bytes when that failed; lines are then checked one by one). At the end of the input, the
+/// last line when it has no newline.
+struct Chunk {
+    text: Result<String, Vec<u8>>,
+    /// `text` holds lines (false for a chunk that is only the unterminated last line).
+    has_lines: bool,
+    base: u64,
+    unterminated: Option<(u64, Vec<u8>)>,
+}
+
+impl Chunk {
+    /// Calls `on_line` for every line, in order; returns how many.
+    fn for_each_line(&self, on_line: &mut impl FnMut(Result<&str, &[u8]>, u64, bool)) -> u64 {
+        let mut lines = 0;
+        if self.has_lines {
+            let mut start = 0usize;
+            match &self.text {
+                Ok(text) => {
+                    for nl in memchr::memchr_iter(b'\n', text.as_bytes()) {
+                        on_line(Ok(&text[start..nl]), self.base + start as u64, false);
+                        lines += 1;
+                        start = nl + 1;
+                    }
+                    on_line(Ok(&text[start..]), self.base + start as u64, false);
+                }
+                Err(bytes) => {
+                    let line = |s: usize, e: usize| {
+                        let b = &bytes[s..e];
+                        std::str::from_utf8(b).map_err(|_| b)
+                    };
+                    for nl in memchr::memchr_iter(b'\n', bytes) {
+                        on_line(line(start, nl), self.base + start as u64, false);
+                        lines += 1;
+                        start = nl + 1;
+                    }
+                    on_line(line(start, bytes.len()), self.base + start as u64, false);
+                }
+            }
+            lines += 1;
+        }
+        if let Some((offset, bytes)) = &self.unterminated {
+            // The file ended without a newline: still decode the line; the receiver records
+            // that the input may have been cut off when it does not parse.
+            let line = std::str::from_utf8(bytes).map_err(|_| &bytes[..]);
+            on_line(line, *offset, true);
+        }
+        lines
+    }
+
+    fn into_buffer(self) -> Vec<u8> {
+        match self.text {
+            Ok(text) => text.into_bytes(),
+            Err(bytes) => bytes,
+        }
+    }
+}
+
+impl<R: Read> Splitter<R> {
+    fn new(input: R, chunk: usize) -> Self {
+        Splitter {
+            input,
+            chunk,
+            buf: vec![0u8; chunk],
+            filled: 0,
+            base: 0,
+            lines: 0,
+            done: false,
+            spare: Vec::new(),
+        }
+    }
+
+    /// A buffer back from a finished chunk, for reuse.
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() >= self.chunk && self.spare.len() < 2 {
+            // Only the bytes after the chunk's text are zeroed again.
+            buf.resize(self.chunk.max(buf.len()), 0);
+            self.spare.push(buf);
+        }
+    }
+
+    /// The next chunk of lines, or `None` at the end of the input.
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, DecodeError> {
+        while !self.done {
+            let filled = self.filled;
+            if filled == self.buf.len() {
+                if self.buf.len() >= MAX_LINE + CHUNK {
+                    return Err(DecodeError::LineTooLong {
+                        offset: self.base,
+                        line: self.lines + 1,
+                    });
+                }
+                let grown = (self.buf.len() * 2).min(MAX_LINE + CHUNK);
+                self.buf.resize(grown, 0);
+            }
+            let n = read_some(
+                &mut self.input,
+                &mut self.buf[filled..],
+                self.base + filled as u64,
+            )?;
+            let end = filled + n;
+            if let Some(nul) = memchr::memchr(0, &self.buf[filled..end]) {
+                return Err(DecodeError::Binary {
+                    offset: self.base + (filled + nul) as u64,
+                });
+            }
+            // The carried-over partial line holds no newline: only the new bytes can.
+            let last_nl = memchr::memrchr(b'\n', &self.buf[filled..end]).map(|i| filled + i);
+            let base = self.base;
+            if n == 0 {
+                self.done = true;
+                let mut buf = std::mem::take(&mut self.buf);
+                let unterminated = (end > 0).then(|| (base, buf[..end].to_vec()));
+                buf.truncate(0);
+                return Ok(Some(Chunk {
+                    text: Ok(String::from_utf8(buf).unwrap_or_default()),
+                    has_lines: false,
+                    base,
+                    unterminated,
+                }));
+            }
+            let Some(nl) = last_nl else {
+                self.filled = end;
+                continue;
+            };
+            let mut next = self.spare.pop().unwrap_or_else(|| vec![0u8; self.chunk]);
+            if next.len() < self.buf.len() {
+                next.resize(self.buf.len(), 0);
+            }
+            let tail = end - (nl + 1);
+            next[..tail].copy_from_slice(&self.buf[nl + 1..end]);
+            let mut text = std::mem::replace(&mut self.buf, next);
+            self.filled = tail;
+            self.base += (nl + 1) as u64;
+            text.truncate(nl);
+            return Ok(Some(Chunk {
+                text: String::from_utf8(text).map_err(|e| e.into_bytes()),
+                has_lines: true,
+                base,
+                unterminated: None,
+            }));
+        }
+        Ok(None)
+    }
 }
 
 fn read_some<R: Read>(input: &mut R, buf: &mut [u8], offset: u64) -> Result<usize, DecodeError> {
@@ -280,14 +384,15 @@ enum LineIn<'a> {
 
 /// [`line_header`], plus the record that a last line without a newline that does not parse
 /// means the input was cut off.
-fn take_line<'a>(
+fn take_line<'a, E>(
     line: LineIn<'a>,
     offset: u64,
     unterminated: bool,
     stats: &mut TextStats,
-) -> Option<(&'a str, line::Header<'a>)> {
+    parse: impl FnOnce(&'a str) -> line::LineOf<E>,
+) -> Option<(&'a str, E)> {
     let before = stats.unknown_lines;
-    let header = line_header(line, offset, stats);
+    let header = line_header(line, offset, stats, parse);
     if unterminated && stats.unknown_lines > before {
         stats.truncated_at = Some(offset);
     }
@@ -296,11 +401,13 @@ fn take_line<'a>(
 
 /// First half of a line: the line and byte bookkeeping and the common columns. Returns the
 /// line (without `\r`) and its header when it is an event.
-fn line_header<'a>(
+#[inline]
+fn line_header<'a, E>(
     line: LineIn<'a>,
     offset: u64,
     stats: &mut TextStats,
-) -> Option<(&'a str, line::Header<'a>)> {
+    parse: impl FnOnce(&'a str) -> line::LineOf<E>,
+) -> Option<(&'a str, E)> {
     stats.lines += 1;
     let text = match line {
         LineIn::Text(text) => {
@@ -313,17 +420,17 @@ fn line_header<'a>(
             return None;
         }
     };
-    match line::parse(text) {
-        line::Line::Event(h) => {
+    match parse(text) {
+        line::LineOf::Event(h) => {
             stats.events += 1;
             return Some((text, h));
         }
-        line::Line::Lost { cpu, count } => stats.add_lost(cpu, count),
-        line::Line::EntriesHeader { in_buffer, written } => {
+        line::LineOf::Lost { cpu, count } => stats.add_lost(cpu, count),
+        line::LineOf::EntriesHeader { in_buffer, written } => {
             stats.overwritten += written.saturating_sub(in_buffer);
         }
-        line::Line::Unknown => unknown(stats, text),
-        line::Line::Meta => {}
+        line::LineOf::Unknown => unknown(stats, text),
+        line::LineOf::Meta => {}
     }
     None
 }

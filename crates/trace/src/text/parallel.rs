@@ -1,22 +1,23 @@
 //! Text decoding as a two-stage pipeline, without unsafe code or shared buffers:
 //!
-//! 1. a worker thread reads, checks UTF-8 once per chunk, splits the lines and their common
-//!    columns and keeps the statistics; each event line is appended to a batch string with
-//!    its columns as offsets into it (other lines never leave this thread);
+//! 1. a worker thread reads a chunk of whole lines into an owned buffer, checks it as UTF-8
+//!    once, splits the lines and their common columns and keeps the statistics; the chunk's
+//!    text is then handed over as it is (moved, not copied), with each event line's columns as
+//!    offsets into it (other lines are skipped by offset);
 //! 2. the caller's thread rebuilds each header by slicing, decodes the payload and runs the
 //!    sink.
 //!
 //! Batches travel over a bounded channel (memory stays bounded) and their buffers come back
-//! to the worker for reuse.
+//! to the worker for reuse, so no buffer is allocated or cleared per chunk.
 
 use std::io::Read;
 use std::sync::mpsc;
 
-use super::{emit, line, split_lines, take_line, LineIn, NameCache, TextStats};
+use super::{emit, line, take_line, LineIn, NameCache, Splitter, TextStats};
 use crate::event::Event;
 use crate::DecodeError;
 
-/// Bytes of text per batch.
+/// Bytes read per chunk (one batch per chunk).
 pub(super) const BATCH: usize = 256 * 1024;
 /// Batches in flight.
 const DEPTH: usize = 4;
@@ -65,12 +66,12 @@ struct RawEvent {
     line_no: u64,
     ts_ns: u64,
     text: Part,
-    comm: Part,
+    /// The task column, split into comm, tid and tgid on the caller's thread (which balances
+    /// the two threads' work).
+    task: Part,
     system: Part,
     name: Part,
     payload: Part,
-    tid: u32,
-    tgid: Option<u32>,
     cpu: u32,
 }
 
@@ -80,18 +81,37 @@ struct Batch {
     events: Vec<RawEvent>,
 }
 
+impl RawEvent {
+    /// The event of `text`, a line that starts at byte `at` of its batch's text.
+    #[inline(always)]
+    fn new(line_no: u64, text: &str, h: &line::EventColumns<'_>, at: usize) -> RawEvent {
+        RawEvent {
+            line_no,
+            ts_ns: h.ts_ns,
+            text: Part {
+                start: at as u32,
+                len: text.len() as u32,
+            },
+            task: Part::of(text, h.task, at),
+            system: Part::of(text, h.system, at),
+            name: Part::of(text, h.name, at),
+            payload: Part::of(text, h.payload, at),
+            cpu: h.cpu,
+        }
+    }
+}
+
+#[inline(always)]
 fn rebuild<'a>(text: &'a str, r: &RawEvent) -> (&'a str, line::Header<'a>) {
-    let h = line::Header {
-        comm: r.comm.get(text),
-        tid: r.tid,
-        tgid: r.tgid,
+    let columns = line::EventColumns {
+        task: r.task.get(text),
         cpu: r.cpu,
         ts_ns: r.ts_ns,
         system: r.system.get(text),
         name: r.name.get(text),
         payload: r.payload.get(text),
     };
-    (r.text.get(text), h)
+    (r.text.get(text), columns.header())
 }
 
 pub(super) fn decode<R: Read + Send>(
@@ -104,52 +124,78 @@ pub(super) fn decode<R: Read + Send>(
     std::thread::scope(|scope| {
         let worker = scope.spawn(move || -> (Result<(), DecodeError>, TextStats) {
             let mut stats = TextStats::default();
-            let mut batch = Batch::default();
+            let mut split = Splitter::new(input, batch_bytes);
             let mut closed = false;
-            let result = split_lines(input, |raw, offset, unterminated| {
-                let lossy;
-                let line = match raw {
-                    Ok(text) => LineIn::Text(text),
-                    Err(bytes) => {
-                        lossy = String::from_utf8_lossy(bytes);
-                        LineIn::Invalid {
-                            lossy: &lossy,
-                            len: bytes.len(),
+            let mut events: Vec<RawEvent> = Vec::new();
+            let result = loop {
+                let chunk = match split.next_chunk() {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                };
+                // Event lines of the chunk's own text are sent with the text itself, by
+                // offset; the others (lines checked one by one, the unterminated last line)
+                // are copied into `side`, sent after it.
+                let (own_start, own_len) = match &chunk.text {
+                    Ok(t) => (t.as_ptr() as usize, t.len()),
+                    Err(_) => (0, 0),
+                };
+                let mut side = Batch::default();
+                split.lines += chunk.for_each_line(&mut |raw, offset, unterminated| {
+                    let lossy;
+                    let line = match raw {
+                        Ok(text) => LineIn::Text(text),
+                        Err(bytes) => {
+                            lossy = String::from_utf8_lossy(bytes);
+                            LineIn::Invalid {
+                                lossy: &lossy,
+                                len: bytes.len(),
+                            }
                         }
+                    };
+                    let Some((text, h)) =
+                        take_line(line, offset, unterminated, &mut stats, line::parse_columns)
+                    else {
+                        return;
+                    };
+                    if closed {
+                        return;
                     }
-                };
-                let Some((text, h)) = take_line(line, offset, unterminated, &mut stats) else {
-                    return;
-                };
-                if closed {
-                    return;
-                }
-                let base = batch.text.len();
-                batch.text.push_str(text);
-                batch.events.push(RawEvent {
-                    line_no: stats.lines,
-                    ts_ns: h.ts_ns,
-                    text: Part {
-                        start: base as u32,
-                        len: text.len() as u32,
-                    },
-                    comm: Part::of(text, h.comm, base),
-                    system: Part::of(text, h.system, base),
-                    name: Part::of(text, h.name, base),
-                    payload: Part::of(text, h.payload, base),
-                    tid: h.tid,
-                    tgid: h.tgid,
-                    cpu: h.cpu,
+                    let at = (text.as_ptr() as usize).wrapping_sub(own_start);
+                    if own_len > 0 && at < own_len {
+                        events.push(RawEvent::new(stats.lines, text, &h, at));
+                    } else {
+                        let base = side.text.len();
+                        side.text.push_str(text);
+                        side.events.push(RawEvent::new(stats.lines, text, &h, base));
+                    }
                 });
-                if batch.text.len() >= batch_bytes {
-                    let next = reuse_rx.try_recv().unwrap_or_default();
-                    // A closed channel means the caller stopped; the rest is only counted.
-                    closed = batch_tx.send(std::mem::replace(&mut batch, next)).is_err();
+                if closed {
+                    split.recycle(chunk.into_buffer());
+                    continue;
                 }
-            });
-            if !batch.events.is_empty() && !closed {
-                let _ = batch_tx.send(batch);
-            }
+                let own = Batch {
+                    text: chunk.text.unwrap_or_default(),
+                    events: std::mem::take(&mut events),
+                };
+                for batch in [own, side] {
+                    if batch.events.is_empty() {
+                        split.recycle(batch.text.into_bytes());
+                        continue;
+                    }
+                    // A closed channel means the caller stopped; the rest is only counted.
+                    if batch_tx.send(batch).is_err() {
+                        closed = true;
+                        break;
+                    }
+                }
+                while let Ok(back) = reuse_rx.try_recv() {
+                    if events.capacity() < back.events.capacity() {
+                        events = back.events;
+                    }
+                    split.recycle(back.text.into_bytes());
+                }
+            };
             (result, stats)
         });
         let mut undecoded = TextStats::default();
@@ -159,7 +205,6 @@ pub(super) fn decode<R: Read + Send>(
                 let (text, h) = rebuild(&batch.text, raw);
                 emit(h, text, raw.line_no, &mut undecoded, &mut names, &mut sink);
             }
-            batch.text.clear();
             batch.events.clear();
             let _ = reuse_tx.send(batch);
         }
