@@ -22,7 +22,7 @@ pub const CRIT_PER_VCPU_S: f64 = 20_000.0;
 /// Share of vCPU time in PMU register traps (arm64 `PM*` system registers; exit → entry) for a
 /// warning, which holds on a slow host where the rate cannot reach [`WARN_PER_VCPU_S`]: a guest
 /// without perf users takes none (the emulated arm64 host's `idle`, `ipi`, `wfx`: no `PM*` trap
-/// at all), its `vpmu` scenario (four sampling cycle events per vCPU) spent 19-22% of vCPU time so.
+/// at all), its `vpmu` scenario (four sampling cycle events per vCPU) spent 15-22% of vCPU time so (VHE and nVHE).
 pub const WARN_SHARE_PCT: f64 = 2.0;
 /// Critical: a tenth of the vCPUs' time only in PMU register traps.
 pub const CRIT_SHARE_PCT: f64 = 10.0;

@@ -268,7 +268,9 @@ vpmu)
   ls /sys/bus/event_source/devices > /out/pmu-devices
   dmesg | grep -i -e perfevents -e pmu > /out/pmu-dmesg
   p=
-  for c in 0 1; do taskset -c $c /bin/pmustorm > /tmp/pmu$c & p="$p $c:$!"; done
+  # niced (this busybox has renice, not nice): they take every idle cycle, yet the scenario's
+  # shell still gets to stop them on time
+  for c in 0 1; do taskset -c $c /bin/pmustorm > /tmp/pmu$c & p="$p $c:$!"; renice -n 19 -p $! > /dev/null; done
   # each writes its 48 bytes once all six opens returned (seconds under nested emulation)
   n=0; while [ $n -lt 50 ] && [ "$(cat /tmp/pmu0 /tmp/pmu1 | wc -c)" -lt 96 ]; do sleep 0.2; n=$((n+1)); done
   # the perf events each one holds open, and what each perf_event_open returned (the program
@@ -321,7 +323,10 @@ poweroff -f
 pub fn job(s: &Scenario, secs: u32) -> Job {
     // ~150 KiB/s per CPU of host events in the busiest scenario; the buffer holds the whole
     // run (it is read after tracing stops), with room to spare.
-    let buffer_kb = (u64::from(secs) * 1600).clamp(16384, 131072);
+    // `vpmu` makes ~4x the events of the others (four kvm events per PM* register trap, ~4,000
+    // traps/s): 16 MiB per CPU overran in its 6 s on nVHE.
+    let per_s = if s.name == "vpmu" { 6400 } else { 1600 };
+    let buffer_kb = (u64::from(secs) * per_s).clamp(16384, 131072);
     let cmdline = format!(
         "console=ttyAMA0 panic=-1 quiet nokaslr kvmscope.scenario={} kvmscope.secs={secs} {}",
         s.name, s.guest_cmdline
