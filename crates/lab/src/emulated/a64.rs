@@ -87,6 +87,65 @@ pub fn ping_pong() -> Vec<u8> {
     static_elf(&text)
 }
 
+/// The hardware events `pmu_storm` opens (`PERF_TYPE_HARDWARE` configs): cycles,
+/// instructions, branch-instructions, then cycles three more times (QEMU's emulated PMU counts
+/// few event kinds; cycles always works and can sit on any counter).
+pub const PMU_STORM_EVENTS: [u64; 6] = [0, 1, 4, 0, 0, 0];
+/// `perf_event_attr.size` as `pmu_storm` lays it out (PERF_ATTR_SIZE_VER7).
+pub const PERF_ATTR_SIZE: usize = 128;
+
+/// `perf_event_open` of each of [`PMU_STORM_EVENTS`] on this task (pid 0, any CPU, no group),
+/// sampling every `period` events (PERF_SAMPLE_IP | PERF_SAMPLE_TID, no ring buffer: the
+/// samples are dropped, the overflow interrupts are not), then an endless loop, so that the
+/// counters overflow and the kernel handles PMU interrupts and reprograms the counters all the
+/// time. A failed open is skipped; before the loop the program writes what each open returned
+/// (the descriptor or -errno, little-endian i64s) to its standard output. The scenario kills it.
+pub fn pmu_storm(period: u64) -> Vec<u8> {
+    const PERF_EVENT_OPEN: u32 = 241;
+    const WRITE: u32 = 64;
+    // Data after the code: the attrs, then one i64 per open (its return value).
+    const RETS: usize = PMU_STORM_EVENTS.len() * PERF_ATTR_SIZE;
+    let mut c: Vec<u32> = vec![0]; // adr x19, attrs: patched below
+    for i in 0..PMU_STORM_EVENTS.len() {
+        c.extend([
+            add(0, 19, (i * PERF_ATTR_SIZE) as u32), // x0 = &attr[i]
+            movz(1, 0),                              // x1 = pid 0: this task
+            movn(2, 0),                              // x2 = cpu -1: any
+            movn(3, 0),                              // x3 = group_fd -1: its own group
+            movz(4, 0),                              // x4 = flags
+            movz(8, PERF_EVENT_OPEN),
+            SVC,
+            str_x(0, 19, (RETS + 8 * i) as u32), // rets[i] = fd or -errno
+        ]);
+    }
+    // write(1, rets, 8 * n): what each open returned, for the scenario to read
+    c.extend([
+        movz(0, 1),
+        add(1, 19, RETS as u32),
+        movz(2, 8 * PMU_STORM_EVENTS.len() as u32),
+        movz(8, WRITE),
+        SVC,
+    ]);
+    c.push(b(0)); // spin here
+    if c.len() % 2 == 1 {
+        c.push(NOP); // attrs 8-byte aligned
+    }
+    c[0] = adr(19, 4 * c.len() as i32);
+    let mut text: Vec<u8> = c.iter().flat_map(|w| w.to_le_bytes()).collect();
+    for config in PMU_STORM_EVENTS {
+        let mut a = [0u8; PERF_ATTR_SIZE];
+        a[0..4].copy_from_slice(&0u32.to_le_bytes()); // type PERF_TYPE_HARDWARE
+        a[4..8].copy_from_slice(&(PERF_ATTR_SIZE as u32).to_le_bytes()); // size
+        a[8..16].copy_from_slice(&config.to_le_bytes());
+        a[16..24].copy_from_slice(&period.to_le_bytes()); // sample_period
+        a[24..32].copy_from_slice(&3u64.to_le_bytes()); // sample_type IP | TID
+                                                        // read_format 0; flags 0: enabled, user + kernel, not inherited
+        text.extend_from_slice(&a);
+    }
+    text.extend_from_slice(&[0; 8 * PMU_STORM_EVENTS.len()]); // rets
+    static_elf(&text)
+}
+
 const SVC: u32 = 0xd400_0001;
 const NOP: u32 = 0xd503_201f;
 
@@ -105,9 +164,19 @@ fn ldr_w(rt: u32, rn: u32, offset: u32) -> u32 {
     0xb940_0000 | (((offset / 4) & 0xfff) << 10) | ((rn & 31) << 5) | (rt & 31)
 }
 
+/// STR Xt, [Xn, #offset] (a multiple of 8).
+fn str_x(rt: u32, rn: u32, offset: u32) -> u32 {
+    0xf900_0000 | (((offset / 8) & 0xfff) << 10) | ((rn & 31) << 5) | (rt & 31)
+}
+
 /// CBZ Xt, #offset (bytes from this instruction).
 fn cbz(rt: u32, offset: i32) -> u32 {
     0xb400_0000 | (((offset >> 2) as u32 & 0x7_ffff) << 5) | (rt & 31)
+}
+
+/// MOVN Xd, #imm16 (Xd = !imm16: `movn(d, 0)` is -1).
+fn movn(rd: u32, imm16: u32) -> u32 {
+    0x9280_0000 | ((imm16 & 0xffff) << 5) | (rd & 31)
 }
 
 /// MOVZ Xd, #imm16.
@@ -175,6 +244,10 @@ mod tests {
         assert_eq!(add(2, 19, 16), 0x9100_4262);
         assert_eq!(ldr_w(20, 19, 4), 0xb940_0674);
         assert_eq!(cbz(0, 8), 0xb400_0040);
+        assert_eq!(movn(2, 0), 0x9280_0002); // mov x2, #-1
+        assert_eq!(movn(3, 1), 0x9280_0023); // mov x3, #-2
+        assert_eq!(b(0), 0x1400_0000);
+        assert_eq!(str_x(0, 19, 768), 0xf901_8260); // str x0, [x19, #768]
     }
 
     #[test]
@@ -197,5 +270,52 @@ mod tests {
             &q[q.len() - 24..q.len() - 8],
             &[1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]
         );
+    }
+
+    #[test]
+    fn pmu_storm_opens_each_event_then_spins() {
+        let p = pmu_storm(10_000);
+        assert!(super::super::elf::dynamic(&p).is_some());
+        let n = PMU_STORM_EVENTS.len();
+        let data = &p[p.len() - n * (PERF_ATTR_SIZE + 8)..];
+        assert_eq!((BASE as usize + p.len() - data.len()) % 8, 0);
+        let (attrs, rets) = data.split_at(n * PERF_ATTR_SIZE);
+        assert!(rets.iter().all(|&x| x == 0));
+        let word = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        for (i, a) in attrs.chunks(PERF_ATTR_SIZE).enumerate() {
+            assert_eq!(&a[0..8], &[0, 0, 0, 0, 128, 0, 0, 0], "type 0, size 128");
+            assert_eq!(word(a, 8), PMU_STORM_EVENTS[i]);
+            assert_eq!(word(a, 16), 10_000);
+            assert!(a[40..].iter().all(|&x| x == 0), "enabled, no exclusions");
+        }
+        let code: Vec<u32> = p[120..p.len() - data.len()]
+            .chunks(4)
+            .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
+            .collect();
+        // adr x19 to the attrs, then per event: x0 = attr, x1 = 0, x2 = x3 = -1, x4 = 0, x8 =
+        // 241, svc, store x0; then write(1, rets, 48) and the loop.
+        assert_eq!(code[0], adr(19, 4 * code.len() as i32));
+        assert_eq!(code.iter().filter(|&&w| w == SVC).count(), n + 1);
+        assert_eq!(code.iter().filter(|&&w| w == movz(8, 241)).count(), n);
+        assert_eq!(
+            code[1..9],
+            [
+                add(0, 19, 0),
+                movz(1, 0),
+                movn(2, 0),
+                movn(3, 0),
+                movz(4, 0),
+                movz(8, 241),
+                SVC,
+                str_x(0, 19, 768)
+            ]
+        );
+        assert_eq!(code[9], add(0, 19, 128));
+        assert_eq!(code[8 * n], str_x(0, 19, 768 + 8 * (n as u32 - 1)));
+        assert_eq!(
+            code[8 * n + 1..8 * n + 6],
+            [movz(0, 1), add(1, 19, 768), movz(2, 48), movz(8, 64), SVC]
+        );
+        assert_eq!(code[8 * n + 6], b(0));
     }
 }
