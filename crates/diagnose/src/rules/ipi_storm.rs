@@ -341,6 +341,49 @@ mod tests {
         assert_eq!(f.confidence, Confidence::High);
     }
 
+    /// An arm64 vCPU thread exiting every millisecond for 400 ms: every `every`-th exit an
+    /// ICC_SGI1R_EL1 write trapped for `sgi_us`, the others IRQ exits of 10 us.
+    fn arm64_mix(every: u64, sgi_us: u64) -> kvmscope_analysis::Report {
+        let mut t = String::new();
+        for i in 0..400u64 {
+            let ts = 1_000_000 + i * 1_000;
+            let at = |us: u64| format!("{}.{:06}", (ts + us) / 1_000_000, (ts + us) % 1_000_000);
+            if i % every == 0 {
+                t.push_str(&format!(
+                    "CPU 0/KVM-300 [000] ..... {}: kvm_exit: TRAP: HSR_EC: 0x0018 (SYS64), PC: 0x0000ffff80001000\n\
+                     CPU 0/KVM-300 [000] ..... {}: kvm_sys_access: PC: ffff80001000 write to (3,0,12,11,5) SYS_ICC_SGI1R_EL1\n\
+                     CPU 0/KVM-300 [000] d.... {}: kvm_entry: PC: 0x0000ffff80001004\n",
+                    at(0),
+                    at(1),
+                    at(sgi_us)
+                ));
+            } else {
+                t.push_str(&format!(
+                    "CPU 0/KVM-300 [000] ..... {}: kvm_exit: IRQ: HSR_EC: 0x0000 (UNKNOWN), PC: 0x0000ffff80001000\n\
+                     CPU 0/KVM-300 [000] d.... {}: kvm_entry: PC: 0x0000ffff80001000\n",
+                    at(0),
+                    at(10)
+                ));
+            }
+        }
+        let mut b = kvmscope_analysis::ReportBuilder::new();
+        let stats = kvmscope_trace::text::decode(t.as_bytes(), |ev| b.observe(ev)).unwrap();
+        b.finish(vec![kvmscope_analysis::InputSummary::text("arm64", stats)])
+    }
+
+    #[test]
+    fn the_exit_mix_names_an_ipi_bound_guest_on_a_slow_host() {
+        // A quarter of the exits send IPIs, 60 us each: 1.5% of vCPU time, 250/s, both under
+        // their own thresholds; the mix makes it a warning, never more.
+        let f = only(&IpiStorm, &arm64_mix(4, 60), None);
+        assert_eq!(f.severity, Severity::Warning, "{f:#?}");
+        assert!(f.title.contains("25% of exits"), "{}", f.title);
+        assert!(f.mechanism.contains("ICC_SGI1R_EL1"), "{}", f.mechanism);
+        // A tenth of the exits, or a quarter that cost nothing: quiet.
+        assert!(IpiStorm.check(&arm64_mix(10, 60), None).is_empty());
+        assert!(IpiStorm.check(&arm64_mix(4, 2), None).is_empty());
+    }
+
     #[test]
     fn stays_quiet_without_ipis() {
         for name in [
