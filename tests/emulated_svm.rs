@@ -238,9 +238,17 @@ fn diagnose_names_each_pathology_first_on_svm_with_and_without_npt_and_idle_stay
                     }
                     assert_ne!(top["severity"], "info", "{host} {name}: {findings:#?}");
                     // Cost-driven rules grade by the share of vCPU time, which holds on a host
-                    // 100x slower: the title says it.
-                    if top["rule"] != "halt-wakeups" {
-                        let title = top["title"].as_str().unwrap();
+                    // 100x slower: the title says it. The timer storms (`msr`, `timer-storm`
+                    // at a 10 us period) pass both thresholds here, and the finding is graded
+                    // by whichever is further past its own (which one depends on the machine's
+                    // load): either title is right for them.
+                    let title = top["title"].as_str().unwrap();
+                    if top["rule"] == "timer-storm" {
+                        assert!(
+                            title.contains("% of vCPU time") || title.contains("/s per vCPU"),
+                            "{host} {name}: {title}"
+                        );
+                    } else if top["rule"] != "halt-wakeups" {
                         assert!(title.contains("% of vCPU time"), "{host} {name}: {title}");
                     }
                     named += 1;

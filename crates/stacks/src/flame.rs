@@ -160,11 +160,20 @@ fn palette(stacks: &[Stack], vcpus: &BTreeSet<String>) -> PaletteMap {
     map
 }
 
+/// `stack count` lines for inferno. inferno reads a second number before the count as a
+/// differential's other count (`stack before after`), so a stack whose text ends in
+/// ` <number>` (a frame with a space and digits in its name) would lend it one; that space
+/// becomes `_`.
 fn folded_lines(stacks: &[Stack]) -> Vec<String> {
     let mut lines: Vec<String> = stacks
         .iter()
         .filter(|s| s.weight > 0)
-        .map(|s| format!("{} {}", s.frames, s.weight))
+        .map(|s| match s.frames.rsplit_once(' ') {
+            Some((head, last)) if last.parse::<f64>().is_ok() => {
+                format!("{head}_{last} {}", s.weight)
+            }
+            _ => format!("{} {}", s.frames, s.weight),
+        })
         .collect();
     lines.sort();
     lines
