@@ -3,28 +3,7 @@
 //! over reports of real captures. A snapshot is external input: any values it holds (empty
 //! CPU lists, huge counters, zero frequencies) must not panic a rule.
 
-use std::sync::OnceLock;
-
-use kvmscope_analysis::{Report, ReportBuilder};
 use kvmscope_system::SystemSnapshot;
-
-fn reports() -> &'static [Report] {
-    static R: OnceLock<Vec<Report>> = OnceLock::new();
-    R.get_or_init(|| {
-        [
-            &include_bytes!("../../tests/fixtures/diagnose/ipi.txt")[..],
-            &include_bytes!("../../tests/fixtures/diagnose/timer-storm.txt")[..],
-            &include_bytes!("../../tests/fixtures/diagnose/hlt-2ms.txt")[..],
-        ]
-        .iter()
-        .map(|t| {
-            let mut b = ReportBuilder::new();
-            kvmscope_trace::text::decode_sequential(*t, |ev| b.observe(ev)).unwrap();
-            b.finish(Vec::new())
-        })
-        .collect()
-    })
-}
 
 /// One input.
 pub fn run(data: &[u8]) {
@@ -40,7 +19,7 @@ pub fn run(data: &[u8]) {
     if let Some(t) = &snap.timer_list {
         let _ = t.summary();
     }
-    for r in reports() {
+    for r in super::real_reports() {
         let d = kvmscope_diagnose::diagnose(r, Some(&snap));
         let _ = kvmscope_diagnose::render::text(&d);
     }

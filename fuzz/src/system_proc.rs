@@ -1,33 +1,13 @@
 //! The /proc and /sys parsers of `kvmscope_system` (interrupts, softirqs, timer_list,
 //! cmdline, kernel config, cpu lists, KVM parameters, cpuinfo, timer_migration, a VMM's
 //! command line), all on the same text, then the snapshot they make through every diagnosis
-//! rule over reports of real captures (an IPI storm and a timer storm: the rules that read
-//! the snapshot). After the first NUL byte comes a second reading, for the interval diffs.
+//! rule over reports of real captures (an IPI storm, a timer storm, HLT wake-ups: the rules
+//! that read the snapshot). After the first NUL byte comes a second reading, for the interval diffs.
 
-use std::sync::OnceLock;
-
-use kvmscope_analysis::{Report, ReportBuilder};
 use kvmscope_system::{
     cmdline, cpuinfo, cpulist, interrupts, kconfig, kvm_params::KvmParams, parse_timer_migration,
     softirqs, timer_list, vms, SystemSnapshot,
 };
-
-fn reports() -> &'static [Report] {
-    static R: OnceLock<Vec<Report>> = OnceLock::new();
-    R.get_or_init(|| {
-        [
-            &include_bytes!("../../tests/fixtures/diagnose/ipi.txt")[..],
-            &include_bytes!("../../tests/fixtures/diagnose/timer-storm.txt")[..],
-        ]
-        .iter()
-        .map(|t| {
-            let mut b = ReportBuilder::new();
-            kvmscope_trace::text::decode_sequential(*t, |ev| b.observe(ev)).unwrap();
-            b.finish(Vec::new())
-        })
-        .collect()
-    })
-}
 
 /// One input.
 pub fn run(data: &[u8]) {
@@ -78,7 +58,7 @@ pub fn run(data: &[u8]) {
     }
     let _ = vms::qemu_name(&data[..cut]);
     let _ = snap.isolation_summary();
-    for r in reports() {
+    for r in super::real_reports() {
         let _ = kvmscope_diagnose::diagnose(r, Some(&snap));
     }
 }
