@@ -1,7 +1,8 @@
 //! Text traces (ftrace, trace-cmd report, perf script) through `kvmscope_trace::text`: the
 //! sequential decoder must not panic, and the two-thread decoder (with a batch size taken
 //! from the input, so small inputs cross many batch boundaries) must give the same events,
-//! in the same order, and the same statistics or the same error.
+//! in the same order, and the same statistics or the same error (the events a refused input
+//! gave before its error may differ).
 
 fn snapshot(bytes: &[u8], batch: Option<usize>) -> Result<(Vec<String>, String), String> {
     let mut seen = Vec::new();
@@ -18,7 +19,11 @@ fn snapshot(bytes: &[u8], batch: Option<usize>) -> Result<(Vec<String>, String),
             let _ = s.lost_total();
             Ok((seen, format!("{s:?}")))
         }
-        Err(e) => Err(format!("{e} after {} events", seen.len())),
+        // Binary input is refused as each read finds it, so how many events came out before
+        // the error depends on the read size (the campaign's text_decode crash: 2 events in
+        // 257-byte reads, none in one read): the error must agree, the events before it need
+        // not (every caller discards them on the error).
+        Err(e) => Err(e.to_string()),
     }
 }
 
