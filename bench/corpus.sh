@@ -59,7 +59,10 @@ svm_dats=$(find "$src/svm" -name trace.dat | sort)
 arm64_dat=$(find "$src/arm64" -name trace.dat | sort | head -1)
 [ -n "$arm64_dat" ] || { echo "no trace.dat under $src/arm64 (see $src/arm64.log)" >&2; exit 1; }
 
-cat tests/fixtures/host/pvm-*.txt > "$unit/pvm-ftrace.txt"
+# The captures only, not the .lab.txt / .report.txt notes beside them.
+for f in tests/fixtures/host/pvm-*.txt; do
+  case $f in *.lab.txt | *.report.txt) ;; *) cat "$f" ;; esac
+done > "$unit/pvm-ftrace.txt"
 cp tests/fixtures/host/perf-script-pio.perfscript "$unit/pvm-perf-script.txt"
 cp tests/fixtures/tracedat/kvmscope-record-lab-v6.dat "$unit/pvm-v6.dat"
 cp tests/fixtures/tracedat/trace-cmd-extract-lab-v7-zstd.dat "$unit/pvm-v7-zstd.dat"
