@@ -202,6 +202,17 @@ fn split_lines<R: Read>(
     Ok(())
 }
 
+/// Grows `buf` to `len` bytes with zeros. `Vec::resize` does the same, but byte by byte in an
+/// unoptimised build, where the 1 MiB buffers of every small decode made the property tests
+/// take minutes; slices of a zero block are copied with memcpy in any build.
+fn zero_extend(buf: &mut Vec<u8>, len: usize) {
+    static ZEROS: [u8; 1 << 14] = [0; 1 << 14];
+    while buf.len() < len {
+        let n = (len - buf.len()).min(ZEROS.len());
+        buf.extend_from_slice(&ZEROS[..n]);
+    }
+}
+
 /// The input in chunks of whole lines, each chunk an owned buffer (so a pipeline can hand it
 /// to another thread as it is, without copying lines out of it).
 struct Splitter<R> {
@@ -295,7 +306,7 @@ impl<R: Read> Splitter<R> {
     fn recycle(&mut self, mut buf: Vec<u8>) {
         if buf.capacity() >= self.chunk && self.spare.len() < 2 {
             // Only the bytes after the chunk's text are zeroed again.
-            buf.resize(self.chunk.max(buf.len()), 0);
+            zero_extend(&mut buf, self.chunk);
             self.spare.push(buf);
         }
     }
@@ -312,7 +323,7 @@ impl<R: Read> Splitter<R> {
                     });
                 }
                 let grown = (self.buf.len() * 2).min(MAX_LINE + CHUNK);
-                self.buf.resize(grown, 0);
+                zero_extend(&mut self.buf, grown);
             }
             let n = read_some(
                 &mut self.input,
@@ -346,7 +357,7 @@ impl<R: Read> Splitter<R> {
             };
             let mut next = self.spare.pop().unwrap_or_else(|| vec![0u8; self.chunk]);
             if next.len() < self.buf.len() {
-                next.resize(self.buf.len(), 0);
+                zero_extend(&mut next, self.buf.len());
             }
             let tail = end - (nl + 1);
             next[..tail].copy_from_slice(&self.buf[nl + 1..end]);
