@@ -169,17 +169,8 @@ pub fn decode_sequential<R: Read>(
     let mut stats = TextStats::default();
     let mut names = NameCache::default();
     split_lines(input, |line, offset, unterminated| {
-        let lossy;
-        let line = match line {
-            Ok(text) => LineIn::Text(text),
-            Err(bytes) => {
-                lossy = String::from_utf8_lossy(bytes);
-                LineIn::Invalid {
-                    lossy: &lossy,
-                    len: bytes.len(),
-                }
-            }
-        };
+        let mut lossy = None;
+        let line = LineIn::of(line, &mut lossy);
         if let Some((text, h)) = take_line(line, offset, unterminated, &mut stats, line::parse) {
             let line_no = stats.lines;
             emit(h, text, line_no, &mut stats, &mut names, &mut sink);
@@ -391,6 +382,20 @@ fn read_some<R: Read>(input: &mut R, buf: &mut [u8], offset: u64) -> Result<usiz
 enum LineIn<'a> {
     Text(&'a str),
     Invalid { lossy: &'a str, len: usize },
+}
+
+impl<'a> LineIn<'a> {
+    /// A line as the splitter gives it: text, or bytes that are not UTF-8, shown lossily
+    /// from `lossy` (the caller's storage, so the line can borrow it).
+    fn of(raw: Result<&'a str, &'a [u8]>, lossy: &'a mut Option<String>) -> Self {
+        match raw {
+            Ok(text) => LineIn::Text(text),
+            Err(bytes) => LineIn::Invalid {
+                lossy: lossy.insert(String::from_utf8_lossy(bytes).into_owned()),
+                len: bytes.len(),
+            },
+        }
+    }
 }
 
 /// [`line_header`], plus the record that a last line without a newline that does not parse

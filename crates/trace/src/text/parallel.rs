@@ -142,17 +142,8 @@ pub(super) fn decode<R: Read + Send>(
                 };
                 let mut side = Batch::default();
                 split.lines += chunk.for_each_line(&mut |raw, offset, unterminated| {
-                    let lossy;
-                    let line = match raw {
-                        Ok(text) => LineIn::Text(text),
-                        Err(bytes) => {
-                            lossy = String::from_utf8_lossy(bytes);
-                            LineIn::Invalid {
-                                lossy: &lossy,
-                                len: bytes.len(),
-                            }
-                        }
-                    };
+                    let mut lossy = None;
+                    let line = LineIn::of(raw, &mut lossy);
                     let Some((text, h)) =
                         take_line(line, offset, unterminated, &mut stats, line::parse_columns)
                     else {
