@@ -31,7 +31,19 @@ impl Class {
 
 /// The report's names: each `(system, name)` with its [`Class`].
 #[derive(Debug, Default)]
-pub struct NameTable(kvmscope_trace::names::NameTable<Class>);
+pub struct NameTable {
+    names: kvmscope_trace::names::NameTable<Class>,
+    /// The decoder's table the events now come from ([`NameRef`]), and its ids mapped to
+    /// ours: a name is hashed once per decoder, then found by index.
+    ///
+    /// [`NameRef`]: kvmscope_trace::names::NameRef
+    source: u32,
+    from_source: Vec<Option<(NameId, Class)>>,
+}
+
+/// A decoder id past this is hashed, not mapped (a malformed trace.dat's id space is not
+/// allocated).
+const MAX_SOURCE_ID: u32 = 1 << 16;
 
 /// One interned name.
 #[derive(Debug, Clone, Copy)]
@@ -45,12 +57,33 @@ impl NameTable {
     /// The id of the event's `(system, name)`, and its class.
     #[inline]
     pub fn intern(&mut self, ev: &Event<'_>) -> (NameId, Class) {
-        self.0
+        let Some((table, id)) = ev.name_ref.get().filter(|r| r.1 < MAX_SOURCE_ID) else {
+            return self.hash(ev);
+        };
+        if table == self.source {
+            if let Some(Some(hit)) = self.from_source.get(id as usize) {
+                return *hit;
+            }
+        } else {
+            self.source = table;
+            self.from_source.clear();
+        }
+        let ours = self.hash(ev);
+        if self.from_source.len() <= id as usize {
+            self.from_source.resize(id as usize + 1, None);
+        }
+        self.from_source[id as usize] = Some(ours);
+        ours
+    }
+
+    #[inline]
+    fn hash(&mut self, ev: &Event<'_>) -> (NameId, Class) {
+        self.names
             .intern(ev.system, ev.name, |system, _| Class::of(system))
     }
 
     pub fn get(&self, id: NameId) -> Name<'_> {
-        let (system, name, class) = self.0.get(id);
+        let (system, name, class) = self.names.get(id);
         Name {
             system,
             name,
@@ -59,11 +92,11 @@ impl NameTable {
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.names.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.names.is_empty()
     }
 }
 
@@ -83,6 +116,7 @@ mod tests {
             name,
             payload: "",
             kind: EventKind::Other,
+            name_ref: Default::default(),
         }
     }
 
@@ -101,5 +135,24 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!((ca, cb), (Class::Kvm, Class::Other));
         assert_eq!(t.len(), 502);
+    }
+
+    #[test]
+    fn decoder_ids_map_per_decoder_table() {
+        use kvmscope_trace::names::{new_table, NameRef};
+        let mut t = NameTable::default();
+        let (a, b) = (new_table(), new_table());
+        let with = |e: Event<'static>, table, id| Event {
+            name_ref: NameRef::new(table, id),
+            ..e
+        };
+        let exit = t.intern(&with(ev("kvm", "kvm_exit"), a, 0));
+        // Id 0 of another decoder is another name; the first decoder's id 0 is still its own.
+        let switch = t.intern(&with(ev("sched", "sched_switch"), b, 0));
+        assert_ne!(exit.0, switch.0);
+        assert_eq!(t.get(switch.0).name, "sched_switch");
+        assert_eq!(t.intern(&with(ev("kvm", "kvm_exit"), a, 0)), exit);
+        assert_eq!(t.intern(&with(ev("kvm", "kvm_exit"), a, 7)), exit);
+        assert_eq!(t.intern(&ev("kvm", "kvm_exit")), exit);
     }
 }

@@ -113,6 +113,7 @@ mod tests {
             name,
             payload: "",
             kind: EventKind::Other,
+            name_ref: Default::default(),
         }
     }
 

@@ -603,6 +603,7 @@ mod tests {
             name,
             payload: "",
             kind,
+            name_ref: Default::default(),
         }
     }
 

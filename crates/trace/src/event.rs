@@ -25,6 +25,8 @@ pub struct Event<'a> {
     /// The event's fields as printed (text sources).
     pub payload: &'a str,
     pub kind: EventKind<'a>,
+    /// The decoder's id of `(system, name)`, for consumers that intern names too.
+    pub name_ref: crate::names::NameRef,
 }
 
 /// Which virtualisation extension produced an exit.

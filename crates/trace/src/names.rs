@@ -5,6 +5,59 @@
 /// Index of an interned `(system, name)`, dense from 0 in first-seen order.
 pub type NameId = u32;
 
+/// The decoder's own id for an event's name, handed to consumers with the event so that they
+/// can map it to theirs by index instead of hashing the name again: `id` is dense in the
+/// decoder's table `table`, a number no other table of the process has. [`NameRef::NONE`]
+/// from sources that do not intern.
+///
+/// A hint, not part of what the event says: two events compare equal whatever their
+/// `NameRef`s, and it prints as `_`.
+#[derive(Clone, Copy, Default)]
+pub struct NameRef {
+    table: u32,
+    id: NameId,
+}
+
+impl NameRef {
+    pub const NONE: NameRef = NameRef { table: 0, id: 0 };
+
+    /// `id` of table `table` (a number from [`new_table`]).
+    #[inline]
+    pub fn new(table: u32, id: NameId) -> NameRef {
+        NameRef { table, id }
+    }
+
+    /// `Some((table, id))`, or `None` for [`NameRef::NONE`].
+    #[inline]
+    pub fn get(self) -> Option<(u32, NameId)> {
+        (self.table != 0).then_some((self.table, self.id))
+    }
+}
+
+impl PartialEq for NameRef {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for NameRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("_")
+    }
+}
+
+/// A table number for [`NameRef`]s no other table of this process has had (never 0).
+pub fn new_table() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    loop {
+        let t = NEXT.fetch_add(1, Ordering::Relaxed);
+        if t != 0 {
+            return t;
+        }
+    }
+}
+
 /// Open addressing over slots that hold the key itself for names up to 24 bytes and systems up
 /// to 8 (every tracepoint kvmscope knows): a lookup is one hash and a few word compares in one
 /// slot, no pointer chased; longer keys compare against the stored strings.

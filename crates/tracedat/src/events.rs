@@ -82,6 +82,8 @@ pub fn for_each_event(
     summary.buffers = buffers.iter().map(|b| b.name.clone()).collect();
     let mut unresolved = 0u64;
     let mut events = 0u64;
+    // The file's event ids name the events for consumers that intern names.
+    let names = kvmscope_trace::names::new_table();
     let mut handle = |rec: &crate::ringbuf::Record<'_>| {
         let id = rec.id as usize;
         if plans.len() <= id {
@@ -121,6 +123,7 @@ pub fn for_each_event(
             name: &fmt.name,
             payload,
             kind,
+            name_ref: kvmscope_trace::names::NameRef::new(names, u32::from(rec.id)),
         });
     };
     let lost = if let [one] = buffers[..] {

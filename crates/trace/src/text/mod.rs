@@ -78,13 +78,15 @@ fn assemble(h: line::Header<'_>) -> (Event<'_>, bool) {
     } else {
         h.system
     };
-    assemble_with(h, system, payload::decoder(system, h.name))
+    let decoder = payload::decoder(system, h.name);
+    assemble_with(h, system, decoder, crate::names::NameRef::NONE)
 }
 
 fn assemble_with<'a>(
     h: line::Header<'a>,
     system: &'a str,
     decoder: payload::Decoder,
+    name_ref: crate::names::NameRef,
 ) -> (Event<'a>, bool) {
     let decoded = decoder(h.name, h.payload);
     let ev = Event {
@@ -97,19 +99,32 @@ fn assemble_with<'a>(
         name: h.name,
         payload: h.payload,
         kind: decoded.unwrap_or(EventKind::Other),
+        name_ref,
     };
     (ev, decoded.is_none())
 }
 
 /// What each event name resolves to, once per name and decoder: its system when the line
-/// does not print one, and its payload decoder.
-#[derive(Default)]
-struct NameCache(crate::names::NameTable<(Option<&'static str>, payload::Decoder)>);
+/// does not print one, and its payload decoder. Its ids reach the sink as the events'
+/// [`NameRef`](crate::names::NameRef)s.
+struct NameCache {
+    names: crate::names::NameTable<(Option<&'static str>, payload::Decoder)>,
+    table: u32,
+}
+
+impl Default for NameCache {
+    fn default() -> Self {
+        NameCache {
+            names: Default::default(),
+            table: crate::names::new_table(),
+        }
+    }
+}
 
 impl NameCache {
     #[inline]
     fn assemble<'a>(&mut self, h: line::Header<'a>) -> (Event<'a>, bool) {
-        let (_, (known, decoder)) = self.0.intern(h.system, h.name, |system, name| {
+        let (id, (known, decoder)) = self.names.intern(h.system, h.name, |system, name| {
             if system.is_empty() {
                 let known = payload::system_of(name);
                 (Some(known), payload::decoder(known, name))
@@ -117,7 +132,8 @@ impl NameCache {
                 (None, payload::decoder(system, name))
             }
         });
-        assemble_with(h, known.unwrap_or(h.system), decoder)
+        let name_ref = crate::names::NameRef::new(self.table, id);
+        assemble_with(h, known.unwrap_or(h.system), decoder, name_ref)
     }
 }
 
