@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use kvmscope_trace::{Event, EventKind, MmioKind};
 use serde::Serialize;
 
-use crate::keys::{IdMap, MsrLabel};
+use crate::keys::{MsrLabel, ThreadSlots};
 use crate::stats::{Latency, LatencySummary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,7 +58,7 @@ struct Open {
 #[derive(Debug, Default)]
 pub struct Accesses {
     slots: BTreeMap<Key, Slot>,
-    threads: IdMap<u32, Open>,
+    threads: ThreadSlots<Open>,
     /// System-register names as the trace printed them (`SYS_` dropped), by encoding.
     sysreg_names: BTreeMap<[u8; 5], String>,
     /// System-register traps per register and vCPU thread (few: SGI1R writes are one per IPI).
@@ -127,11 +127,11 @@ impl Accesses {
     pub fn observe(&mut self, ev: &Event<'_>) {
         let (key, bytes, value, fault) = match ev.kind {
             EventKind::KvmExit(_) => {
-                self.threads.entry(ev.tid).or_default().exit_ts = Some(ev.ts_ns);
+                self.threads.slot(ev.tid).exit_ts = Some(ev.ts_ns);
                 return;
             }
             EventKind::KvmEntry { .. } => {
-                let open = self.threads.entry(ev.tid).or_default();
+                let open = self.threads.slot(ev.tid);
                 open.exit_ts = None;
                 if let Some((start, key)) = open.access.take() {
                     if let (Some(slot), true) = (self.slots.get_mut(&key), ev.ts_ns >= start) {
@@ -203,7 +203,7 @@ impl Accesses {
         slot.bytes += bytes;
         slot.faults += u64::from(fault);
         slot.last_value = value;
-        let open = self.threads.entry(ev.tid).or_default();
+        let open = self.threads.slot(ev.tid);
         match key {
             Key::Mmio { write: false, .. } => {
                 if let Some(start) = open.exit_ts.take() {

@@ -12,14 +12,14 @@ use std::collections::HashMap;
 use kvmscope_trace::{Event, EventKind, Isa};
 use serde::Serialize;
 
-use crate::keys::{IdMap, ReasonKey};
+use crate::keys::{ReasonKey, ThreadSlots};
 use crate::stats::{Latency, LatencySummary};
 
 #[derive(Debug, Default)]
 pub struct Exits {
     reasons: HashMap<ReasonKey, Slot, foldhash::fast::FixedState>,
     /// Per thread: the open exit (start ts, reason) and the vCPU id last printed.
-    threads: IdMap<u32, Open>,
+    threads: ThreadSlots<Open>,
     entries_unpaired: u64,
     total: u64,
 }
@@ -28,7 +28,7 @@ pub struct Exits {
 struct Slot {
     count: u64,
     latency: Latency,
-    per_vcpu: IdMap<u32, u64>,
+    per_vcpu: ThreadSlots<u64>,
     emulated: Split,
     userspace: Split,
 }
@@ -99,15 +99,15 @@ impl Exits {
                 let key = ReasonKey::from_reason(&e.reason);
                 let slot = self.reasons.entry(key.clone()).or_default();
                 slot.count += 1;
-                *slot.per_vcpu.entry(ev.tid).or_default() += 1;
-                let open = self.threads.entry(ev.tid).or_default();
+                *slot.per_vcpu.slot(ev.tid) += 1;
+                let open = self.threads.slot(ev.tid);
                 *open = Open {
                     start: Some((ev.ts_ns, key)),
                     ..Open::default()
                 };
             }
             EventKind::Pio { .. } | EventKind::Mmio { .. } | EventKind::UserspaceExit { .. } => {
-                if let Some(open) = self.threads.get_mut(&ev.tid) {
+                if let Some(open) = self.threads.get_mut(ev.tid) {
                     if open.start.is_some() {
                         open.emulated = true;
                         open.userspace |= matches!(ev.kind, EventKind::UserspaceExit { .. });
@@ -115,7 +115,7 @@ impl Exits {
                 }
             }
             EventKind::KvmEntry { .. } => {
-                let open = self.threads.entry(ev.tid).or_default();
+                let open = self.threads.slot(ev.tid);
                 match open.start.take() {
                     Some((start, key)) if ev.ts_ns >= start => {
                         if let Some(slot) = self.reasons.get_mut(&key) {
@@ -149,7 +149,7 @@ impl Exits {
             .iter()
             .map(|(key, slot)| {
                 let mut per_thread: Vec<(u32, u64)> =
-                    slot.per_vcpu.iter().map(|(&t, &n)| (t, n)).collect();
+                    slot.per_vcpu.iter().map(|(t, &n)| (t, n)).collect();
                 per_thread.sort_unstable();
                 ExitRow {
                     reason: key.name(),

@@ -103,3 +103,117 @@ impl std::hash::Hasher for IdHasher {
 }
 
 pub type IdMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Values per thread id, for the per-event lookups every analysis makes: the values in a
+/// vector, the thread ids in an index, and the last thread looked up remembered, since
+/// consecutive events mostly come from the same vCPU thread (its exit, what KVM did, its
+/// entry), so the usual lookup is one comparison, not a hash probe. Iterates in first-seen
+/// order.
+#[derive(Debug, Clone)]
+pub struct ThreadSlots<V> {
+    index: IdMap<u32, u32>,
+    tids: Vec<u32>,
+    values: Vec<V>,
+    /// The last `(tid, slot)` looked up.
+    last: (u32, u32),
+}
+
+impl<V> Default for ThreadSlots<V> {
+    fn default() -> Self {
+        ThreadSlots {
+            index: IdMap::default(),
+            tids: Vec::new(),
+            values: Vec::new(),
+            last: (0, u32::MAX),
+        }
+    }
+}
+
+impl<V> ThreadSlots<V> {
+    #[inline]
+    fn find(&mut self, tid: u32) -> Option<usize> {
+        if self.last.0 == tid && self.last.1 != u32::MAX {
+            return Some(self.last.1 as usize);
+        }
+        let slot = *self.index.get(&tid)?;
+        self.last = (tid, slot);
+        Some(slot as usize)
+    }
+
+    /// The value of `tid`, made by `make` the first time.
+    #[inline]
+    pub fn get_or_insert_with(&mut self, tid: u32, make: impl FnOnce() -> V) -> &mut V {
+        let slot = match self.find(tid) {
+            Some(slot) => slot,
+            None => self.insert(tid, make()),
+        };
+        &mut self.values[slot]
+    }
+
+    #[cold]
+    fn insert(&mut self, tid: u32, value: V) -> usize {
+        let slot = self.values.len();
+        self.values.push(value);
+        self.tids.push(tid);
+        self.index.insert(tid, slot as u32);
+        self.last = (tid, slot as u32);
+        slot
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, tid: u32) -> Option<&mut V> {
+        let slot = self.find(tid)?;
+        Some(&mut self.values[slot])
+    }
+
+    pub fn get(&self, tid: u32) -> Option<&V> {
+        self.index.get(&tid).map(|&s| &self.values[s as usize])
+    }
+
+    /// `(tid, value)` in first-seen order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &V)> {
+        self.tids.iter().copied().zip(&self.values)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.values.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+impl<V: Default> ThreadSlots<V> {
+    /// The value of `tid`, default the first time.
+    #[inline]
+    pub fn slot(&mut self, tid: u32) -> &mut V {
+        self.get_or_insert_with(tid, V::default)
+    }
+}
+
+#[cfg(test)]
+mod thread_slots_tests {
+    use super::ThreadSlots;
+
+    #[test]
+    fn each_thread_its_own_value_whatever_the_order() {
+        let mut t: ThreadSlots<u64> = ThreadSlots::default();
+        for (i, tid) in [5u32, 5, 0, 7, 5, 0, 7, 7, u32::MAX]
+            .into_iter()
+            .enumerate()
+        {
+            *t.slot(tid) += i as u64;
+        }
+        let all: Vec<_> = t.iter().map(|(tid, &v)| (tid, v)).collect();
+        assert_eq!(all, vec![(5, 5), (0, 7), (7, 16), (u32::MAX, 8)]);
+        assert_eq!(t.get(7), Some(&16));
+        assert_eq!(t.get_mut(1), None);
+        assert_eq!(t.get_mut(0), Some(&mut 7));
+        assert_eq!(t.len(), 4);
+    }
+}

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use kvmscope_trace::{Event, EventKind, MmuKind};
 use serde::Serialize;
 
-use crate::keys::IdMap;
+use crate::keys::ThreadSlots;
 
 #[derive(Debug, Default)]
 pub struct Mmu {
     kinds: BTreeMap<MmuKind, u64>,
-    roots: IdMap<u32, RootCounts>,
+    roots: ThreadSlots<RootCounts>,
     page_faults: u64,
     pf_write: u64,
     pf_user: u64,
@@ -59,7 +59,7 @@ impl Mmu {
             } => {
                 *self.kinds.entry(kind).or_default() += 1;
                 if root {
-                    let c = self.roots.entry(ev.tid).or_default();
+                    let c = self.roots.slot(ev.tid);
                     if created {
                         c.new += 1;
                     } else {
@@ -86,7 +86,7 @@ impl Mmu {
     }
 
     pub fn finish(&self) -> MmuReport {
-        let mut root_loads: Vec<_> = self.roots.iter().map(|(&t, &c)| (t, c)).collect();
+        let mut root_loads: Vec<_> = self.roots.iter().map(|(t, &c)| (t, c)).collect();
         root_loads.sort_unstable_by_key(|&(t, _)| t);
         MmuReport {
             events: self.kinds.iter().map(|(&k, &n)| (k, n)).collect(),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use kvmscope_trace::{tables, Event, EventKind};
 use serde::Serialize;
 
-use crate::keys::IdMap;
+use crate::keys::ThreadSlots;
 use crate::names::{Class, NameId, NameTable};
 
 #[derive(Debug, Default)]
@@ -17,7 +17,7 @@ pub struct Overview {
     names: NameTable,
     /// Events per [`NameId`].
     by_name: Vec<u64>,
-    threads: IdMap<u32, Thread>,
+    threads: ThreadSlots<Thread>,
     userspace: BTreeMap<(u32, Option<u32>), u64>,
     /// Events per CPU below 4096, by index; the rest in `cpus`.
     cpus_small: Vec<u64>,
@@ -115,7 +115,7 @@ impl Overview {
     }
 
     fn observe_kvm(&mut self, ev: &Event<'_>) {
-        let t = self.threads.entry(ev.tid).or_insert_with(|| Thread {
+        let t = self.threads.get_or_insert_with(ev.tid, || Thread {
             comm: ev.comm.to_string(),
             first_ts: ev.ts_ns,
             ..Thread::default()
@@ -161,10 +161,12 @@ impl Overview {
             .collect();
         by_name.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let mut vms: BTreeMap<Option<u32>, Vm> = BTreeMap::new();
-        let mut tids: Vec<_> = self.threads.keys().copied().collect();
+        let mut tids: Vec<_> = self.threads.iter().map(|(tid, _)| tid).collect();
         tids.sort_unstable();
         for tid in tids {
-            let t = &self.threads[&tid];
+            let Some(t) = self.threads.get(tid) else {
+                continue;
+            };
             // The process's own name is its main thread's (tid == pid); without that thread in
             // the trace, or without a tgid column, it is unknown ("?"): a vCPU thread's name
             // ("CPU 0/KVM") or another process's is never shown as the process's.
