@@ -15,16 +15,14 @@
 #
 # inferno-collapse-perf is installed with `cargo install inferno` when missing. Each tool reads
 # the file once from a warm page cache; output goes to files that are compared afterwards.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 
 BENCH_DIR=${BENCH_DIR:-/tmp/kvmscope-bench}
 TARGET_MB=${TARGET_MB:-1000}
 RECORD_SECS=${RECORD_SECS:-60}
 mkdir -p "$BENCH_DIR"
 
-cargo build --release --quiet
-KVMSCOPE=${CARGO_TARGET_DIR:-target}/release/kvmscope
+bench_build
 
 if ! command -v inferno-collapse-perf >/dev/null; then
   echo "installing inferno (cargo install inferno)..." >&2
@@ -61,13 +59,8 @@ printf '%-26s %9s %9s %9s %10s\n' tool seconds "MB/s" "user s" "peak RSS"
 declare -A SECS
 run() { # name, output file, command...
   local name=$1 out=$2; shift 2
-  local log=$BENCH_DIR/$name.time
-  /usr/bin/time -v -o "$log" "$@" > "$out"
-  local wall user rss secs
-  wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$log")
-  user=$(sed -n 's/.*User time (seconds): //p' "$log")
-  rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
-  secs=$(echo "$wall" | awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; print s }')
+  local secs user rss
+  read -r secs user _ rss < <(timed "$out" "$@")
   SECS[$name]=$secs
   printf '%-26s %9.2f %9.0f %9.2f %8d MB\n' "$name" "$secs" \
     "$(echo "$bytes / 1000000 / $secs" | bc -l)" "$user" $((rss / 1024))

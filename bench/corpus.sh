@@ -25,17 +25,13 @@
 # Usage: bench/corpus.sh [SIZE_MB]    (prints the corpus files, one per line)
 #   SRC_DIR      where the emulated-host runs are kept (default $CORPUS_DIR/src); delete it to
 #                record again.
-#   KVMSCOPE     the kvmscope binary (default: target/release/kvmscope, built if missing).
-set -euo pipefail
-cd "$(dirname "$0")/.."
+#   KVMSCOPE     the kvmscope binary (default: target/release/kvmscope, built first).
+. "$(dirname "$0")/lib.sh"
 size_mb=${1:-1000}
 corpus=${CORPUS_DIR:-$HOME/.cache/kvmscope/corpus}
 src=${SRC_DIR:-$corpus/src}
 mkdir -p "$corpus" "$src"
-if [ -z "${KVMSCOPE:-}" ]; then
-  KVMSCOPE=${CARGO_TARGET_DIR:-$PWD/target}/release/kvmscope
-  [ -x "$KVMSCOPE" ] || nice -n 15 cargo build --release -q
-fi
+bench_build
 
 # 1. The emulated hosts' recordings (once; kept in $src).
 if [ ! -e "$src/svm/done" ]; then

@@ -11,19 +11,17 @@
 #
 # usage: bench/export-parquet.sh [SIZE_MB] [SECS] [SCENARIO]   (defaults: 1024, 3, timer-storm)
 # Needs root, /dev/kvm, tracefs, trace-cmd; writes into a temp dir (about 2x SIZE_MB).
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 SIZE_MB=${1:-1024}
 SECS=${2:-3}
 SCENARIO=${3:-timer-storm}
-cargo build --release --quiet
-K=$(realpath "${CARGO_TARGET_DIR:-target}/release/kvmscope")
+bench_build
 T=$(mktemp -d /var/tmp/kvmscope-export-bench.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 
 echo "== recording $SCENARIO for ${SECS}s"
-"$K" record -q -e all -o "$T/rec.dat" -- "$K" lab run "$SCENARIO" --duration "${SECS}s" >/dev/null
-"$K" export "$T/rec.dat" --format parquet -o "$T/rec.parquet" 2>"$T/rec.log"
+"$KVMSCOPE" record -q -e all -o "$T/rec.dat" -- "$KVMSCOPE" lab run "$SCENARIO" --duration "${SECS}s" >/dev/null
+"$KVMSCOPE" export "$T/rec.dat" --format parquet -o "$T/rec.parquet" 2>"$T/rec.log"
 cat "$T/rec.log"
 events=$(sed -n 's/^kvmscope export: \([0-9]*\) events.*/\1/p' "$T/rec.log")
 dat=$(stat -c %s "$T/rec.dat")
@@ -40,9 +38,9 @@ for ((i = 0; i < reps; i++)); do cat "$T/one.txt"; done >"$T/big.txt"
 rm -f "$T/one.txt" "$T/rec.dat"
 ls -l "$T/big.txt"
 for f in parquet arrow; do
-  "$K" export "$T/big.txt" --format "$f" -o "$T/big.$f"
+  "$KVMSCOPE" export "$T/big.txt" --format "$f" -o "$T/big.$f"
   ls -l "$T/big.$f" "$T/big.exits.$f"
   rm -f "$T/big.$f" "$T/big.exits.$f"
 done
 echo "== kvmscope report on the same input"
-/usr/bin/time -f '%e s, peak RSS %M kB' "$K" report "$T/big.txt" >/dev/null
+/usr/bin/time -f '%e s, peak RSS %M kB' "$KVMSCOPE" report "$T/big.txt" >/dev/null

@@ -13,17 +13,14 @@
 #    grow with the input).
 #
 # Needs root, /dev/kvm, tracefs, trace-cmd. Usage: bench/export.sh [SIZE_MB]
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 size_mb=${1:-1000}
 work=${BENCH_DIR:-$(mktemp -d /tmp/kvmscope-bench.XXXXXX)}
-cargo build --release -q
-kvmscope=$PWD/target/release/kvmscope
-[ -n "${CARGO_TARGET_DIR:-}" ] && kvmscope=$CARGO_TARGET_DIR/release/kvmscope
+bench_build
 
 if [ ! -s "$work/run.dat" ]; then
   t=/sys/kernel/tracing
-  mountpoint -q "$t" || mount -t tracefs nodev "$t"
+  mount_tracefs
   inst=kvmscope-bench-$$
   mkdir "$t/instances/$inst"
   cleanup() {
@@ -34,22 +31,20 @@ if [ ! -s "$work/run.dat" ]; then
   trap cleanup EXIT
   echo 262144 > "$t/instances/$inst/buffer_size_kb"
   echo 1 > "$t/instances/$inst/events/kvm/enable"
-  "$kvmscope" lab run pio --count 100000 > /dev/null
-  "$kvmscope" lab run msr --count 100000 > /dev/null
+  "$KVMSCOPE" lab run pio --count 100000 > /dev/null
+  "$KVMSCOPE" lab run msr --count 100000 > /dev/null
   echo 0 > "$t/instances/$inst/events/enable"
   trace-cmd extract -B "$inst" -o "$work/run.dat" > /dev/null 2>&1
   cleanup
   trap - EXIT
 fi
 
-secs() { /usr/bin/time -f "%e %M" -o "$work/time" "$@" > "$work/out" 2>/dev/null; cat "$work/time"; }
 size() { stat -c %s "$1"; }
 
-read -r tc_s tc_kb < <(secs trace-cmd report -i "$work/run.dat")
-mv "$work/out" "$work/run.txt"
+read -r tc_s _ _ tc_kb < <(timed "$work/run.txt" trace-cmd report -i "$work/run.dat")
 events=$(grep -c ': kvm' "$work/run.txt" || true)
-read -r pf_s pf_kb < <(secs "$kvmscope" export -q "$work/run.dat" -o "$work/run.pftrace")
-read -r cj_s cj_kb < <(secs "$kvmscope" export -q --format chrome-json "$work/run.dat" -o "$work/run.json")
+read -r pf_s _ _ pf_kb < <(timed /dev/null "$KVMSCOPE" export -q "$work/run.dat" -o "$work/run.pftrace")
+read -r cj_s _ _ cj_kb < <(timed /dev/null "$KVMSCOPE" export -q --format chrome-json "$work/run.dat" -o "$work/run.json")
 
 # A large text input with exits: `trace-cmd report` of a trace.dat with real SVM exits
 # ($SVM_DAT, default the emulated SVM host's pio capture in tests/fixtures), repeated with
@@ -70,9 +65,9 @@ awk -v reps="$reps" '
       }
   }' "$work/unit.txt" > "$work/big.txt"
 cat "$work/big.txt" > /dev/null # warm the page cache
-read -r bp_s bp_kb < <(secs "$kvmscope" export -q "$work/big.txt" -o "$work/big.pftrace")
-read -r bh_s bh_kb < <(secs "$kvmscope" report "$work/big.txt" --html "$work/big.html")
-big_events=$("$kvmscope" report --json "$work/big.txt" | python3 -c 'import json,sys; print(json.load(sys.stdin)["overview"]["events"])')
+read -r bp_s _ _ bp_kb < <(timed /dev/null "$KVMSCOPE" export -q "$work/big.txt" -o "$work/big.pftrace")
+read -r bh_s _ _ bh_kb < <(timed /dev/null "$KVMSCOPE" report "$work/big.txt" --html "$work/big.html")
+big_events=$("$KVMSCOPE" report --json "$work/big.txt" | python3 -c 'import json,sys; print(json.load(sys.stdin)["overview"]["events"])')
 
 python3 - "$events" "$tc_s" "$tc_kb" "$(size "$work/run.txt")" "$pf_s" "$pf_kb" "$(size "$work/run.pftrace")" \
   "$cj_s" "$cj_kb" "$(size "$work/run.json")" "$(size "$work/run.dat")" \

@@ -16,8 +16,7 @@
 #
 # trace-cmd record cannot run under kernel lockdown (it must write the global tracing files),
 # so it is not compared here. Needs root, /dev/kvm, tracefs, perf, trace-cmd, bc, GNU time.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 SECS=${1:-5}
 BUF_KB=${2:-4096}
 shift 2 2>/dev/null || shift $#
@@ -25,10 +24,10 @@ LAB=("$@")
 [ ${#LAB[@]} -gt 0 ] || LAB=(msr)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 if [ -z "${SKIP_BUILD:-}" ]; then
-  cargo build --release --bin kvmscope -p kvmscope --quiet
-  cargo build --release -p kvmscope-tracedat --example tracedat_count --quiet
+  bench_build --bin kvmscope -p kvmscope
+  nice -n 15 cargo build --release -p kvmscope-tracedat --example tracedat_count --quiet
 fi
-K=$CARGO_TARGET_DIR/release/kvmscope
+K=${KVMSCOPE:-$CARGO_TARGET_DIR/release/kvmscope}
 COUNT=$CARGO_TARGET_DIR/release/examples/tracedat_count
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT

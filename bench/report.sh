@@ -11,41 +11,21 @@
 #   CORPUS_DIR  where the corpus is (default ~/.cache/kvmscope/corpus)
 #   RUNS        runs per tool and file, the fastest wall time is kept (default 3)
 #   KVMSCOPE    the kvmscope binary to time (default: target/release/kvmscope, built first)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 size_mb=${1:-1000}
 shift || true
 corpus=${CORPUS_DIR:-$HOME/.cache/kvmscope/corpus}
-runs=${RUNS:-3}
-if [ -n "${KVMSCOPE:-}" ]; then
-  kvmscope=$KVMSCOPE
-else
-  nice -n 15 cargo build --release -q
-  kvmscope=${CARGO_TARGET_DIR:-$PWD/target}/release/kvmscope
-fi
+bench_build
 
 # (Re)make the corpus when a text file is missing or of another size.
 probe=$corpus/pvm-ftrace.txt
 if [ ! -e "$probe" ] || [ $(( $(stat -c %s "$probe") / 1000000 )) -lt $(( size_mb * 95 / 100 )) ] \
    || [ $(( $(stat -c %s "$probe") / 1000000 )) -gt $(( size_mb * 105 / 100 + 10 )) ]; then
-  KVMSCOPE=$kvmscope bench/corpus.sh "$size_mb" > /dev/null
+  KVMSCOPE=$KVMSCOPE bench/corpus.sh "$size_mb" > /dev/null
 fi
 
 work=$(mktemp -d /tmp/kvmscope-report-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-
-# best_of CMD...: "wall user+sys maxrss_kb" of the fastest of $runs runs (output discarded).
-best_of() {
-  local best="" line
-  for _ in $(seq "$runs"); do
-    /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" > /dev/null 2> "$work/err" \
-      || { echo "failed: $* ($(head -c 300 "$work/err"))" >&2; return 1; }
-    read -r e u s m < "$work/time"
-    line="$e $(echo "$u + $s" | bc) $m"
-    if [ -z "$best" ] || (( $(echo "$e < ${best%% *}" | bc) )); then best=$line; fi
-  done
-  echo "$best"
-}
 
 kinds=("$@")
 if [ ${#kinds[@]} -eq 0 ]; then
@@ -59,9 +39,9 @@ for kind in "${kinds[@]}"; do
     f=$corpus/$kind.txt
     cat "$f" > /dev/null # warm the page cache
     bytes=$(stat -c %s "$f")
-    "$kvmscope" report --json "$f" > "$work/report.json"
+    "$KVMSCOPE" report --json "$f" > "$work/report.json"
     events=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["inputs"][0]["events"])' "$work/report.json")
-    read -r ks ksc ksm < <(best_of "$kvmscope" report "$f")
+    read -r ks ksc ksm < <(best_of "$KVMSCOPE" report "$f")
     # Two awk baselines: the issue's `awk '{c[$5]++}'` (field 5 is the event name of
     # trace-cmd text and of ftrace text whose comms have no blank; elsewhere it is another
     # column, for ftrace text with "CPU 0/KVM" comms the timestamp, which makes awk's table
@@ -82,9 +62,9 @@ PY
   elif [ -e "$corpus/$kind.dat" ]; then
     f=$corpus/$kind.dat
     bytes=$(stat -c %s "$f")
-    "$kvmscope" report --json "$f" > "$work/report.json"
+    "$KVMSCOPE" report --json "$f" > "$work/report.json"
     events=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["inputs"][0]["events"])' "$work/report.json")
-    read -r ks ksc ksm < <(best_of "$kvmscope" report "$f")
+    read -r ks ksc ksm < <(best_of "$KVMSCOPE" report "$f")
     read -r tc tcc tcm < <(best_of trace-cmd report -i "$f")
     python3 - "$kind" "$bytes" "$events" "$ks" "$ksc" "$ksm" "$tc" "$tcc" "$tcm" <<'PY'
 import sys

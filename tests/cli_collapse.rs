@@ -3,10 +3,40 @@
 //! and each of `--pid --tid --kernel --jit --all --addrs`, and on a capture from this
 //! project's machine (`tests/fixtures/stacks`).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde_json::Value;
+use support::run_ok;
+
 const MODES: [&str; 7] = ["default", "pid", "tid", "kernel", "jit", "all", "addrs"];
+
+fn kvmscope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+}
+
+/// An attribution (`flamegraph --json`) of a lab guest found its vCPU thread.
+fn assert_lab_vcpu_thread(a: &Value) {
+    let threads: Vec<&str> = a["vcpu_threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t.starts_with("kvmscope-vcpu")),
+        "no lab vCPU thread in {threads:?}"
+    );
+}
+
+/// The share of host CPU time an attribution gives `category`.
+fn share(a: &Value, category: &str) -> f64 {
+    let categories = a["categories"].as_array().unwrap();
+    let c = categories.iter().find(|c| c["category"] == category);
+    c.and_then(|c| c["share"].as_f64()).unwrap()
+}
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,7 +60,7 @@ fn corpus() -> Option<PathBuf> {
 }
 
 fn collapse(input: &Path, mode: &str, threads: usize) -> Vec<u8> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvmscope"));
+    let mut cmd = kvmscope();
     cmd.arg("collapse").arg(input);
     if mode != "default" {
         cmd.arg(format!("--{mode}"));
@@ -156,7 +186,7 @@ fn reads_standard_input_and_reports_unrecognized_lines_with_line_numbers() {
     use std::io::Write;
     use std::process::Stdio;
     let input = b"a.out 12 [000] 1.0: cpu-clock:\n\tffff f1+0x3 ([kernel.kallsyms])\n  garbage\n\tffff main (/a.out)\n\nvcpu 7 [001] 2.0: cpu-clock:\n\n";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+    let mut child = kvmscope()
         .args(["collapse", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -177,7 +207,7 @@ fn reads_standard_input_and_reports_unrecognized_lines_with_line_numbers() {
 
 #[test]
 fn missing_file_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+    let out = kvmscope()
         .args(["collapse", "/nonexistent/perf.txt"])
         .output()
         .unwrap();
@@ -196,45 +226,22 @@ fn flamegraph_svg_attribution_and_diff_from_the_cli() {
     let dir = std::env::temp_dir().join(format!("kvmscope-flame-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let svg = dir.join("out.svg");
-    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
-        .arg("flamegraph")
-        .arg(&input)
-        .arg("-o")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(kvmscope().arg("flamegraph").arg(&input).arg("-o").arg(&svg));
     assert_eq!(
         std::fs::read(&svg).unwrap(),
         std::fs::read(fixtures.join("kvm-lab.svg")).unwrap(),
         "CLI SVG differs from the library golden"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
-        .args(["flamegraph", "--json"])
-        .arg(fixtures.join("kvm-lab-collapsed-all.txt"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let folded = fixtures.join("kvm-lab-collapsed-all.txt");
+    let out = run_ok(kvmscope().args(["flamegraph", "--json"]).arg(&folded));
     assert_eq!(
         out.stdout,
         std::fs::read(fixtures.join("kvm-lab-attribution.json")).unwrap(),
         "attribution from folded input differs from the golden JSON"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
-        .args(["flamegraph", "--attribution"])
-        .arg(&input)
-        .output()
-        .unwrap();
+    let out = run_ok(kvmscope().args(["flamegraph", "--attribution"]).arg(&input));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("emulation") && text.contains("pvm_emulate_insn_scrubbed"),
@@ -242,19 +249,14 @@ fn flamegraph_svg_attribution_and_diff_from_the_cli() {
     );
 
     let diff = dir.join("diff.svg");
-    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
-        .arg("flamegraph")
-        .arg(fixtures.join("kvm-lab-collapsed-all.txt"))
-        .arg("--diff")
-        .arg(&input)
-        .arg("-o")
-        .arg(&diff)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        kvmscope()
+            .arg("flamegraph")
+            .arg(&folded)
+            .arg("--diff")
+            .arg(&input)
+            .arg("-o")
+            .arg(&diff),
     );
     let d = std::fs::read_to_string(&diff).unwrap();
     assert!(d.contains("<svg") && d.contains("differential"));
@@ -284,58 +286,21 @@ fn perf_sampling_of_a_lab_guest_is_attributed_to_kvm() {
     let dir = std::env::temp_dir().join(format!("kvmscope-perf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("perf.data");
-    let out = Command::new("perf")
-        .args(["record", "-q", "-F", "499", "-a", "-g", "-o"])
-        .arg(&data)
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_kvmscope"))
-        .args(["lab", "run", "msr", "--duration", "1500ms"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "perf record failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("perf")
+            .args(["record", "-q", "-F", "499", "-a", "-g", "-o"])
+            .arg(&data)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_kvmscope"))
+            .args(["lab", "run", "msr", "--duration", "1500ms"]),
     );
-    let script = Command::new("perf")
-        .args(["script", "-i"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(script.status.success());
+    let script = run_ok(Command::new("perf").args(["script", "-i"]).arg(&data));
     let text = dir.join("perf.txt");
     std::fs::write(&text, &script.stdout).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
-        .args(["flamegraph", "--json"])
-        .arg(&text)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let threads: Vec<&str> = a["vcpu_threads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|t| t.as_str())
-        .collect();
-    assert!(
-        threads.iter().any(|t| t.starts_with("kvmscope-vcpu")),
-        "no lab vCPU thread in {threads:?}"
-    );
-    let share = |cat: &str| {
-        a["categories"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["category"] == cat)
-            .and_then(|c| c["share"].as_f64())
-            .unwrap()
-    };
-    assert!(share("emulation") > 0.0, "no emulation: {a:#}");
+    let out = run_ok(kvmscope().args(["flamegraph", "--json"]).arg(&text));
+    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_lab_vcpu_thread(&a);
+    assert!(share(&a, "emulation") > 0.0, "no emulation: {a:#}");
     assert!(
         !a["exit_handlers"].as_array().unwrap().is_empty(),
         "no exit handler: {a:#}"
@@ -361,7 +326,7 @@ fn own_sampler_attributes_a_lab_guest() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let out = Command::new(bin)
+    let out = kvmscope()
         .args([
             "flamegraph",
             "--record",
@@ -378,25 +343,10 @@ fn own_sampler_attributes_a_lab_guest() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let threads = a["vcpu_threads"].as_array().unwrap();
-    assert!(
-        threads
-            .iter()
-            .any(|t| t.as_str().unwrap().starts_with("kvmscope-vcpu")),
-        "no lab vCPU thread in {threads:?}"
-    );
-    let share = |cat: &str| {
-        a["categories"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["category"] == cat)
-            .and_then(|c| c["share"].as_f64())
-            .unwrap()
-    };
-    assert!(share("guest") > 0.0, "no guest time: {a:#}");
-    assert!(share("emulation") > 0.0, "no emulation: {a:#}");
+    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_lab_vcpu_thread(&a);
+    assert!(share(&a, "guest") > 0.0, "no guest time: {a:#}");
+    assert!(share(&a, "emulation") > 0.0, "no emulation: {a:#}");
 }
 
 /// Differential check against the reference itself when it is at hand

@@ -26,6 +26,18 @@ struct Matrix {
     hosts: Vec<Value>,
 }
 
+impl Matrix {
+    /// Every scenario run of every host: (host flavour, scenario name, its JSON).
+    fn scenarios(&self) -> impl Iterator<Item = (&str, &str, &Value)> {
+        self.hosts.iter().flat_map(|h| {
+            let host = h["host"]["flavour"].as_str().unwrap();
+            let runs = h["scenarios"].as_array().unwrap();
+            runs.iter()
+                .map(move |s| (host, s["scenario"].as_str().unwrap(), s))
+        })
+    }
+}
+
 fn matrix() -> Option<&'static Matrix> {
     static M: OnceLock<Option<Matrix>> = OnceLock::new();
     M.get_or_init(|| {
@@ -111,35 +123,26 @@ fn every_scenario_keeps_its_promises_on_svm_with_and_without_npt() {
 fn the_report_of_each_recording_shows_the_promised_exits_ports_msrs_and_gpas() {
     let Some(m) = matrix() else { return };
     let mut checked = 0;
-    for h in &m.hosts {
-        let host = h["host"]["flavour"].as_str().unwrap();
-        for s in h["scenarios"].as_array().unwrap() {
-            let name = s["scenario"].as_str().unwrap();
-            let lab = &s["lab"];
-            let tids: Vec<u64> = lab["vcpu_tids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_u64().unwrap())
-                .collect();
-            let trace = PathBuf::from(s["trace"].as_str().unwrap());
-            let r = report(&trace, &tids);
-            assert_eq!(r["partial"], false, "{host} {name}");
-            for v in lab["verify"].as_array().unwrap() {
-                if v["applies_here"] != true {
-                    continue;
-                }
-                let event = v["event"].as_str().unwrap();
-                if let Some(got) = support::reported(&r, event, v["filter"].as_str()) {
-                    let p = &v["promised"];
-                    assert!(
-                        (p["min"].as_u64().unwrap()..=p["max"].as_u64().unwrap()).contains(&got),
-                        "{host} {name}: the report of {} says {got} for {event} {}, the truth {p}",
-                        trace.display(),
-                        v["filter"]
-                    );
-                    checked += 1;
-                }
+    for (host, name, s) in m.scenarios() {
+        let lab = &s["lab"];
+        let tids = support::vcpu_tids(lab);
+        let trace = PathBuf::from(s["trace"].as_str().unwrap());
+        let r = report(&trace, &tids);
+        assert_eq!(r["partial"], false, "{host} {name}");
+        for v in lab["verify"].as_array().unwrap() {
+            if v["applies_here"] != true {
+                continue;
+            }
+            let event = v["event"].as_str().unwrap();
+            if let Some(got) = support::reported(&r, event, v["filter"].as_str()) {
+                let p = &v["promised"];
+                assert!(
+                    (p["min"].as_u64().unwrap()..=p["max"].as_u64().unwrap()).contains(&got),
+                    "{host} {name}: the report of {} says {got} for {event} {}, the truth {p}",
+                    trace.display(),
+                    v["filter"]
+                );
+                checked += 1;
             }
         }
     }
@@ -156,31 +159,27 @@ fn kvmscope_report_equals_perf_kvm_stat_report() {
     if !kvmscope_capture::host::require_tool("perf", "apt-get install linux-perf") {
         return;
     }
-    for h in &m.hosts {
-        let host = h["host"]["flavour"].as_str().unwrap();
-        for s in h["scenarios"].as_array().unwrap() {
-            let name = s["scenario"].as_str().unwrap();
-            let keys = s["perf"].as_array().unwrap();
-            if !PERF.split(',').any(|p| p == name) {
-                assert!(keys.is_empty());
-                continue;
-            }
-            let kinds: Vec<&str> = keys.iter().map(|k| k["event"].as_str().unwrap()).collect();
-            let want = match name {
-                "pio" => "ioport",
-                "mmio" => "mmio",
-                _ => "msr",
-            };
-            assert!(
-                kinds.contains(&"vmexit") && kinds.contains(&want),
-                "{host} {name}: {kinds:?}"
-            );
-            for k in keys {
-                let what = format!("{host} {name} {} {}: {k}", k["event"], k["key"]);
-                assert_eq!(k["script_samples_equal"], true, "{what}");
-                assert_eq!(k["script_times_equal"], true, "{what}");
-                assert_eq!(k["trace_samples_equal"], true, "{what}");
-            }
+    for (host, name, s) in m.scenarios() {
+        let keys = s["perf"].as_array().unwrap();
+        if !PERF.split(',').any(|p| p == name) {
+            assert!(keys.is_empty());
+            continue;
+        }
+        let kinds: Vec<&str> = keys.iter().map(|k| k["event"].as_str().unwrap()).collect();
+        let want = match name {
+            "pio" => "ioport",
+            "mmio" => "mmio",
+            _ => "msr",
+        };
+        assert!(
+            kinds.contains(&"vmexit") && kinds.contains(&want),
+            "{host} {name}: {kinds:?}"
+        );
+        for k in keys {
+            let what = format!("{host} {name} {} {}: {k}", k["event"], k["key"]);
+            assert_eq!(k["script_samples_equal"], true, "{what}");
+            assert_eq!(k["script_times_equal"], true, "{what}");
+            assert_eq!(k["trace_samples_equal"], true, "{what}");
         }
     }
     let _ = m.dir.path();
@@ -207,54 +206,50 @@ fn pathology(scenario: &str, host: &str) -> Option<&'static str> {
 fn diagnose_names_each_pathology_first_on_svm_with_and_without_npt_and_idle_stays_quiet() {
     let Some(m) = matrix() else { return };
     let mut named = 0;
-    for h in &m.hosts {
-        let host = h["host"]["flavour"].as_str().unwrap();
-        for s in h["scenarios"].as_array().unwrap() {
-            let name = s["scenario"].as_str().unwrap();
-            if name == "ipi" {
-                continue;
-            }
-            let findings = s["diagnosis"]
-                .as_array()
-                .expect("--diagnose gives a diagnosis");
-            let warned: Vec<&Value> = findings
-                .iter()
-                .filter(|f| f["severity"] != "info")
-                .collect();
-            match pathology(name, host) {
-                Some(rule) => {
-                    let top = findings.first().unwrap_or_else(|| {
-                        panic!("{host} {name}: no finding, expected {rule}: {s:#}")
-                    });
-                    // hlt's wake-ups are driven by its own timer: when the emulated host is
-                    // loaded, the deadline writes alone take a tenth of the vCPU's time and
-                    // timer-storm leads, with halt-wakeups reported as its consequence (cause
-                    // over symptom, docs/rules.md). Either way both are named.
-                    let timer_caused_halts = name == "hlt"
-                        && top["rule"] == "timer-storm"
-                        && findings.iter().any(|f| f["rule"] == "halt-wakeups");
-                    if !timer_caused_halts {
-                        assert_eq!(top["rule"], rule, "{host} {name}: {findings:#?}");
-                    }
-                    assert_ne!(top["severity"], "info", "{host} {name}: {findings:#?}");
-                    // Cost-driven rules grade by the share of vCPU time, which holds on a host
-                    // 100x slower: the title says it. The timer storms (`msr`, `timer-storm`
-                    // at a 10 us period) pass both thresholds here, and the finding is graded
-                    // by whichever is further past its own (which one depends on the machine's
-                    // load): either title is right for them.
-                    let title = top["title"].as_str().unwrap();
-                    if top["rule"] == "timer-storm" {
-                        assert!(
-                            title.contains("% of vCPU time") || title.contains("/s per vCPU"),
-                            "{host} {name}: {title}"
-                        );
-                    } else if top["rule"] != "halt-wakeups" {
-                        assert!(title.contains("% of vCPU time"), "{host} {name}: {title}");
-                    }
-                    named += 1;
+    for (host, name, s) in m.scenarios() {
+        if name == "ipi" {
+            continue;
+        }
+        let findings = s["diagnosis"]
+            .as_array()
+            .expect("--diagnose gives a diagnosis");
+        let warned: Vec<&Value> = findings
+            .iter()
+            .filter(|f| f["severity"] != "info")
+            .collect();
+        match pathology(name, host) {
+            Some(rule) => {
+                let top = findings
+                    .first()
+                    .unwrap_or_else(|| panic!("{host} {name}: no finding, expected {rule}: {s:#}"));
+                // hlt's wake-ups are driven by its own timer: when the emulated host is
+                // loaded, the deadline writes alone take a tenth of the vCPU's time and
+                // timer-storm leads, with halt-wakeups reported as its consequence (cause
+                // over symptom, docs/rules.md). Either way both are named.
+                let timer_caused_halts = name == "hlt"
+                    && top["rule"] == "timer-storm"
+                    && findings.iter().any(|f| f["rule"] == "halt-wakeups");
+                if !timer_caused_halts {
+                    assert_eq!(top["rule"], rule, "{host} {name}: {findings:#?}");
                 }
-                None => assert!(warned.is_empty(), "{host} {name}: {warned:#?}"),
+                assert_ne!(top["severity"], "info", "{host} {name}: {findings:#?}");
+                // Cost-driven rules grade by the share of vCPU time, which holds on a host
+                // 100x slower: the title says it. The timer storms (`msr`, `timer-storm`
+                // at a 10 us period) pass both thresholds here, and the finding is graded
+                // by whichever is further past its own (which one depends on the machine's
+                // load): either title is right for them.
+                let title = top["title"].as_str().unwrap();
+                if top["rule"] == "timer-storm" {
+                    assert!(
+                        title.contains("% of vCPU time") || title.contains("/s per vCPU"),
+                        "{host} {name}: {title}"
+                    );
+                } else if top["rule"] != "halt-wakeups" {
+                    assert!(title.contains("% of vCPU time"), "{host} {name}: {title}");
+                }
+                named += 1;
             }
+            None => assert!(warned.is_empty(), "{host} {name}: {warned:#?}"),
         }
     }
     assert_eq!(named, 13, "pathologies named across both hosts");
@@ -339,8 +334,18 @@ fn job(script: &str) -> kvmscope_lab::emulated::Job {
     }
 }
 
-/// Runs one job that must fail on the emulated SVM host within `limit_secs`.
-fn run_to_failure(limit_secs: u64, script: &str) -> (tempfile::TempDir, kvmscope_lab::LabError) {
+/// Runs one job that must fail on the emulated SVM host within `limit_secs`, with an error of
+/// the kind `is_kind` accepts whose text says each of `says`; then no emulator process may be
+/// left. `None` (skipped) where no emulator can run; else the run's directory.
+fn fails_cleanly(
+    limit_secs: u64,
+    script: &str,
+    is_kind: fn(&kvmscope_lab::LabError) -> bool,
+    says: &[&str],
+) -> Option<tempfile::TempDir> {
+    if !emulator_here() {
+        return None;
+    }
     let dir = tempfile::tempdir().unwrap();
     let err = kvmscope_lab::emulated::run(
         &host_config(limit_secs),
@@ -349,39 +354,33 @@ fn run_to_failure(limit_secs: u64, script: &str) -> (tempfile::TempDir, kvmscope
         &mut |_| {},
     )
     .unwrap_err();
-    (dir, err)
+    let text = err.to_string();
+    assert!(is_kind(&err), "{text}");
+    for s in says {
+        assert!(text.contains(s), "{text}");
+    }
+    assert_no_emulator_left(dir.path());
+    Some(dir)
 }
 
 #[test]
 fn a_kernel_panic_is_reported_with_the_console_and_nothing_is_left() {
-    if !emulator_here() {
-        return;
+    let crashed = |e: &_| matches!(e, kvmscope_lab::LabError::HostCrashed { .. });
+    let says = ["during job 1 of 1 (j)", "Kernel panic"];
+    if let Some(dir) = fails_cleanly(600, "echo c > /proc/sysrq-trigger\n", crashed, &says) {
+        assert!(dir.path().join("console.log").exists());
     }
-    let (dir, err) = run_to_failure(600, "echo c > /proc/sysrq-trigger\n");
-    let text = err.to_string();
-    assert!(
-        matches!(err, kvmscope_lab::LabError::HostCrashed { .. }),
-        "{text}"
-    );
-    assert!(text.contains("during job 1 of 1 (j)"), "{text}");
-    assert!(text.contains("Kernel panic"), "{text}");
-    assert!(dir.path().join("console.log").exists());
-    assert_no_emulator_left(dir.path());
 }
 
 #[test]
 fn a_hung_host_is_stopped_at_its_time_limit() {
-    if !emulator_here() {
-        return;
-    }
-    let (dir, err) = run_to_failure(45, "echo waiting; sleep 3600\n");
-    let text = err.to_string();
-    assert!(
-        matches!(err, kvmscope_lab::LabError::HostHung { .. }),
-        "{text}"
+    let hung = |e: &_| matches!(e, kvmscope_lab::LabError::HostHung { .. });
+    fails_cleanly(
+        45,
+        "echo waiting; sleep 3600\n",
+        hung,
+        &["did not finish within 45s"],
     );
-    assert!(text.contains("did not finish within 45s"), "{text}");
-    assert_no_emulator_left(dir.path());
 }
 
 /// `kvmscope top --debugfs` (kvm_stat -d) inside the emulated host, where debugfs is readable,
@@ -423,12 +422,7 @@ fn top_reads_kvm_debugfs_statistics_equal_to_the_tracepoint_counts() {
             .unwrap()
     };
     let lab: Value = serde_json::from_str(&read("lab.json")).unwrap();
-    let tids: Vec<u64> = lab["vcpu_tids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap())
-        .collect();
+    let tids = support::vcpu_tids(&lab);
     let r = report(&out.join("trace.dat"), &tids);
     let exits = &r["exits"];
     let io = exits["rows"]

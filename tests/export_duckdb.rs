@@ -6,6 +6,7 @@
 //! with peak RSS under 100 MB; the Arrow file has the same rows.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,6 +17,53 @@ fn kvmscope(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run kvmscope")
+}
+
+/// `kvmscope export INPUT --format FORMAT -o OUT`, which must succeed; returns its standard
+/// error (the summary line and the peak RSS).
+fn export(input: &Path, format: &str, out: &Path) -> String {
+    let run = kvmscope(&[
+        "export",
+        input.to_str().unwrap(),
+        "--format",
+        format,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{}: {stderr}", input.display());
+    stderr
+}
+
+/// Writes the timer-storm capture repeated to at least `mb` MB at `path`; returns the number
+/// of lines written.
+fn storm_trace(path: &Path, mb: usize) -> usize {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/host/pvm-timer-storm.txt");
+    let text = std::fs::read(&src).expect("fixture");
+    let reps = (mb << 20) / text.len() + 1;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create input"));
+    for _ in 0..reps {
+        f.write_all(&text).expect("write input");
+    }
+    f.flush().expect("write input");
+    text.iter().filter(|&&b| b == b'\n').count() * reps
+}
+
+/// The number after the first `marker` in `text` (a summary or peak RSS line).
+fn number_after(text: &str, marker: &str) -> Option<u64> {
+    text.split(marker)
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+}
+
+/// A JSON object of counts (DuckDB's `GROUP BY` result) as a map.
+fn counts(v: &Value) -> BTreeMap<String, u64> {
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect()
 }
 
 fn python() -> Option<PathBuf> {
@@ -92,19 +140,7 @@ fn duckdb_counts_equal_the_report_on_every_host_kind() {
     let mut py_args: Vec<String> = vec!["-c".into(), QUERY.into()];
     for (i, f) in files.iter().enumerate() {
         let events = dir.path().join(format!("{i}.parquet"));
-        let out = kvmscope(&[
-            "export",
-            f.to_str().unwrap(),
-            "--format",
-            "parquet",
-            "-o",
-            events.to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "{f:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        export(f, "parquet", &events);
         let rep = kvmscope(&["report", "--json", f.to_str().unwrap()]);
         assert!(rep.status.success(), "{f:?}");
         let v: Value = serde_json::from_slice(&rep.stdout).expect("report json");
@@ -134,12 +170,7 @@ fn duckdb_counts_equal_the_report_on_every_host_kind() {
             .iter()
             .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
             .collect();
-        let duck: BTreeMap<String, u64> = g["by_name"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
-            .collect();
+        let duck = counts(&g["by_name"]);
         assert_eq!(duck, by_name, "events per name, {file:?}");
         let mut exits = BTreeMap::new();
         let mut lat = BTreeMap::new();
@@ -162,12 +193,7 @@ fn duckdb_counts_equal_the_report_on_every_host_kind() {
             }
         }
         exits_seen += exits.len();
-        let duck_exits: BTreeMap<String, u64> = g["exits"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
-            .collect();
+        let duck_exits = counts(&g["exits"]);
         assert_eq!(duck_exits, exits, "exits per reason, {file:?}");
         let duck_lat: BTreeMap<String, Vec<u64>> = g["latency"]
             .as_object()
@@ -193,71 +219,29 @@ fn duckdb_counts_equal_the_report_on_every_host_kind() {
 }
 
 fn peak_rss_kb(stderr: &str) -> u64 {
-    stderr
-        .split("peak RSS ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no peak RSS in {stderr}"))
+    number_after(stderr, "peak RSS ").unwrap_or_else(|| panic!("no peak RSS in {stderr}"))
 }
 
 #[test]
 fn a_multi_row_group_export_stays_under_100_mb_and_arrow_has_the_same_rows() {
     // ~40 MB of real trace text: the timer-storm capture repeated.
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/host/pvm-timer-storm.txt");
-    let text = std::fs::read(&src).expect("fixture");
     let dir = tempfile::tempdir().expect("temp dir");
     let big = dir.path().join("big.txt");
-    let reps = (40 << 20) / text.len() + 1;
-    let mut data = Vec::with_capacity(text.len() * reps);
-    for _ in 0..reps {
-        data.extend_from_slice(&text);
-    }
-    std::fs::write(&big, &data).expect("write big input");
-    drop(data);
-    let lines = text.iter().filter(|&&b| b == b'\n').count() * reps;
+    let lines = storm_trace(&big, 40);
     let out = dir.path().join("big.parquet");
-    let run = kvmscope(&[
-        "export",
-        big.to_str().unwrap(),
-        "--format",
-        "parquet",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
-    assert!(run.status.success(), "{stderr}");
-    let groups: usize = stderr
-        .split(" events (")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{stderr}"));
+    let stderr = export(&big, "parquet", &out);
+    let groups = number_after(&stderr, " events (").unwrap_or_else(|| panic!("{stderr}"));
     assert!(groups >= 2, "several row groups: {stderr}");
     let rss = peak_rss_kb(&stderr);
     assert!(rss < 100 * 1024, "peak RSS {rss} kB: {stderr}");
-    let events: u64 = stderr
-        .split("kvmscope export: ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap();
+    let events = number_after(&stderr, "kvmscope export: ").unwrap();
     assert!(
         events as usize <= lines && events as usize > lines / 2,
         "{stderr}"
     );
 
     let arrow = dir.path().join("big.arrow");
-    let run = kvmscope(&[
-        "export",
-        big.to_str().unwrap(),
-        "--format",
-        "arrow",
-        "-o",
-        arrow.to_str().unwrap(),
-    ]);
-    let astderr = String::from_utf8_lossy(&run.stderr).to_string();
-    assert!(run.status.success(), "{astderr}");
+    let astderr = export(&big, "arrow", &arrow);
     assert!(peak_rss_kb(&astderr) < 100 * 1024, "{astderr}");
     assert!(dir.path().join("big.exits.arrow").exists());
     // The Arrow IPC file format: the magic at both ends.
@@ -289,28 +273,13 @@ fn a_multi_row_group_export_stays_under_100_mb_and_arrow_has_the_same_rows() {
 /// 51.6 MB peak, docs/PERFORMANCE.md; a debug build takes ~100 s on it, too long for CI.)
 #[test]
 fn peak_memory_does_not_grow_with_the_input_size() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/host/pvm-timer-storm.txt");
-    let text = std::fs::read(&src).expect("fixture");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut peaks = Vec::new();
     for mb in [40usize, 160] {
         let big = dir.path().join(format!("in-{mb}.txt"));
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
-        for _ in 0..(mb << 20) / text.len() + 1 {
-            std::io::Write::write_all(&mut f, &text).unwrap();
-        }
-        drop(f);
+        storm_trace(&big, mb);
         let out = dir.path().join(format!("out-{mb}.parquet"));
-        let run = kvmscope(&[
-            "export",
-            big.to_str().unwrap(),
-            "--format",
-            "parquet",
-            "-o",
-            out.to_str().unwrap(),
-        ]);
-        let stderr = String::from_utf8_lossy(&run.stderr).to_string();
-        assert!(run.status.success(), "{stderr}");
+        let stderr = export(&big, "parquet", &out);
         peaks.push(peak_rss_kb(&stderr));
         std::fs::remove_file(&big).unwrap();
     }

@@ -2,7 +2,7 @@
 //! tracefs instance records the kvm events; `kvmscope report --tid <vCPU threads> --json` on that
 //! trace must count exactly what the lab's ground truth promises for this host.
 
-use std::process::Command;
+use std::ffi::OsStr;
 
 use kvmscope_capture::tracefs::Instance;
 use kvmscope_lab::{HostKind, Length, Scenario, ScenarioSpec};
@@ -35,17 +35,9 @@ fn traced_report(scenario: &str, count: u64) -> Option<(kvmscope_lab::RunOutcome
     // it sets the VM up), so the report is filtered to them.
     let tids: Vec<String> = outcome.vcpu_tids.iter().map(|t| t.to_string()).collect();
     let tids = tids.join(",");
-    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
-        .args(["report", "--json", "--tid", &tids])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "report failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some((outcome, serde_json::from_slice(&out.stdout).unwrap()))
+    let args = [OsStr::new("--tid"), OsStr::new(&tids), path.as_os_str()];
+    let report = support::report_json(&args);
+    Some((outcome, report))
 }
 
 fn check(scenario: &str, count: u64) {

@@ -29,17 +29,7 @@ fn tracedat_reports_equal_text_reports_of_trace_cmd() {
         "trace-cmd-extract-lab-v7-zstd.dat",
     ] {
         let dat = dir.join(name);
-        let text = Command::new("trace-cmd")
-            .arg("report")
-            .arg("-i")
-            .arg(&dat)
-            .output()
-            .unwrap();
-        assert!(
-            text.status.success(),
-            "trace-cmd report {name}: {}",
-            String::from_utf8_lossy(&text.stderr)
-        );
+        let text = support::run_ok(Command::new("trace-cmd").arg("report").arg("-i").arg(&dat));
         let txt = tmp.path().join(format!("{name}.txt"));
         std::fs::write(&txt, &text.stdout).unwrap();
 
@@ -113,16 +103,11 @@ fn record_then_report_by_pid_counts_the_guest_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let dat = tmp.path().join("pio.dat");
     let exe = env!("CARGO_BIN_EXE_kvmscope");
-    let out = Command::new(exe)
-        .args(["record", "-q", "-o"])
-        .arg(&dat)
-        .args(["--", exe, "lab", "run", "pio", "--count", "700", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = support::run_ok(
+        Command::new(exe)
+            .args(["record", "-q", "-o"])
+            .arg(&dat)
+            .args(["--", exe, "lab", "run", "pio", "--count", "700", "--json"]),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The lab's JSON document comes first; anything record prints after it is ignored.
@@ -144,12 +129,7 @@ fn record_then_report_by_pid_counts_the_guest_exactly() {
     let vms = r["overview"]["vms"].as_array().unwrap();
     assert_eq!(vms.len(), 1, "only the guest's process: {vms:?}");
     assert_eq!(vms[0]["pid"].as_u64(), Some(pid));
-    let tids: Vec<u64> = lab["vcpu_tids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap())
-        .collect();
+    let tids = support::vcpu_tids(&lab);
     let threads: Vec<u64> = vms[0]["vcpus"]
         .as_array()
         .unwrap()

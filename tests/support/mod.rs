@@ -90,17 +90,31 @@ pub fn emulator_here() -> bool {
         && kvmscope_capture::host::require_tool("dpkg-deb", "apt-get install dpkg")
 }
 
-/// `kvmscope report --json ARGS`, which must succeed.
-pub fn report_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvmscope"))
-        .args(["report", "--json"])
-        .args(args)
+/// The vCPU thread ids of a `kvmscope lab run --json` document.
+pub fn vcpu_tids(lab: &Value) -> Vec<u64> {
+    let tids = lab["vcpu_tids"].as_array().expect("lab JSON has vcpu_tids");
+    tids.iter().map(|t| t.as_u64().unwrap()).collect()
+}
+
+/// Runs `cmd`, which must succeed (else the failure shows its standard error); its output.
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "{}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `kvmscope report --json ARGS`, which must succeed.
+pub fn report_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Value {
+    let out = run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+            .args(["report", "--json"])
+            .args(args),
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -11,13 +11,14 @@
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kvmscope_analysis::guest::{Guest, GuestReport, Scope};
 use kvmscope_capture::tracefs::Instance;
 use kvmscope_lab::workload::{
-    ipi_storm, timer_storm, IpiMethod, IpiStorm, TimerMethod, TimerStorm,
+    ipi_storm, timer_storm, IpiMethod, IpiStorm, IpiStormOutcome, TimerMethod, TimerStorm,
+    TimerStormOutcome, WorkloadError, WorkloadThreads,
 };
 use kvmscope_system::interrupts::{self, Interrupts, IpiKind};
 
@@ -114,54 +115,51 @@ fn proc_interrupts() -> Interrupts {
     interrupts::parse(&std::fs::read_to_string("/proc/interrupts").unwrap()).unwrap()
 }
 
-fn two_cpus() -> Option<Vec<usize>> {
+/// tracefs and the CPU a storm runs on (the last one this process may use; the storms need
+/// two), or `None` after saying why not.
+fn storm_setup() -> Option<(PathBuf, usize)> {
+    let tracefs = kvmscope_capture::host::require_tracefs()?;
     let cpus = kvmscope_lab::workload::allowed_cpus().unwrap();
     if cpus.len() < 2 {
         eprintln!("SKIPPED: the storms need two CPUs, this process may use {cpus:?}");
         return None;
     }
-    Some(cpus)
+    Some((tracefs, *cpus.last().unwrap()))
+}
+
+/// Runs a storm traced with `events`: `storm` gets the callback its workload calls once its
+/// threads are ready (their tids, the start marker, /proc/interrupts before); when it returns,
+/// the end marker and /proc/interrupts after. Returns its outcome, the guest report of its
+/// threads between the markers, and the events lost.
+fn traced<O>(
+    tracefs: &Path,
+    events: &[(&str, &str)],
+    storm: impl FnOnce(&mut dyn FnMut(&WorkloadThreads)) -> Result<O, WorkloadError>,
+) -> (O, GuestReport, u64) {
+    let s = Session::start(tracefs, events);
+    let mut ready = None;
+    let out = storm(&mut |threads| {
+        ready = Some((threads.tids(), proc_interrupts()));
+        s.mark(START);
+    })
+    .unwrap();
+    s.mark(END);
+    let after = proc_interrupts();
+    let (tids, before) = ready.expect("the storm's threads were ready");
+    let (report, lost) = s.finish(&tids, &before, &after);
+    (out, report, lost)
 }
 
 /// Runs a traced timer storm on the last allowed CPU.
-fn traced_timer_storm(
-    tracefs: &Path,
-    spec: TimerStorm,
-) -> (kvmscope_lab::workload::TimerStormOutcome, GuestReport, u64) {
-    let s = Session::start(tracefs, TIMER_EVENTS);
-    let mut before = None;
-    let out = timer_storm(&spec, |_| {
-        before = Some(proc_interrupts());
-        s.mark(START);
-    })
-    .unwrap();
-    s.mark(END);
-    let after = proc_interrupts();
-    let (report, lost) = s.finish(&out.threads.tids(), &before.unwrap(), &after);
-    (out, report, lost)
+fn traced_timer_storm(tracefs: &Path, spec: TimerStorm) -> (TimerStormOutcome, GuestReport, u64) {
+    traced(tracefs, TIMER_EVENTS, |ready| timer_storm(&spec, ready))
 }
 
-fn traced_ipi_storm(
-    tracefs: &Path,
-    spec: IpiStorm,
-) -> (kvmscope_lab::workload::IpiStormOutcome, GuestReport, u64) {
-    let s = Session::start(tracefs, IPI_EVENTS);
-    let mut before = None;
-    let out = ipi_storm(&spec, |_| {
-        before = Some(proc_interrupts());
-        s.mark(START);
-    })
-    .unwrap();
-    s.mark(END);
-    let after = proc_interrupts();
-    let (report, lost) = s.finish(&out.threads.tids(), &before.unwrap(), &after);
-    (out, report, lost)
+fn traced_ipi_storm(tracefs: &Path, spec: IpiStorm) -> (IpiStormOutcome, GuestReport, u64) {
+    traced(tracefs, IPI_EVENTS, |ready| ipi_storm(&spec, ready))
 }
 
-fn timer_summary(
-    out: &kvmscope_lab::workload::TimerStormOutcome,
-    r: &GuestReport,
-) -> serde_json::Value {
+fn timer_summary(out: &TimerStormOutcome, r: &GuestReport) -> serde_json::Value {
     let cpu = out.threads.driver_cpu.map(|c| c as u32);
     let gen = out.expiries as f64;
     let scope_expiries: u64 = r.timers.scope_functions().iter().map(|(_, n)| n).sum();
@@ -190,10 +188,7 @@ fn timer_summary(
     })
 }
 
-fn ipi_summary(
-    out: &kvmscope_lab::workload::IpiStormOutcome,
-    r: &GuestReport,
-) -> serde_json::Value {
+fn ipi_summary(out: &IpiStormOutcome, r: &GuestReport) -> serde_json::Value {
     let d = r.interrupts_delta.as_ref().unwrap();
     let spinners: Vec<u32> = out.threads.helpers.iter().map(|&(_, c)| c as u32).collect();
     let tlb_delta = d.ipi_total(IpiKind::TlbShootdown, Some(&spinners));
@@ -231,11 +226,9 @@ fn ipi_summary(
 #[test]
 #[ignore = "measurement: prints the ratios docs/guest.md records"]
 fn measure_timer_storms() {
-    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+    let Some((tracefs, cpu)) = storm_setup() else {
         return;
     };
-    let Some(cpus) = two_cpus() else { return };
-    let cpu = *cpus.last().unwrap();
     for (method, period_us, count) in [
         (TimerMethod::Nanosleep, 200, 2000),
         (TimerMethod::Nanosleep, 100, 4000),
@@ -256,12 +249,9 @@ fn measure_timer_storms() {
 #[test]
 #[ignore = "measurement: prints the ratios docs/guest.md records"]
 fn measure_ipi_storms() {
-    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+    let Some((tracefs, _)) = storm_setup() else {
         return;
     };
-    if two_cpus().is_none() {
-        return;
-    }
     for (method, ops) in [
         (IpiMethod::Munmap, 2000),
         (IpiMethod::Mprotect, 2000),
@@ -297,11 +287,9 @@ fn fail_on_loss(lost: u64) {
 ///   the CPU; so the storm's writes are 1-2 per expiry, and the CPU's writes at least one.
 #[test]
 fn timer_storm_rates_match_the_generator() {
-    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+    let Some((tracefs, cpu)) = storm_setup() else {
         return;
     };
-    let Some(cpus) = two_cpus() else { return };
-    let cpu = *cpus.last().unwrap();
     let spec = TimerStorm::new(Duration::from_micros(200), 2000).cpu(cpu);
     let (out, r, lost) = traced_timer_storm(&tracefs, spec);
     fail_on_loss(lost);
@@ -393,10 +381,9 @@ fn timer_storm_rates_match_the_generator() {
 /// allowed 75%-105% (a tick can be skipped while interrupts are off; never more than HZ).
 #[test]
 fn busy_cpu_tick_is_rearmed_from_its_own_interrupt() {
-    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+    let Some((tracefs, cpu)) = storm_setup() else {
         return;
     };
-    let Some(cpus) = two_cpus() else { return };
     let snap = kvmscope_system::collect();
     let Some(hz) = snap.config.as_ref().and_then(|c| c.tick().hz) else {
         eprintln!(
@@ -405,7 +392,6 @@ fn busy_cpu_tick_is_rearmed_from_its_own_interrupt() {
         );
         return;
     };
-    let cpu = *cpus.last().unwrap();
     let s = Session::start(&tracefs, TIMER_EVENTS);
     let before = proc_interrupts();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -450,12 +436,9 @@ fn busy_cpu_tick_is_rearmed_from_its_own_interrupt() {
 /// allowed range for sent IPIs is 90%-102% of the delta.
 #[test]
 fn ipi_storm_tlb_attribution_matches_proc_interrupts() {
-    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+    let Some((tracefs, _)) = storm_setup() else {
         return;
     };
-    if two_cpus().is_none() {
-        return;
-    }
     // Another tracer registering probes on the same tracepoints patches kernel text
     // (do_sync_core IPIs) and can make a few events go missing (measured once: 84 of 1326,
     // docs/guest.md). The report says so in its warnings; only then is the storm run again,
@@ -480,7 +463,7 @@ fn ipi_storm_tlb_attribution_matches_proc_interrupts() {
 }
 
 fn check_tlb_attribution(
-    out: &kvmscope_lab::workload::IpiStormOutcome,
+    out: &IpiStormOutcome,
     r: &GuestReport,
     summary: &serde_json::Value,
 ) -> Result<(), String> {
@@ -532,11 +515,9 @@ fn fixture_dir() -> std::path::PathBuf {
 #[test]
 #[ignore = "records the fixture of recorded_trace_gives_the_golden_report (run by hand)"]
 fn record_guest_trace_fixture() {
-    let Some(tracefs) = kvmscope_capture::host::require_tracefs() else {
+    let Some((tracefs, cpu)) = storm_setup() else {
         return;
     };
-    let Some(cpus) = two_cpus() else { return };
-    let cpu = *cpus.last().unwrap();
     let events: Vec<(&str, &str)> = TIMER_EVENTS.iter().chain(IPI_EVENTS).copied().collect();
     let s = Session::start(&tracefs, &events);
     // Keep the fixture small: only TLB flushes requested by another CPU (remote shootdown,

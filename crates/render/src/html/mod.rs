@@ -15,7 +15,7 @@ pub mod svg;
 
 use std::fmt::Write;
 
-use kvmscope_analysis::timeline::TimelineReport;
+use kvmscope_analysis::timeline::{Series, TimelineReport};
 use kvmscope_analysis::Report;
 use kvmscope_diagnose::Diagnosis;
 use serde_json::Value;
@@ -101,133 +101,370 @@ fn lookup<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
     Some(cur)
 }
 
+/// Whether the report has a non-empty array at `path`.
+fn has_rows(data: &Value, path: &str) -> bool {
+    matches!(lookup(data, path), Some(Value::Array(a)) if !a.is_empty())
+}
+
 /// One table cell showing the report value at `path`.
 fn cell(out: &mut String, data: &Value, path: &str, fmt: Fmt) {
     let v = lookup(data, path).unwrap_or(&Value::Null);
     let k = esc(path);
-    match (fmt, v) {
-        (Fmt::Int, Value::Number(n)) if n.as_u64().is_some() => {
-            let _ = write!(
-                out,
-                r#"<td class="n" data-k="{k}">{}</td>"#,
-                int(n.as_u64().unwrap_or(0))
-            );
-        }
-        (Fmt::Id, Value::Number(n)) if n.as_u64().is_some() => {
-            let _ = write!(
-                out,
-                r#"<td class="n" data-k="{k}">{}</td>"#,
-                n.as_u64().unwrap_or(0)
-            );
-        }
-        (Fmt::Us, Value::Number(n)) => {
-            let _ = write!(
-                out,
-                r#"<td class="n" data-k="{k}" data-scale="1000" data-dp="3">{:.3}</td>"#,
-                n.as_f64().unwrap_or(0.0) / 1000.0
-            );
-        }
-        (Fmt::Pct, Value::Number(n)) => {
-            let _ = write!(
-                out,
-                r#"<td class="n" data-k="{k}" data-dp="1">{:.1}</td>"#,
-                n.as_f64().unwrap_or(0.0)
-            );
-        }
-        (Fmt::Hex, Value::Number(n)) if n.as_u64().is_some() => {
-            let _ = write!(
-                out,
-                r#"<td class="n" data-k="{k}" data-hex="1">{:#x}</td>"#,
-                n.as_u64().unwrap_or(0)
-            );
-        }
-        (_, Value::String(s)) => {
-            let _ = write!(out, "<td>{}</td>", esc(s));
-        }
-        (_, Value::Bool(b)) => {
-            let _ = write!(out, "<td>{}</td>", if *b { "yes" } else { "no" });
-        }
-        (_, Value::Null) => out.push_str("<td></td>"),
-        (_, other) => {
-            let _ = write!(out, "<td>{}</td>", esc(&other.to_string()));
+    // Numbers: right-aligned, with what the page's script needs to compare them with the data.
+    let number = match (fmt, v.as_u64(), v.as_f64()) {
+        (Fmt::Int, Some(u), _) => Some(("", int(u))),
+        (Fmt::Id, Some(u), _) => Some(("", u.to_string())),
+        (Fmt::Us, _, Some(f)) => Some((
+            r#" data-scale="1000" data-dp="3""#,
+            format!("{:.3}", f / 1000.0),
+        )),
+        (Fmt::Pct, _, Some(f)) => Some((r#" data-dp="1""#, format!("{f:.1}"))),
+        (Fmt::Hex, Some(u), _) => Some((r#" data-hex="1""#, format!("{u:#x}"))),
+        _ => None,
+    };
+    if let Some((attrs, shown)) = number {
+        let _ = write!(out, r#"<td class="n" data-k="{k}"{attrs}>{shown}</td>"#);
+        return;
+    }
+    let text = match v {
+        Value::String(s) => esc(s),
+        Value::Bool(b) => (if *b { "yes" } else { "no" }).to_string(),
+        Value::Null => String::new(),
+        other => esc(&other.to_string()),
+    };
+    let _ = write!(out, "<td>{text}</td>");
+}
+
+impl Fmt {
+    /// A column of this format showing the value at `path`, headed by the path's last name.
+    const fn at(self, path: &'static str) -> Col {
+        Col {
+            title: None,
+            path,
+            fmt: self,
         }
     }
 }
 
-/// A table over the array at `path`: each column is (heading, field path in a row, format).
-fn table(
-    out: &mut String,
-    data: &Value,
-    id: &str,
-    caption: &str,
-    path: &str,
-    cols: &[(&str, &str, Fmt)],
-) {
-    let Some(Value::Array(rows)) = lookup(data, path) else {
-        return;
-    };
-    if rows.is_empty() {
-        return;
+/// A table's column (its path is a field of each row) or a key-value table's row (its path is
+/// from the report's root): where the value is and how it shows.
+#[derive(Debug, Clone, Copy)]
+struct Col {
+    /// The heading; `None`: the path's last name.
+    title: Option<&'static str>,
+    path: &'static str,
+    fmt: Fmt,
+}
+
+impl Col {
+    /// The same column under another heading than its path's last name.
+    const fn titled(self, title: &'static str) -> Col {
+        Col {
+            title: Some(title),
+            ..self
+        }
     }
+    fn title(&self) -> &'static str {
+        self.title
+            .unwrap_or_else(|| self.path.rsplit('.').next().unwrap_or(self.path))
+    }
+}
+
+// Columns that several tables share.
+const COUNT: Col = Fmt::Int.at("count");
+const WRITE: Col = Fmt::Text.at("write");
+const BYTES: Col = Fmt::Int.at("bytes");
+const NAME: Col = Fmt::Text.at("name");
+const MSR_INDEX: Col = Fmt::Hex.at("msr").titled("MSR");
+const CPU: Col = Fmt::Id.at("cpu").titled("CPU");
+const FUNCTION: Col = Fmt::Text.at("function");
+const KIND: Col = Fmt::Text.at("kind");
+/// `(name, count)` pairs.
+const EVENT_COUNTS: &[Col] = &[
+    Fmt::Text.at("0").titled("event"),
+    Fmt::Int.at("1").titled("count"),
+];
+/// `(vector, count)` pairs.
+const VECTOR_COUNTS: &[Col] = &[
+    Fmt::Id.at("0").titled("vector"),
+    Fmt::Int.at("1").titled("count"),
+];
+
+/// The fields of a latency summary (`kvmscope_analysis::Latency`): the last columns of the
+/// tables whose rows have a `latency`, and the columns of the halt table.
+const LATENCY: [Col; 6] = [
+    Fmt::Int.at("samples"),
+    Fmt::Us.at("min_ns").titled("min µs"),
+    Fmt::Us.at("p50_ns").titled("p50 µs"),
+    Fmt::Us.at("p99_ns").titled("p99 µs"),
+    Fmt::Us.at("max_ns").titled("max µs"),
+    Fmt::Us.at("mean_ns").titled("mean µs"),
+];
+
+/// One table of the page.
+#[derive(Debug)]
+struct Spec<'a> {
+    /// The `<section>` it is in (see [`TABLES`]).
+    section: &'a str,
+    id: &'a str,
+    caption: &'a str,
+    /// `Some`: a table over the array at this path, a row per element (at most [`MAX_ROWS`]);
+    /// `None`: key-value rows, one per column, each a single value.
+    rows: Option<&'a str>,
+    cols: &'a [Col],
+    /// The rows have a `latency` summary, shown as the last columns.
+    latency: bool,
+}
+
+impl<'a> Spec<'a> {
+    const fn rows(
+        section: &'a str,
+        id: &'a str,
+        caption: &'a str,
+        path: &'a str,
+        cols: &'a [Col],
+    ) -> Self {
+        Spec {
+            section,
+            id,
+            caption,
+            rows: Some(path),
+            cols,
+            latency: false,
+        }
+    }
+    const fn facts(section: &'a str, id: &'a str, caption: &'a str, cols: &'a [Col]) -> Self {
+        Spec {
+            section,
+            id,
+            caption,
+            rows: None,
+            cols,
+            latency: false,
+        }
+    }
+    const fn with_latency(self) -> Self {
+        Spec {
+            latency: true,
+            ..self
+        }
+    }
+
+    fn write(&self, out: &mut String, data: &Value) {
+        match self.rows {
+            Some(path) => self.table(out, data, path),
+            None => self.facts_table(out, data),
+        }
+    }
+
+    fn table(&self, out: &mut String, data: &Value, path: &str) {
+        let Some(Value::Array(rows)) = lookup(data, path) else {
+            return;
+        };
+        if rows.is_empty() {
+            return;
+        }
+        let latency: &[Col] = if self.latency { &LATENCY } else { &[] };
+        let cols = || {
+            let own = self.cols.iter().map(|c| ("", c));
+            own.chain(latency.iter().map(|c| ("latency.", c)))
+        };
+        table_head(out, self.id, self.caption, cols().map(|(_, c)| c));
+        for i in 0..rows.len().min(MAX_ROWS) {
+            out.push_str("<tr>");
+            for (under, c) in cols() {
+                cell(out, data, &format!("{path}.{i}.{under}{}", c.path), c.fmt);
+            }
+            out.push_str("</tr>");
+        }
+        out.push_str("</tbody></table>");
+        if rows.len() > MAX_ROWS {
+            let _ = write!(
+                out,
+                r#"<p class="note">{} more rows in the embedded data (<code>{}</code>).</p>"#,
+                int((rows.len() - MAX_ROWS) as u64),
+                esc(path)
+            );
+        }
+    }
+
+    fn facts_table(&self, out: &mut String, data: &Value) {
+        let _ = write!(
+            out,
+            r#"<table id="{}" class="kv"><caption>{}</caption><tbody>"#,
+            self.id,
+            esc(self.caption)
+        );
+        for c in self.cols {
+            let _ = write!(out, "<tr><th>{}</th>", esc(c.title()));
+            cell(out, data, c.path, c.fmt);
+            out.push_str("</tr>");
+        }
+        out.push_str("</tbody></table>");
+    }
+}
+
+/// A table's opening up to its body: caption and a heading per column.
+fn table_head<'c>(out: &mut String, id: &str, caption: &str, cols: impl Iterator<Item = &'c Col>) {
     let _ = write!(
         out,
         r#"<table id="{id}"><caption>{}</caption><thead><tr>"#,
         esc(caption)
     );
-    for (h, _, fmt) in cols {
-        let class = if matches!(fmt, Fmt::Text) {
+    for c in cols {
+        let class = if matches!(c.fmt, Fmt::Text) {
             ""
         } else {
             " class=\"n\""
         };
-        let _ = write!(out, "<th{class}>{}</th>", esc(h));
+        let _ = write!(out, "<th{class}>{}</th>", esc(c.title()));
     }
     out.push_str("</tr></thead><tbody>");
-    for i in 0..rows.len().min(MAX_ROWS) {
-        out.push_str("<tr>");
-        for (_, field, fmt) in cols {
-            cell(out, data, &format!("{path}.{i}.{field}"), *fmt);
-        }
-        out.push_str("</tr>");
-    }
-    out.push_str("</tbody></table>");
-    if rows.len() > MAX_ROWS {
-        let _ = write!(
-            out,
-            r#"<p class="note">{} more rows in the embedded data (<code>{}</code>).</p>"#,
-            int((rows.len() - MAX_ROWS) as u64),
-            esc(path)
-        );
+}
+
+/// Writes the [`TABLES`] of the section `id`.
+fn tables(out: &mut String, data: &Value, id: &str) {
+    for t in TABLES.iter().filter(|t| t.section == id) {
+        t.write(out, data);
     }
 }
 
-/// Key-value rows for single values: (label, path, format).
-fn facts(out: &mut String, data: &Value, id: &str, caption: &str, rows: &[(&str, &str, Fmt)]) {
-    let _ = write!(
-        out,
-        r#"<table id="{id}" class="kv"><caption>{}</caption><tbody>"#,
-        esc(caption)
-    );
-    for (label, path, fmt) in rows {
-        let _ = write!(out, "<tr><th>{}</th>", esc(label));
-        cell(out, data, path, *fmt);
-        out.push_str("</tr>");
-    }
-    out.push_str("</tbody></table>");
+/// Writes the section `id` of the page that is tables only: its heading and its [`TABLES`].
+fn section(out: &mut String, data: &Value, id: &str, title: &str) {
+    let _ = write!(out, r#"<section id="{id}"><h2>{title}</h2>"#);
+    tables(out, data, id);
+    out.push_str("</section>");
 }
 
-const LATENCY_COLS: [(&str, &str, Fmt); 6] = [
-    ("samples", "latency.samples", Fmt::Int),
-    ("min µs", "latency.min_ns", Fmt::Us),
-    ("p50 µs", "latency.p50_ns", Fmt::Us),
-    ("p99 µs", "latency.p99_ns", Fmt::Us),
-    ("max µs", "latency.max_ns", Fmt::Us),
-    ("mean µs", "latency.mean_ns", Fmt::Us),
+/// Whether a table of the section `id` over the report's own part `id` has rows: the
+/// sections of accesses and of interrupts are left out without (the table of exits to the
+/// VMM, from `overview`, and the key-value tables do not count).
+fn section_has_rows(data: &Value, id: &str) -> bool {
+    let own = format!("{id}.");
+    TABLES.iter().any(|t| {
+        t.section == id
+            && t.rows
+                .is_some_and(|p| p.starts_with(&own) && has_rows(data, p))
+    })
+}
+
+const SYSREG: &[Col] = &[
+    Fmt::Text.at("name").titled("register"),
+    WRITE,
+    COUNT,
+    Fmt::Text.at("meaning"),
 ];
+const MSR: &[Col] = &[
+    MSR_INDEX,
+    NAME,
+    WRITE,
+    COUNT,
+    Fmt::Int.at("faults").titled("#GP"),
+    Fmt::Hex.at("last_value").titled("last value"),
+];
+const PIO: &[Col] = &[Fmt::Hex.at("port"), WRITE, COUNT, BYTES];
+const MMIO: &[Col] = &[Fmt::Hex.at("gpa").titled("GPA"), WRITE, COUNT, BYTES];
+const USERSPACE: &[Col] = &[
+    Fmt::Text.at("name").titled("reason"),
+    Fmt::Id.at("reason").titled("code"),
+    Fmt::Id.at("errno"),
+    COUNT,
+];
+const HALT_POLL: &[Col] = &[
+    Fmt::Pct
+        .at("interrupts.halt.poll_success_pct")
+        .titled("wake-ups caught by polling (%)"),
+    Fmt::Int
+        .at("interrupts.halt.poll_invalid")
+        .titled("polls marked invalid"),
+    Fmt::Int
+        .at("interrupts.halt.poll_grow")
+        .titled("halt_poll_ns grown"),
+    Fmt::Int
+        .at("interrupts.halt.poll_shrink")
+        .titled("halt_poll_ns shrunk"),
+    Fmt::Int
+        .at("interrupts.timer.hv_timer_on")
+        .titled("hv timer on (kvm_hv_timer_state)"),
+    Fmt::Int
+        .at("interrupts.timer.hv_timer_off")
+        .titled("hv timer off"),
+    Fmt::Int
+        .at("interrupts.timer.lapic_early")
+        .titled("APIC timer fired early"),
+    Fmt::Int
+        .at("interrupts.timer.lapic_late")
+        .titled("APIC timer fired late"),
+];
+const IPIS: &[Col] = &[
+    Fmt::Id.at("0").titled("destination"),
+    Fmt::Id.at("1").titled("vector"),
+    Fmt::Int.at("2").titled("count"),
+];
+const IRQ_MISC: &[Col] = &[
+    Fmt::Int.at("interrupts.eoi").titled("EOIs"),
+    Fmt::Int.at("interrupts.set_irq").titled("kvm_set_irq"),
+    Fmt::Int.at("interrupts.msi").titled("kvm_msi_set_irq"),
+];
+const ROOTS: &[Col] = &[
+    Fmt::Id.at("0").titled("tid"),
+    Fmt::Int.at("1.new"),
+    Fmt::Int.at("1.existing"),
+];
+const FAULTS: &[Col] = &[
+    Fmt::Int.at("mmu.page_faults.total").titled("page faults"),
+    Fmt::Int.at("mmu.page_faults.write"),
+    Fmt::Int.at("mmu.page_faults.user"),
+    Fmt::Int.at("mmu.page_faults.present"),
+    Fmt::Int.at("mmu.page_faults.fetch"),
+    Fmt::Int.at("mmu.cr3_writes").titled("CR3 writes"),
+];
+const HRTIMERS: &[Col] = &[
+    FUNCTION,
+    CPU,
+    Fmt::Int.at("starts"),
+    Fmt::Int.at("expiries"),
+    Fmt::Int.at("cancels"),
+    Fmt::Int
+        .at("rearmed_in_handler")
+        .titled("re-armed in handler"),
+];
+const LOCAL_TIMER: &[Col] = &[CPU, Fmt::Int.at("interrupts")];
+const GUEST_MSR: &[Col] = &[MSR_INDEX, NAME, CPU, Fmt::Int.at("writes")];
+const GUEST_IPI: &[Col] = &[
+    Fmt::Id.at("sender_cpu").titled("from CPU"),
+    Fmt::Id.at("target_cpu").titled("to CPU"),
+    KIND,
+    FUNCTION,
+    Fmt::Int.at("sent"),
+];
+const CSD: &[Col] = &[CPU, FUNCTION, KIND, Fmt::Int.at("runs")];
 
-fn with_latency<'c>(head: &[(&'c str, &'c str, Fmt)]) -> Vec<(&'c str, &'c str, Fmt)> {
-    head.iter().copied().chain(LATENCY_COLS).collect()
-}
+/// The tables whose columns are fixed, in page order, each with the id of its section (see
+/// [`tables`] and [`section`]; the input and exit sections build theirs as they go).
+#[rustfmt::skip]
+const TABLES: &[Spec<'static>] = &[
+    Spec::facts("halt", "t-halt-poll", "halt polling and the APIC timer", HALT_POLL),
+    Spec::rows("accesses", "t-sysreg", "arm64 system-register traps (kvm_sys_access)", "accesses.sysreg", SYSREG).with_latency(),
+    Spec::rows("accesses", "t-msr", "MSR accesses KVM handled (kvm_msr)", "accesses.msr", MSR).with_latency(),
+    Spec::rows("accesses", "t-pio", "port I/O (kvm_pio)", "accesses.pio", PIO).with_latency(),
+    Spec::rows("accesses", "t-mmio", "MMIO (kvm_mmio)", "accesses.mmio", MMIO).with_latency(),
+    Spec::rows("accesses", "t-userspace", "exits to the VMM (kvm_userspace_exit)", "overview.userspace_exits", USERSPACE),
+    Spec::rows("interrupts", "t-injected", "injected (kvm_inj_virq)", "interrupts.injected", VECTOR_COUNTS),
+    Spec::rows("interrupts", "t-accepted", "accepted by the APIC (kvm_apic_accept_irq)", "interrupts.accepted", VECTOR_COUNTS),
+    Spec::rows("interrupts", "t-ipis", "IPIs (kvm_apic_ipi)", "interrupts.ipis", IPIS),
+    Spec::rows("interrupts", "t-exceptions", "exceptions injected", "interrupts.exceptions", VECTOR_COUNTS),
+    Spec::facts("interrupts", "t-irq-misc", "other", IRQ_MISC),
+    Spec::rows("mmu", "t-mmu", "kvmmmu events", "mmu.events", EVENT_COUNTS),
+    Spec::rows("mmu", "t-roots", "shadow root loads per vCPU thread", "mmu.root_loads", ROOTS),
+    Spec::facts("mmu", "t-faults", "page faults (kvm_page_fault) and CR3 writes", FAULTS),
+    Spec::rows("guest", "t-hrtimers", "hrtimers", "guest.timers.hrtimers", HRTIMERS),
+    Spec::rows("guest", "t-local-timer", "local timer interrupts", "guest.timers.local_timer", LOCAL_TIMER),
+    Spec::rows("guest", "t-guest-msr", "MSR writes (msr:write_msr)", "guest.msr.rows", GUEST_MSR),
+    Spec::rows("guest", "t-guest-ipi", "IPIs sent", "guest.ipi.sent", GUEST_IPI),
+    Spec::rows("guest", "t-guest-csd", "csd functions", "guest.ipi.csd_functions", CSD),
+    Spec::rows("events", "t-events", "every event in the trace", "overview.by_name", EVENT_COUNTS),
+];
 
 const STYLE: &str = r#"
 body{font:14px/1.4 system-ui,-apple-system,"DejaVu Sans",sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
@@ -342,16 +579,7 @@ pub fn render(page: &Page<'_>) -> String {
             base64(svg.as_bytes())
         );
     }
-    out.push_str(r#"<section id="events"><h2>Events by name</h2>"#);
-    table(
-        &mut out,
-        report_value,
-        "t-events",
-        "every event in the trace",
-        "overview.by_name",
-        &[("event", "0", Fmt::Text), ("count", "1", Fmt::Int)],
-    );
-    out.push_str("</section>");
+    section(&mut out, report_value, "events", "Events by name");
     out.push_str(r#"<p id="selfcheck">checking…</p></main>"#);
     // `</` cannot appear inside the script element: JSON escapes it as `<\/`.
     let json = serde_json::to_string(&data)
@@ -370,66 +598,52 @@ fn inputs(out: &mut String, data: &Value, r: &Report) {
     if r.partial {
         out.push_str(r#"<p class="banner" id="partial">Partial: events were lost or an input was cut off; counts below are lower bounds.</p>"#);
     }
-    table(
-        out,
-        data,
-        "t-inputs",
-        "files read",
-        "inputs",
-        &[
-            ("file", "path", Fmt::Text),
-            ("format", "format", Fmt::Text),
-            ("bytes", "bytes", Fmt::Int),
-            ("lines", "lines", Fmt::Int),
-            ("events", "events", Fmt::Int),
-            ("fields not parsed", "undecoded", Fmt::Int),
-            ("unknown lines", "unknown_lines", Fmt::Int),
-            ("lost events", "lost_total", Fmt::Int),
-            ("cut off at byte", "truncated_at", Fmt::Int),
-        ],
-    );
+    let files = [
+        Fmt::Text.at("path").titled("file"),
+        Fmt::Text.at("format"),
+        BYTES,
+        Fmt::Int.at("lines"),
+        Fmt::Int.at("events"),
+        Fmt::Int.at("undecoded").titled("fields not parsed"),
+        Fmt::Int.at("unknown_lines").titled("unknown lines"),
+        Fmt::Int.at("lost_total").titled("lost events"),
+        Fmt::Int.at("truncated_at").titled("cut off at byte"),
+    ];
+    Spec::rows("inputs", "t-inputs", "files read", "inputs", &files).write(out, data);
+    let lost = [
+        Fmt::Id.at("0").titled("CPU"),
+        Fmt::Int.at("1").titled("lost"),
+    ];
     for (i, inp) in r.inputs.iter().enumerate() {
         if !inp.read.lost.is_empty() {
-            table(
-                out,
-                data,
-                &format!("t-lost-{i}"),
-                &format!("{}: events lost per CPU", inp.path),
-                &format!("inputs.{i}.lost"),
-                &[("CPU", "0", Fmt::Id), ("lost", "1", Fmt::Int)],
-            );
+            let id = format!("t-lost-{i}");
+            let caption = format!("{}: events lost per CPU", inp.path);
+            let path = format!("inputs.{i}.lost");
+            Spec::rows("inputs", &id, &caption, &path, &lost).write(out, data);
         }
     }
-    facts(
-        out,
-        data,
-        "t-overview",
-        "trace",
-        &[
-            ("events analysed", "overview.events", Fmt::Int),
-            ("duration (µs)", "overview.duration_ns", Fmt::Us),
-        ],
-    );
+    let trace = [
+        Fmt::Int.at("overview.events").titled("events analysed"),
+        Fmt::Us.at("overview.duration_ns").titled("duration (µs)"),
+    ];
+    Spec::facts("inputs", "t-overview", "trace", &trace).write(out, data);
+    let vcpus = [
+        Fmt::Id.at("tid"),
+        Fmt::Text.at("comm").titled("thread"),
+        Fmt::Id.at("vcpu").titled("vCPU"),
+        Fmt::Int.at("kvm_events").titled("KVM events"),
+        Fmt::Int.at("exits"),
+        Fmt::Int.at("userspace_exits").titled("userspace exits"),
+    ];
     for (v, vm) in r.overview.vms.iter().enumerate() {
-        table(
-            out,
-            data,
-            &format!("t-vm-{v}"),
-            &format!(
-                "VM {} ({}): vCPU threads",
-                vm.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
-                vm.comm
-            ),
-            &format!("overview.vms.{v}.vcpus"),
-            &[
-                ("tid", "tid", Fmt::Id),
-                ("thread", "comm", Fmt::Text),
-                ("vCPU", "vcpu", Fmt::Id),
-                ("KVM events", "kvm_events", Fmt::Int),
-                ("exits", "exits", Fmt::Int),
-                ("userspace exits", "userspace_exits", Fmt::Int),
-            ],
+        let id = format!("t-vm-{v}");
+        let caption = format!(
+            "VM {} ({}): vCPU threads",
+            vm.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+            vm.comm
         );
+        let path = format!("overview.vms.{v}.vcpus");
+        Spec::rows("inputs", &id, &caption, &path, &vcpus).write(out, data);
     }
     out.push_str("</section>");
 }
@@ -508,19 +722,15 @@ fn legend(out: &mut String, layers: &[Layer<'_>]) {
 }
 
 /// Top series as layers (rates per second), the rest summed as "other".
-fn layers<'a>(
-    series: impl Iterator<Item = (&'a str, &'a [u64])>,
-    bucket_s: f64,
-    n: usize,
-) -> Vec<Layer<'a>> {
-    let mut out: Vec<Layer<'a>> = Vec::new();
+fn layers(series: &[Series], bucket_s: f64, n: usize) -> Vec<Layer<'_>> {
+    let mut out: Vec<Layer<'_>> = Vec::new();
     let mut other = vec![0.0; n];
     let mut has_other = false;
-    for (i, (name, counts)) in series.enumerate() {
-        let rates: Vec<f64> = counts.iter().map(|&c| c as f64 / bucket_s).collect();
+    for (i, s) in series.iter().enumerate() {
+        let rates: Vec<f64> = s.counts.iter().map(|&c| c as f64 / bucket_s).collect();
         if i < MAX_LAYERS {
             out.push(Layer {
-                name,
+                name: &s.name,
                 colour: PALETTE[i % PALETTE.len()],
                 values: rates,
             });
@@ -545,31 +755,20 @@ fn over_time(out: &mut String, tl: &TimelineReport, r: &Report) {
     let bucket_s = tl.bucket_ns / 1e9;
     let n = tl.buckets;
     out.push_str(r#"<section id="rate">"#);
-    let (title, unit, ls) = if !tl.exits_by_reason.is_empty() {
+    let (title, unit, series) = if !tl.exits_by_reason.is_empty() {
         (
             "VM exits per second, by reason",
             "exits/s",
-            layers(
-                tl.exits_by_reason
-                    .iter()
-                    .map(|s| (s.name.as_str(), s.counts.as_slice())),
-                bucket_s,
-                n,
-            ),
+            &tl.exits_by_reason,
         )
     } else {
         (
             "Events per second, by name (this trace has no kvm_exit events)",
             "events/s",
-            layers(
-                tl.events_by_name
-                    .iter()
-                    .map(|s| (s.name.as_str(), s.counts.as_slice())),
-                bucket_s,
-                n,
-            ),
+            &tl.events_by_name,
         )
     };
+    let ls = layers(series, bucket_s, n);
     let _ = write!(
         out,
         r#"<h2>{title}</h2><p class="note">{} buckets of {} each, stacked; trace starts at {:.6} s on the trace clock.</p>"#,
@@ -683,117 +882,50 @@ fn exit_tables(out: &mut String, data: &Value, r: &Report) {
         .iter()
         .any(|x| x.isa == kvmscope_trace::Isa::Arm64);
     out.push_str(r#"<section id="exits"><h2>VM exits</h2>"#);
-    facts(
-        out,
-        data,
-        "t-exit-totals",
-        "totals",
-        &[
-            ("exits", "exits.total", Fmt::Int),
-            ("paired with an entry", "exits.paired", Fmt::Int),
-            ("handling time (µs)", "exits.total_time_ns", Fmt::Us),
-            ("open at the end", "exits.unpaired_exits", Fmt::Int),
-            ("entries without exit", "exits.unpaired_entries", Fmt::Int),
-        ],
-    );
-    let cols = with_latency(&[
-        ("reason", "reason", Fmt::Text),
-        ("isa", "isa", Fmt::Text),
-        (if arm { "code / ESR EC" } else { "code" }, "code", Fmt::Hex),
-        ("count", "count", Fmt::Int),
-        ("count %", "count_pct", Fmt::Pct),
-        ("time %", "time_pct", Fmt::Pct),
-    ]);
-    table(out, data, "t-exits", "by reason", "exits.rows", &cols);
-    out.push_str("</section>");
-}
-
-fn accesses(out: &mut String, data: &Value) {
-    let any = [
-        "accesses.sysreg",
-        "accesses.msr",
-        "accesses.pio",
-        "accesses.mmio",
-    ]
-    .iter()
-    .any(|p| matches!(lookup(data, p), Some(Value::Array(a)) if !a.is_empty()));
-    if !any {
-        return;
-    }
-    out.push_str(r#"<section id="accesses"><h2>MSR, port I/O and MMIO accesses</h2>"#);
-    table(
-        out,
-        data,
-        "t-sysreg",
-        "arm64 system-register traps (kvm_sys_access)",
-        "accesses.sysreg",
-        &with_latency(&[
-            ("register", "name", Fmt::Text),
-            ("write", "write", Fmt::Text),
-            ("count", "count", Fmt::Int),
-            ("meaning", "meaning", Fmt::Text),
-        ]),
-    );
-    table(
-        out,
-        data,
-        "t-msr",
-        "MSR accesses KVM handled (kvm_msr)",
-        "accesses.msr",
-        &with_latency(&[
-            ("MSR", "msr", Fmt::Hex),
-            ("name", "name", Fmt::Text),
-            ("write", "write", Fmt::Text),
-            ("count", "count", Fmt::Int),
-            ("#GP", "faults", Fmt::Int),
-            ("last value", "last_value", Fmt::Hex),
-        ]),
-    );
-    table(
-        out,
-        data,
-        "t-pio",
-        "port I/O (kvm_pio)",
-        "accesses.pio",
-        &with_latency(&[
-            ("port", "port", Fmt::Hex),
-            ("write", "write", Fmt::Text),
-            ("count", "count", Fmt::Int),
-            ("bytes", "bytes", Fmt::Int),
-        ]),
-    );
-    table(
-        out,
-        data,
-        "t-mmio",
-        "MMIO (kvm_mmio)",
-        "accesses.mmio",
-        &with_latency(&[
-            ("GPA", "gpa", Fmt::Hex),
-            ("write", "write", Fmt::Text),
-            ("count", "count", Fmt::Int),
-            ("bytes", "bytes", Fmt::Int),
-        ]),
-    );
-    table(
-        out,
-        data,
-        "t-userspace",
-        "exits to the VMM (kvm_userspace_exit)",
-        "overview.userspace_exits",
-        &[
-            ("reason", "name", Fmt::Text),
-            ("code", "reason", Fmt::Id),
-            ("errno", "errno", Fmt::Id),
-            ("count", "count", Fmt::Int),
-        ],
-    );
+    let totals = [
+        Fmt::Int.at("exits.total").titled("exits"),
+        Fmt::Int.at("exits.paired").titled("paired with an entry"),
+        Fmt::Us
+            .at("exits.total_time_ns")
+            .titled("handling time (µs)"),
+        Fmt::Int
+            .at("exits.unpaired_exits")
+            .titled("open at the end"),
+        Fmt::Int
+            .at("exits.unpaired_entries")
+            .titled("entries without exit"),
+    ];
+    Spec::facts("exits", "t-exit-totals", "totals", &totals).write(out, data);
+    let code = Fmt::Hex.at("code");
+    let cols = [
+        Fmt::Text.at("reason"),
+        Fmt::Text.at("isa"),
+        if arm {
+            code.titled("code / ESR EC")
+        } else {
+            code
+        },
+        COUNT,
+        Fmt::Pct.at("count_pct").titled("count %"),
+        Fmt::Pct.at("time_pct").titled("time %"),
+    ];
+    Spec::rows("exits", "t-exits", "by reason", "exits.rows", &cols)
+        .with_latency()
+        .write(out, data);
     out.push_str("</section>");
 }
 
 fn halt_and_timers(out: &mut String, data: &Value, tl: &TimelineReport) {
     out.push_str(r#"<section id="halt"><h2>Halt polling and timers</h2>"#);
-    out.push_str(r#"<table id="t-halt"><caption>halted vCPU wake-ups (kvm_vcpu_wakeup)</caption><thead><tr><th></th><th class="n">samples</th><th class="n">min µs</th><th class="n">p50 µs</th><th class="n">p99 µs</th><th class="n">max µs</th><th class="n">mean µs</th></tr></thead><tbody>"#);
+    // A row per latency summary, its label in the first column.
+    let label = Fmt::Text.at("");
+    let cols = std::iter::once(&label).chain(&LATENCY);
+    table_head(
+        out,
+        "t-halt",
+        "halted vCPU wake-ups (kvm_vcpu_wakeup)",
+        cols,
+    );
     for (label, p) in [
         ("woken while polling", "interrupts.halt.polled"),
         ("woken after sleeping", "interrupts.halt.waited"),
@@ -806,68 +938,16 @@ fn halt_and_timers(out: &mut String, data: &Value, tl: &TimelineReport) {
             continue; // arm64 only
         }
         let _ = write!(out, "<tr><th>{label}</th>");
-        for (f, fmt) in [
-            ("samples", Fmt::Int),
-            ("min_ns", Fmt::Us),
-            ("p50_ns", Fmt::Us),
-            ("p99_ns", Fmt::Us),
-            ("max_ns", Fmt::Us),
-            ("mean_ns", Fmt::Us),
-        ] {
-            cell(out, data, &format!("{p}.{f}"), fmt);
+        for c in &LATENCY {
+            cell(out, data, &format!("{p}.{}", c.path), c.fmt);
         }
         out.push_str("</tr>");
     }
     out.push_str("</tbody></table>");
-    facts(
-        out,
-        data,
-        "t-halt-poll",
-        "halt polling and the APIC timer",
-        &[
-            (
-                "wake-ups caught by polling (%)",
-                "interrupts.halt.poll_success_pct",
-                Fmt::Pct,
-            ),
-            (
-                "polls marked invalid",
-                "interrupts.halt.poll_invalid",
-                Fmt::Int,
-            ),
-            ("halt_poll_ns grown", "interrupts.halt.poll_grow", Fmt::Int),
-            (
-                "halt_poll_ns shrunk",
-                "interrupts.halt.poll_shrink",
-                Fmt::Int,
-            ),
-            (
-                "hv timer on (kvm_hv_timer_state)",
-                "interrupts.timer.hv_timer_on",
-                Fmt::Int,
-            ),
-            ("hv timer off", "interrupts.timer.hv_timer_off", Fmt::Int),
-            (
-                "APIC timer fired early",
-                "interrupts.timer.lapic_early",
-                Fmt::Int,
-            ),
-            (
-                "APIC timer fired late",
-                "interrupts.timer.lapic_late",
-                Fmt::Int,
-            ),
-        ],
-    );
+    tables(out, data, "halt");
     if !tl.halt_wakeups.is_empty() {
         let bucket_s = tl.bucket_ns / 1e9;
-        let ls = layers(
-            tl.halt_wakeups
-                .iter()
-                .map(|s| (s.name.as_str(), s.counts.as_slice())),
-            bucket_s,
-            tl.buckets,
-        );
+        let ls = layers(&tl.halt_wakeups, bucket_s, tl.buckets);
         out.push_str("<p><b>Wake-ups per second</b> (polled: halt polling caught the wake-up; waited: the vCPU slept)</p>");
         legend(out, &ls);
         out.push_str(&svg::stacked(
@@ -883,110 +963,22 @@ fn halt_and_timers(out: &mut String, data: &Value, tl: &TimelineReport) {
     out.push_str("</section>");
 }
 
-fn interrupts(out: &mut String, data: &Value) {
-    let any = [
-        "interrupts.injected",
-        "interrupts.accepted",
-        "interrupts.ipis",
-        "interrupts.exceptions",
-    ]
-    .iter()
-    .any(|p| matches!(lookup(data, p), Some(Value::Array(a)) if !a.is_empty()));
-    if !any {
-        return;
+fn accesses(out: &mut String, data: &Value) {
+    if section_has_rows(data, "accesses") {
+        section(out, data, "accesses", "MSR, port I/O and MMIO accesses");
     }
-    out.push_str(r#"<section id="interrupts"><h2>Interrupts</h2>"#);
-    let vc = [("vector", "0", Fmt::Id), ("count", "1", Fmt::Int)];
-    table(
-        out,
-        data,
-        "t-injected",
-        "injected (kvm_inj_virq)",
-        "interrupts.injected",
-        &vc,
-    );
-    table(
-        out,
-        data,
-        "t-accepted",
-        "accepted by the APIC (kvm_apic_accept_irq)",
-        "interrupts.accepted",
-        &vc,
-    );
-    table(
-        out,
-        data,
-        "t-ipis",
-        "IPIs (kvm_apic_ipi)",
-        "interrupts.ipis",
-        &[
-            ("destination", "0", Fmt::Id),
-            ("vector", "1", Fmt::Id),
-            ("count", "2", Fmt::Int),
-        ],
-    );
-    table(
-        out,
-        data,
-        "t-exceptions",
-        "exceptions injected",
-        "interrupts.exceptions",
-        &vc,
-    );
-    facts(
-        out,
-        data,
-        "t-irq-misc",
-        "other",
-        &[
-            ("EOIs", "interrupts.eoi", Fmt::Int),
-            ("kvm_set_irq", "interrupts.set_irq", Fmt::Int),
-            ("kvm_msi_set_irq", "interrupts.msi", Fmt::Int),
-        ],
-    );
-    out.push_str("</section>");
+}
+
+fn interrupts(out: &mut String, data: &Value) {
+    if section_has_rows(data, "interrupts") {
+        section(out, data, "interrupts", "Interrupts");
+    }
 }
 
 fn mmu(out: &mut String, data: &Value, r: &Report) {
-    if r.mmu.is_none() {
-        return;
+    if r.mmu.is_some() {
+        section(out, data, "mmu", "MMU");
     }
-    out.push_str(r#"<section id="mmu"><h2>MMU</h2>"#);
-    table(
-        out,
-        data,
-        "t-mmu",
-        "kvmmmu events",
-        "mmu.events",
-        &[("event", "0", Fmt::Text), ("count", "1", Fmt::Int)],
-    );
-    table(
-        out,
-        data,
-        "t-roots",
-        "shadow root loads per vCPU thread",
-        "mmu.root_loads",
-        &[
-            ("tid", "0", Fmt::Id),
-            ("new", "1.new", Fmt::Int),
-            ("existing", "1.existing", Fmt::Int),
-        ],
-    );
-    facts(
-        out,
-        data,
-        "t-faults",
-        "page faults (kvm_page_fault) and CR3 writes",
-        &[
-            ("page faults", "mmu.page_faults.total", Fmt::Int),
-            ("write", "mmu.page_faults.write", Fmt::Int),
-            ("user", "mmu.page_faults.user", Fmt::Int),
-            ("present", "mmu.page_faults.present", Fmt::Int),
-            ("fetch", "mmu.page_faults.fetch", Fmt::Int),
-            ("CR3 writes", "mmu.cr3_writes", Fmt::Int),
-        ],
-    );
-    out.push_str("</section>");
 }
 
 fn guest(out: &mut String, data: &Value, r: &Report) {
@@ -994,78 +986,12 @@ fn guest(out: &mut String, data: &Value, r: &Report) {
         return;
     };
     // The traced kernel's own events: a guest's, unless that kernel runs KVM itself.
-    out.push_str(if g.host_side {
-        r#"<section id="guest"><h2>Host kernel's own events (timers, IPIs, MSR writes)</h2>"#
+    let title = if g.host_side {
+        "Host kernel's own events (timers, IPIs, MSR writes)"
     } else {
-        r#"<section id="guest"><h2>Guest-side events</h2>"#
-    });
-    table(
-        out,
-        data,
-        "t-hrtimers",
-        "hrtimers",
-        "guest.timers.hrtimers",
-        &[
-            ("function", "function", Fmt::Text),
-            ("CPU", "cpu", Fmt::Id),
-            ("starts", "starts", Fmt::Int),
-            ("expiries", "expiries", Fmt::Int),
-            ("cancels", "cancels", Fmt::Int),
-            ("re-armed in handler", "rearmed_in_handler", Fmt::Int),
-        ],
-    );
-    table(
-        out,
-        data,
-        "t-local-timer",
-        "local timer interrupts",
-        "guest.timers.local_timer",
-        &[
-            ("CPU", "cpu", Fmt::Id),
-            ("interrupts", "interrupts", Fmt::Int),
-        ],
-    );
-    table(
-        out,
-        data,
-        "t-guest-msr",
-        "MSR writes (msr:write_msr)",
-        "guest.msr.rows",
-        &[
-            ("MSR", "msr", Fmt::Hex),
-            ("name", "name", Fmt::Text),
-            ("CPU", "cpu", Fmt::Id),
-            ("writes", "writes", Fmt::Int),
-        ],
-    );
-    table(
-        out,
-        data,
-        "t-guest-ipi",
-        "IPIs sent",
-        "guest.ipi.sent",
-        &[
-            ("from CPU", "sender_cpu", Fmt::Id),
-            ("to CPU", "target_cpu", Fmt::Id),
-            ("kind", "kind", Fmt::Text),
-            ("function", "function", Fmt::Text),
-            ("sent", "sent", Fmt::Int),
-        ],
-    );
-    table(
-        out,
-        data,
-        "t-guest-csd",
-        "csd functions",
-        "guest.ipi.csd_functions",
-        &[
-            ("CPU", "cpu", Fmt::Id),
-            ("function", "function", Fmt::Text),
-            ("kind", "kind", Fmt::Text),
-            ("runs", "runs", Fmt::Int),
-        ],
-    );
-    out.push_str("</section>");
+        "Guest-side events"
+    };
+    section(out, data, "guest", title);
 }
 
 fn base64(bytes: &[u8]) -> String {
