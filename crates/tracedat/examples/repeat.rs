@@ -46,7 +46,9 @@ impl Unit {
             return Err("the CPU data is compressed: give an uncompressed version 6 file".into());
         }
         let mut data = td.data_buffers();
-        let buffer = data.next().ok_or("the file holds no CPU data: nothing to repeat")?;
+        let buffer = data
+            .next()
+            .ok_or("the file holds no CPU data: nothing to repeat")?;
         if data.next().is_some() {
             return Err("the file holds several buffers: repeat writes version 6 (one)".into());
         }

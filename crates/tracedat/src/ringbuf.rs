@@ -319,12 +319,15 @@ pub fn shift_page(
             TYPE_TIME_STAMP => {
                 let hi = next_u32("time stamp")?;
                 let abs = ((u64::from(hi) << TS_SHIFT) | u64::from(header >> 5)) & ABS_TS_MASK;
-                let new = abs.checked_add(by).filter(|t| *t <= ABS_TS_MASK).ok_or_else(|| {
-                    corrupt(
-                        data_at + at,
-                        format!("absolute time stamp {abs} + {by} does not fit in 59 bits"),
-                    )
-                })?;
+                let new = abs
+                    .checked_add(by)
+                    .filter(|t| *t <= ABS_TS_MASK)
+                    .ok_or_else(|| {
+                        corrupt(
+                            data_at + at,
+                            format!("absolute time stamp {abs} + {by} does not fit in 59 bits"),
+                        )
+                    })?;
                 let h = TYPE_TIME_STAMP | (((new & ((1 << TS_SHIFT) - 1)) as u32) << 5);
                 data[at..at + 4].copy_from_slice(&h.to_le_bytes());
                 data[at + 4..at + 8].copy_from_slice(&((new >> TS_SHIFT) as u32).to_le_bytes());
@@ -532,7 +535,10 @@ mod tests {
         let (pts2, after) = times(&l, &page);
         assert_eq!(pts2, pts + by);
         assert_eq!(after, before.iter().map(|t| t + by).collect::<Vec<_>>());
-        assert_eq!(Page::parse(&l, &page, 0, 0).unwrap().missed, Missed::Count(7));
+        assert_eq!(
+            Page::parse(&l, &page, 0, 0).unwrap().missed,
+            Missed::Count(7)
+        );
         // An absolute time stamp whose low 27 bits carry into the high word.
         let abs: u64 = 0x1_2345_6789 | ((1 << 27) - 1);
         let mut page = page_with_abs(100, abs);
