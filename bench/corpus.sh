@@ -5,8 +5,8 @@
 #
 # Sources (all real recordings, nothing synthesised):
 #   pvm      the lab captures of this machine (tests/fixtures/host: ftrace `trace` files with
-#            the flags and tgid columns, `perf script`) and the trace.dat fixtures (kvmscope's
-#            v6, trace-cmd's v7 zstd); `trace-cmd report` of the v6 file is the trace-cmd text.
+#            the flags and tgid columns, `perf script`) and the trace.dat fixture of `kvmscope
+#            record` (v6); `trace-cmd report` of the v6 file is the trace-cmd text.
 #   svm      `kvmscope lab matrix --host svm --perf` (upstream kvm_amd under QEMU TCG, every
 #            scenario, ~1 min with a warm ~/.cache/kvmscope): each scenario's trace.dat and
 #            `perf script`, concatenated.
@@ -16,16 +16,19 @@
 # column (`comm-tid [cpu] flags ts: name: fields`): `trace-cmd report` gives the full comm,
 # CPU and time, `trace-cmd report -l` the same records' flags (its latency format truncates
 # comms to 8 bytes), and the two are merged line by line into the kernel's `trace` layout.
-# trace.dat kinds: each host's file as recorded (v6) and `trace-cmd convert --file-version 7
-# --compression zstd` of it.
+# trace.dat kinds: each host's file as recorded (v6), its pages repeated to about TRACEDAT_MB
+# MB (crates/tracedat/examples/repeat.rs), and `trace-cmd convert --file-version 7
+# --compression zstd` of that file.
 #
-# Repetition: each copy of a unit is shifted by the unit's time span plus one second, so time
-# keeps increasing (pairing, pacing gaps and the timeline see a longer trace, not a loop).
+# Repetition: each copy of a unit (text lines; a trace.dat's ring-buffer pages) is shifted by
+# the unit's time span plus one second, so time keeps increasing (pairing, pacing gaps and the
+# timeline see a longer trace, not a loop).
 #
 # Usage: bench/corpus.sh [SIZE_MB]    (prints the corpus files, one per line)
 #   SRC_DIR      where the emulated-host runs are kept (default $CORPUS_DIR/src); delete it to
 #                record again.
 #   KVMSCOPE     the kvmscope binary (default: target/release/kvmscope, built first).
+#   TRACEDAT_MB  the size of the trace.dat v6 kinds (default 200).
 . "$(dirname "$0")/lib.sh"
 size_mb=${1:-1000}
 corpus=${CORPUS_DIR:-$HOME/.cache/kvmscope/corpus}
@@ -61,7 +64,6 @@ for f in tests/fixtures/host/pvm-*.txt; do
 done > "$unit/pvm-ftrace.txt"
 cp tests/fixtures/host/perf-script-pio.perfscript "$unit/pvm-perf-script.txt"
 cp tests/fixtures/tracedat/kvmscope-record-lab-v6.dat "$unit/pvm-v6.dat"
-cp tests/fixtures/tracedat/trace-cmd-extract-lab-v7-zstd.dat "$unit/pvm-v7-zstd.dat"
 trace-cmd report -i "$unit/pvm-v6.dat" 2>/dev/null > "$unit/pvm-trace-cmd.txt"
 
 # Each host's trace.dat (the largest SVM scenario stands for the SVM files), and the text.
@@ -104,13 +106,9 @@ for d in $svm_dats; do
 done
 trace-cmd report -i "$arm64_dat" 2>/dev/null > "$unit/arm64-trace-cmd.txt"
 to_ftrace "$arm64_dat" > "$unit/arm64-ftrace.txt"
-for h in pvm svm arm64; do
-  trace-cmd convert --file-version 7 --compression zstd -i "$unit/$h-v6.dat" \
-    -o "$unit/$h-v7-zstd.dat.tmp" > /dev/null 2>&1 && mv "$unit/$h-v7-zstd.dat.tmp" "$unit/$h-v7-zstd.dat"
-done
 [ -s "$unit/svm-perf-script.txt" ] || rm -f "$unit/svm-perf-script.txt"
 
-# 3. Text units repeated to size_mb with shifted timestamps; trace.dat files as they are.
+# 3. Text units repeated to size_mb with shifted timestamps.
 python3 - "$unit" "$corpus" "$size_mb" <<'PY'
 import os, re, sys
 unit, corpus, size_mb = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -148,7 +146,15 @@ for name in sorted(os.listdir(unit)):
             rep += 1
     print(out_path)
 PY
-for f in "$unit"/*.dat; do
-  cp "$f" "$corpus/"
-  echo "$corpus/$(basename "$f")"
+
+# 4. Each host's trace.dat pages repeated to TRACEDAT_MB MB with shifted time, and its v7 zstd.
+for h in pvm svm arm64; do
+  nice -n 15 cargo run --release -q -p kvmscope-tracedat --example repeat -- \
+    "$unit/$h-v6.dat" "$corpus/$h-v6.dat" "${TRACEDAT_MB:-200}"
+  echo "$corpus/$h-v6.dat"
+  v7=$corpus/$h-v7-zstd.dat
+  rm -f "$v7"
+  trace-cmd convert --file-version 7 --compression zstd -i "$corpus/$h-v6.dat" -o "$v7.tmp" \
+    > /dev/null 2>&1 && mv "$v7.tmp" "$v7" && echo "$v7" \
+    || echo "trace-cmd convert failed on $corpus/$h-v6.dat" >&2
 done

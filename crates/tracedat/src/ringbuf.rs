@@ -271,6 +271,77 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
+/// Adds `by` ns to every time in one ring-buffer page, in place: the page time stamp and the
+/// absolute time stamps (TIME_STAMP records) among its records; the deltas of the other
+/// records are relative and stay. `page` is one whole page as stored (`cpu` and `offset`, its
+/// place in the file, name it in errors). Returns how many absolute time stamps it shifted.
+/// On an error (a corrupt page, a time that would not fit) the page may be half shifted.
+pub fn shift_page(
+    layout: &PageLayout,
+    page: &mut [u8],
+    cpu: u32,
+    offset: u64,
+    by: u64,
+) -> Result<usize, TraceDatError> {
+    let (data_at, len, ts) = {
+        let p = Page::parse(layout, page, cpu, offset)?;
+        (layout.data_offset, p.data.len(), p.ts)
+    };
+    let corrupt = |at: usize, message: String| TraceDatError::Corrupt {
+        what: format!("ring-buffer page of cpu {cpu}"),
+        offset: offset + at as u64,
+        message,
+    };
+    let Some(new_ts) = ts.checked_add(by) else {
+        return Err(corrupt(
+            layout.timestamp_offset,
+            format!("page time stamp {ts} + {by} does not fit in 64 bits"),
+        ));
+    };
+    let ts_at = layout.timestamp_offset;
+    match page.get_mut(ts_at..ts_at + 8) {
+        Some(b) => b.copy_from_slice(&new_ts.to_le_bytes()),
+        None => return Err(corrupt(ts_at, "page time stamp cut short".into())),
+    }
+    let data = &mut page[data_at..data_at + len];
+    let mut pos = 0usize;
+    let mut shifted = 0;
+    while pos < data.len() {
+        let at = pos;
+        let cut = |what: &str| corrupt(data_at + at, format!("{what} cut short"));
+        let header = read_u32(data, at).ok_or_else(|| cut("record header"))?;
+        let type_len = header & 0x1f;
+        let next_u32 = |what: &str| read_u32(data, at + 4).ok_or_else(|| cut(what));
+        let next = match type_len {
+            TYPE_PADDING if header >> 5 == 0 => break,
+            TYPE_PADDING => at.checked_add(4 + next_u32("padding length")? as usize),
+            TYPE_TIME_EXTEND => Some(at + 8),
+            TYPE_TIME_STAMP => {
+                let hi = next_u32("time stamp")?;
+                let abs = ((u64::from(hi) << TS_SHIFT) | u64::from(header >> 5)) & ABS_TS_MASK;
+                let new = abs
+                    .checked_add(by)
+                    .filter(|t| *t <= ABS_TS_MASK)
+                    .ok_or_else(|| {
+                        corrupt(
+                            data_at + at,
+                            format!("absolute time stamp {abs} + {by} does not fit in 59 bits"),
+                        )
+                    })?;
+                let h = TYPE_TIME_STAMP | (((new & ((1 << TS_SHIFT) - 1)) as u32) << 5);
+                data[at..at + 4].copy_from_slice(&h.to_le_bytes());
+                data[at + 4..at + 8].copy_from_slice(&((new >> TS_SHIFT) as u32).to_le_bytes());
+                shifted += 1;
+                Some(at + 8)
+            }
+            0 => at.checked_add(4 + next_u32("record length")? as usize),
+            n => Some(at + 4 + n as usize * 4),
+        };
+        pos = next.ok_or_else(|| corrupt(data_at + at, "record length overflows".into()))?;
+    }
+    Ok(shifted)
+}
+
 fn read_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(
         b.get(at..at.checked_add(4)?)?.try_into().ok()?,
@@ -424,6 +495,78 @@ mod tests {
         assert_eq!(recs[0].ts_ns, (5u64 << 59) | (abs + 4));
     }
 
+    /// A page with a TIME_STAMP record, a discarded record, a data record and the end
+    /// padding (as in `absolute_time_stamp_and_padding`), page time stamp `page_ts`.
+    fn page_with_abs(page_ts: u64, abs: u64) -> Vec<u8> {
+        let mut page = vec![0u8; 16];
+        page[0..8].copy_from_slice(&page_ts.to_le_bytes());
+        let mut data = Vec::new();
+        data.extend_from_slice(&(31 | (((abs & ((1 << 27) - 1)) as u32) << 5)).to_le_bytes());
+        data.extend_from_slice(&((abs >> 27) as u32).to_le_bytes());
+        data.extend_from_slice(&(29u32 | (3 << 5)).to_le_bytes());
+        data.extend_from_slice(&12u32.to_le_bytes());
+        data.extend_from_slice(&[0; 8]);
+        data.extend_from_slice(&(2u32 | (1 << 5)).to_le_bytes());
+        data.extend_from_slice(&payload(9, 1, &[]));
+        data.extend_from_slice(&29u32.to_le_bytes());
+        page[8..16].copy_from_slice(&(data.len() as u64).to_le_bytes());
+        page.extend_from_slice(&data);
+        page.resize(4096, 0);
+        page
+    }
+
+    fn times(l: &PageLayout, page: &[u8]) -> (u64, Vec<u64>) {
+        let p = Page::parse(l, page, 0, 0).unwrap();
+        let ts = p.records().map(|r| r.unwrap().ts_ns).collect();
+        (p.ts, ts)
+    }
+
+    #[test]
+    fn shift_page_moves_page_and_absolute_stamps() {
+        let l = PageLayout::DEFAULT_64;
+        let by = 5_000_000_123;
+        // Relative records only (one with a time extend).
+        let mut b = PageBuilder::new(l, 1_000);
+        assert!(b.push(1_010, &payload(110, 42, &[1; 20])));
+        assert!(b.push(1_010 + (1 << 28), &payload(111, 43, &[2; 200])));
+        let mut page = b.finish(Some(Some(7)));
+        let (pts, before) = times(&l, &page);
+        assert_eq!(shift_page(&l, &mut page, 0, 0, by).unwrap(), 0);
+        let (pts2, after) = times(&l, &page);
+        assert_eq!(pts2, pts + by);
+        assert_eq!(after, before.iter().map(|t| t + by).collect::<Vec<_>>());
+        assert_eq!(
+            Page::parse(&l, &page, 0, 0).unwrap().missed,
+            Missed::Count(7)
+        );
+        // An absolute time stamp whose low 27 bits carry into the high word.
+        let abs: u64 = 0x1_2345_6789 | ((1 << 27) - 1);
+        let mut page = page_with_abs(100, abs);
+        let (_, before) = times(&l, &page);
+        assert_eq!(before, vec![abs + 4]);
+        assert_eq!(shift_page(&l, &mut page, 0, 0, by).unwrap(), 1);
+        assert_eq!(times(&l, &page), (100 + by, vec![abs + by + 4]));
+    }
+
+    #[test]
+    fn shift_page_refuses_what_does_not_fit() {
+        let l = PageLayout::DEFAULT_64;
+        let mut page = page_with_abs(100, ABS_TS_MASK - 10);
+        let err = shift_page(&l, &mut page, 2, 8192, 11).unwrap_err();
+        assert!(err.to_string().contains("59 bits"), "{err}");
+        assert!(err.to_string().contains("byte offset 8208"), "{err}");
+        let mut page = page_with_abs(u64::MAX - 1, 0);
+        let err = shift_page(&l, &mut page, 0, 0, 2).unwrap_err();
+        assert!(err.to_string().contains("64 bits"), "{err}");
+        // A record header cut short, and a commit past the page.
+        let mut page = page_with_abs(0, 0);
+        page[8..16].copy_from_slice(&10u64.to_le_bytes());
+        let err = shift_page(&l, &mut page, 0, 0, 1).unwrap_err();
+        assert!(err.to_string().contains("cut short"), "{err}");
+        page[8..16].copy_from_slice(&5000u64.to_le_bytes());
+        assert!(shift_page(&l, &mut page, 0, 0, 1).is_err());
+    }
+
     #[test]
     fn corrupt_record_names_offset() {
         let l = PageLayout::DEFAULT_64;
@@ -447,6 +590,13 @@ mod tests {
             if let Ok(p) = Page::parse(&l, &bytes, 0, 0) {
                 for r in p.records() { let _ = r; }
             }
+        }
+
+        #[test]
+        fn shift_page_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600), by in any::<u64>()) {
+            let l = PageLayout { data_size: 584, ..PageLayout::DEFAULT_64 };
+            let mut page = bytes;
+            let _ = shift_page(&l, &mut page, 0, 0, by);
         }
 
         #[test]
