@@ -61,27 +61,6 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
             crate::facts::pct(p.present as f64, pf as f64),
         ));
     }
-    if tdp_exits > 0 {
-        evidence.push(f.rate("EPT violation / NPF / stage-2 abort exits", tdp_exits));
-    }
-    if exc_pf > 0 {
-        evidence.push(f.rate(
-            "#PF exception exits (shadow paging intercepts guest #PF)",
-            exc_pf,
-        ));
-    }
-    if requested > 0 {
-        evidence.push(f.rate(
-            "kvmmmu:kvm_mmu_spte_requested (a missing SPTE built)",
-            requested,
-        ));
-    }
-    if set_spte > 0 {
-        evidence.push(f.rate("kvmmmu:kvm_mmu_set_spte", set_spte));
-    }
-    if fast > 0 {
-        evidence.push(f.rate("kvmmmu:fast_page_fault (fixed without the MMU lock)", fast));
-    }
     let new_pages = report.mmu.as_ref().map_or(0, |m| {
         m.events
             .iter()
@@ -89,12 +68,23 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
             .map(|(_, n)| *n)
             .sum::<u64>()
     });
-    if new_pages > 0 {
-        evidence.push(f.rate(
+    evidence.extend(f.rates([
+        ("EPT violation / NPF / stage-2 abort exits", tdp_exits),
+        (
+            "#PF exception exits (shadow paging intercepts guest #PF)",
+            exc_pf,
+        ),
+        (
+            "kvmmmu:kvm_mmu_spte_requested (a missing SPTE built)",
+            requested,
+        ),
+        ("kvmmmu:kvm_mmu_set_spte", set_spte),
+        ("kvmmmu:fast_page_fault (fixed without the MMU lock)", fast),
+        (
             "kvmmmu:kvm_mmu_get_page (shadow/TDP page tables looked up or built)",
             new_pages,
-        ));
-    }
+        ),
+    ]));
     let mode = paging_mode(system);
     if let Some(m) = mode {
         evidence.push(Evidence::fact(

@@ -42,9 +42,7 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
             "kvm_vcpu_wakeup after sleeping (halt-polling missed)",
             waited,
         ));
-        if polled > 0 {
-            evidence.push(f.rate("kvm_vcpu_wakeup caught by halt-polling", polled));
-        }
+        evidence.extend(f.rates([("kvm_vcpu_wakeup caught by halt-polling", polled)]));
         evidence.push(Evidence::share("halt-polling success", h.poll_success_pct));
         evidence.push(Evidence::Time {
             what: "median time asleep before a wake-up".into(),
@@ -55,12 +53,10 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
             evidence.push(Evidence::count("halt_poll_ns shrunk", h.poll_shrink));
         }
     }
-    if hlt_exits > 0 {
-        evidence.push(f.rate("HLT / WFx exits", hlt_exits));
-    }
-    if user_hlt > 0 {
-        evidence.push(f.rate("KVM_EXIT_HLT to the VMM (no in-kernel irqchip)", user_hlt));
-    }
+    evidence.extend(f.rates([
+        ("HLT / WFx exits", hlt_exits),
+        ("KVM_EXIT_HLT to the VMM (no in-kernel irqchip)", user_hlt),
+    ]));
     if let Some(v) = system.and_then(|s| s.kvm_params.get("kvm", "halt_poll_ns")) {
         evidence.push(Evidence::fact("kvm.halt_poll_ns (host)", v));
         if waited > 0 && polled * 10 < waited {

@@ -87,18 +87,14 @@ pub fn check(f: &Facts, report: &Report, _system: Option<&SystemSnapshot>) -> Ve
         if let Some(s) = share {
             evidence.push(s.evidence("traps of the guest's IPI sends (SGI register / ICR writes)"));
         }
-        if sgi > 0 {
-            evidence.push(f.rate(
+        evidence.extend(f.rates([
+            (
                 "host: ICC_SGI1R_EL1 writes trapped (kvm_sys_access: one per guest IPI)",
                 sgi,
-            ));
-        }
-        if icr > 0 {
-            evidence.push(f.rate("host: x2APIC ICR writes (kvm_msr 0x830)", icr));
-        }
-        if xicr > 0 {
-            evidence.push(f.rate("host: xAPIC ICR writes (MMIO 0xfee00300)", xicr));
-        }
+            ),
+            ("host: x2APIC ICR writes (kvm_msr 0x830)", icr),
+            ("host: xAPIC ICR writes (MMIO 0xfee00300)", xicr),
+        ]));
         if apic_ipi > 0 {
             evidence.push(f.rate("host: kvm_apic_ipi", apic_ipi));
             let by_dst: Vec<(String, u64)> = {
@@ -108,15 +104,10 @@ pub fn check(f: &Facts, report: &Report, _system: Option<&SystemSnapshot>) -> Ve
                 }
                 m.into_iter().collect()
             };
-            evidence.push(Evidence::Top {
-                what: "host: IPIs by destination and vector".into(),
-                rows: f.top(by_dst, 5),
-            });
+            evidence.push(f.top_evidence("host: IPIs by destination and vector", by_dst, 5));
         }
         let wakes = report.interrupts.halt.waited.samples + report.interrupts.halt.polled.samples;
-        if wakes > 0 {
-            evidence.push(f.rate("host: kvm_vcpu_wakeup (halted vCPUs kicked awake)", wakes));
-        }
+        evidence.extend(f.rates([("host: kvm_vcpu_wakeup (halted vCPUs kicked awake)", wakes)]));
     }
     // Guest side.
     let mut guest_rate = 0.0;
@@ -153,10 +144,11 @@ pub fn check(f: &Facts, report: &Report, _system: Option<&SystemSnapshot>) -> Ve
                 };
                 *by_fn.entry(key).or_default() += r.sent;
             }
-            evidence.push(Evidence::Top {
-                what: format!("{side}: IPIs sent by function"),
-                rows: f.top(by_fn.into_iter().collect(), 5),
-            });
+            evidence.push(f.top_evidence(
+                format!("{side}: IPIs sent by function"),
+                by_fn.into_iter().collect(),
+                5,
+            ));
             let mut runs = std::collections::BTreeMap::<String, u64>::new();
             for r in &g.ipi.csd_functions {
                 *runs.entry(r.function.clone()).or_default() += r.runs;
@@ -169,10 +161,11 @@ pub fn check(f: &Facts, report: &Report, _system: Option<&SystemSnapshot>) -> Ve
                 }
             }
             if total_runs > 0 {
-                evidence.push(Evidence::Top {
-                    what: format!("{side}: functions run by IPI (csd:csd_function_entry)"),
-                    rows: f.top(runs.into_iter().collect(), 5),
-                });
+                evidence.push(f.top_evidence(
+                    format!("{side}: functions run by IPI (csd:csd_function_entry)"),
+                    runs.into_iter().collect(),
+                    5,
+                ));
             }
         }
     }

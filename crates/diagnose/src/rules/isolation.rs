@@ -103,10 +103,11 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
                     format!("guest: IPIs into nohz_full CPU {cpu} from other CPUs"),
                     n,
                 ));
-                evidence.push(Evidence::Top {
-                    what: format!("guest: IPIs into nohz_full CPU {cpu}, by sender and function"),
-                    rows: f.top(by.into_iter().collect(), 5),
-                });
+                evidence.push(f.top_evidence(
+                    format!("guest: IPIs into nohz_full CPU {cpu}, by sender and function"),
+                    by.into_iter().collect(),
+                    5,
+                ));
                 problems.push((
                     if iso.timer_migration_with_nohz_full {
                         Severity::Critical

@@ -73,10 +73,7 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
         .map(|(t, c)| (format!("tid {t}"), c.new + c.existing))
         .collect();
     if per_thread.len() > 1 {
-        evidence.push(crate::Evidence::Top {
-            what: "root loads by vCPU thread".into(),
-            rows: f.top(per_thread, 8),
-        });
+        evidence.push(f.top_evidence("root loads by vCPU thread", per_thread, 8));
     }
     if mmu.cr3_writes > 0 {
         evidence.push(f.rate("CR3 writes (kvm_cr)", mmu.cr3_writes));
@@ -85,15 +82,11 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
             crate::facts::pct(loads as f64, mmu.cr3_writes as f64),
         ));
     }
-    for (what, n) in [
+    evidence.extend(f.rates([
         ("kvm_mmu_sync_page", sync),
         ("kvm_mmu_unsync_page", unsync),
         ("kvm_mmu_prepare_zap_page / zap", zap),
-    ] {
-        if n > 0 {
-            evidence.push(f.rate(what, n));
-        }
-    }
+    ]));
     let mode = paging_mode(system);
     if let Some(m) = mode {
         evidence.push(Evidence::fact(

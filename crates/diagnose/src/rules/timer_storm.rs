@@ -53,15 +53,13 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
         let t = &report.interrupts.timer;
         let hv = t.hv_timer_on + t.hv_timer_off;
         let lapic = t.lapic_early + t.lapic_late;
-        if hv > 0 {
-            evidence.push(f.rate("host: kvm_hv_timer_state (LAPIC timer re-armed)", hv));
-        }
-        if lapic > 0 {
-            evidence.push(f.rate(
+        evidence.extend(f.rates([
+            ("host: kvm_hv_timer_state (LAPIC timer re-armed)", hv),
+            (
                 "host: kvm_wait_lapic_expire (timer interrupts delivered)",
                 lapic,
-            ));
-        }
+            ),
+        ]));
         let same =
             |n: u64| n as f64 >= 0.5 * host_writes as f64 && n as f64 <= 2.0 * host_writes as f64;
         corroborated |= same(hv) || same(lapic);
@@ -127,10 +125,11 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
             let expiries: u64 = fns.iter().map(|x| x.1).sum();
             if expiries > 0 {
                 evidence.push(f.guest_rate("guest: hrtimer expiries", expiries));
-                evidence.push(Evidence::Top {
-                    what: "guest: hrtimer expiries by function".into(),
-                    rows: f.top(fns.iter().map(|(n, e, _)| (n.clone(), *e)).collect(), 5),
-                });
+                evidence.push(f.top_evidence(
+                    "guest: hrtimer expiries by function",
+                    fns.iter().map(|(n, e, _)| (n.clone(), *e)).collect(),
+                    5,
+                ));
             }
             if let Some((name, exp, rearmed)) = fns.first() {
                 if *exp > 0 {
@@ -169,10 +168,11 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
                     "guest: expiries per tick on that CPU",
                     format!("{:.1} (CONFIG_HZ={})", t.multiple, t.hz),
                 ));
-                evidence.push(Evidence::Top {
-                    what: "guest: hrtimer expiries by function".into(),
-                    rows: f.top(t.by_function.clone(), 5),
-                });
+                evidence.push(f.top_evidence(
+                    "guest: hrtimer expiries by function",
+                    t.by_function.clone(),
+                    5,
+                ));
                 let top_fn = t.by_function.first().map(|r| r.0.clone());
                 let mut finding = Finding::graded(
                     TimerStorm::ID,

@@ -3,8 +3,8 @@
 use kvmscope_analysis::Report;
 use kvmscope_system::SystemSnapshot;
 
-use crate::facts::Facts;
-use crate::finding::{Confidence, Evidence, Finding, Fix};
+use crate::facts::{access, Facts};
+use crate::finding::{Confidence, Finding, Fix};
 use crate::rules::{Grade, UserspaceIo, MIN_EVENTS};
 
 /// Exits to the VMM for device emulation per second per vCPU for a warning. Each is a return
@@ -40,52 +40,22 @@ pub fn check(f: &Facts, report: &Report, _system: Option<&SystemSnapshot>) -> Ve
     evidence.extend(share.map(|s| s.evidence("IO/MMIO exits to the VMM and back")));
     if io > 0 {
         evidence.push(f.rate("KVM_EXIT_IO (port IO emulated by the VMM)", io));
-        let ports: Vec<(String, u64)> = report
-            .accesses
-            .pio
-            .iter()
-            .map(|r| {
-                (
-                    format!(
-                        "{} port {:#x}{}",
-                        if r.write { "out" } else { "in" },
-                        r.port,
-                        port_name(r.port)
-                    ),
-                    r.count,
-                )
-            })
-            .collect();
-        evidence.push(Evidence::Top {
-            what: "ports".into(),
-            rows: f.top(ports, 5),
+        let ports = report.accesses.pio.iter().map(|r| {
+            let dir = if r.write { "out" } else { "in" };
+            (
+                format!("{dir} port {:#x}{}", r.port, port_name(r.port)),
+                r.count,
+            )
         });
+        evidence.push(f.top_evidence("ports", ports.collect(), 5));
     }
     if mmio > 0 {
         evidence.push(f.rate("KVM_EXIT_MMIO (MMIO emulated by the VMM)", mmio));
-        let addrs: Vec<(String, u64)> = report
-            .accesses
-            .mmio
-            .iter()
-            .map(|r| {
-                (
-                    format!("{} {:#x}", if r.write { "write" } else { "read" }, r.gpa),
-                    r.count,
-                )
-            })
-            .collect();
-        evidence.push(Evidence::Top {
-            what: "MMIO addresses".into(),
-            rows: f.top(addrs, 5),
-        });
+        let addrs = report.accesses.mmio.iter();
+        let addrs = addrs.map(|r| (format!("{} {:#x}", access(r.write), r.gpa), r.count));
+        evidence.push(f.top_evidence("MMIO addresses", addrs.collect(), 5));
     }
-    let exits = f.exits_total();
-    if exits > 0 {
-        evidence.push(Evidence::share(
-            "of all VM exits",
-            crate::facts::pct(total as f64, exits as f64),
-        ));
-    }
+    evidence.extend(f.share_of_exits("of all VM exits", total));
     let mut finding = grade.finding(UserspaceIo::ID, "Userspace device emulation", rate);
     finding.confidence = Confidence::High;
     finding.evidence = evidence;

@@ -7,7 +7,7 @@ use kvmscope_analysis::Report;
 use kvmscope_system::SystemSnapshot;
 use kvmscope_trace::tables::{msr_class, MsrClass};
 
-use crate::facts::Facts;
+use crate::facts::{access, Facts};
 use crate::finding::{Confidence, Evidence, Finding, Fix};
 use crate::rules::{Vpmu, MIN_EVENTS};
 
@@ -68,9 +68,7 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
             rows: top,
         });
     }
-    if rdpmc > 0 {
-        evidence.push(f.rate("RDPMC exits", rdpmc));
-    }
+    evidence.extend(f.rates([("RDPMC exits", rdpmc)]));
     if pm > 0 {
         evidence.push(f.rate(
             "PMU system-register traps (kvm_sys_access PM*: SYS64 exits)",
@@ -79,28 +77,12 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
         if let Some(s) = share {
             evidence.push(s.evidence("PMU system-register traps"));
         }
-        let rows = pm_rows
-            .iter()
-            .map(|r| {
-                (
-                    format!("{} {}", if r.write { "write" } else { "read" }, r.name),
-                    r.count,
-                )
-            })
-            .collect();
-        evidence.push(Evidence::Top {
-            what: "PMU system registers".into(),
-            rows: f.top(rows, 6),
-        });
+        let rows = pm_rows.iter();
+        let rows = rows.map(|r| (format!("{} {}", access(r.write), r.name), r.count));
+        evidence.push(f.top_evidence("PMU system registers", rows.collect(), 6));
     }
     // NMIs the LAPIC accepted (PMIs are delivered as NMI through LVTPC) per PMU exit.
-    let exits = f.exits_total();
-    if exits > 0 {
-        evidence.push(Evidence::share(
-            "PMU exits among all exits",
-            crate::facts::pct(total as f64, exits as f64),
-        ));
-    }
+    evidence.extend(f.share_of_exits("PMU exits among all exits", total));
     if let Some(s) = system {
         if let Some(v) = s.kvm_params.get("kvm", "enable_pmu") {
             evidence.push(Evidence::fact("kvm.enable_pmu", v));
