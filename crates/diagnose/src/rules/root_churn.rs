@@ -135,8 +135,7 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testutil::{fixture, only, pvm_snapshot};
-    use crate::Rule;
+    use crate::rules::testutil::{fixture, only, pvm_snapshot, quiet};
     use crate::Severity;
 
     #[test]
@@ -148,14 +147,15 @@ mod tests {
 
     #[test]
     fn stays_quiet_when_roots_fit_the_cache_and_on_healthy_captures() {
-        for name in [
-            "cr3-4-roots.txt",
-            "idle.txt",
-            "compute.txt",
-            "pagefault.txt",
-            "timer-storm.txt",
-        ] {
-            assert!(RootChurn.check(&fixture(name), None).is_empty(), "{name}");
-        }
+        quiet(
+            &RootChurn,
+            &[
+                "cr3-4-roots.txt",
+                "idle.txt",
+                "compute.txt",
+                "pagefault.txt",
+                "timer-storm.txt",
+            ],
+        );
     }
 }

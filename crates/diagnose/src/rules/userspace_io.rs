@@ -115,37 +115,25 @@ fn port_name(port: u32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testutil::{fixture, only};
-    use crate::Rule;
-    use crate::Severity;
+    use crate::rules::testutil::{fires, fixture, only, quiet, says};
 
     #[test]
     fn fires_on_lab_pio_and_names_the_uart() {
-        let f = only(&UserspaceIo, &fixture("pio.txt"), None);
-        assert!(f.severity >= Severity::Warning, "{f:#?}");
-        assert!(
-            f.evidence
-                .iter()
-                .any(|e| e.to_string().contains("0x3f8 (COM1 UART)")),
-            "{f:#?}"
-        );
+        let f = fires(&UserspaceIo, &fixture("pio.txt"), None);
+        says(&f, "0x3f8 (COM1 UART)");
     }
 
     #[test]
     fn fires_on_lab_mmio_with_the_address() {
         let f = only(&UserspaceIo, &fixture("mmio.txt"), None);
-        assert!(
-            f.evidence
-                .iter()
-                .any(|e| e.to_string().contains("0xd0000000")),
-            "{f:#?}"
-        );
+        says(&f, "0xd0000000");
     }
 
     #[test]
     fn stays_quiet_on_healthy_captures() {
-        for name in ["idle.txt", "compute.txt", "timer-storm.txt", "ipi.txt"] {
-            assert!(UserspaceIo.check(&fixture(name), None).is_empty(), "{name}");
-        }
+        quiet(
+            &UserspaceIo,
+            &["idle.txt", "compute.txt", "timer-storm.txt", "ipi.txt"],
+        );
     }
 }
