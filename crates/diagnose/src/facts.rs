@@ -157,17 +157,21 @@ impl<'r> Facts<'r> {
         self.paired_share(self.exit_rows(names).map(part).sum())
     }
 
-    /// Time in page-fault exits that were faults, not MMIO emulation.
-    pub fn fault_share(&self) -> Option<Share> {
+    /// Time in page-fault exits that were faults, not MMIO emulation; without pairs, that of
+    /// `requested` missing SPTEs built (kvm_mmu_spte_requested), estimated.
+    pub fn fault_share(&self, requested: u64) -> Option<Share> {
         self.exit_share(&FAULT_EXITS, |r| {
             r.latency.total_ns.saturating_sub(r.emulated.time_ns)
         })
+        .or_else(|| self.estimated_share("kvmmmu:kvm_mmu_spte_requested", requested))
     }
 
-    /// Time in port IO and MMIO exits that went to the VMM and back.
-    pub fn userspace_io_share(&self) -> Option<Share> {
+    /// Time in port IO and MMIO exits that went to the VMM and back; without pairs, that of
+    /// `exits` kvm_userspace_exits, estimated.
+    pub fn userspace_io_share(&self, exits: u64) -> Option<Share> {
         let names: Vec<&str> = PIO_EXITS.iter().chain(&FAULT_EXITS).copied().collect();
         self.exit_share(&names, |r| r.userspace.time_ns)
+            .or_else(|| self.estimated_share("kvm:kvm_userspace_exit", exits))
     }
 
     /// Without exit/entry pairs: `n` events of `event` (`system:name`) times the event's

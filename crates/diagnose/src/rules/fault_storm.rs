@@ -7,7 +7,7 @@ use kvmscope_trace::MmuKind;
 
 use crate::facts::Facts;
 use crate::finding::{Confidence, Evidence, Finding, Fix};
-use crate::rules::{paging_mode, FaultStorm, Grade, MIN_EVENTS};
+use crate::rules::{paging_mode, FaultStorm};
 
 /// Faults KVM fixed per second per vCPU for a warning. After boot a guest whose memory is
 /// populated takes few: a guest touching fresh memory at 5,000 pages/s per vCPU moves 20 MB/s
@@ -24,7 +24,6 @@ pub const WARN_SHARE_PCT: f64 = 10.0;
 pub const CRIT_SHARE_PCT: f64 = 40.0;
 
 pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec<Finding> {
-    let mut evidence = Vec::new();
     let pf = report.mmu.as_ref().map_or(0, |m| m.page_faults.total);
     let tdp_exits = f.exits_named(&["EPT_VIOLATION", "npf", "DABT_LOW", "IABT_LOW"]);
     let exc_pf = f.exits_named(&["EXCEPTION_NMI", "PF excp"]);
@@ -34,17 +33,10 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
     // One fault fixed = one kvm_page_fault (VMX/SVM), else one spte request (every host
     // with kvmmmu events, PVM included).
     let faults = pf.max(tdp_exits).max(exc_pf).max(requested);
-    if faults < MIN_EVENTS {
-        return Vec::new();
-    }
-    let rate = f.norm(faults);
-    let share = f
-        .fault_share()
-        .or_else(|| f.estimated_share("kvmmmu:kvm_mmu_spte_requested", requested));
-    let Some(grade) = Grade::of(share, rate, &FaultStorm::THRESHOLDS) else {
+    let Some(grade) = FaultStorm::grade(f, faults, f.fault_share(requested)) else {
         return Vec::new();
     };
-    evidence.extend(share.map(|s| s.evidence("fixing page faults (MMIO faults left out)")));
+    let mut evidence = grade.evidence("fixing page faults (MMIO faults left out)");
     if pf > 0 {
         evidence.push(f.rate("kvm_page_fault", pf));
         let p = report
@@ -92,7 +84,7 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
             m,
         ));
     }
-    let mut finding = grade.finding(FaultStorm::ID, "Paging fault storm", rate);
+    let mut finding = grade.finding(FaultStorm::ID, "Paging fault storm");
     finding.confidence = if pf > 0 || requested > 0 {
         Confidence::High
     } else {

@@ -20,7 +20,7 @@ use kvmscope_analysis::Report;
 use kvmscope_system::SystemSnapshot;
 
 use crate::facts::{Facts, Share};
-use crate::finding::Finding;
+use crate::finding::{Evidence, Finding};
 use crate::Rule;
 
 /// Declares the rules, each once: its type, the module whose `check` finds its findings, its
@@ -39,6 +39,11 @@ macro_rules! rules {
                 share_pct: ($m::WARN_SHARE_PCT, $m::CRIT_SHARE_PCT),
                 per_vcpu_s: ($m::WARN_PER_VCPU_S, $m::CRIT_PER_VCPU_S),
             };
+
+            /// [`Grade::cost`] by these thresholds.
+            pub fn grade(f: &Facts, events: u64, share: Option<Share>) -> Option<Grade> {
+                Grade::cost(f, events, share, &Self::THRESHOLDS)
+            }
         }
     };
     ($($m:ident::$name:ident($($flag:ident),*): $id:literal, $summary:literal;)*) => {
@@ -96,6 +101,8 @@ pub const MIN_EVENTS: u64 = 50;
 /// exists (a trace of counts alone).
 #[derive(Debug, Clone, Copy)]
 pub struct Grade {
+    /// The signal's events per second per vCPU.
+    pub rate: f64,
     pub value: f64,
     pub warn: f64,
     pub crit: f64,
@@ -112,6 +119,15 @@ pub struct Thresholds {
 }
 
 impl Grade {
+    /// The grade of `events` of a rule's main signal that took `share` of vCPU time: `None`
+    /// below [`MIN_EVENTS`] or below the warning threshold of whichever signal applies.
+    pub fn cost(f: &Facts, events: u64, share: Option<Share>, t: &Thresholds) -> Option<Grade> {
+        if events < MIN_EVENTS {
+            return None;
+        }
+        Grade::of(share, f.norm(events), t)
+    }
+
     /// `None` below the warning threshold of whichever signal applies.
     pub fn of(share: Option<Share>, rate: f64, t: &Thresholds) -> Option<Grade> {
         let (value, (warn, crit)) = match share {
@@ -119,6 +135,7 @@ impl Grade {
             None => (rate, t.per_vcpu_s),
         };
         let g = Grade {
+            rate,
             value,
             warn,
             crit,
@@ -127,9 +144,14 @@ impl Grade {
         (g.value >= g.warn).then_some(g)
     }
 
+    /// The evidence a finding graded so opens with: the share of vCPU time `what` took.
+    pub fn evidence(&self, what: &str) -> Vec<Evidence> {
+        self.share.iter().map(|s| s.evidence(what)).collect()
+    }
+
     /// A finding graded so, titled `what: <share> of vCPU time (<rate>/s per vCPU)`.
-    pub fn finding(&self, rule: &'static str, what: &str, rate: f64) -> Finding {
-        let rate = crate::finding::num(rate);
+    pub fn finding(&self, rule: &'static str, what: &str) -> Finding {
+        let rate = crate::finding::num(self.rate);
         let title = match self.share {
             Some(s) => format!("{what}: {:.0}% of vCPU time ({rate}/s per vCPU)", s.pct),
             None => format!("{what}: {rate}/s per vCPU"),

@@ -8,7 +8,7 @@ use kvmscope_trace::MmuKind;
 use crate::facts::Facts;
 use crate::facts::CR3_EXITS;
 use crate::finding::{Confidence, Evidence, Finding, Fix};
-use crate::rules::{paging_mode, Grade, RootChurn, MIN_EVENTS};
+use crate::rules::{paging_mode, RootChurn, MIN_EVENTS};
 
 /// Root (re)loads per second per vCPU for a warning. Field report 001: an idle guest ~0/s, a
 /// guest building a kernel >100/s for the whole VM; 500/s per vCPU is well past that, a guest
@@ -38,10 +38,6 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
     // Root loads are the main signal; a sync/zap storm without root loads counts at half
     // weight (each is cheaper than a root reload, which also syncs).
     let churn = loads.max((sync + zap) / 2);
-    if churn < MIN_EVENTS {
-        return Vec::new();
-    }
-    let rate = f.norm(churn);
     // The CR3-write exits that missed the cache: all of their time, scaled by the share of
     // them that reloaded a root.
     let cr3_exits = f.exits_named(&CR3_EXITS);
@@ -53,11 +49,10 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
     let share = f
         .exit_share(&CR3_EXITS, |r| (r.latency.total_ns as f64 * missed) as u64)
         .or_else(|| f.estimated_share("kvmmmu:kvm_mmu_get_page", loads));
-    let Some(grade) = Grade::of(share, rate, &RootChurn::THRESHOLDS) else {
+    let Some(grade) = RootChurn::grade(f, churn, share) else {
         return Vec::new();
     };
-    let mut evidence = Vec::new();
-    evidence.extend(share.map(|s| s.evidence("CR3 writes that reloaded a shadow root")));
+    let mut evidence = grade.evidence("CR3 writes that reloaded a shadow root");
     evidence.push(f.rate("root-level kvm_mmu_get_page (shadow root loads)", loads));
     if cr3_exits > 0 {
         evidence.push(f.rate("CR3-write exits (CR_ACCESS / write_cr3)", cr3_exits));
@@ -94,7 +89,7 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
             m,
         ));
     }
-    let mut finding = grade.finding(RootChurn::ID, "Shadow MMU root churn", rate);
+    let mut finding = grade.finding(RootChurn::ID, "Shadow MMU root churn");
     finding.confidence = if loads >= MIN_EVENTS {
         Confidence::High
     } else {

@@ -5,7 +5,7 @@ use kvmscope_system::SystemSnapshot;
 
 use crate::facts::{access, Facts};
 use crate::finding::{Confidence, Finding, Fix};
-use crate::rules::{Grade, UserspaceIo, MIN_EVENTS};
+use crate::rules::UserspaceIo;
 
 /// Exits to the VMM for device emulation per second per vCPU for a warning. Each is a return
 /// from KVM_RUN, the VMM's emulation, and a re-entry (about 47 us here, 5-20 us on bare-metal
@@ -26,18 +26,10 @@ pub fn check(f: &Facts, report: &Report, _system: Option<&SystemSnapshot>) -> Ve
     let io = f.userspace_exits(2);
     let mmio = f.userspace_exits(6);
     let total = io + mmio;
-    if total < MIN_EVENTS {
-        return Vec::new();
-    }
-    let rate = f.norm(total);
-    let share = f
-        .userspace_io_share()
-        .or_else(|| f.estimated_share("kvm:kvm_userspace_exit", total));
-    let Some(grade) = Grade::of(share, rate, &UserspaceIo::THRESHOLDS) else {
+    let Some(grade) = UserspaceIo::grade(f, total, f.userspace_io_share(total)) else {
         return Vec::new();
     };
-    let mut evidence = Vec::new();
-    evidence.extend(share.map(|s| s.evidence("IO/MMIO exits to the VMM and back")));
+    let mut evidence = grade.evidence("IO/MMIO exits to the VMM and back");
     if io > 0 {
         evidence.push(f.rate("KVM_EXIT_IO (port IO emulated by the VMM)", io));
         let ports = report.accesses.pio.iter().map(|r| {
@@ -56,7 +48,7 @@ pub fn check(f: &Facts, report: &Report, _system: Option<&SystemSnapshot>) -> Ve
         evidence.push(f.top_evidence("MMIO addresses", addrs.collect(), 5));
     }
     evidence.extend(f.share_of_exits("of all VM exits", total));
-    let mut finding = grade.finding(UserspaceIo::ID, "Userspace device emulation", rate);
+    let mut finding = grade.finding(UserspaceIo::ID, "Userspace device emulation");
     finding.confidence = Confidence::High;
     finding.evidence = evidence;
     finding.mechanism = "An IN/OUT or an access to guest-physical memory with no memory slot that no in-kernel \
