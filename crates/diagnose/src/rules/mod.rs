@@ -101,7 +101,7 @@ pub const MIN_EVENTS: u64 = 50;
 /// exists (a trace of counts alone).
 #[derive(Debug, Clone, Copy)]
 pub struct Grade {
-    /// The signal's events per second per vCPU.
+    /// The signal's events per second per vCPU (per second where no vCPU thread is known).
     pub rate: f64,
     pub value: f64,
     pub warn: f64,
