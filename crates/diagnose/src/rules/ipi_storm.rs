@@ -253,39 +253,38 @@ pub fn check(f: &Facts, report: &Report, _system: Option<&SystemSnapshot>) -> Ve
         (field report 004: SGI1R traps on arm64 for the same reason)."
     }
     .into();
-    let mut fix = vec![Fix::cmd(
+    finding.fix = vec![Fix::cmd(
         "inside the guest, attribute the IPIs to the functions they run",
         "kvmscope diagnose --live 5s   # in the guest; or: perf record -e ipi:ipi_send_cpu,csd:csd_function_entry -a -g sleep 5",
     )];
-    fix.push(Fix::new(
+    finding.fix.push(Fix::new(
         "do_nothing (kick_all_cpus_sync): find what loads BPF programs or modules or patches text in a loop \
          (field report 004: a crashing service's coredumps; `coredumpctl list`, `systemctl --failed`)",
     ));
-    fix.push(Fix::new(
+    finding.fix.push(Fix::new(
         "tlb_remove_table_smp_sync / flush_tlb_func: fewer munmap/mprotect/madvise in multi-threaded guest \
          processes (allocator settings such as MALLOC_ARENA_MAX, MALLOC_TRIM_THRESHOLD_; avoid mapping churn)",
     ));
     if arm64 {
-        fix.push(Fix::new(
+        finding.fix.push(Fix::new(
             "guest: isolate the latency-critical CPUs so reschedule (IPI0) and irq-work (IPI5) IPIs stop reaching \
              them: isolcpus=domain,managed_irq,L nohz_full=L rcu_nocbs=L on the guest's command line (field report 004: \
              this cut IPI0 and IPI5; the function-call IPIs left needed their sources found)",
         ));
-        fix.push(Fix::new(
+        finding.fix.push(Fix::new(
             "host: on GICv4.1 hardware, kvm-arm.vgic_v4_enable=1 injects SGIs directly (the target vCPU is not \
              woken through KVM; `dmesg | grep -i gicv4` shows it active), and pin the vCPU threads to isolated host CPUs",
         ));
     } else {
-        fix.push(Fix::cmd(
+        finding.fix.push(Fix::cmd(
             "host: let the CPU deliver IPIs without exits where it can (APICv/IPI virtualization on Intel, AVIC on AMD)",
             "cat /sys/module/kvm_intel/parameters/enable_apicv /sys/module/kvm_intel/parameters/enable_ipiv /sys/module/kvm_amd/parameters/avic",
         ));
-        fix.push(Fix::new(
+        finding.fix.push(Fix::new(
             "guest: keep PV IPIs on (kvm-pv-ipi CPUID feature, default in QEMU with -cpu host,kvm=on) so a multicast \
              IPI is one hypercall instead of one ICR write per target",
         ));
     }
-    finding.fix = fix;
     finding.references = vec![
         "case 004 in kvmscope's docs/field-reports.md (arm64 real-time guest: SGI1R traps, IPI attribution, timer migration)".into(),
     ];

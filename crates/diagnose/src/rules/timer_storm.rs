@@ -304,7 +304,6 @@ fn finish(
     top_fn: Option<String>,
     system: Option<&SystemSnapshot>,
 ) -> Vec<Finding> {
-    let mut fix = Vec::new();
     if let Some(s) = system {
         let iso = s.isolation_summary();
         if iso.nohz_off {
@@ -313,7 +312,7 @@ fn finish(
                 "nohz=off: the tick never stops",
             ));
             corroborated = true;
-            fix.push(Fix::cmd(
+            finding.fix.push(Fix::cmd(
                 "remove nohz=off from the guest kernel command line (the cause in field report 003)",
                 "grubby --update-kernel=ALL --remove-args=nohz   # or edit GRUB_CMDLINE_LINUX, update-grub, reboot",
             ));
@@ -349,22 +348,21 @@ fn finish(
         an EOI and a new deadline write, at the timer's frequency even when the guest is idle, so host CPUs never \
         rest (field report 003: 66,300 exits/s against 645/s). On arm64 the guest re-arms its virtual timer             (CNTV_CVAL_EL0) without a trap; each expiry is an interrupt KVM injects (kvm_timer_update_irq): an exit             when the vCPU runs, a wake-up from WFI (kvm_bg_timer_expire, kvm_vcpu_wakeup) when it sleeps."
         .into();
-    fix.push(Fix::cmd(
+    finding.fix.push(Fix::cmd(
         "inside the guest, find the timer that re-arms itself: its function and rate",
         "kvmscope diagnose --live 5s   # in the guest; or: perf stat -e timer:hrtimer_expire_entry -a sleep 1",
     ));
     if let Some(name) = top_fn {
-        fix.push(Fix::new(format!(
+        finding.fix.push(Fix::new(format!(
             "the busiest guest hrtimer is {name}: if it is tick_sched_timer the tick never stops (nohz=off, \
              CONFIG_HZ_PERIODIC, or a busy CPU); if it is hrtimer_wakeup a task sleeps in a short loop \
              (raise its period or its timer slack: prctl(PR_SET_TIMERSLACK))"
         )));
     }
-    fix.push(Fix::cmd(
+    finding.fix.push(Fix::cmd(
         "check the guest kernel's tick settings",
         "grep -o 'nohz[^ ]*' /proc/cmdline; zgrep -E 'CONFIG_(HZ|NO_HZ)' /proc/config.gz",
     ));
-    finding.fix = fix;
     finding.references = vec![
         "case 003 in kvmscope's docs/field-reports.md (a nohz=off guest holding host CPUs at top frequency)".into(),
         "Documentation/timers/no_hz.rst".into(),

@@ -63,7 +63,7 @@ pub fn check(f: &Facts, report: &Report, _system: Option<&SystemSnapshot>) -> Ve
         .pio
         .iter()
         .any(|r| (0x3f8..=0x3ff).contains(&r.port) || (0x2f8..=0x2ff).contains(&r.port));
-    let mut fix = vec![
+    finding.fix = vec![
         Fix::cmd(
             "use virtio devices with ioeventfd, so a queue notification is an eventfd signal handled by an I/O thread or vhost, not a VMM exit",
             "qemu ... -device virtio-net-pci,netdev=n0,ioeventfd=on -netdev tap,id=n0,vhost=on; -device virtio-blk-pci,ioeventfd=on,iothread=io0",
@@ -75,12 +75,11 @@ pub fn check(f: &Facts, report: &Report, _system: Option<&SystemSnapshot>) -> Ve
         ),
     ];
     if serial {
-        fix.insert(0, Fix::cmd(
+        finding.fix.insert(0, Fix::cmd(
             "the top port is a 16550 UART: a guest printing to a serial console exits once per byte; use virtio-console (hvc0) or print less",
             "guest cmdline: console=hvc0 loglevel=3 quiet   # qemu ... -device virtio-serial -device virtconsole,chardev=c0",
         ));
     }
-    finding.fix = fix;
     finding.references = vec![
         "Documentation/virt/kvm/api.rst (KVM_EXIT_IO, KVM_EXIT_MMIO, KVM_IOEVENTFD, KVM_REGISTER_COALESCED_MMIO)".into(),
         "arch/x86/kvm/x86.c emulator_pio_in_out, vcpu_mmio_write; virt/kvm/eventfd.c ioeventfd".into(),
