@@ -7,6 +7,15 @@ use kvmscope_trace::MmuKind;
 
 use crate::finding::{Evidence, TopRow};
 
+/// How an access is named in breakdowns: `write` or `read`.
+pub fn access(write: bool) -> &'static str {
+    if write {
+        "write"
+    } else {
+        "read"
+    }
+}
+
 /// Systems of guest-side events (what a kernel running inside a VM shows about itself).
 pub const GUEST_SYSTEMS: [&str; 6] = ["msr", "timer", "ipi", "csd", "irq_vectors", "tlb"];
 
@@ -148,17 +157,21 @@ impl<'r> Facts<'r> {
         self.paired_share(self.exit_rows(names).map(part).sum())
     }
 
-    /// Time in page-fault exits that were faults, not MMIO emulation.
-    pub fn fault_share(&self) -> Option<Share> {
+    /// Time in page-fault exits that were faults, not MMIO emulation; without pairs, that of
+    /// `requested` missing SPTEs built (kvm_mmu_spte_requested), estimated.
+    pub fn fault_share(&self, requested: u64) -> Option<Share> {
         self.exit_share(&FAULT_EXITS, |r| {
             r.latency.total_ns.saturating_sub(r.emulated.time_ns)
         })
+        .or_else(|| self.estimated_share("kvmmmu:kvm_mmu_spte_requested", requested))
     }
 
-    /// Time in port IO and MMIO exits that went to the VMM and back.
-    pub fn userspace_io_share(&self) -> Option<Share> {
+    /// Time in port IO and MMIO exits that went to the VMM and back; without pairs, that of
+    /// `exits` kvm_userspace_exits, estimated.
+    pub fn userspace_io_share(&self, exits: u64) -> Option<Share> {
         let names: Vec<&str> = PIO_EXITS.iter().chain(&FAULT_EXITS).copied().collect();
         self.exit_share(&names, |r| r.userspace.time_ns)
+            .or_else(|| self.estimated_share("kvm:kvm_userspace_exit", exits))
     }
 
     /// Without exit/entry pairs: `n` events of `event` (`system:name`) times the event's
@@ -214,6 +227,20 @@ impl<'r> Facts<'r> {
         Evidence::rate(what, n, self.per_s(n), self.per_vcpu_s(n))
     }
 
+    /// The rates of those of `rows` (what, count) that happened, in order.
+    pub fn rates<'a>(&self, rows: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<Evidence> {
+        rows.into_iter()
+            .filter(|r| r.1 > 0)
+            .map(|(what, n)| self.rate(what, n))
+            .collect()
+    }
+
+    /// `n` exits as a share of all VM exits (`None` in a trace without exits).
+    pub fn share_of_exits(&self, what: &str, n: u64) -> Option<Evidence> {
+        let exits = self.exits_total();
+        (exits > 0).then(|| Evidence::share(what, pct(n as f64, exits as f64)))
+    }
+
     /// A rate of guest-side events (per second only: guest CPUs are not vCPU threads here).
     pub fn guest_rate(&self, what: impl Into<String>, n: u64) -> Evidence {
         Evidence::rate(what, n, self.per_s(n), None)
@@ -237,11 +264,7 @@ impl<'r> Facts<'r> {
                 total += r.count;
                 let name = r.msr.name.map_or(String::new(), |n| format!(" {n}"));
                 rows.push((
-                    format!(
-                        "{} {:#x}{name}",
-                        if r.write { "write" } else { "read" },
-                        r.msr.msr
-                    ),
+                    format!("{} {:#x}{name}", access(r.write), r.msr.msr),
                     r.count,
                 ));
             }
@@ -255,6 +278,19 @@ impl<'r> Facts<'r> {
         rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         rows.truncate(n);
         rows.into_iter().map(|(k, c)| self.top_row(k, c)).collect()
+    }
+
+    /// The top `n` of a breakdown as evidence (see [`Facts::top`]).
+    pub fn top_evidence(
+        &self,
+        what: impl Into<String>,
+        rows: Vec<(String, u64)>,
+        n: usize,
+    ) -> Evidence {
+        Evidence::Top {
+            what: what.into(),
+            rows: self.top(rows, n),
+        }
     }
 
     /// `kvm_exit`s whose reason name is one of `names` (case-insensitive).

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use kvmscope_analysis::{InputSummary, Report, ReportBuilder};
 use kvmscope_system::SystemSnapshot;
 
-use crate::{Finding, Rule};
+use crate::{Finding, Rule, Severity};
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -57,4 +57,26 @@ pub fn only(rule: &dyn Rule, report: &Report, system: Option<&SystemSnapshot>) -
     let mut v = rule.check(report, system);
     assert_eq!(v.len(), 1, "{}: {v:#?}", rule.id());
     v.remove(0)
+}
+
+/// Exactly one finding of `rule`, at warning level or above.
+pub fn fires(rule: &dyn Rule, report: &Report, system: Option<&SystemSnapshot>) -> Finding {
+    let f = only(rule, report, system);
+    assert!(f.severity >= Severity::Warning, "{f:#?}");
+    f
+}
+
+/// Asserts that some evidence of `f` says `text`.
+pub fn says(f: &Finding, text: &str) {
+    assert!(
+        f.evidence.iter().any(|e| e.to_string().contains(text)),
+        "no evidence says {text:?}: {f:#?}"
+    );
+}
+
+/// Asserts that `rule` finds nothing in any of these captures (as for [`fixture`]).
+pub fn quiet(rule: &dyn Rule, captures: &[&str]) {
+    for name in captures {
+        assert!(rule.check(&fixture(name), None).is_empty(), "{name}");
+    }
 }

@@ -3,10 +3,9 @@
 use kvmscope_analysis::Report;
 use kvmscope_system::SystemSnapshot;
 
-use crate::facts::Facts;
-use crate::finding::{Confidence, Evidence, Finding, Fix};
-use crate::rules::{Grade, Thresholds, MIN_EVENTS};
-use crate::Rule;
+use crate::facts::{access, Facts};
+use crate::finding::{Confidence, Finding, Fix};
+use crate::rules::UserspaceIo;
 
 /// Exits to the VMM for device emulation per second per vCPU for a warning. Each is a return
 /// from KVM_RUN, the VMM's emulation, and a re-entry (about 47 us here, 5-20 us on bare-metal
@@ -22,127 +21,71 @@ pub const WARN_SHARE_PCT: f64 = 10.0;
 /// Critical: 40% of it (the lab's pio and mmio loops: 20-75% on emulated SVM, depending on
 /// how much of the capture is the guest's start).
 pub const CRIT_SHARE_PCT: f64 = 40.0;
-const THRESHOLDS: Thresholds = Thresholds {
-    share_pct: (WARN_SHARE_PCT, CRIT_SHARE_PCT),
-    per_vcpu_s: (WARN_PER_VCPU_S, CRIT_PER_VCPU_S),
-};
 
-#[derive(Debug)]
-pub struct UserspaceIo;
-
-impl Rule for UserspaceIo {
-    fn id(&self) -> &'static str {
-        "userspace-io"
+pub fn check(f: &Facts, report: &Report, _system: Option<&SystemSnapshot>) -> Vec<Finding> {
+    let io = f.userspace_exits(2);
+    let mmio = f.userspace_exits(6);
+    let total = io + mmio;
+    let Some(grade) = UserspaceIo::grade(f, total, f.userspace_io_share(total)) else {
+        return Vec::new();
+    };
+    let mut evidence = grade.evidence("IO/MMIO exits to the VMM and back");
+    if io > 0 {
+        evidence.push(f.rate("KVM_EXIT_IO (port IO emulated by the VMM)", io));
+        let ports = report.accesses.pio.iter().map(|r| {
+            let dir = if r.write { "out" } else { "in" };
+            (
+                format!("{dir} port {:#x}{}", r.port, port_name(r.port)),
+                r.count,
+            )
+        });
+        evidence.push(f.top_evidence("ports", ports.collect(), 5));
     }
-    fn summary(&self) -> &'static str {
-        "port IO / MMIO exits to the VMM for device emulation at a high rate"
+    if mmio > 0 {
+        evidence.push(f.rate("KVM_EXIT_MMIO (MMIO emulated by the VMM)", mmio));
+        let addrs = report.accesses.mmio.iter();
+        let addrs = addrs.map(|r| (format!("{} {:#x}", access(r.write), r.gpa), r.count));
+        evidence.push(f.top_evidence("MMIO addresses", addrs.collect(), 5));
     }
-
-    fn check(&self, report: &Report, _system: Option<&SystemSnapshot>) -> Vec<Finding> {
-        let f = Facts::new(report);
-        let io = f.userspace_exits(2);
-        let mmio = f.userspace_exits(6);
-        let total = io + mmio;
-        if total < MIN_EVENTS {
-            return Vec::new();
-        }
-        let rate = f.norm(total);
-        let share = f
-            .userspace_io_share()
-            .or_else(|| f.estimated_share("kvm:kvm_userspace_exit", total));
-        let Some(grade) = Grade::of(share, rate, &THRESHOLDS) else {
-            return Vec::new();
-        };
-        let mut evidence = Vec::new();
-        evidence.extend(share.map(|s| s.evidence("IO/MMIO exits to the VMM and back")));
-        if io > 0 {
-            evidence.push(f.rate("KVM_EXIT_IO (port IO emulated by the VMM)", io));
-            let ports: Vec<(String, u64)> = report
-                .accesses
-                .pio
-                .iter()
-                .map(|r| {
-                    (
-                        format!(
-                            "{} port {:#x}{}",
-                            if r.write { "out" } else { "in" },
-                            r.port,
-                            port_name(r.port)
-                        ),
-                        r.count,
-                    )
-                })
-                .collect();
-            evidence.push(Evidence::Top {
-                what: "ports".into(),
-                rows: f.top(ports, 5),
-            });
-        }
-        if mmio > 0 {
-            evidence.push(f.rate("KVM_EXIT_MMIO (MMIO emulated by the VMM)", mmio));
-            let addrs: Vec<(String, u64)> = report
-                .accesses
-                .mmio
-                .iter()
-                .map(|r| {
-                    (
-                        format!("{} {:#x}", if r.write { "write" } else { "read" }, r.gpa),
-                        r.count,
-                    )
-                })
-                .collect();
-            evidence.push(Evidence::Top {
-                what: "MMIO addresses".into(),
-                rows: f.top(addrs, 5),
-            });
-        }
-        let exits = f.exits_total();
-        if exits > 0 {
-            evidence.push(Evidence::share(
-                "of all VM exits",
-                crate::facts::pct(total as f64, exits as f64),
-            ));
-        }
-        let mut finding = grade.finding(self.id(), "Userspace device emulation", rate);
-        finding.confidence = Confidence::High;
-        finding.evidence = evidence;
-        finding.mechanism = "An IN/OUT or an access to guest-physical memory with no memory slot that no in-kernel \
-            device claims (kvm_io_bus_write/read finds no ioeventfd or in-kernel device) is completed in userspace: \
-            KVM fills kvm_run (KVM_EXIT_IO from emulator_pio_in_out, KVM_EXIT_MMIO from vcpu_mmio_write/read via \
-            the emulator or the EPT-misconfig/MMIO-SPTE fast path) and returns from the KVM_RUN ioctl; the VMM \
-            emulates the device and calls KVM_RUN again. Each access is a round trip through the host scheduler, \
-            the VMM thread and two privilege switches."
-            .into();
-        let serial = report
-            .accesses
-            .pio
-            .iter()
-            .any(|r| (0x3f8..=0x3ff).contains(&r.port) || (0x2f8..=0x2ff).contains(&r.port));
-        let mut fix = vec![
-            Fix::cmd(
-                "use virtio devices with ioeventfd, so a queue notification is an eventfd signal handled by an I/O thread or vhost, not a VMM exit",
-                "qemu ... -device virtio-net-pci,netdev=n0,ioeventfd=on -netdev tap,id=n0,vhost=on; -device virtio-blk-pci,ioeventfd=on,iothread=io0",
-            ),
-            Fix::new(
-                "for a VMM of your own: register the doorbell ports/addresses with KVM_IOEVENTFD, batch \
-                 write-only MMIO with KVM_REGISTER_COALESCED_MMIO, keep the interrupt controller and PIT in the \
-                 kernel (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2)",
-            ),
-        ];
-        if serial {
-            fix.insert(0, Fix::cmd(
-                "the top port is a 16550 UART: a guest printing to a serial console exits once per byte; use virtio-console (hvc0) or print less",
-                "guest cmdline: console=hvc0 loglevel=3 quiet   # qemu ... -device virtio-serial -device virtconsole,chardev=c0",
-            ));
-        }
-        finding.fix = fix;
-        finding.references = vec![
-            "Documentation/virt/kvm/api.rst (KVM_EXIT_IO, KVM_EXIT_MMIO, KVM_IOEVENTFD, KVM_REGISTER_COALESCED_MMIO)".into(),
-            "arch/x86/kvm/x86.c emulator_pio_in_out, vcpu_mmio_write; virt/kvm/eventfd.c ioeventfd".into(),
-            "docs/lab.md (pio/mmio: ~47 us per exit on this machine)".into(),
-        ];
-        vec![finding]
+    evidence.extend(f.share_of_exits("of all VM exits", total));
+    let mut finding = grade.finding(UserspaceIo::ID, "Userspace device emulation");
+    finding.confidence = Confidence::High;
+    finding.evidence = evidence;
+    finding.mechanism = "An IN/OUT or an access to guest-physical memory with no memory slot that no in-kernel \
+        device claims (kvm_io_bus_write/read finds no ioeventfd or in-kernel device) is completed in userspace: \
+        KVM fills kvm_run (KVM_EXIT_IO from emulator_pio_in_out, KVM_EXIT_MMIO from vcpu_mmio_write/read via \
+        the emulator or the EPT-misconfig/MMIO-SPTE fast path) and returns from the KVM_RUN ioctl; the VMM \
+        emulates the device and calls KVM_RUN again. Each access is a round trip through the host scheduler, \
+        the VMM thread and two privilege switches."
+        .into();
+    let serial = report
+        .accesses
+        .pio
+        .iter()
+        .any(|r| (0x3f8..=0x3ff).contains(&r.port) || (0x2f8..=0x2ff).contains(&r.port));
+    finding.fix = vec![
+        Fix::cmd(
+            "use virtio devices with ioeventfd, so a queue notification is an eventfd signal handled by an I/O thread or vhost, not a VMM exit",
+            "qemu ... -device virtio-net-pci,netdev=n0,ioeventfd=on -netdev tap,id=n0,vhost=on; -device virtio-blk-pci,ioeventfd=on,iothread=io0",
+        ),
+        Fix::new(
+            "for a VMM of your own: register the doorbell ports/addresses with KVM_IOEVENTFD, batch \
+             write-only MMIO with KVM_REGISTER_COALESCED_MMIO, keep the interrupt controller and PIT in the \
+             kernel (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2)",
+        ),
+    ];
+    if serial {
+        finding.fix.insert(0, Fix::cmd(
+            "the top port is a 16550 UART: a guest printing to a serial console exits once per byte; use virtio-console (hvc0) or print less",
+            "guest cmdline: console=hvc0 loglevel=3 quiet   # qemu ... -device virtio-serial -device virtconsole,chardev=c0",
+        ));
     }
+    finding.references = vec![
+        "Documentation/virt/kvm/api.rst (KVM_EXIT_IO, KVM_EXIT_MMIO, KVM_IOEVENTFD, KVM_REGISTER_COALESCED_MMIO)".into(),
+        "arch/x86/kvm/x86.c emulator_pio_in_out, vcpu_mmio_write; virt/kvm/eventfd.c ioeventfd".into(),
+        "docs/lab.md (pio/mmio: ~47 us per exit on this machine)".into(),
+    ];
+    vec![finding]
 }
 
 fn port_name(port: u32) -> &'static str {
@@ -163,36 +106,25 @@ fn port_name(port: u32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testutil::{fixture, only};
-    use crate::Severity;
+    use crate::rules::testutil::{fires, fixture, only, quiet, says};
 
     #[test]
     fn fires_on_lab_pio_and_names_the_uart() {
-        let f = only(&UserspaceIo, &fixture("pio.txt"), None);
-        assert!(f.severity >= Severity::Warning, "{f:#?}");
-        assert!(
-            f.evidence
-                .iter()
-                .any(|e| e.to_string().contains("0x3f8 (COM1 UART)")),
-            "{f:#?}"
-        );
+        let f = fires(&UserspaceIo, &fixture("pio.txt"), None);
+        says(&f, "0x3f8 (COM1 UART)");
     }
 
     #[test]
     fn fires_on_lab_mmio_with_the_address() {
         let f = only(&UserspaceIo, &fixture("mmio.txt"), None);
-        assert!(
-            f.evidence
-                .iter()
-                .any(|e| e.to_string().contains("0xd0000000")),
-            "{f:#?}"
-        );
+        says(&f, "0xd0000000");
     }
 
     #[test]
     fn stays_quiet_on_healthy_captures() {
-        for name in ["idle.txt", "compute.txt", "timer-storm.txt", "ipi.txt"] {
-            assert!(UserspaceIo.check(&fixture(name), None).is_empty(), "{name}");
-        }
+        quiet(
+            &UserspaceIo,
+            &["idle.txt", "compute.txt", "timer-storm.txt", "ipi.txt"],
+        );
     }
 }
