@@ -348,5 +348,15 @@ fn diagnose_names_each_pathology_first_and_idle_stays_quiet_on_vhe_and_nvhe() {
         let iso = diagnose(scenario(r, "isolation"));
         let title = iso[0]["title"].as_str().unwrap();
         assert!(title.contains("timer_migration=1"), "{host}: {title}");
+        // The timer storm is explained for arm64 (the virtual timer), with arm64 sources only.
+        let timer = diagnose(scenario(r, "timer-storm"));
+        let mechanism = timer[0]["mechanism"].as_str().unwrap();
+        assert!(mechanism.contains("CNTV_CVAL_EL0"), "{host}: {mechanism}");
+        assert!(
+            !mechanism.contains("IA32_TSC_DEADLINE"),
+            "{host}: {mechanism}"
+        );
+        let refs = timer[0]["references"].to_string();
+        assert!(!refs.contains("arch/x86"), "{host}: {refs}");
     }
 }

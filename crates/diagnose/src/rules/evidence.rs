@@ -97,9 +97,16 @@ pub fn check(f: &Facts, report: &Report, _system: Option<&SystemSnapshot>) -> Ve
         evidence.push(Evidence::fact(format!("problem ({sev})"), p.clone()));
     }
     let severity = problems.iter().map(|p| p.0).max().unwrap_or(Severity::Info);
+    // Lost, cut-off or unreadable input is partial data; a short or small capture is complete
+    // but thin.
+    let title = if severity > Severity::Info {
+        "Incomplete evidence: the findings (and their absence) rest on partial data"
+    } else {
+        "Thin evidence: the findings (and their absence) rest on a short or small capture"
+    };
     vec![Finding {
         rule: IncompleteEvidence::ID,
-        title: "Incomplete evidence: the findings (and their absence) rest on partial data".into(),
+        title: title.into(),
         severity,
         confidence: Confidence::High,
         // Ranked after pathologies of the same severity.
@@ -135,6 +142,7 @@ mod tests {
         assert_eq!(v.len(), 1, "{v:#?}");
         assert_eq!(v[0].severity, Severity::Warning, "{v:#?}");
         says(&v[0], "lost events: 37,555");
+        assert!(v[0].title.contains("partial data"), "{}", v[0].title);
     }
 
     #[test]
@@ -142,6 +150,8 @@ mod tests {
         let v = IncompleteEvidence.check(&fixture("timer-storm.txt"), None);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].severity, Severity::Info);
+        // Complete but short: not called partial.
+        assert!(v[0].title.starts_with("Thin evidence"), "{}", v[0].title);
     }
 
     #[test]

@@ -187,7 +187,7 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
                     WARN_TICKS,
                     CRIT_TICKS,
                 );
-                return finish(&mut finding, evidence, corroborated, top_fn, system);
+                return finish(&mut finding, report, evidence, corroborated, top_fn, system);
             }
         }
     }
@@ -225,7 +225,7 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
             WARN_SHARE_PCT,
             CRIT_SHARE_PCT,
         );
-        return finish(&mut finding, evidence, corroborated, top_fn, system);
+        return finish(&mut finding, report, evidence, corroborated, top_fn, system);
     }
     if value < WARN_PER_VCPU_S {
         return Vec::new();
@@ -247,7 +247,7 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
         WARN_PER_VCPU_S,
         CRIT_PER_VCPU_S,
     );
-    finish(&mut finding, evidence, corroborated, top_fn, system)
+    finish(&mut finding, report, evidence, corroborated, top_fn, system)
 }
 
 /// The busiest guest CPU's hrtimer expiries against its tick.
@@ -299,6 +299,7 @@ fn ticks(report: &Report, system: Option<&SystemSnapshot>, f: &Facts<'_>) -> Opt
 /// graded the finding.
 fn finish(
     finding: &mut Finding,
+    report: &Report,
     mut evidence: Vec<Evidence>,
     mut corroborated: bool,
     top_fn: Option<String>,
@@ -341,13 +342,24 @@ fn finish(
         Confidence::Medium
     };
     finding.evidence = evidence;
-    finding.mechanism = "Every write of IA32_TSC_DEADLINE (MSR 0x6e0) by a guest exits to KVM, which handles it in \
+    // The mechanism and the sources are the trace's architecture's; both when it does not say
+    // (a guest's own recording).
+    let arch = Arch::of(report);
+    let x86 = "Every write of IA32_TSC_DEADLINE (MSR 0x6e0) by a guest exits to KVM, which handles it in \
         handle_fastpath_set_msr_irqoff / kvm_set_lapic_tscdeadline_msr and re-arms the vCPU's emulated LAPIC timer \
-        (an hrtimer or the VMX preemption timer: kvm_hv_timer_state). When the guest's tick (tick_sched_timer under \
-        nohz=off) or another hrtimer is re-armed from its own interrupt, each expiry costs an injected interrupt, \
-        an EOI and a new deadline write, at the timer's frequency even when the guest is idle, so host CPUs never \
-        rest (field report 003: 66,300 exits/s against 645/s). On arm64 the guest re-arms its virtual timer             (CNTV_CVAL_EL0) without a trap; each expiry is an interrupt KVM injects (kvm_timer_update_irq): an exit             when the vCPU runs, a wake-up from WFI (kvm_bg_timer_expire, kvm_vcpu_wakeup) when it sleeps."
-        .into();
+        (an hrtimer or the VMX preemption timer: kvm_hv_timer_state).";
+    let arm64 = "An arm64 guest re-arms its virtual timer (CNTV_CVAL_EL0) without a trap; each expiry is an \
+        interrupt KVM injects (kvm_timer_update_irq): an exit when the vCPU runs, a wake-up from WFI \
+        (kvm_bg_timer_expire, kvm_vcpu_wakeup) when it sleeps.";
+    let storm = "When the guest's tick (tick_sched_timer under nohz=off) or another hrtimer is re-armed from its \
+        own interrupt, each expiry costs an injected interrupt, an EOI and a new deadline, at the timer's \
+        frequency even when the guest is idle, so host CPUs never rest (field report 003: 66,300 exits/s \
+        against 645/s).";
+    finding.mechanism = match arch {
+        Arch::X86 => format!("{x86} {storm}"),
+        Arch::Arm64 => format!("{arm64} {storm}"),
+        Arch::Unknown => format!("{x86} {storm} {arm64}"),
+    };
     finding.fix.push(Fix::cmd(
         "inside the guest, find the timer that re-arms itself: its function and rate",
         "kvmscope diagnose --live 5s   # in the guest; or: perf stat -e timer:hrtimer_expire_entry -a sleep 1",
@@ -366,10 +378,61 @@ fn finish(
     finding.references = vec![
         "case 003 in kvmscope's docs/field-reports.md (a nohz=off guest holding host CPUs at top frequency)".into(),
         "Documentation/timers/no_hz.rst".into(),
-        "arch/x86/kvm/x86.c handle_fastpath_set_msr_irqoff; arch/x86/kvm/lapic.c kvm_set_lapic_tscdeadline_msr".into(),
-        "arch/arm64/kvm/arch_timer.c kvm_timer_update_irq, kvm_bg_timer_expire".into(),
     ];
+    if arch != Arch::Arm64 {
+        finding.references.push(
+            "arch/x86/kvm/x86.c handle_fastpath_set_msr_irqoff; arch/x86/kvm/lapic.c kvm_set_lapic_tscdeadline_msr"
+                .into(),
+        );
+    }
+    if arch != Arch::X86 {
+        finding
+            .references
+            .push("arch/arm64/kvm/arch_timer.c kvm_timer_update_irq, kvm_bg_timer_expire".into());
+    }
     vec![finding.clone()]
+}
+
+/// Which architecture the trace is of: its VM exits, and what only one architecture has (MSR
+/// accesses, host or guest side, on x86; system-register traps and timer-level changes on
+/// arm64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arch {
+    X86,
+    Arm64,
+    /// Neither, or both (merged inputs).
+    Unknown,
+}
+
+impl Arch {
+    fn of(report: &Report) -> Arch {
+        use kvmscope_trace::Isa;
+        let isas = || {
+            report
+                .exits
+                .iter()
+                .flat_map(|e| e.rows.iter().map(|r| r.isa))
+        };
+        let guest_msr = report
+            .guest
+            .as_ref()
+            .is_some_and(|g| !g.host_side && !g.msr.rows.is_empty());
+        let x86 = isas().any(|i| matches!(i, Isa::Vmx | Isa::Svm))
+            || !report.accesses.msr.is_empty()
+            || guest_msr;
+        let arm64 = isas().any(|i| i == Isa::Arm64)
+            || !report.accesses.sysreg.is_empty()
+            || report
+                .overview
+                .by_name
+                .iter()
+                .any(|(n, c)| n == "kvm:kvm_timer_update_irq" && *c > 0);
+        match (x86, arm64) {
+            (true, false) => Arch::X86,
+            (false, true) => Arch::Arm64,
+            _ => Arch::Unknown,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +449,15 @@ mod tests {
             Confidence::High,
             "hv_timer_state at the same rate"
         );
+        // An x86 trace (kvm_msr writes): the x86 mechanism and sources only.
+        assert!(f.mechanism.contains("IA32_TSC_DEADLINE"), "{}", f.mechanism);
+        assert!(!f.mechanism.contains("arm64"), "{}", f.mechanism);
+        assert!(
+            f.references.iter().all(|r| !r.contains("arch/arm64")),
+            "{:?}",
+            f.references
+        );
+        assert!(!f.mechanism.contains("  "), "{}", f.mechanism);
     }
 
     #[test]
@@ -409,6 +481,8 @@ mod tests {
             "{t:#?}"
         );
         assert!(t.iter().any(|e| e.contains("hrtimer_wakeup")), "{t:#?}");
+        // The guest wrote the x86 TSC-deadline MSR: an x86 guest.
+        assert!(!f.mechanism.contains("arm64"), "{}", f.mechanism);
     }
 
     #[test]
