@@ -168,15 +168,30 @@ fn folded_lines(stacks: &[Stack]) -> Vec<String> {
     let mut lines: Vec<String> = stacks
         .iter()
         .filter(|s| s.weight > 0)
-        .map(|s| match s.frames.rsplit_once(' ') {
-            Some((head, last)) if last.parse::<f64>().is_ok() => {
-                format!("{head}_{last} {}", s.weight)
+        .map(|s| {
+            // inferno trims the line's end before it looks for the counts, so a frame that
+            // ends in blanks after its number is read the same way.
+            let frames = s.frames.trim_end();
+            match frames.rsplit_once(' ') {
+                Some((head, last)) if reads_as_count(last) => {
+                    format!("{head}_{last} {}", s.weight)
+                }
+                _ => format!("{frames} {}", s.weight),
             }
-            _ => format!("{} {}", s.frames, s.weight),
         })
         .collect();
     lines.sort();
     lines
+}
+
+/// What inferno takes for a sample count at the end of a line: digits, or digits, a dot and
+/// digits (either side may be empty).
+fn reads_as_count(token: &str) -> bool {
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    match token.split_once('.') {
+        Some((int, frac)) => digits(int) && digits(frac),
+        None => digits(token),
+    }
 }
 
 fn inferno_options<'a>(
