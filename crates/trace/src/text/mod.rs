@@ -416,6 +416,7 @@ impl<'a> LineIn<'a> {
 
 /// [`line_header`], plus the record that a last line without a newline that does not parse
 /// means the input was cut off.
+#[inline(always)]
 fn take_line<'a, E>(
     line: LineIn<'a>,
     offset: u64,
@@ -433,7 +434,7 @@ fn take_line<'a, E>(
 
 /// First half of a line: the line and byte bookkeeping and the common columns. Returns the
 /// line (without `\r`) and its header when it is an event.
-#[inline]
+#[inline(always)]
 fn line_header<'a, E>(
     line: LineIn<'a>,
     offset: u64,
