@@ -470,11 +470,26 @@ mod tests {
     #[test]
     fn absolute_time_stamp_and_padding() {
         let l = PageLayout::DEFAULT_64;
-        let mut page = vec![0u8; 16];
-        page[0..8].copy_from_slice(&(5u64 << 59 | 100).to_le_bytes());
-        let mut data = Vec::new();
         // TIME_STAMP 0x1234_5678_9 (abs) = hi << 27 | delta
         let abs: u64 = 0x1_2345_6789;
+        let mut page = page_with_abs(5u64 << 59 | 100, abs);
+        let mut commit = [0u8; 8];
+        commit.copy_from_slice(&page[8..16]);
+        let commit = u64::from_le_bytes(commit) | MISSED_EVENTS;
+        page[8..16].copy_from_slice(&commit.to_le_bytes());
+        let p = Page::parse(&l, &page, 0, 4096).unwrap();
+        assert_eq!(p.missed, Missed::Unknown);
+        let recs: Vec<_> = p.records().collect::<Result<_, _>>().unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].ts_ns, (5u64 << 59) | (abs + 4));
+    }
+
+    /// A page with a TIME_STAMP record (`abs`), a discarded record, a data record and the
+    /// end padding, page time stamp `page_ts`.
+    fn page_with_abs(page_ts: u64, abs: u64) -> Vec<u8> {
+        let mut page = vec![0u8; 16];
+        page[0..8].copy_from_slice(&page_ts.to_le_bytes());
+        let mut data = Vec::new();
         data.extend_from_slice(&(31 | (((abs & ((1 << 27) - 1)) as u32) << 5)).to_le_bytes());
         data.extend_from_slice(&((abs >> 27) as u32).to_le_bytes());
         // discarded record (padding with delta 3; array[0] counts itself and 8 bytes)
@@ -485,29 +500,6 @@ mod tests {
         data.extend_from_slice(&(2u32 | (1 << 5)).to_le_bytes());
         data.extend_from_slice(&payload(9, 1, &[]));
         // end-of-page padding
-        data.extend_from_slice(&29u32.to_le_bytes());
-        page[8..16].copy_from_slice(&((data.len() as u64) | MISSED_EVENTS).to_le_bytes());
-        page.extend_from_slice(&data);
-        let p = Page::parse(&l, &page, 0, 4096).unwrap();
-        assert_eq!(p.missed, Missed::Unknown);
-        let recs: Vec<_> = p.records().collect::<Result<_, _>>().unwrap();
-        assert_eq!(recs.len(), 1);
-        assert_eq!(recs[0].ts_ns, (5u64 << 59) | (abs + 4));
-    }
-
-    /// A page with a TIME_STAMP record, a discarded record, a data record and the end
-    /// padding (as in `absolute_time_stamp_and_padding`), page time stamp `page_ts`.
-    fn page_with_abs(page_ts: u64, abs: u64) -> Vec<u8> {
-        let mut page = vec![0u8; 16];
-        page[0..8].copy_from_slice(&page_ts.to_le_bytes());
-        let mut data = Vec::new();
-        data.extend_from_slice(&(31 | (((abs & ((1 << 27) - 1)) as u32) << 5)).to_le_bytes());
-        data.extend_from_slice(&((abs >> 27) as u32).to_le_bytes());
-        data.extend_from_slice(&(29u32 | (3 << 5)).to_le_bytes());
-        data.extend_from_slice(&12u32.to_le_bytes());
-        data.extend_from_slice(&[0; 8]);
-        data.extend_from_slice(&(2u32 | (1 << 5)).to_le_bytes());
-        data.extend_from_slice(&payload(9, 1, &[]));
         data.extend_from_slice(&29u32.to_le_bytes());
         page[8..16].copy_from_slice(&(data.len() as u64).to_le_bytes());
         page.extend_from_slice(&data);
