@@ -145,19 +145,31 @@ impl<V> ThreadSlots<V> {
     pub fn get_or_insert_with(&mut self, tid: u32, make: impl FnOnce() -> V) -> &mut V {
         let slot = match self.find(tid) {
             Some(slot) => slot,
-            None => self.insert(tid, make()),
+            None => self.insert_new(tid, make()),
         };
         &mut self.values[slot]
     }
 
     #[cold]
-    fn insert(&mut self, tid: u32, value: V) -> usize {
+    fn insert_new(&mut self, tid: u32, value: V) -> usize {
         let slot = self.values.len();
         self.values.push(value);
         self.tids.push(tid);
         self.index.insert(tid, slot as u32);
         self.last = (tid, slot as u32);
         slot
+    }
+
+    /// Sets the value of `tid`; returns the one it had, as `HashMap::insert` does.
+    #[inline]
+    pub fn insert(&mut self, tid: u32, value: V) -> Option<V> {
+        match self.find(tid) {
+            Some(slot) => Some(std::mem::replace(&mut self.values[slot], value)),
+            None => {
+                self.insert_new(tid, value);
+                None
+            }
+        }
     }
 
     #[inline]
@@ -214,6 +226,9 @@ mod thread_slots_tests {
         assert_eq!(t.get(7), Some(&16));
         assert_eq!(t.get_mut(1), None);
         assert_eq!(t.get_mut(0), Some(&mut 7));
-        assert_eq!(t.len(), 4);
+        assert_eq!(t.insert(0, 9), Some(7));
+        assert_eq!(t.insert(3, 1), None);
+        assert_eq!(t.get(3), Some(&1));
+        assert_eq!(t.len(), 5);
     }
 }

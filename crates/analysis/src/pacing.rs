@@ -67,13 +67,7 @@ impl Pacing {
             event: format!("{}:{}", ev.system, ev.name),
             ..Slot::default()
         });
-        let mut first = false;
-        let last = slot.last.get_or_insert_with(ev.tid, || {
-            first = true;
-            ev.ts_ns
-        });
-        let prev = std::mem::replace(last, ev.ts_ns);
-        if !first {
+        if let Some(prev) = slot.last.insert(ev.tid, ev.ts_ns) {
             // Out-of-order input (merged files) gives no gap rather than a wrapped one.
             if let Some(gap) = ev.ts_ns.checked_sub(prev) {
                 slot.gaps.add(gap);
