@@ -131,5 +131,6 @@ printf 'POST / HTTP/1.1\r\n\r\n' >"$tmp/req3"
 add http_request "$tmp"/req*
 
 for t in "$out"/*/; do
-  printf '%-16s %4d seeds %8d bytes\n' "$(basename "$t")" "$(ls "$t" | wc -l)" "$(cat "$t"/* | wc -c)"
+  printf '%-16s %4d seeds %8d bytes\n' "$(basename "$t")" "$(find "$t" -type f | wc -l)" \
+    "$(find "$t" -type f -printf '%s\n' | awk '{ n += $1 } END { print n + 0 }')"
 done
