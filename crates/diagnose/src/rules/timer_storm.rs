@@ -187,7 +187,14 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
                     WARN_TICKS,
                     CRIT_TICKS,
                 );
-                return finish(&mut finding, report, evidence, corroborated, top_fn, system);
+                return finish(
+                    &mut finding,
+                    Arch::of(f, report),
+                    evidence,
+                    corroborated,
+                    top_fn,
+                    system,
+                );
             }
         }
     }
@@ -225,7 +232,14 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
             WARN_SHARE_PCT,
             CRIT_SHARE_PCT,
         );
-        return finish(&mut finding, report, evidence, corroborated, top_fn, system);
+        return finish(
+            &mut finding,
+            Arch::of(f, report),
+            evidence,
+            corroborated,
+            top_fn,
+            system,
+        );
     }
     if value < WARN_PER_VCPU_S {
         return Vec::new();
@@ -247,7 +261,14 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
         WARN_PER_VCPU_S,
         CRIT_PER_VCPU_S,
     );
-    finish(&mut finding, report, evidence, corroborated, top_fn, system)
+    finish(
+        &mut finding,
+        Arch::of(f, report),
+        evidence,
+        corroborated,
+        top_fn,
+        system,
+    )
 }
 
 /// The busiest guest CPU's hrtimer expiries against its tick.
@@ -299,7 +320,7 @@ fn ticks(report: &Report, system: Option<&SystemSnapshot>, f: &Facts<'_>) -> Opt
 /// graded the finding.
 fn finish(
     finding: &mut Finding,
-    report: &Report,
+    arch: Arch,
     mut evidence: Vec<Evidence>,
     mut corroborated: bool,
     top_fn: Option<String>,
@@ -344,7 +365,6 @@ fn finish(
     finding.evidence = evidence;
     // The mechanism and the sources are the trace's architecture's; both when it does not say
     // (a guest's own recording).
-    let arch = Arch::of(report);
     let x86 = "Every write of IA32_TSC_DEADLINE (MSR 0x6e0) by a guest exits to KVM, which handles it in \
         handle_fastpath_set_msr_irqoff / kvm_set_lapic_tscdeadline_msr and re-arms the vCPU's emulated LAPIC timer \
         (an hrtimer or the VMX preemption timer: kvm_hv_timer_state).";
@@ -405,7 +425,7 @@ enum Arch {
 }
 
 impl Arch {
-    fn of(report: &Report) -> Arch {
+    fn of(f: &Facts, report: &Report) -> Arch {
         use kvmscope_trace::Isa;
         let isas = || {
             report
@@ -422,11 +442,7 @@ impl Arch {
             || guest_msr;
         let arm64 = isas().any(|i| i == Isa::Arm64)
             || !report.accesses.sysreg.is_empty()
-            || report
-                .overview
-                .by_name
-                .iter()
-                .any(|(n, c)| n == "kvm:kvm_timer_update_irq" && *c > 0);
+            || f.named("kvm:kvm_timer_update_irq") > 0;
         match (x86, arm64) {
             (true, false) => Arch::X86,
             (false, true) => Arch::Arm64,
