@@ -178,10 +178,6 @@ impl<V> ThreadSlots<V> {
         Some(&mut self.values[slot])
     }
 
-    pub fn get(&self, tid: u32) -> Option<&V> {
-        self.index.get(&tid).map(|&s| &self.values[s as usize])
-    }
-
     /// `(tid, value)` in first-seen order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &V)> {
         self.tids.iter().copied().zip(&self.values)
@@ -223,12 +219,12 @@ mod thread_slots_tests {
         }
         let all: Vec<_> = t.iter().map(|(tid, &v)| (tid, v)).collect();
         assert_eq!(all, vec![(5, 5), (0, 7), (7, 16), (u32::MAX, 8)]);
-        assert_eq!(t.get(7), Some(&16));
+        assert_eq!(t.get_mut(7), Some(&mut 16));
         assert_eq!(t.get_mut(1), None);
         assert_eq!(t.get_mut(0), Some(&mut 7));
         assert_eq!(t.insert(0, 9), Some(7));
         assert_eq!(t.insert(3, 1), None);
-        assert_eq!(t.get(3), Some(&1));
+        assert_eq!(t.get_mut(3), Some(&mut 1));
         assert_eq!(t.len(), 5);
     }
 }

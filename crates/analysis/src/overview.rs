@@ -161,12 +161,9 @@ impl Overview {
             .collect();
         by_name.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let mut vms: BTreeMap<Option<u32>, Vm> = BTreeMap::new();
-        let mut tids: Vec<_> = self.threads.iter().map(|(tid, _)| tid).collect();
-        tids.sort_unstable();
-        for tid in tids {
-            let Some(t) = self.threads.get(tid) else {
-                continue;
-            };
+        let mut threads: Vec<_> = self.threads.iter().collect();
+        threads.sort_unstable_by_key(|&(tid, _)| tid);
+        for (tid, t) in threads {
             // The process's own name is its main thread's (tid == pid); without that thread in
             // the trace, or without a tgid column, it is unknown ("?"): a vCPU thread's name
             // ("CPU 0/KVM") or another process's is never shown as the process's.
