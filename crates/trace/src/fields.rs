@@ -37,7 +37,55 @@ fn trim_num(s: &str) -> &[u8] {
     b
 }
 
+/// The value of a hex digit, or [`BAD`].
+const HEX: [u8; 256] = {
+    let mut t = [BAD; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = match c as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            d @ b'a'..=b'f' => d - b'a' + 10,
+            d @ b'A'..=b'F' => d - b'A' + 10,
+            _ => BAD,
+        };
+        c += 1;
+    }
+    t
+};
+const BAD: u8 = 0xff;
+
 fn parse_radix(b: &[u8], radix: u32) -> Option<u64> {
+    if b.is_empty() {
+        return None;
+    }
+    // Digits that cannot overflow a u64 take the plain loop: every invalid digit sets a bit
+    // of `bad`, tested once at the end (field values are 1-18 digits).
+    match radix {
+        16 if b.len() <= 16 => {
+            let (mut v, mut bad) = (0u64, 0u8);
+            for &c in b {
+                let d = HEX[c as usize];
+                bad |= d;
+                v = v << 4 | u64::from(d & 0xf);
+            }
+            return (bad & 0xf0 == 0).then_some(v);
+        }
+        10 if b.len() <= 19 => {
+            let (mut v, mut bad) = (0u64, false);
+            for &c in b {
+                let d = c.wrapping_sub(b'0');
+                bad |= d > 9;
+                v = v.wrapping_mul(10).wrapping_add(u64::from(d));
+            }
+            return (!bad).then_some(v);
+        }
+        _ => {}
+    }
+    checked_radix(b, radix)
+}
+
+/// The general digit loop, with overflow checks.
+fn checked_radix(b: &[u8], radix: u32) -> Option<u64> {
     if b.is_empty() {
         return None;
     }
@@ -164,5 +212,23 @@ mod tests {
         assert_eq!(hex("0x"), None);
         assert_eq!(dec_i64("-12)"), Some(-12));
         assert_eq!(hex("ffffffffffffffffff"), None);
+        assert_eq!(hex("ffffffffffffffff"), Some(u64::MAX));
+        assert_eq!(dec("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(dec("18446744073709551616"), None);
+        assert_eq!(dec("9999999999999999999"), Some(9999999999999999999));
+        assert_eq!(hex("0xg"), None);
+        assert_eq!(dec("1 2"), None);
+    }
+
+    proptest::proptest! {
+        /// The short-input loops agree with the checked loop on any bytes.
+        #[test]
+        fn fast_digits_equal_checked(b in proptest::collection::vec(
+            proptest::sample::select(b"0123456789abcdefABCDEFxg :-\xff".to_vec()), 0..22)
+        ) {
+            for radix in [10, 16] {
+                proptest::prop_assert_eq!(parse_radix(&b, radix), checked_radix(&b, radix));
+            }
+        }
     }
 }

@@ -352,11 +352,16 @@ fn kvm_exit(p: &str) -> Option<KvmExit<'_>> {
         match key {
             "rip" => rip = tokens.next().and_then(hex),
             "info1" => info1 = tokens.next().and_then(hex),
-            "info2" => info2 = tokens.next().and_then(hex),
+            // info2 is the last field read in every layout (intr_info and error_code follow)
+            "info2" => {
+                info2 = tokens.next().and_then(hex);
+                break;
+            }
             // old layout: `info %llx %llx`
             "info" => {
                 info1 = tokens.next().and_then(hex);
                 info2 = tokens.next().and_then(hex);
+                break;
             }
             _ => {
                 tokens.next();
