@@ -15,13 +15,12 @@ pub fn find<'a>(payload: &'a str, key: &str) -> Option<&'a str> {
                 _ => None,
             };
             if let Some(v) = value_start {
-                let len = memchr::memchr2(b' ', b',', &b[v..]).unwrap_or(b.len() - v);
-                return Some(&payload[v..v + len]);
+                let end = crate::bytes::find_any(b, v, [b' ', b',']).unwrap_or(b.len());
+                return Some(&payload[v..end]);
             }
         }
         // Next token start.
-        let off = memchr::memchr3(b' ', b',', b'(', &b[i..])?;
-        i += off + 1;
+        i = crate::bytes::find_any(b, i, [b' ', b',', b'('])? + 1;
         while i < b.len() && b[i] == b' ' {
             i += 1;
         }
@@ -151,7 +150,7 @@ impl<'a> Iterator for Tokens<'a> {
             self.rest = rest;
             return None;
         }
-        let end = memchr::memchr(b' ', rest.as_bytes()).unwrap_or(rest.len());
+        let end = crate::bytes::find_byte(rest.as_bytes(), 0, b' ').unwrap_or(rest.len());
         self.rest = &rest[end..];
         Some(&rest[..end])
     }

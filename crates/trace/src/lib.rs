@@ -6,6 +6,7 @@
 //! ```
 //! Nothing here opens files or talks to the kernel: decoders take `&str`/`Read`.
 
+mod bytes;
 pub mod event;
 pub mod fields;
 pub mod names;

@@ -6,6 +6,7 @@
 //! - `trace-cmd report`: the same, with padding after the name;
 //! - `perf script` of tracepoints: `comm tid [cpu] ts: sys:name: fields`, or `comm pid/tid`.
 
+use crate::bytes::{find_blank, find_byte, word_at};
 use crate::fields::{trim_end_blank, trim_start_blank};
 
 /// The common columns of a text event line, borrowing from the line.
@@ -79,54 +80,6 @@ pub enum LineOf<E> {
     },
     /// Not a trace line.
     Unknown,
-}
-
-/// Lanes of a word whose byte is zero: the lowest set bit marks the first zero byte exactly
-/// (a borrow can only mark bytes above it).
-#[inline(always)]
-fn zero_bytes(w: u64) -> u64 {
-    w.wrapping_sub(0x0101_0101_0101_0101) & !w & 0x8080_8080_8080_8080
-}
-
-#[inline(always)]
-fn word_at(b: &[u8], i: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[i..i + 8]);
-    u64::from_le_bytes(w)
-}
-
-/// The first `needle` in `b[from..]`, eight bytes at a time (the columns searched are short:
-/// cheaper than memchr's set-up).
-#[inline(always)]
-fn find_byte(b: &[u8], from: usize, needle: u8) -> Option<usize> {
-    let pat = u64::from_le_bytes([needle; 8]);
-    let mut i = from;
-    while i + 8 <= b.len() {
-        let z = zero_bytes(word_at(b, i) ^ pat);
-        if z != 0 {
-            return Some(i + (z.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    b[i..].iter().position(|&c| c == needle).map(|p| i + p)
-}
-
-/// The first blank (space or tab) in `b[from..]`, eight bytes at a time.
-#[inline(always)]
-fn find_blank(b: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while i + 8 <= b.len() {
-        let w = word_at(b, i);
-        let z = zero_bytes(w ^ 0x2020_2020_2020_2020) | zero_bytes(w ^ 0x0909_0909_0909_0909);
-        if z != 0 {
-            return Some(i + (z.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    b[i..]
-        .iter()
-        .position(|&c| c == b' ' || c == b'\t')
-        .map(|p| i + p)
 }
 
 /// `s` without its leading blanks: spaces eight at a time, then byte by byte.
@@ -772,9 +725,6 @@ mod number_tests {
         fn word_scans_equal_byte_scans(text in "[ \t\\[a-z:]{0,40}", from in 0usize..40) {
             let b = text.as_bytes();
             let from = from.min(b.len());
-            for needle in [b'[', b' ', b':'] {
-                prop_assert_eq!(find_byte(b, from, needle), b[from..].iter().position(|&c| c == needle).map(|p| from + p));
-            }
             prop_assert_eq!(find_blank(b, from), b[from..].iter().position(|&c| c == b' ' || c == b'\t').map(|p| from + p));
             prop_assert_eq!(skip_blanks(&text), trim_start_blank(&text));
         }

@@ -2,6 +2,7 @@
 //! returns `None` when the text does not have the expected shape; the caller then keeps the
 //! event as [`EventKind::Other`] (counted as "fields not decoded"), never an error.
 
+use crate::bytes::{find_any, find_byte};
 use crate::event::{ArmExitKind, EventKind, ExitReason, KvmExit, MmioKind, MmuKind};
 use crate::fields::{dec, dec32, dec_i64, find, hex, hex32, symbol};
 use crate::tables;
@@ -322,7 +323,7 @@ pub fn exit_reason(text: &str) -> ExitReason<'_> {
 fn kvm_exit(p: &str) -> Option<KvmExit<'_>> {
     let (vcpu, rest) = match p.strip_prefix("vcpu ") {
         Some(r) => {
-            let sp = memchr::memchr(b' ', r.as_bytes())?;
+            let sp = find_byte(r.as_bytes(), 0, b' ')?;
             (dec32(&r[..sp]), &r[sp + 1..])
         }
         None => (None, p),
@@ -334,11 +335,13 @@ fn kvm_exit(p: &str) -> Option<KvmExit<'_>> {
     // The reason runs up to the ` rip ` token; SVM names may hold a space (`PF excp`).
     let b = rest.as_bytes();
     let mut end = b.len();
-    for sp in memchr::memchr_iter(b' ', b) {
+    let mut from = 0;
+    while let Some(sp) = find_byte(b, from, b' ') {
         if b[sp + 1..].starts_with(b"rip ") {
             end = sp;
             break;
         }
+        from = sp + 1;
     }
     let mut text = crate::fields::trim_end_blank(&rest[..end]);
     let mut failed_vmentry = false;
@@ -529,7 +532,7 @@ fn inj_virq(p: &str) -> Option<EventKind<'_>> {
 }
 
 fn exception_vector(p: &str) -> Option<u32> {
-    let name = &p[..memchr::memchr2(b' ', b'(', p.as_bytes()).unwrap_or(p.len())];
+    let name = &p[..find_any(p.as_bytes(), 0, [b' ', b'(']).unwrap_or(p.len())];
     Some(match name {
         "#DE" => 0,
         "#DB" => 1,
