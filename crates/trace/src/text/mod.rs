@@ -122,16 +122,29 @@ impl Default for NameCache {
 }
 
 impl NameCache {
+    /// The id of `(system, name)`, and the system to show and the payload decoder.
     #[inline]
-    fn assemble<'a>(&mut self, h: line::Header<'a>) -> (Event<'a>, bool) {
-        let (id, (known, decoder)) = self.names.intern(h.system, h.name, |system, name| {
+    fn resolve(
+        &mut self,
+        system: &str,
+        name: &str,
+    ) -> (
+        crate::names::NameId,
+        (Option<&'static str>, payload::Decoder),
+    ) {
+        self.names.intern(system, name, |system, name| {
             if system.is_empty() {
                 let known = payload::system_of(name);
                 (Some(known), payload::decoder(known, name))
             } else {
                 (None, payload::decoder(system, name))
             }
-        });
+        })
+    }
+
+    #[inline]
+    fn assemble<'a>(&mut self, h: line::Header<'a>) -> (Event<'a>, bool) {
+        let (id, (known, decoder)) = self.resolve(h.system, h.name);
         let name_ref = crate::names::NameRef::new(self.table, id);
         assemble_with(h, known.unwrap_or(h.system), decoder, name_ref)
     }
@@ -479,14 +492,20 @@ fn emit(
 ) {
     let (ev, undecoded) = names.assemble(h);
     if undecoded {
-        stats.undecoded += 1;
-        if stats.undecoded_examples.len() < UNKNOWN_EXAMPLES {
-            stats
-                .undecoded_examples
-                .push((line_no, text.chars().take(160).collect()));
-        }
+        note_undecoded(stats, line_no, text);
     }
     sink(&ev);
+}
+
+/// Counts an event whose payload its decoder could not read, keeping the first few.
+#[cold]
+fn note_undecoded(stats: &mut TextStats, line_no: u64, text: &str) {
+    stats.undecoded += 1;
+    if stats.undecoded_examples.len() < UNKNOWN_EXAMPLES {
+        stats
+            .undecoded_examples
+            .push((line_no, text.chars().take(160).collect()));
+    }
 }
 
 fn unknown(stats: &mut TextStats, text: &str) {
