@@ -35,6 +35,7 @@ pub const CRIT_TICKS: f64 = 8.0;
 pub const CRIT_SHARE_PCT: f64 = 30.0;
 
 pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec<Finding> {
+    let arch = Arch::of(f, report);
     let mut evidence = Vec::new();
     let mut corroborated = false;
 
@@ -187,14 +188,7 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
                     WARN_TICKS,
                     CRIT_TICKS,
                 );
-                return finish(
-                    &mut finding,
-                    Arch::of(f, report),
-                    evidence,
-                    corroborated,
-                    top_fn,
-                    system,
-                );
+                return finish(&mut finding, arch, evidence, corroborated, top_fn, system);
             }
         }
     }
@@ -232,14 +226,7 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
             WARN_SHARE_PCT,
             CRIT_SHARE_PCT,
         );
-        return finish(
-            &mut finding,
-            Arch::of(f, report),
-            evidence,
-            corroborated,
-            top_fn,
-            system,
-        );
+        return finish(&mut finding, arch, evidence, corroborated, top_fn, system);
     }
     if value < WARN_PER_VCPU_S {
         return Vec::new();
@@ -261,14 +248,7 @@ pub fn check(f: &Facts, report: &Report, system: Option<&SystemSnapshot>) -> Vec
         WARN_PER_VCPU_S,
         CRIT_PER_VCPU_S,
     );
-    finish(
-        &mut finding,
-        Arch::of(f, report),
-        evidence,
-        corroborated,
-        top_fn,
-        system,
-    )
+    finish(&mut finding, arch, evidence, corroborated, top_fn, system)
 }
 
 /// The busiest guest CPU's hrtimer expiries against its tick.
