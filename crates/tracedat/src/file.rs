@@ -149,22 +149,30 @@ impl<'r, R: ReadAt + ?Sized> Cur<'r, R> {
     }
 
     fn bytes(&mut self, n: u64) -> Result<Vec<u8>, TraceDatError> {
+        let mut v = Vec::new();
+        self.bytes_into(n, &mut v)?;
+        Ok(v)
+    }
+
+    /// [`Cur::bytes`] into `v` (its contents replaced, its allocation reused).
+    fn bytes_into(&mut self, n: u64, v: &mut Vec<u8>) -> Result<(), TraceDatError> {
         let avail = self.r.len().saturating_sub(self.pos);
         if n > avail {
             return Err(self.err(format!(
                 "needs {n} bytes but only {avail} remain (file truncated?)"
             )));
         }
-        let mut v = vec![0u8; n as usize];
+        v.clear();
+        v.resize(n as usize, 0);
         let got = self
             .r
-            .read_at(&mut v, self.pos)
+            .read_at(v, self.pos)
             .map_err(|e| self.err(format!("read failed: {e}")))?;
         if got as u64 != n {
             return Err(self.err(format!("short read: {got} of {n} bytes")));
         }
         self.pos += n;
-        Ok(v)
+        Ok(())
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], TraceDatError> {
@@ -754,10 +762,12 @@ fn read_fly_cpus<R: ReadAt + ?Sized>(
     Ok(out)
 }
 
-/// zstd decompression with a bound on the output size.
+/// zstd decompression with a bound on the output size: the C libzstd (through the `zstd`
+/// crate), 4-5x faster than the pure-Rust ruzstd on trace-cmd's 40 KiB chunks
+/// (docs/PERFORMANCE.md).
 #[derive(Default)]
 struct Decompressor {
-    dec: Option<ruzstd::decoding::FrameDecoder>,
+    dec: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 impl Decompressor {
@@ -769,6 +779,26 @@ impl Decompressor {
         uncomp: usize,
         at: u64,
     ) -> Result<Vec<u8>, TraceDatError> {
+        let mut out = Vec::new();
+        self.decompress_into(data, uncomp, at, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decompresses `data` (at file offset `at`, for errors), which says it holds `uncomp`
+    /// bytes, into `out` (replacing its contents; its allocation is reused). More than
+    /// `uncomp` bytes of output is an error.
+    fn decompress_into(
+        &mut self,
+        data: &[u8],
+        uncomp: usize,
+        at: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TraceDatError> {
+        let corrupt = |message: String| TraceDatError::Corrupt {
+            what: "trace.dat zstd block".into(),
+            offset: at,
+            message,
+        };
         if uncomp > Self::MAX {
             return Err(TraceDatError::Corrupt {
                 what: "trace.dat compressed block".into(),
@@ -776,19 +806,19 @@ impl Decompressor {
                 message: format!("claims {uncomp} uncompressed bytes (limit {})", Self::MAX),
             });
         }
-        let dec = self
-            .dec
-            .get_or_insert_with(ruzstd::decoding::FrameDecoder::new);
-        let mut out = vec![0u8; uncomp];
+        let dec = match &mut self.dec {
+            Some(d) => d,
+            None => self.dec.insert(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| corrupt(format!("cannot start zstd: {e}")))?,
+            ),
+        };
+        out.resize(uncomp, 0);
         let n = dec
-            .decode_all(data, &mut out)
-            .map_err(|e| TraceDatError::Corrupt {
-                what: "trace.dat zstd block".into(),
-                offset: at,
-                message: format!("cannot decompress: {e}"),
-            })?;
+            .decompress_to_buffer(data, out.as_mut_slice())
+            .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
         out.truncate(n);
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -856,6 +886,8 @@ pub struct Merger<'r, R: ReadAt + ?Sized> {
     layout: PageLayout,
     cpus: Vec<CpuCursor>,
     dec: Decompressor,
+    /// The compressed bytes of the chunk being decompressed (reused).
+    zbuf: Vec<u8>,
     /// The CPU whose record was returned last (stepped past on the next call).
     current: Option<usize>,
     /// The CPU whose record comes next, chosen by a peek and not yet returned.
@@ -904,6 +936,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
             layout: td.layout,
             cpus,
             dec: Decompressor::default(),
+            zbuf: Vec::new(),
             current: None,
             peeked: None,
         })
@@ -1035,8 +1068,8 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
                     let comp = h.u32()? as u64;
                     let uncomp = h.u32()? as usize;
                     let at = h.pos;
-                    let data = h.bytes(comp)?;
-                    *chunk = self.dec.decompress(&data, uncomp, at)?;
+                    h.bytes_into(comp, &mut self.zbuf)?;
+                    self.dec.decompress_into(&self.zbuf, uncomp, at, chunk)?;
                     *next = h.pos;
                     *chunks_left -= 1;
                     *pos = 0;
