@@ -324,3 +324,220 @@ impl Event<'_> {
         crate::fields::find(self.payload, key)
     }
 }
+
+impl<'a> EventKind<'a> {
+    /// The same kind with every borrowed string replaced by `f` of it, visited in a fixed
+    /// order (the order of the fields, variant by variant), so that a second call can put back
+    /// what a first one took out: the text decoder decodes a payload on one thread and hands
+    /// the kind to another with its strings as offsets into a buffer that moved there.
+    #[inline]
+    pub fn map_strs<'b>(self, f: &mut impl FnMut(&'a str) -> &'b str) -> EventKind<'b> {
+        use EventKind as K;
+        match self {
+            K::KvmExit(e) => K::KvmExit(KvmExit {
+                reason: match e.reason {
+                    ExitReason::Vmx(c) => ExitReason::Vmx(c),
+                    ExitReason::Svm(c) => ExitReason::Svm(c),
+                    ExitReason::Arm64 { kind, ec } => ExitReason::Arm64 { kind, ec },
+                    ExitReason::Code(c) => ExitReason::Code(c),
+                    ExitReason::Named(s) => ExitReason::Named(f(s)),
+                },
+                failed_vmentry: e.failed_vmentry,
+                vcpu: e.vcpu,
+                rip: e.rip,
+                info1: e.info1,
+                info2: e.info2,
+            }),
+            K::KvmEntry { vcpu, rip } => K::KvmEntry { vcpu, rip },
+            K::UserspaceExit { reason, errno } => K::UserspaceExit { reason, errno },
+            K::Pio {
+                write,
+                port,
+                size,
+                count,
+                val,
+            } => K::Pio {
+                write,
+                port,
+                size,
+                count,
+                val,
+            },
+            K::Mmio {
+                kind,
+                len,
+                gpa,
+                val,
+            } => K::Mmio {
+                kind,
+                len,
+                gpa,
+                val,
+            },
+            K::Msr {
+                write,
+                msr,
+                data,
+                gp,
+            } => K::Msr {
+                write,
+                msr,
+                data,
+                gp,
+            },
+            K::Cr { write, cr, val } => K::Cr { write, cr, val },
+            K::PageFault {
+                vcpu,
+                addr,
+                error_code,
+            } => K::PageFault {
+                vcpu,
+                addr,
+                error_code,
+            },
+            K::InjVirq {
+                irq,
+                soft,
+                reinjected,
+            } => K::InjVirq {
+                irq,
+                soft,
+                reinjected,
+            },
+            K::InjException { vector } => K::InjException { vector },
+            K::ApicIpi { dst, vec } => K::ApicIpi { dst, vec },
+            K::ApicAcceptIrq {
+                apicid,
+                vec,
+                coalesced,
+            } => K::ApicAcceptIrq {
+                apicid,
+                vec,
+                coalesced,
+            },
+            K::Apic { write, reg, val } => K::Apic {
+                write,
+                reg: f(reg),
+                val,
+            },
+            K::Eoi { vector } => K::Eoi { vector },
+            K::HvTimerState { vcpu, hv_timer } => K::HvTimerState { vcpu, hv_timer },
+            K::WaitLapicExpire { vcpu, delta_ns } => K::WaitLapicExpire { vcpu, delta_ns },
+            K::VcpuWakeup { ns, waited, valid } => K::VcpuWakeup { ns, waited, valid },
+            K::HaltPollNs {
+                vcpu,
+                grow,
+                new,
+                old,
+            } => K::HaltPollNs {
+                vcpu,
+                grow,
+                new,
+                old,
+            },
+            K::Fpu { load } => K::Fpu { load },
+            K::EmulateInsn { failed } => K::EmulateInsn { failed },
+            K::Cpuid { function } => K::Cpuid { function },
+            K::PvTlbFlush { vcpu, need_flush } => K::PvTlbFlush { vcpu, need_flush },
+            K::SetIrq { gsi, level } => K::SetIrq { gsi, level },
+            K::MsiSetIrq { dst, vec } => K::MsiSetIrq { dst, vec },
+            K::Mmu {
+                kind,
+                gfn,
+                level,
+                created,
+                root,
+            } => K::Mmu {
+                kind,
+                gfn,
+                level,
+                created,
+                root,
+            },
+            K::VcpuIndex { vcpu } => K::VcpuIndex { vcpu },
+            K::Wfx { wfe, pc } => K::Wfx { wfe, pc },
+            K::SysReg {
+                esr,
+                enc,
+                name,
+                write,
+            } => K::SysReg {
+                esr,
+                enc,
+                name: f(name),
+                write,
+            },
+            K::GuestMsr {
+                write,
+                msr,
+                val,
+                failed,
+            } => K::GuestMsr {
+                write,
+                msr,
+                val,
+                failed,
+            },
+            K::IpiSend {
+                cpu,
+                cpumask,
+                callsite,
+                callback,
+            } => K::IpiSend {
+                cpu,
+                cpumask: f(cpumask),
+                callsite: f(callsite),
+                callback: f(callback),
+            },
+            K::IpiRaise { target, reason } => K::IpiRaise {
+                target: f(target),
+                reason: f(reason),
+            },
+            K::IpiEntry { reason } => K::IpiEntry { reason: f(reason) },
+            K::CsdQueue { cpu, func } => K::CsdQueue { cpu, func: f(func) },
+            K::CsdFunction { entry, func } => K::CsdFunction {
+                entry,
+                func: f(func),
+            },
+            K::IrqVector { entry, vector } => K::IrqVector { entry, vector },
+            K::HrtimerStart {
+                hrtimer,
+                function,
+                expires_ns,
+            } => K::HrtimerStart {
+                hrtimer,
+                function: f(function),
+                expires_ns,
+            },
+            K::HrtimerExpireEntry { hrtimer, function } => K::HrtimerExpireEntry {
+                hrtimer,
+                function: f(function),
+            },
+            K::HrtimerExpireExit { hrtimer } => K::HrtimerExpireExit { hrtimer },
+            K::HrtimerCancel { hrtimer } => K::HrtimerCancel { hrtimer },
+            K::SchedSwitch {
+                prev_tid,
+                next_tid,
+                prev_comm,
+                next_comm,
+                prev_state,
+            } => K::SchedSwitch {
+                prev_tid,
+                next_tid,
+                prev_comm: f(prev_comm),
+                next_comm: f(next_comm),
+                prev_state: f(prev_state),
+            },
+            K::SchedWakeup {
+                tid,
+                comm,
+                target_cpu,
+            } => K::SchedWakeup {
+                tid,
+                comm: f(comm),
+                target_cpu,
+            },
+            K::Other => K::Other,
+        }
+    }
+}
