@@ -12,6 +12,12 @@ const REAL: &[&str] = &[
     "a-1 [000] .... 1.000001: kvm_pio: pio_write at 0x3f8 size 1 count 1 val 0x41 ",
     "a-1 [000] .... 1.000001: kvm_mmu_get_page: sp gen 0 gfn 1000 l4 8-byte q0 wux nxe ad root 0 sync new",
     "a-1 [000] .... 1.000001: sched_switch: prev_comm=CPU 0/KVM prev_pid=5 prev_prio=120 prev_state=S ==> next_comm=swapper/0 next_pid=0 next_prio=120",
+    // Payloads with strings: slices of the line, a name from a table (not in the line), a
+    // reason no table knows.
+    " kvmscope-timer--1979    [001] d..1.  1965.922991: hrtimer_start: hrtimer=000000005c8980aa function=hrtimer_wakeup expires=1965894360208 softexpires=1965894310208 mode=ABS was_armed=0",
+    "a-1 [000] .... 220.696238: kvm_apic: apic_write APIC_ICR = 0xb0000440b0",
+    "a-1 [000] .... 1.000001: kvm_handle_sys_reg: HSR 0x603a3016",
+    "a-1 [000] .... 1.000001: kvm_exit: reason SOME_NEW_REASON rip 0x1 info 1 2",
     "CPU:1 [LOST 12 EVENTS]",
     "# entries-in-buffer/entries-written: 547/600   #P:2",
 ];

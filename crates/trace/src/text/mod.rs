@@ -52,6 +52,29 @@ impl TextStats {
         self.lost.iter().map(|&(_, n)| n).sum::<u64>() + self.overwritten
     }
 
+    /// Adds the statistics of the input that follows (its line numbers counted from its own
+    /// first line), as if one decoder had read both. Undecoded events are counted by whoever
+    /// decodes payloads, not here.
+    fn append(&mut self, later: TextStats) {
+        let base = self.lines;
+        self.bytes = self.bytes.max(later.bytes);
+        self.lines += later.lines;
+        self.events += later.events;
+        self.unknown_lines += later.unknown_lines;
+        for (line, text) in later.unknown_examples {
+            if self.unknown_examples.len() < UNKNOWN_EXAMPLES {
+                self.unknown_examples.push((base + line, text));
+            }
+        }
+        for (cpu, count) in later.lost {
+            self.add_lost(cpu, count);
+        }
+        self.overwritten += later.overwritten;
+        if later.truncated_at.is_some() {
+            self.truncated_at = later.truncated_at;
+        }
+    }
+
     fn add_lost(&mut self, cpu: u32, count: u64) {
         match self.lost.iter_mut().find(|(c, _)| *c == cpu) {
             Some((_, n)) => *n += count,

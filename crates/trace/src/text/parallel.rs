@@ -1,31 +1,41 @@
-//! Text decoding as a two-stage pipeline, without unsafe code or shared buffers:
+//! Text decoding on two threads that share the work chunk by chunk, without unsafe code or
+//! shared buffers:
 //!
-//! 1. a worker thread reads a chunk of whole lines into an owned buffer, checks it as UTF-8
-//!    once, splits the lines and their common columns, interns the event names and keeps the
-//!    statistics; the chunk's text is then handed over as it is (moved, not copied), with each
-//!    event line's columns as offsets into it (other lines are skipped by offset) and its
-//!    name as the interned id;
-//! 2. the caller's thread rebuilds each header by slicing, looks the name and its payload
-//!    decoder up by index (the names first seen in a batch travel with it), decodes the
-//!    payload and runs the sink.
+//! - **Parsing** a chunk: read a chunk of whole lines into an owned buffer (under the reader's
+//!   lock, which numbers the chunks), check it as UTF-8 once, split the lines and their
+//!   columns, intern the event names and decode the payloads. The result is a [`Batch`]: the
+//!   chunk's text, moved and not copied, with each event's columns as offsets into it, its
+//!   name as an id and its typed payload (whose strings are offsets too), and the chunk's own
+//!   statistics (line numbers counted from the chunk's first line).
+//! - **Reporting** a batch, in chunk order, on the caller's thread: rebuild each event by
+//!   slicing, look its name up by index, run the sink, and add the batch's statistics to the
+//!   total (shifting its line numbers).
 //!
-//! Batches travel over a bounded channel (memory stays bounded) and their buffers come back
-//! to the worker for reuse, so no buffer is allocated or cleared per chunk.
+//! The worker thread only parses. The caller's thread reports, and parses the next unread
+//! chunk itself whenever the worker has no batch ready, so neither thread waits while the
+//! other has work: the split follows the input's mix of parsing and analysis work.
+//!
+//! Both threads intern names into one table behind a lock, taken only for a name a thread has
+//! not seen, so an id means the same name whichever thread parsed the line. Batches travel
+//! over a bounded channel (memory stays bounded) and their buffers go back to the reader for
+//! reuse, so no buffer is allocated or cleared per chunk.
 
 use std::io::Read;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, MutexGuard};
 
 use super::{
-    assemble_with, line, note_undecoded, payload, take_line, LineIn, NameCache, Splitter, TextStats,
+    line, note_undecoded, payload, take_line, Chunk, LineIn, NameCache, Splitter, TextStats,
 };
-use crate::event::Event;
-use crate::names::{NameId, NameRef};
+use crate::event::{Event, EventKind};
+use crate::names::{NameId, NameRef, NameTable};
 use crate::DecodeError;
 
 /// Bytes read per chunk (one batch per chunk).
 pub(super) const BATCH: usize = 256 * 1024;
-/// Batches in flight.
+/// Batches in flight from the worker.
 const DEPTH: usize = 4;
+/// Event vectors kept for reuse.
+const SPARE_EVENTS: usize = 4;
 
 /// A column: `len` bytes at `start` in the batch string, or, when `start` is [`CONSTANT`], the
 /// line parser's constant number `len` (for lines that do not print the column).
@@ -54,6 +64,23 @@ impl Part {
         }
     }
 
+    /// `part`, a slice of `line` (which starts at byte `base` of the batch string), or `None`
+    /// when it is not one (an empty string is one anywhere).
+    #[inline]
+    fn inside(line: &str, part: &str, base: usize) -> Option<Part> {
+        let off = (part.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
+        if part.is_empty() {
+            return Some(Part {
+                start: base as u32,
+                len: 0,
+            });
+        }
+        (off <= line.len() && off + part.len() <= line.len()).then_some(Part {
+            start: (base + off) as u32,
+            len: part.len() as u32,
+        })
+    }
+
     #[inline]
     fn get<'a>(&self, text: &'a str) -> &'a str {
         if self.start == CONSTANT {
@@ -65,22 +92,39 @@ impl Part {
     }
 }
 
-/// One event line of a batch: its columns as offsets into the batch string (48 bytes).
+/// One event line of a batch, decoded, with its strings as offsets into the batch string.
 #[derive(Debug, Clone, Copy)]
 struct RawEvent {
+    /// Counted from the chunk's first line (1).
     line_no: u64,
     ts_ns: u64,
     text: Part,
-    /// The task column, split into comm, tid and tgid on the caller's thread (which balances
-    /// the two threads' work).
-    task: Part,
+    comm: Part,
     payload: Part,
     cpu: u32,
-    /// The worker's id of `(system, name)`.
+    tid: u32,
+    tgid: Option<u32>,
+    /// The id of `(system, name)` in the shared [`NameCache`].
     name: NameId,
+    /// The typed payload, its strings empty: they are the `strs` parts of the piece's
+    /// [`Piece::strs`] from `strs_at`, in [`EventKind::map_strs`] order.
+    kind: EventKind<'static>,
+    strs_at: u32,
+    strs: u8,
+    payload_state: PayloadState,
 }
 
-/// An interned name as the caller's thread sees it: what [`NameCache`] resolved it to.
+/// How far a [`RawEvent`]'s payload was decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PayloadState {
+    Decoded,
+    /// Its decoder did not accept it: the kind is [`EventKind::Other`].
+    Failed,
+    /// Its kind holds a string that is not a slice of the line: decoded again when reported.
+    Later,
+}
+
+/// An interned name as the reporting thread sees it: what [`NameCache`] resolved it to.
 #[derive(Debug)]
 struct Name {
     system: Box<str>,
@@ -88,50 +132,254 @@ struct Name {
     decoder: payload::Decoder,
 }
 
+/// Lines of a chunk and the events among them, as offsets into `text`.
 #[derive(Debug, Default)]
-struct Batch {
+struct Piece {
     text: String,
     events: Vec<RawEvent>,
-    /// The names first seen since the previous batch, in id order.
-    names: Vec<Name>,
+    /// The strings of the events' payloads.
+    strs: Vec<Part>,
 }
 
-impl RawEvent {
-    /// The event of `text`, a line that starts at byte `at` of its batch's text.
+/// One parsed chunk.
+#[derive(Debug)]
+struct Batch {
+    /// The chunk's number in input order.
+    seq: u64,
+    /// Event lines of the chunk's own text.
+    own: Piece,
+    /// Event lines that are not in it (lines of a chunk that is not UTF-8, checked one by
+    /// one; the unterminated last line), copied; they come after `own`'s.
+    side: Option<Box<Piece>>,
+    /// The chunk's statistics, its line numbers counted from its first line.
+    stats: TextStats,
+    /// Reading failed here: nothing comes after this batch.
+    error: Option<DecodeError>,
+}
+
+impl Piece {
+    /// Adds the event of `text`, a line that starts at byte `at` of the piece's text: its task
+    /// column split, its payload decoded by `decoder`.
     #[inline(always)]
-    fn new(
+    fn push(
+        &mut self,
         line_no: u64,
         text: &str,
-        h: &line::EventColumns<'_>,
+        columns: &line::EventColumns<'_>,
         at: usize,
-        name: NameId,
-    ) -> RawEvent {
-        RawEvent {
+        (name, decoder): (NameId, payload::Decoder),
+    ) {
+        let h = columns.header();
+        let strs_at = self.strs.len();
+        let (kind, payload_state) = match decoder(h.name, h.payload) {
+            None => (EventKind::Other, PayloadState::Failed),
+            Some(kind) => {
+                let mut inside = true;
+                let kind = kind.map_strs(&mut |s| {
+                    match Part::inside(text, s, at) {
+                        Some(part) => self.strs.push(part),
+                        None => inside = false,
+                    }
+                    ""
+                });
+                if inside {
+                    (kind, PayloadState::Decoded)
+                } else {
+                    self.strs.truncate(strs_at);
+                    (EventKind::Other, PayloadState::Later)
+                }
+            }
+        };
+        self.events.push(RawEvent {
             line_no,
             ts_ns: h.ts_ns,
             text: Part {
                 start: at as u32,
                 len: text.len() as u32,
             },
-            task: Part::of(text, h.task, at),
+            comm: Part::of(text, h.comm, at),
             payload: Part::of(text, h.payload, at),
             cpu: h.cpu,
+            tid: h.tid,
+            tgid: h.tgid,
             name,
+            kind,
+            strs_at: strs_at as u32,
+            strs: (self.strs.len() - strs_at) as u8,
+            payload_state,
+        });
+    }
+
+    /// The event `r` of this piece, and whether its payload did not decode.
+    #[inline(always)]
+    fn event<'a>(&'a self, r: &RawEvent, name: &'a Name, name_ref: NameRef) -> (Event<'a>, bool) {
+        let text = &self.text;
+        let payload = r.payload.get(text);
+        let (kind, failed) = match r.payload_state {
+            PayloadState::Decoded if r.strs == 0 => (r.kind, false),
+            PayloadState::Decoded => {
+                let start = r.strs_at as usize;
+                let mut strs = self.strs[start..start + r.strs as usize].iter();
+                let kind = r
+                    .kind
+                    .map_strs(&mut |_| strs.next().map_or("", |p| p.get(text)));
+                (kind, false)
+            }
+            PayloadState::Failed => (EventKind::Other, true),
+            PayloadState::Later => match (name.decoder)(&name.name, payload) {
+                Some(kind) => (kind, false),
+                None => (EventKind::Other, true),
+            },
+        };
+        let ev = Event {
+            ts_ns: r.ts_ns,
+            cpu: r.cpu,
+            tid: r.tid,
+            tgid: r.tgid,
+            comm: r.comm.get(text),
+            system: &name.system,
+            name: &name.name,
+            payload,
+            kind,
+            name_ref,
+        };
+        (ev, failed)
+    }
+}
+
+/// A lock whose holder may have panicked: the panic reaches the caller through the scope, the
+/// data is still consistent enough to stop with.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The input, shared by the two threads: each takes the next chunk under the lock.
+struct Reader<R> {
+    split: Splitter<R>,
+    /// The number of the next chunk.
+    next: u64,
+    /// The input ended or failed: nothing more is taken.
+    ended: bool,
+    spare_events: Vec<(Vec<RawEvent>, Vec<Part>)>,
+}
+
+/// A chunk taken from the [`Reader`], with its number and vectors to fill.
+struct Taken {
+    seq: u64,
+    chunk: Result<Chunk, DecodeError>,
+    spare: (Vec<RawEvent>, Vec<Part>),
+}
+
+impl<R: Read> Reader<R> {
+    fn take(&mut self) -> Option<Taken> {
+        if self.ended {
+            return None;
+        }
+        let chunk = match self.split.next_chunk() {
+            Ok(Some(chunk)) => Ok(chunk),
+            Ok(None) => {
+                self.ended = true;
+                return None;
+            }
+            Err(e) => {
+                self.ended = true;
+                Err(e)
+            }
+        };
+        let seq = self.next;
+        self.next += 1;
+        let spare = self.spare_events.pop().unwrap_or_default();
+        Some(Taken { seq, chunk, spare })
+    }
+
+    /// A reported batch's buffers, for reuse.
+    fn recycle(&mut self, batch: Batch) {
+        self.split.recycle(batch.own.text.into_bytes());
+        if self.spare_events.len() < SPARE_EVENTS {
+            let (mut events, mut strs) = (batch.own.events, batch.own.strs);
+            events.clear();
+            strs.clear();
+            self.spare_events.push((events, strs));
         }
     }
 }
 
-#[inline(always)]
-fn rebuild<'a>(text: &'a str, r: &RawEvent, name: &'a Name) -> (&'a str, line::Header<'a>) {
-    let columns = line::EventColumns {
-        task: r.task.get(text),
-        cpu: r.cpu,
-        ts_ns: r.ts_ns,
-        system: &name.system,
-        name: &name.name,
-        payload: r.payload.get(text),
-    };
-    (r.text.get(text), columns.header())
+/// One thread's parsing state: its own map from names to the shared ids (so the shared table
+/// is locked only for a name this thread has not seen).
+struct Parser<'s> {
+    local: NameTable<(NameId, payload::Decoder)>,
+    shared: &'s Mutex<NameCache>,
+}
+
+impl<'s> Parser<'s> {
+    fn new(shared: &'s Mutex<NameCache>) -> Self {
+        Parser {
+            local: NameTable::default(),
+            shared,
+        }
+    }
+
+    fn parse(&mut self, taken: Taken) -> Batch {
+        let Taken {
+            seq,
+            chunk,
+            spare: (events, strs),
+        } = taken;
+        let mut stats = TextStats::default();
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                return Batch {
+                    seq,
+                    own: Piece::default(),
+                    side: None,
+                    stats,
+                    error: Some(e),
+                }
+            }
+        };
+        let (own_start, own_len) = match &chunk.text {
+            Ok(t) => (t.as_ptr() as usize, t.len()),
+            Err(_) => (0, 0),
+        };
+        let mut own = Piece {
+            text: String::new(),
+            events,
+            strs,
+        };
+        let mut side: Option<Box<Piece>> = None;
+        let Parser { local, shared } = self;
+        chunk.for_each_line(&mut |raw, offset, unterminated| {
+            let mut lossy = None;
+            let line = LineIn::of(raw, &mut lossy);
+            let Some((text, h)) =
+                take_line(line, offset, unterminated, &mut stats, line::parse_columns)
+            else {
+                return;
+            };
+            let (_, name) = local.intern(h.system, h.name, |system, name| {
+                let (id, (_, decoder)) = lock(shared).resolve(system, name);
+                (id, decoder)
+            });
+            let at = (text.as_ptr() as usize).wrapping_sub(own_start);
+            if own_len > 0 && at < own_len {
+                own.push(stats.lines, text, &h, at, name);
+            } else {
+                let side = side.get_or_insert_with(Default::default);
+                let base = side.text.len();
+                side.text.push_str(text);
+                side.push(stats.lines, text, &h, base, name);
+            }
+        });
+        own.text = chunk.text.unwrap_or_default();
+        Batch {
+            seq,
+            own,
+            side,
+            stats,
+            error: None,
+        }
+    }
 }
 
 pub(super) fn decode<R: Read + Send>(
@@ -139,118 +387,124 @@ pub(super) fn decode<R: Read + Send>(
     mut sink: impl FnMut(&Event<'_>),
     batch_bytes: usize,
 ) -> Result<TextStats, DecodeError> {
-    let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(DEPTH);
-    let (reuse_tx, reuse_rx) = mpsc::channel::<Batch>();
-    let mut names = NameCache::default();
-    let table = names.table;
+    let reader = Mutex::new(Reader {
+        split: Splitter::new(input, batch_bytes),
+        next: 0,
+        ended: false,
+        spare_events: Vec::new(),
+    });
+    let shared_names = Mutex::new(NameCache::default());
+    let table = lock(&shared_names).table;
+    let (reader, shared_names) = (&reader, &shared_names);
     std::thread::scope(|scope| {
-        let worker = scope.spawn(move || -> (Result<(), DecodeError>, TextStats) {
-            let mut stats = TextStats::default();
-            let mut split = Splitter::new(input, batch_bytes);
-            let mut closed = false;
-            let mut events: Vec<RawEvent> = Vec::new();
-            let mut names_sent = 0;
-            let result = loop {
-                let chunk = match split.next_chunk() {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break Ok(()),
-                    Err(e) => break Err(e),
+        let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(DEPTH);
+        let worker = scope.spawn(move || {
+            let mut parser = Parser::new(shared_names);
+            loop {
+                let Some(taken) = lock(reader).take() else {
+                    break;
                 };
-                // Event lines of the chunk's own text are sent with the text itself, by
-                // offset; the others (lines checked one by one, the unterminated last line)
-                // are copied into `side`, sent after it.
-                let (own_start, own_len) = match &chunk.text {
-                    Ok(t) => (t.as_ptr() as usize, t.len()),
-                    Err(_) => (0, 0),
-                };
-                let mut side = Batch::default();
-                split.lines += chunk.for_each_line(&mut |raw, offset, unterminated| {
-                    let mut lossy = None;
-                    let line = LineIn::of(raw, &mut lossy);
-                    let Some((text, h)) =
-                        take_line(line, offset, unterminated, &mut stats, line::parse_columns)
-                    else {
-                        return;
-                    };
-                    if closed {
-                        return;
-                    }
-                    let (name, _) = names.resolve(h.system, h.name);
-                    let at = (text.as_ptr() as usize).wrapping_sub(own_start);
-                    if own_len > 0 && at < own_len {
-                        events.push(RawEvent::new(stats.lines, text, &h, at, name));
-                    } else {
-                        let base = side.text.len();
-                        side.text.push_str(text);
-                        side.events
-                            .push(RawEvent::new(stats.lines, text, &h, base, name));
-                    }
-                });
-                if closed {
-                    split.recycle(chunk.into_buffer());
-                    continue;
+                // A closed channel means the caller stopped.
+                if batch_tx.send(parser.parse(taken)).is_err() {
+                    break;
                 }
-                let own = Batch {
-                    text: chunk.text.unwrap_or_default(),
-                    events: std::mem::take(&mut events),
-                    names: Vec::new(),
-                };
-                for mut batch in [own, side] {
-                    if batch.events.is_empty() {
-                        split.recycle(batch.text.into_bytes());
-                        continue;
+            }
+        });
+        let mut own_parser = Parser::new(shared_names);
+        let mut names: Vec<Name> = Vec::new();
+        let mut total = TextStats::default();
+        let mut undecoded = TextStats::default();
+        // A batch this thread parsed ahead of the one it waits for.
+        let mut stash: Option<Batch> = None;
+        let mut expect = 0u64;
+        let mut result = Ok(());
+        loop {
+            let batch = match stash.take() {
+                Some(b) if b.seq == expect => b,
+                other => {
+                    stash = other;
+                    match batch_rx.try_recv() {
+                        Ok(b) => b,
+                        Err(mpsc::TryRecvError::Disconnected) => break,
+                        Err(mpsc::TryRecvError::Empty) => {
+                            // The worker is still parsing: parse the next chunk here rather
+                            // than wait (one ahead at most).
+                            if stash.is_none() {
+                                let taken = lock(reader).take();
+                                if let Some(taken) = taken {
+                                    stash = Some(own_parser.parse(taken));
+                                    continue;
+                                }
+                            }
+                            match batch_rx.recv() {
+                                Ok(b) => b,
+                                Err(_) => break,
+                            }
+                        }
                     }
-                    while names_sent < names.names.len() {
-                        let (system, name, (known, decoder)) =
-                            names.names.get(names_sent as NameId);
-                        batch.names.push(Name {
-                            system: known.unwrap_or(system).into(),
-                            name: name.into(),
-                            decoder,
-                        });
-                        names_sent += 1;
-                    }
-                    // A closed channel means the caller stopped; the rest is only counted.
-                    if batch_tx.send(batch).is_err() {
-                        closed = true;
-                        break;
-                    }
-                }
-                while let Ok(back) = reuse_rx.try_recv() {
-                    if events.capacity() < back.events.capacity() {
-                        events = back.events;
-                    }
-                    split.recycle(back.text.into_bytes());
                 }
             };
-            (result, stats)
-        });
-        let mut undecoded = TextStats::default();
-        let mut names: Vec<Name> = Vec::new();
-        for mut batch in batch_rx {
-            names.append(&mut batch.names);
-            for raw in &batch.events {
-                let Some(name) = names.get(raw.name as usize) else {
-                    continue;
-                };
-                let (text, h) = rebuild(&batch.text, raw, name);
-                let (ev, failed) =
-                    assemble_with(h, h.system, name.decoder, NameRef::new(table, raw.name));
-                if failed {
-                    note_undecoded(&mut undecoded, raw.line_no, text);
+            debug_assert_eq!(batch.seq, expect, "batches are reported in input order");
+            expect += 1;
+            let base = total.lines;
+            for piece in std::iter::once(&batch.own).chain(batch.side.as_deref()) {
+                for raw in &piece.events {
+                    let id = raw.name as usize;
+                    if id >= names.len() {
+                        more_names(&mut names, shared_names);
+                    }
+                    let Some(name) = names.get(id) else {
+                        continue;
+                    };
+                    let (ev, failed) = piece.event(raw, name, NameRef::new(table, raw.name));
+                    if failed {
+                        note_undecoded(
+                            &mut undecoded,
+                            base + raw.line_no,
+                            raw.text.get(&piece.text),
+                        );
+                    }
+                    sink(&ev);
                 }
-                sink(&ev);
             }
-            batch.events.clear();
-            let _ = reuse_tx.send(batch);
+            let mut batch = batch;
+            let error = batch.error.take();
+            total.append(std::mem::take(&mut batch.stats));
+            lock(reader).recycle(batch);
+            if let Some(e) = error {
+                result = Err(match e {
+                    // The reader does not count lines: the ones before are the total's.
+                    DecodeError::LineTooLong { offset, line } => DecodeError::LineTooLong {
+                        offset,
+                        line: base + line,
+                    },
+                    e => e,
+                });
+                break;
+            }
         }
-        let (result, mut stats) = match worker.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
+        // Unblocks a worker waiting to send, if reading failed or the sink stopped early.
+        drop(batch_rx);
+        if let Err(panic) = worker.join() {
+            std::panic::resume_unwind(panic);
+        }
         result?;
-        stats.undecoded = undecoded.undecoded;
-        stats.undecoded_examples = undecoded.undecoded_examples;
-        Ok(stats)
+        total.undecoded = undecoded.undecoded;
+        total.undecoded_examples = undecoded.undecoded_examples;
+        Ok(total)
     })
+}
+
+/// The names interned since `names` was last brought up to date.
+#[cold]
+fn more_names(names: &mut Vec<Name>, shared: &Mutex<NameCache>) {
+    let cache = lock(shared);
+    for id in names.len()..cache.names.len() {
+        let (system, name, (known, decoder)) = cache.names.get(id as NameId);
+        names.push(Name {
+            system: known.unwrap_or(system).into(),
+            name: name.into(),
+            decoder,
+        });
+    }
 }
