@@ -156,6 +156,39 @@ impl<'a> Iterator for Tokens<'a> {
     }
 }
 
+/// The first occurrence of `pat` (non-empty) in `s`: its first byte found eight bytes at a
+/// time, then the rest compared. `str::find` with a string builds a two-way searcher first,
+/// which costs more than the search on payloads of a few dozen bytes.
+#[inline]
+pub fn find_str(s: &str, pat: &str) -> Option<usize> {
+    let (b, p) = (s.as_bytes(), pat.as_bytes());
+    let (&first, rest) = p.split_first()?;
+    let mut from = 0;
+    while let Some(i) = crate::bytes::find_byte(b, from, first) {
+        if b.len() - i < p.len() {
+            return None;
+        }
+        if &b[i + 1..i + p.len()] == rest {
+            return Some(i);
+        }
+        from = i + 1;
+    }
+    None
+}
+
+/// `str::split_once` with a string pattern, by [`find_str`].
+#[inline]
+pub fn split_once<'a>(s: &'a str, pat: &str) -> Option<(&'a str, &'a str)> {
+    let i = find_str(s, pat)?;
+    Some((&s[..i], &s[i + pat.len()..]))
+}
+
+/// `str::contains` with a string pattern, by [`find_str`].
+#[inline]
+pub fn contains(s: &str, pat: &str) -> bool {
+    find_str(s, pat).is_some()
+}
+
 /// `trim_start` for ASCII blanks only (spaces and tabs), without decoding chars.
 pub fn trim_start_blank(s: &str) -> &str {
     let n = s.bytes().take_while(|&b| b == b' ' || b == b'\t').count();
@@ -220,6 +253,13 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The short-needle search agrees with `str::find`.
+        #[test]
+        fn find_str_equals_std(s in "[ =a-c,()\u{e9}]{0,40}", pat in "[ =a-c\u{e9}]{1,4}") {
+            proptest::prop_assert_eq!(find_str(&s, &pat), s.find(pat.as_str()));
+            proptest::prop_assert_eq!(split_once(&s, &pat), s.split_once(pat.as_str()));
+        }
+
         /// The short-input loops agree with the checked loop on any bytes.
         #[test]
         fn fast_digits_equal_checked(b in proptest::collection::vec(

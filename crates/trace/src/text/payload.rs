@@ -4,7 +4,9 @@
 
 use crate::bytes::{find_any, find_byte};
 use crate::event::{ArmExitKind, EventKind, ExitReason, KvmExit, MmioKind, MmuKind};
-use crate::fields::{dec, dec32, dec_i64, find, hex, hex32, symbol};
+use crate::fields::{
+    contains, dec, dec32, dec_i64, find, find_str, hex, hex32, split_once, symbol,
+};
 use crate::tables;
 
 /// The tracepoint system of an event printed without one (ftrace text), for the events we know.
@@ -329,7 +331,7 @@ fn kvm_exit(p: &str) -> Option<KvmExit<'_>> {
         None => (None, p),
     };
     let Some(rest) = rest.strip_prefix("reason ") else {
-        let pos = p.find("SR_EC: ")?;
+        let pos = find_str(p, "SR_EC: ")?;
         return arm64_exit(p, pos);
     };
     // The reason runs up to the ` rip ` token; SVM names may hold a space (`PF excp`).
@@ -349,8 +351,45 @@ fn kvm_exit(p: &str) -> Option<KvmExit<'_>> {
         text = t.trim_end();
         failed_vmentry = true;
     }
+    let (rip, info1, info2) =
+        exit_fields(&rest[end..]).unwrap_or_else(|| exit_tokens(&rest[end..]));
+    Some(KvmExit {
+        reason: exit_reason(text),
+        failed_vmentry,
+        vcpu,
+        rip,
+        info1,
+        info2,
+    })
+}
+
+type ExitFields = (Option<u64>, Option<u64>, Option<u64>);
+
+/// ` rip X info1 Y info2 Z` (the layout of VMX and SVM kernels since 5.x) or ` rip X info Y
+/// Z` (older ones), read in one walk; `None` for anything else (or a value that is not hex),
+/// which [`exit_tokens`] reads.
+#[inline]
+fn exit_fields(t: &str) -> Option<ExitFields> {
+    fn value(t: &str) -> Option<(u64, &str)> {
+        let end = find_byte(t.as_bytes(), 0, b' ').unwrap_or(t.len());
+        Some((hex(&t[..end])?, &t[end..]))
+    }
+    let (rip, t) = value(t.strip_prefix(" rip ")?)?;
+    let (info1, info2) = if let Some(t) = t.strip_prefix(" info1 ") {
+        let (info1, t) = value(t)?;
+        (info1, value(t.strip_prefix(" info2 ")?)?.0)
+    } else {
+        // older kernels: `info %llx %llx`
+        let (info1, t) = value(t.strip_prefix(" info ")?)?;
+        (info1, value(t.strip_prefix(' ')?)?.0)
+    };
+    Some((Some(rip), Some(info1), Some(info2)))
+}
+
+/// The fields after the reason, token by token, in any layout.
+fn exit_tokens(t: &str) -> ExitFields {
     let (mut rip, mut info1, mut info2) = (None, None, None);
-    let mut tokens = crate::fields::tokens(&rest[end..]);
+    let mut tokens = crate::fields::tokens(t);
     while let Some(key) = tokens.next() {
         match key {
             "rip" => rip = tokens.next().and_then(hex),
@@ -371,14 +410,7 @@ fn kvm_exit(p: &str) -> Option<KvmExit<'_>> {
             }
         }
     }
-    Some(KvmExit {
-        reason: exit_reason(text),
-        failed_vmentry,
-        vcpu,
-        rip,
-        info1,
-        info2,
-    })
+    (rip, info1, info2)
 }
 
 fn arm64_exit(p: &str, ec_pos: usize) -> Option<KvmExit<'_>> {
@@ -462,7 +494,7 @@ fn msr(p: &str) -> Option<EventKind<'_>> {
     } else {
         (false, p.strip_prefix("msr_read ")?)
     };
-    let (idx, val) = rest.split_once(" = ")?;
+    let (idx, val) = split_once(rest, " = ")?;
     let val = val.trim_end();
     let (val, gp) = match val.strip_suffix(" (#GP)") {
         Some(v) => (v, true),
@@ -477,7 +509,7 @@ fn msr(p: &str) -> Option<EventKind<'_>> {
 }
 
 fn guest_msr<'a>(name: &str, p: &'a str) -> Option<EventKind<'a>> {
-    let (idx, rest) = p.split_once(", value ")?;
+    let (idx, rest) = split_once(p, ", value ")?;
     let rest = rest.trim_end();
     let (val, failed) = match rest.strip_suffix(" #GP") {
         Some(v) => (v, true),
@@ -497,7 +529,7 @@ fn cr(p: &str) -> Option<EventKind<'_>> {
     } else {
         (false, p.strip_prefix("cr_read ")?)
     };
-    let (idx, val) = rest.split_once(" = ")?;
+    let (idx, val) = split_once(rest, " = ")?;
     Some(EventKind::Cr {
         write,
         cr: dec32(idx)?,
@@ -514,7 +546,7 @@ fn page_fault(p: &str) -> Option<EventKind<'_>> {
 }
 
 fn inj_virq(p: &str) -> Option<EventKind<'_>> {
-    let reinjected = p.contains("[reinjected]");
+    let reinjected = contains(p, "[reinjected]");
     if let Some(v) = find(p, "irq") {
         return Some(EventKind::InjVirq {
             irq: dec32(v)?,
@@ -560,7 +592,7 @@ fn apic(p: &str) -> Option<EventKind<'_>> {
     } else {
         (false, p.strip_prefix("apic_read ")?)
     };
-    let (reg, val) = rest.split_once(" = ")?;
+    let (reg, val) = split_once(rest, " = ")?;
     Some(EventKind::Apic {
         write,
         reg,
@@ -596,9 +628,9 @@ fn wfx(p: &str) -> Option<EventKind<'_>> {
 }
 
 fn sys_access(p: &str) -> Option<EventKind<'_>> {
-    let write = if p.contains(" write to ") {
+    let write = if contains(p, " write to ") {
         Some(true)
-    } else if p.contains(" read from ") {
+    } else if contains(p, " read from ") {
         Some(false)
     } else {
         None
@@ -626,7 +658,7 @@ fn sys_access(p: &str) -> Option<EventKind<'_>> {
 }
 
 fn sched_switch(p: &str) -> Option<EventKind<'_>> {
-    let (prev, next) = p.split_once(" ==> ")?;
+    let (prev, next) = split_once(p, " ==> ")?;
     Some(EventKind::SchedSwitch {
         prev_comm: between(prev, "prev_comm=", " prev_pid=")?,
         prev_tid: dec32(find(prev, "prev_pid")?)?,
@@ -717,6 +749,36 @@ mod tests {
 
     fn d<'a>(name: &str, p: &'a str) -> EventKind<'a> {
         decode(system_of(name), name, p).unwrap_or_else(|| panic!("{name}: {p}"))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The one-walk read of `rip .. info1 .. info2 ..` gives the token loop's values
+        /// wherever it accepts the text.
+        #[test]
+        fn exit_fields_equal_tokens(
+            seps in proptest::collection::vec(proptest::sample::select(
+                vec![" ", " ", " ", " ", " ", " ", " ", " ", "  ", "\t", ",", " ,"]), 6),
+            values in proptest::collection::vec(proptest::sample::select(
+                vec!["0x1f", "12", "ffff", "0", "0xg", "1,", "0x", "f:", ""]), 3),
+            tail in "( intr_info 0x0| ,|\t|)",
+        ) {
+            let t = format!(
+                "{}rip{}{}{}info1{}{}{}info2{}{}{tail}",
+                seps[0], seps[1], values[0], seps[2], seps[3], values[1], seps[4], seps[5],
+                values[2],
+            );
+            let old = format!(
+                "{}rip{}{}{}info{}{}{}{}{tail}",
+                seps[0], seps[1], values[0], seps[2], seps[3], values[1], seps[4], values[2],
+            );
+            if let Some(fast) = exit_fields(&old) {
+                proptest::prop_assert_eq!(fast, exit_tokens(&old));
+            }
+            if let Some(fast) = exit_fields(&t) {
+                proptest::prop_assert_eq!(fast, exit_tokens(&t));
+            }
+        }
     }
 
     #[test]
