@@ -175,10 +175,10 @@ impl NameCache {
 
 /// Decodes a whole text trace from `input`, calling `sink` for every event in input order.
 ///
-/// On a machine with more than one CPU the work is split over two threads: one reads, checks
-/// UTF-8 and splits the common columns, the caller's thread decodes the payloads and runs
-/// `sink`. Both paths give the same events and statistics ([`decode_sequential`] is the
-/// reference).
+/// On a machine with more than one CPU the work is shared by two threads: a worker parses
+/// chunks (lines, columns, names, payloads), the caller's thread runs `sink` on them in input
+/// order and parses the next chunk itself whenever the worker has none ready. Both paths give
+/// the same events and statistics ([`decode_sequential`] is the reference).
 pub fn decode<R: Read + Send>(
     mut input: R,
     sink: impl FnMut(&Event<'_>),
