@@ -365,9 +365,9 @@ fn kvm_exit(p: &str) -> Option<KvmExit<'_>> {
 
 type ExitFields = (Option<u64>, Option<u64>, Option<u64>);
 
-/// ` rip X info1 Y info2 Z` (the layout of VMX and SVM kernels since 5.x) or ` rip X info Y
-/// Z` (older ones), read in one walk; `None` for anything else (or a value that is not hex),
-/// which [`exit_tokens`] reads.
+/// ` rip X info1 Y info2 Z` (the kernel's format since it prints intr_info and error_code) or
+/// ` rip X info Y Z` (older kernels, and trace-cmd's kvm plugin), read in one walk; `None` for
+/// anything else (or a value that is not hex), which [`exit_tokens`] reads.
 #[inline]
 fn exit_fields(t: &str) -> Option<ExitFields> {
     fn value(t: &str) -> Option<(u64, &str)> {
@@ -379,7 +379,7 @@ fn exit_fields(t: &str) -> Option<ExitFields> {
         let (info1, t) = value(t)?;
         (info1, value(t.strip_prefix(" info2 ")?)?.0)
     } else {
-        // older kernels: `info %llx %llx`
+        // `info %llx %llx`
         let (info1, t) = value(t.strip_prefix(" info ")?)?;
         (info1, value(t.strip_prefix(' ')?)?.0)
     };
