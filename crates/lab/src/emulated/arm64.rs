@@ -99,6 +99,17 @@ pub const KTRACE: &str = r#"#!/bin/sh
 T=/sys/kernel/tracing
 N=$2
 I=$T/instances/$N
+# every live thread's own name and process, into $1_comms and $1_tgids: saved_cmdlines only
+# knows threads that emitted events (a VMM's main thread often did not)
+tasks() {
+  : > "$1_comms"; : > "$1_tgids"
+  for t in /proc/[0-9]*/task/[0-9]*; do
+    read -r c < "$t/comm" 2>/dev/null || continue
+    p=${t%/task/*}
+    echo "${t##*/} $c" >> "$1_comms"
+    echo "${t##*/} ${p#/proc/}" >> "$1_tgids"
+  done
+}
 case "$1" in
 start)
   mkdir "$I" || exit 1
@@ -123,12 +134,20 @@ start)
       echo 1 > "$I-sysreg/events/kvm/kvm_sys_access/enable"
     fi ;;
   esac
+  tasks "/tmp/.ktrace-$N.task"
   echo 1 > "$I/tracing_on"
   ;;
 stop)
   D=$3
   echo 0 > "$I/tracing_on"
   mkdir -p "$D/events"
+  # the threads alive now, then those alive at start (the assembler keeps a thread's first
+  # line): read first, while the traced VMM still runs, as the rest of stop takes seconds
+  # under emulation and the guest may exit meanwhile
+  tasks "$D/task"
+  cat "/tmp/.ktrace-$N.task_comms" >> "$D/task_comms" 2>/dev/null
+  cat "/tmp/.ktrace-$N.task_tgids" >> "$D/task_tgids" 2>/dev/null
+  rm -f "/tmp/.ktrace-$N.task_comms" "/tmp/.ktrace-$N.task_tgids"
   if [ -d "$I-sysreg" ]; then
     echo 0 > "$I-sysreg/tracing_on"
     sed -n 's/.*PC: [0-9a-f]* \([^ ]*\) (\([0-9,]*\)).*/\2 \1/p' "$I-sysreg/trace" | sort -u > "$D/sysreg_names"
@@ -168,15 +187,6 @@ stop)
   cat "$T"/events/ftrace/*/format > "$D/events/ftrace.all" 2>/dev/null
   cat "$I/trace_clock" > "$D/trace_clock"
   cat "$T/saved_cmdlines" > "$D/saved_cmdlines"
-  # every live thread's own name and process: saved_cmdlines only knows threads that emitted
-  # events (a VMM's main thread often did not)
-  : > "$D/task_comms"; : > "$D/task_tgids"
-  for t in /proc/[0-9]*/task/[0-9]*; do
-    read -r c < "$t/comm" 2>/dev/null || continue
-    p=${t%/task/*}
-    echo "${t##*/} $c" >> "$D/task_comms"
-    echo "${t##*/} ${p#/proc/}" >> "$D/task_tgids"
-  done
   cat "$T/saved_tgids" > "$D/saved_tgids" 2>/dev/null
   cat "$T/printk_formats" > "$D/printk_formats" 2>/dev/null
   # /proc/kallsyms is slow to generate under emulation: once per boot
