@@ -994,6 +994,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     }
 
     /// The next record in time order across CPUs, or None at the end.
+    #[inline]
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, TraceDatError> {
         let next = match self.peeked.take() {
             Some(i) => Some(i),
@@ -1029,7 +1030,17 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     }
 
     /// Makes sure cursor `i` has a current record; false when it is exhausted.
+    #[inline]
     fn fill(&mut self, i: usize) -> Result<bool, TraceDatError> {
+        let c = &self.cpus[i];
+        if c.idx < c.recs.len() {
+            return Ok(true);
+        }
+        self.refill(i)
+    }
+
+    /// [`Merger::fill`] past the end of the current page.
+    fn refill(&mut self, i: usize) -> Result<bool, TraceDatError> {
         loop {
             let c = &self.cpus[i];
             if c.idx < c.recs.len() {
