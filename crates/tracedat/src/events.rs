@@ -11,8 +11,9 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kvmscope_trace::{ArmExitKind, Event, EventKind, ExitReason, KvmExit, MmioKind};
+use kvmscope_trace::{ArmExitKind, Event, EventKind, ExitReason, KvmExit, MmioKind, MmuKind};
 
 use crate::error::TraceDatError;
 use crate::file::{BufferMerger, FileAt, Merger, TraceDat};
@@ -54,9 +55,49 @@ pub fn is_tracedat(magic: &[u8]) -> bool {
 }
 
 /// Reads every event of every data buffer of the trace.dat file at `path`, each buffer's
-/// CPUs merged by time, and calls `sink` with it.
+/// CPUs merged by time, and calls `sink` with it, in time order.
+///
+/// Two threads share the work: a decoder thread merges the CPUs' records and decodes each
+/// into its kind, in batches of [`BATCH`] events (at most [`DEPTH`] batches in flight, so
+/// memory does not grow with the file); the calling thread turns each decoded record into an
+/// [`Event`] and runs `sink`. Events before a read error are delivered, then the error is
+/// returned.
 pub fn for_each_event(
     path: &Path,
+    sink: impl FnMut(&Event<'_>),
+) -> Result<DatSummary, TraceDatError> {
+    read(path, Split::Balance, sink)
+}
+
+/// Which thread decodes the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// As [`DECODE_WHEN_WAITING`] says.
+    Balance,
+    /// Tests: each path on its own.
+    #[cfg(test)]
+    Decoder,
+    #[cfg(test)]
+    Caller,
+}
+
+impl Split {
+    /// Whether the decoder thread decodes its next batch itself, with `waiting` batches
+    /// waiting for the caller's thread.
+    fn decoder_decodes(self, waiting: usize) -> bool {
+        match self {
+            Split::Balance => waiting > DECODE_WHEN_WAITING,
+            #[cfg(test)]
+            Split::Decoder => true,
+            #[cfg(test)]
+            Split::Caller => false,
+        }
+    }
+}
+
+fn read(
+    path: &Path,
+    split: Split,
     mut sink: impl FnMut(&Event<'_>),
 ) -> Result<DatSummary, TraceDatError> {
     let file = FileAt::open(path)?;
@@ -67,23 +108,175 @@ pub fn for_each_event(
         sidecar: td.kvmscope_json().map(str::to_string),
         ..DatSummary::default()
     };
+    summary.symbols = td.kallsyms.len();
+    summary.buffers = td.data_buffers().map(|b| b.name.clone()).collect();
+    // The file's event ids name the events for consumers that intern names.
+    let names = kvmscope_trace::names::new_table();
     let tgids = summary
         .sidecar
         .as_deref()
         .map(sidecar_tgids)
         .unwrap_or_default();
-    summary.symbols = td.kallsyms.len();
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch<'_>>(DEPTH);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch<'_>>();
+    let waiting = AtomicUsize::new(0);
+    let mut unresolved = 0u64;
+    let decoded = std::thread::scope(|scope| {
+        let decoder = std::thread::Builder::new()
+            .name("kvmscope-dat".into())
+            .spawn_scoped(scope, || {
+                decode(&td, &file, full_tx, empty_rx, &waiting, split)
+            })
+            .map_err(|e| TraceDatError::read(path, e))?;
+        // Plans of the records the decoder left raw, and the strings decoding them made.
+        let mut plans: Vec<Option<Plan<'_>>> = Vec::new();
+        let mut own = String::new();
+        // Per thread, its name and process (looked up once per thread), and per CPU the
+        // thread of its last event (most records repeat it).
+        let mut threads: foldhash::HashMap<i32, Thread<'_>> = foldhash::HashMap::default();
+        let mut last: Vec<(i32, Thread<'_>)> = Vec::new();
+        for mut batch in full_rx {
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            let Batch {
+                items,
+                scratch,
+                raw,
+            } = &mut batch;
+            for it in items.iter() {
+                let cpu = it.cpu as usize;
+                if last.len() <= cpu {
+                    last.resize(cpu + 1, (-1, ("", None)));
+                }
+                if last[cpu].0 != it.pid {
+                    let t = *threads
+                        .entry(it.pid)
+                        .or_insert_with(|| thread(&td, &tgids, it.pid));
+                    last[cpu] = (it.pid, t);
+                }
+                let (comm, tgid) = last[cpu].1;
+                let decoded;
+                let (kind, strs) = match it.kind {
+                    Decoded::Raw { start, end } => {
+                        let id = usize::from(it.id);
+                        if plans.len() <= id {
+                            plans.resize_with(id + 1, || None);
+                        }
+                        let plan = plans[id].get_or_insert_with(|| Plan::new(it.fmt, &td.kallsyms));
+                        own.clear();
+                        let data = raw.get(start as usize..end as usize).unwrap_or(&[]);
+                        decoded = plan.kind(data, &mut own, &mut unresolved);
+                        (&decoded, own.as_str())
+                    }
+                    _ => (&it.kind, scratch.as_str()),
+                };
+                sink(&Event {
+                    ts_ns: it.ts_ns,
+                    cpu: it.cpu,
+                    tid: u32::try_from(it.pid).unwrap_or(0),
+                    tgid,
+                    comm,
+                    system: &it.fmt.system,
+                    name: &it.fmt.name,
+                    payload: payload_of(kind, strs),
+                    kind: resolve_scratch(kind, strs),
+                    name_ref: kvmscope_trace::names::NameRef::new(names, u32::from(it.id)),
+                });
+            }
+            items.clear();
+            scratch.clear();
+            raw.clear();
+            // The decoder may be done: then the batch is dropped here.
+            let _ = empty_tx.send(batch);
+        }
+        match decoder.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })?;
+    for l in decoded.lost {
+        summary.lost.push((l.cpu, l.known, l.unknown_pages));
+    }
+    summary.events = decoded.events;
+    summary.unresolved_pointers = decoded.unresolved + unresolved;
+    Ok(summary)
+}
+
+/// A thread's name and process.
+type Thread<'f> = (&'f str, Option<u32>);
+
+/// Thread `pid`'s name (the file's cmdlines) and process (kvmscope's sidecar).
+fn thread<'f>(td: &'f TraceDat, tgids: &HashMap<u32, u32>, pid: i32) -> Thread<'f> {
+    let comm = td.cmdlines.get(&pid).map_or("<...>", String::as_str);
+    (
+        comm,
+        u32::try_from(pid).ok().and_then(|t| tgids.get(&t).copied()),
+    )
+}
+
+/// Events per batch handed from the decoder thread to the caller's (in tests, few enough
+/// that the fixtures make several).
+const BATCH: usize = if cfg!(test) { 128 } else { 2048 };
+/// Batches in flight between the two threads (besides the one each is working on).
+const DEPTH: usize = 4;
+/// The decoder decodes the next batch's records itself when more than this many batches
+/// wait for the caller's thread, counting the one just sent (that thread is the slower one),
+/// and leaves them raw for that thread to decode otherwise (it would wait for the decoder):
+/// the work balances itself whichever side the sink or the file makes heavier. (1, 2 and 3
+/// measured the same.)
+const DECODE_WHEN_WAITING: usize = 1;
+
+/// Records on their way to the caller's thread: their strings that exist only as formatted
+/// text are in `scratch`, and the bytes of the records left raw are in `raw`.
+#[derive(Debug)]
+struct Batch<'f> {
+    items: Vec<Item<'f>>,
+    scratch: String,
+    raw: Vec<u8>,
+}
+
+/// One decoded record.
+#[derive(Debug)]
+struct Item<'f> {
+    ts_ns: u64,
+    cpu: u32,
+    /// `common_pid`.
+    pid: i32,
+    id: u16,
+    fmt: &'f EventFormat,
+    kind: Decoded,
+}
+
+/// What the decoder thread counted.
+#[derive(Debug)]
+struct Tally {
+    lost: Vec<crate::file::LostEvents>,
+    events: u64,
+    unresolved: u64,
+}
+
+/// The decoder thread: merges every buffer's records by time, decodes each and sends them
+/// in batches. Stops early when the caller's thread is gone.
+fn decode<'f>(
+    td: &'f TraceDat,
+    file: &FileAt,
+    full: std::sync::mpsc::SyncSender<Batch<'f>>,
+    empty: std::sync::mpsc::Receiver<Batch<'f>>,
+    waiting: &AtomicUsize,
+    split: Split,
+) -> Result<Tally, TraceDatError> {
     // Per event id, its plan (a Vec: hashing the id per record cost more than decoding).
-    let mut plans: Vec<Slot<'_>> = Vec::new();
-    // Per thread, its name and process (looked up once per thread).
-    let mut threads: foldhash::HashMap<i32, (&str, Option<u32>)> = foldhash::HashMap::default();
-    let mut scratch = String::new();
-    let buffers: Vec<_> = td.data_buffers().collect();
-    summary.buffers = buffers.iter().map(|b| b.name.clone()).collect();
+    let mut plans: Vec<Slot<'f>> = Vec::new();
     let mut unresolved = 0u64;
     let mut events = 0u64;
-    // The file's event ids name the events for consumers that intern names.
-    let names = kvmscope_trace::names::new_table();
+    let fresh = || Batch {
+        items: Vec::with_capacity(BATCH),
+        scratch: String::new(),
+        raw: Vec::new(),
+    };
+    let mut batch = fresh();
+    let mut decode_here = split.decoder_decodes(0);
+    // False once the caller's thread stopped taking batches.
+    let mut open = true;
     let mut handle = |rec: &crate::ringbuf::Record<'_>| {
         let id = rec.id as usize;
         if plans.len() <= id {
@@ -96,55 +289,67 @@ pub fn for_each_event(
             };
         }
         let Slot::Plan(plan) = &mut plans[id] else {
-            return;
+            return true;
         };
         events += 1;
-        let tid = u32::try_from(rec.common_pid).unwrap_or(0);
-        let &mut (comm, tgid) = threads.entry(rec.common_pid).or_insert_with(|| {
-            (
-                td.cmdlines
-                    .get(&rec.common_pid)
-                    .map_or("<...>", String::as_str),
-                tgids.get(&tid).copied(),
-            )
-        });
-        scratch.clear();
-        let kind = plan.kind(rec.data, &mut scratch, &mut unresolved);
-        let payload = payload_of(&kind, &scratch);
-        let kind = resolve_scratch(kind, &scratch);
-        let fmt = plan.fmt;
-        sink(&Event {
+        let kind = if decode_here {
+            plan.kind(rec.data, &mut batch.scratch, &mut unresolved)
+        } else {
+            let start = batch.raw.len() as u32;
+            batch.raw.extend_from_slice(rec.data);
+            Decoded::Raw {
+                start,
+                end: batch.raw.len() as u32,
+            }
+        };
+        batch.items.push(Item {
             ts_ns: rec.ts_ns,
             cpu: rec.cpu,
-            tid,
-            tgid,
-            comm,
-            system: &fmt.system,
-            name: &fmt.name,
-            payload,
+            pid: rec.common_pid,
+            id: rec.id,
+            fmt: plan.fmt,
             kind,
-            name_ref: kvmscope_trace::names::NameRef::new(names, u32::from(rec.id)),
         });
-    };
-    let lost = if let [one] = buffers[..] {
-        let mut m = Merger::new(&td, one, &file)?;
-        while let Some(rec) = m.next_record()? {
-            handle(&rec);
+        if batch.items.len() >= BATCH {
+            let next = empty.try_recv().unwrap_or_else(|_| fresh());
+            waiting.fetch_add(1, Ordering::Relaxed);
+            open = full.send(std::mem::replace(&mut batch, next)).is_ok();
+            decode_here = split.decoder_decodes(waiting.load(Ordering::Relaxed));
         }
-        m.lost_events()
-    } else {
-        let mut m = BufferMerger::of(&td, buffers, &file)?;
-        while let Some((_, rec)) = m.next_record()? {
-            handle(&rec);
-        }
-        m.lost_events()
+        open
     };
-    for l in lost {
-        summary.lost.push((l.cpu, l.known, l.unknown_pages));
+    let buffers: Vec<_> = td.data_buffers().collect();
+    let merge = || -> Result<Vec<crate::file::LostEvents>, TraceDatError> {
+        Ok(if let [one] = buffers[..] {
+            let mut m = Merger::new(td, one, file)?;
+            while let Some(rec) = m.next_record()? {
+                if !handle(&rec) {
+                    break;
+                }
+            }
+            m.lost_events()
+        } else {
+            let mut m = BufferMerger::of(td, buffers, file)?;
+            while let Some((_, rec)) = m.next_record()? {
+                if !handle(&rec) {
+                    break;
+                }
+            }
+            m.lost_events()
+        })
+    };
+    let merged = merge();
+    // What was decoded before an error is delivered too.
+    if !batch.items.is_empty() {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let _ = full.send(batch);
     }
-    summary.events = events;
-    summary.unresolved_pointers = unresolved;
-    Ok(summary)
+    let lost = merged?;
+    Ok(Tally {
+        lost,
+        events,
+        unresolved,
+    })
 }
 
 /// What is known about an event id.
@@ -186,49 +391,56 @@ fn payload_of<'a>(kind: &Decoded, scratch: &'a str) -> &'a str {
 
 /// Strings that exist only as formatted text (hex addresses, symbol names) are written to a
 /// scratch buffer while decoding; this swaps the placeholders for slices of it.
-fn resolve_scratch<'a>(kind: Decoded, scratch: &'a str) -> EventKind<'a> {
+fn resolve_scratch<'a>(kind: &Decoded, scratch: &'a str) -> EventKind<'a> {
     let s = |r: &std::ops::Range<usize>| scratch.get(r.clone()).unwrap_or("");
-    match kind {
+    match *kind {
+        Decoded::Raw { .. } => EventKind::Other,
         Decoded::Plain(k) => k,
         Decoded::IpiSend {
             cpu,
-            cpumask,
-            callsite,
-            callback,
+            ref cpumask,
+            ref callsite,
+            ref callback,
         } => EventKind::IpiSend {
             cpu,
-            cpumask: s(&cpumask),
-            callsite: s(&callsite),
-            callback: s(&callback),
+            cpumask: s(cpumask),
+            callsite: s(callsite),
+            callback: s(callback),
         },
-        Decoded::CsdQueue { cpu, func } => EventKind::CsdQueue {
-            cpu,
-            func: s(&func),
-        },
-        Decoded::CsdFunction { entry, func, .. } => EventKind::CsdFunction {
+        Decoded::CsdQueue { cpu, ref func } => EventKind::CsdQueue { cpu, func: s(func) },
+        Decoded::CsdFunction {
+            entry, ref func, ..
+        } => EventKind::CsdFunction {
             entry,
-            func: s(&func),
+            func: s(func),
         },
         Decoded::HrtimerStart {
             hrtimer,
-            function,
+            ref function,
             expires_ns,
         } => EventKind::HrtimerStart {
             hrtimer,
-            function: s(&function),
+            function: s(function),
             expires_ns,
         },
-        Decoded::HrtimerExpireEntry { hrtimer, function } => EventKind::HrtimerExpireEntry {
+        Decoded::HrtimerExpireEntry {
             hrtimer,
-            function: s(&function),
+            ref function,
+        } => EventKind::HrtimerExpireEntry {
+            hrtimer,
+            function: s(function),
         },
-        Decoded::Apic { write, reg, val } => EventKind::Apic {
+        Decoded::Apic {
             write,
-            reg: s(&reg),
+            ref reg,
+            val,
+        } => EventKind::Apic {
+            write,
+            reg: s(reg),
             val,
         },
-        Decoded::ExitNamed { exit, name } => EventKind::KvmExit(KvmExit {
-            reason: ExitReason::Named(s(&name)),
+        Decoded::ExitNamed { exit, ref name } => EventKind::KvmExit(KvmExit {
+            reason: ExitReason::Named(s(name)),
             ..exit
         }),
     }
@@ -237,6 +449,11 @@ fn resolve_scratch<'a>(kind: Decoded, scratch: &'a str) -> EventKind<'a> {
 /// A decoded kind whose strings may live in the scratch buffer.
 #[derive(Debug)]
 enum Decoded {
+    /// Not decoded yet: the record's bytes, in the batch's `raw`.
+    Raw {
+        start: u32,
+        end: u32,
+    },
     Plain(EventKind<'static>),
     IpiSend {
         cpu: Option<u32>,
@@ -276,14 +493,114 @@ enum Decoded {
     },
 }
 
+/// Which decoder an event id takes: chosen from its system and name once per id, not per
+/// record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Exit,
+    Entry,
+    UserspaceExit,
+    Pio,
+    Mmio,
+    Msr,
+    Cr,
+    PageFault,
+    InjVirq,
+    InjException,
+    ApicIpi,
+    ApicAcceptIrq,
+    Apic,
+    Eoi,
+    HvTimerState,
+    WaitLapicExpire,
+    VcpuWakeup,
+    HaltPollNs,
+    Fpu,
+    EmulateInsn,
+    Cpuid,
+    PvTlbFlush,
+    SetIrq,
+    MsiSetIrq,
+    Wfx,
+    GetTimerMap,
+    SysAccess,
+    HandleSysReg,
+    /// A `kvmmmu` event, of this kind.
+    Mmu(MmuKind),
+    GuestMsr,
+    IpiSendCpu,
+    IpiSendCpumask,
+    CsdQueueCpu,
+    CsdFunction,
+    HrtimerStart,
+    HrtimerExpireEntry,
+    HrtimerExpireExit,
+    HrtimerCancel,
+    IrqVectors,
+    Other,
+}
+
+impl Which {
+    fn of(system: &str, name: &str) -> Which {
+        match (system, name) {
+            ("kvm", "kvm_exit") => Which::Exit,
+            ("kvm", "kvm_entry") => Which::Entry,
+            ("kvm", "kvm_userspace_exit") => Which::UserspaceExit,
+            ("kvm", "kvm_pio") => Which::Pio,
+            ("kvm", "kvm_mmio") => Which::Mmio,
+            ("kvm", "kvm_msr") => Which::Msr,
+            ("kvm", "kvm_cr") => Which::Cr,
+            ("kvm", "kvm_page_fault") => Which::PageFault,
+            ("kvm", "kvm_inj_virq") => Which::InjVirq,
+            ("kvm", "kvm_inj_exception") => Which::InjException,
+            ("kvm", "kvm_apic_ipi") => Which::ApicIpi,
+            ("kvm", "kvm_apic_accept_irq") => Which::ApicAcceptIrq,
+            ("kvm", "kvm_apic") => Which::Apic,
+            ("kvm", "kvm_eoi") => Which::Eoi,
+            ("kvm", "kvm_hv_timer_state") => Which::HvTimerState,
+            ("kvm", "kvm_wait_lapic_expire") => Which::WaitLapicExpire,
+            ("kvm", "kvm_vcpu_wakeup") => Which::VcpuWakeup,
+            ("kvm", "kvm_halt_poll_ns") => Which::HaltPollNs,
+            ("kvm", "kvm_fpu") => Which::Fpu,
+            ("kvm", "kvm_emulate_insn") => Which::EmulateInsn,
+            ("kvm", "kvm_cpuid") => Which::Cpuid,
+            ("kvm", "kvm_pv_tlb_flush") => Which::PvTlbFlush,
+            ("kvm", "kvm_set_irq") => Which::SetIrq,
+            ("kvm", "kvm_msi_set_irq") => Which::MsiSetIrq,
+            ("kvm", "kvm_wfx_arm64") => Which::Wfx,
+            ("kvm", "kvm_get_timer_map") => Which::GetTimerMap,
+            ("kvm", "kvm_sys_access") => Which::SysAccess,
+            ("kvm", "kvm_handle_sys_reg") => Which::HandleSysReg,
+            ("kvmmmu", _) => Which::Mmu(kvmscope_trace::text::payload::mmu_kind(name)),
+            ("msr", "write_msr" | "read_msr" | "rdpmc") => Which::GuestMsr,
+            ("ipi", "ipi_send_cpu") => Which::IpiSendCpu,
+            ("ipi", "ipi_send_cpumask") => Which::IpiSendCpumask,
+            ("csd", "csd_queue_cpu") => Which::CsdQueueCpu,
+            ("csd", "csd_function_entry" | "csd_function_exit") => Which::CsdFunction,
+            ("timer", "hrtimer_start") => Which::HrtimerStart,
+            ("timer", "hrtimer_expire_entry") => Which::HrtimerExpireEntry,
+            ("timer", "hrtimer_expire_exit") => Which::HrtimerExpireExit,
+            ("timer", "hrtimer_cancel") => Which::HrtimerCancel,
+            ("irq_vectors", _) => Which::IrqVectors,
+            _ => Which::Other,
+        }
+    }
+}
+
 /// How to decode one event id: the event's format and which of its fields we read.
 #[derive(Debug)]
 struct Plan<'f> {
     fmt: &'f EventFormat,
     /// The file's kernel symbols, for pointer fields.
     syms: &'f Kallsyms,
-    /// Field indices by the names the decoder asks for, resolved on first use.
+    /// Its decoder.
+    which: Which,
+    /// Field indices by the names the decoder asks for, resolved on first use, in the order
+    /// asked.
     cache: Vec<(&'static str, Option<usize>)>,
+    /// Where in `cache` the next lookup of this record is expected: a decoder asks for the
+    /// same fields in the same order record after record, so a lookup is one comparison.
+    next: usize,
 }
 
 impl<'f> Plan<'f> {
@@ -291,17 +608,35 @@ impl<'f> Plan<'f> {
         Plan {
             fmt,
             syms,
+            which: Which::of(&fmt.system, &fmt.name),
             cache: Vec::new(),
+            next: 0,
         }
     }
 
+    #[inline]
     fn index(&mut self, name: &'static str) -> Option<usize> {
-        if let Some(&(_, i)) = self.cache.iter().find(|(n, _)| *n == name) {
-            return i;
+        if let Some(&(n, i)) = self.cache.get(self.next) {
+            if std::ptr::eq(n, name) || n == name {
+                self.next += 1;
+                return i;
+            }
         }
-        let i = self.fmt.fields.iter().position(|f| f.name == name);
-        self.cache.push((name, i));
-        i
+        self.index_slow(name)
+    }
+
+    #[cold]
+    fn index_slow(&mut self, name: &'static str) -> Option<usize> {
+        let at = match self.cache.iter().position(|(n, _)| *n == name) {
+            Some(at) => at,
+            None => {
+                let i = self.fmt.fields.iter().position(|f| f.name == name);
+                self.cache.push((name, i));
+                self.cache.len() - 1
+            }
+        };
+        self.next = at + 1;
+        self.cache[at].1
     }
 
     fn u64(&mut self, data: &[u8], name: &'static str) -> Option<u64> {
@@ -375,6 +710,7 @@ impl<'f> Plan<'f> {
     }
 
     fn kind(&mut self, d: &[u8], scratch: &mut String, unresolved: &mut u64) -> Decoded {
+        self.next = 0;
         self.try_kind(d, scratch, unresolved)
             .unwrap_or(Decoded::Plain(EventKind::Other))
     }
@@ -385,11 +721,10 @@ impl<'f> Plan<'f> {
         scratch: &mut String,
         unresolved: &mut u64,
     ) -> Option<Decoded> {
-        let system = self.fmt.system.as_str();
         let name = self.fmt.name.as_str();
         let plain = |k: EventKind<'static>| Some(Decoded::Plain(k));
-        match (system, name) {
-            ("kvm", "kvm_exit") => {
+        match self.which {
+            Which::Exit => {
                 let exit = self.kvm_exit(d)?;
                 // The kernel's own name for a reason newer than our tables.
                 let known = match exit.reason {
@@ -409,25 +744,25 @@ impl<'f> Plan<'f> {
                 }
                 plain(EventKind::KvmExit(exit))
             }
-            ("kvm", "kvm_entry") => plain(EventKind::KvmEntry {
+            Which::Entry => plain(EventKind::KvmEntry {
                 vcpu: self.u32(d, "vcpu_id"),
                 rip: self.u64(d, "rip").or_else(|| self.u64(d, "vcpu_pc")),
             }),
-            ("kvm", "kvm_userspace_exit") => {
+            Which::UserspaceExit => {
                 let errno = self.i64(d, "errno").unwrap_or(0);
                 plain(EventKind::UserspaceExit {
                     reason: self.u32(d, "reason")?,
                     errno: (errno < 0).then(|| errno.unsigned_abs() as u32),
                 })
             }
-            ("kvm", "kvm_pio") => plain(EventKind::Pio {
+            Which::Pio => plain(EventKind::Pio {
                 write: self.flag(d, "rw")?,
                 port: self.u32(d, "port")?,
                 size: self.u32(d, "size")?,
                 count: self.u32(d, "count")?,
                 val: self.u64(d, "val").unwrap_or(0),
             }),
-            ("kvm", "kvm_mmio") => plain(EventKind::Mmio {
+            Which::Mmio => plain(EventKind::Mmio {
                 kind: match self.u64(d, "type")? {
                     0 => MmioKind::UnsatisfiedRead,
                     1 => MmioKind::Read,
@@ -437,40 +772,40 @@ impl<'f> Plan<'f> {
                 gpa: self.u64(d, "gpa")?,
                 val: self.u64(d, "val").unwrap_or(0),
             }),
-            ("kvm", "kvm_msr") => plain(EventKind::Msr {
+            Which::Msr => plain(EventKind::Msr {
                 write: self.flag(d, "write")?,
                 msr: self.u32(d, "ecx")?,
                 data: self.u64(d, "data")?,
                 gp: self.flag(d, "exception").unwrap_or(false),
             }),
-            ("kvm", "kvm_cr") => plain(EventKind::Cr {
+            Which::Cr => plain(EventKind::Cr {
                 write: self.flag(d, "rw")?,
                 cr: self.u32(d, "cr")?,
                 val: self.u64(d, "val")?,
             }),
-            ("kvm", "kvm_page_fault") => plain(EventKind::PageFault {
+            Which::PageFault => plain(EventKind::PageFault {
                 vcpu: self.u32(d, "vcpu_id"),
                 addr: self.u64(d, "fault_address")?,
                 error_code: self.u64(d, "error_code")?,
             }),
-            ("kvm", "kvm_inj_virq") => plain(EventKind::InjVirq {
+            Which::InjVirq => plain(EventKind::InjVirq {
                 irq: self.u32(d, "vector").or_else(|| self.u32(d, "irq"))?,
                 soft: self.flag(d, "soft").unwrap_or(false),
                 reinjected: self.flag(d, "reinjected").unwrap_or(false),
             }),
-            ("kvm", "kvm_inj_exception") => plain(EventKind::InjException {
+            Which::InjException => plain(EventKind::InjException {
                 vector: self.u32(d, "exception")?,
             }),
-            ("kvm", "kvm_apic_ipi") => plain(EventKind::ApicIpi {
+            Which::ApicIpi => plain(EventKind::ApicIpi {
                 dst: self.u32(d, "dest_id")?,
                 vec: self.u32(d, "icr_low")? & 0xff,
             }),
-            ("kvm", "kvm_apic_accept_irq") => plain(EventKind::ApicAcceptIrq {
+            Which::ApicAcceptIrq => plain(EventKind::ApicAcceptIrq {
                 apicid: self.u32(d, "apicid")?,
                 vec: self.u32(d, "vec")?,
                 coalesced: self.flag(d, "coalesced").unwrap_or(false),
             }),
-            ("kvm", "kvm_apic") => {
+            Which::Apic => {
                 let start = scratch.len();
                 if let Some(sym) = self.fmt.symbol(d, "reg") {
                     scratch.push_str(&sym);
@@ -483,57 +818,57 @@ impl<'f> Plan<'f> {
                     val: self.u64(d, "val")?,
                 })
             }
-            ("kvm", "kvm_eoi") => plain(EventKind::Eoi {
+            Which::Eoi => plain(EventKind::Eoi {
                 vector: self.i64(d, "vector")?,
             }),
-            ("kvm", "kvm_hv_timer_state") => plain(EventKind::HvTimerState {
+            Which::HvTimerState => plain(EventKind::HvTimerState {
                 vcpu: self.u32(d, "vcpu_id")?,
                 hv_timer: self.flag(d, "hv_timer_in_use")?,
             }),
-            ("kvm", "kvm_wait_lapic_expire") => plain(EventKind::WaitLapicExpire {
+            Which::WaitLapicExpire => plain(EventKind::WaitLapicExpire {
                 vcpu: self.u32(d, "vcpu_id")?,
                 delta_ns: self.i64(d, "delta")?,
             }),
-            ("kvm", "kvm_vcpu_wakeup") => plain(EventKind::VcpuWakeup {
+            Which::VcpuWakeup => plain(EventKind::VcpuWakeup {
                 ns: self.u64(d, "ns")?,
                 waited: self.flag(d, "waited")?,
                 valid: self.flag(d, "valid")?,
             }),
-            ("kvm", "kvm_halt_poll_ns") => plain(EventKind::HaltPollNs {
+            Which::HaltPollNs => plain(EventKind::HaltPollNs {
                 vcpu: self.u32(d, "vcpu_id")?,
                 grow: self.flag(d, "grow")?,
                 new: self.u64(d, "new")?,
                 old: self.u64(d, "old")?,
             }),
-            ("kvm", "kvm_fpu") => plain(EventKind::Fpu {
+            Which::Fpu => plain(EventKind::Fpu {
                 load: self.flag(d, "load")?,
             }),
-            ("kvm", "kvm_emulate_insn") => plain(EventKind::EmulateInsn {
+            Which::EmulateInsn => plain(EventKind::EmulateInsn {
                 failed: self.flag(d, "failed")?,
             }),
-            ("kvm", "kvm_cpuid") => plain(EventKind::Cpuid {
+            Which::Cpuid => plain(EventKind::Cpuid {
                 function: self.u32(d, "function")?,
             }),
-            ("kvm", "kvm_pv_tlb_flush") => plain(EventKind::PvTlbFlush {
+            Which::PvTlbFlush => plain(EventKind::PvTlbFlush {
                 vcpu: self.u32(d, "vcpu_id")?,
                 need_flush: self.flag(d, "need_flush_tlb")?,
             }),
-            ("kvm", "kvm_set_irq") => plain(EventKind::SetIrq {
+            Which::SetIrq => plain(EventKind::SetIrq {
                 gsi: self.u32(d, "gsi")?,
                 level: self.i64(d, "level")? as i32,
             }),
-            ("kvm", "kvm_msi_set_irq") => plain(EventKind::MsiSetIrq {
+            Which::MsiSetIrq => plain(EventKind::MsiSetIrq {
                 dst: (self.u64(d, "address")? >> 12) & 0xff,
                 vec: self.u32(d, "data")? & 0xff,
             }),
-            ("kvm", "kvm_wfx_arm64") => plain(EventKind::Wfx {
+            Which::Wfx => plain(EventKind::Wfx {
                 wfe: self.flag(d, "is_wfe")?,
                 pc: self.u64(d, "vcpu_pc").unwrap_or(0),
             }),
-            ("kvm", "kvm_get_timer_map") => plain(EventKind::VcpuIndex {
+            Which::GetTimerMap => plain(EventKind::VcpuIndex {
                 vcpu: self.u32(d, "vcpu_id")?,
             }),
-            ("kvm", "kvm_sys_access") => {
+            Which::SysAccess => {
                 // `name` is a kernel pointer in the record: the name comes from the encoding.
                 let enc = [
                     self.u32(d, "Op0")? as u8,
@@ -549,7 +884,7 @@ impl<'f> Plan<'f> {
                     write: self.flag(d, "is_write"),
                 })
             }
-            ("kvm", "kvm_handle_sys_reg") => {
+            Which::HandleSysReg => {
                 let esr = self.u64(d, "hsr")?;
                 let decoded = kvmscope_trace::tables::sysreg_from_esr(esr);
                 plain(EventKind::SysReg {
@@ -561,30 +896,30 @@ impl<'f> Plan<'f> {
                     write: decoded.map(|x| x.1),
                 })
             }
-            ("kvmmmu", _) => plain(self.mmu(d)),
-            ("msr", "write_msr" | "read_msr" | "rdpmc") => plain(EventKind::GuestMsr {
+            Which::Mmu(kind) => plain(self.mmu(kind, d)),
+            Which::GuestMsr => plain(EventKind::GuestMsr {
                 write: name == "write_msr",
                 msr: self.u32(d, "msr")?,
                 val: self.u64(d, "val")?,
                 failed: self.flag(d, "failed").unwrap_or(false),
             }),
-            ("ipi", "ipi_send_cpu") => Some(Decoded::IpiSend {
+            Which::IpiSendCpu => Some(Decoded::IpiSend {
                 cpu: self.u32(d, "cpu"),
                 cpumask: 0..0,
                 callsite: self.addr(d, "callsite", scratch, unresolved),
                 callback: self.addr(d, "callback", scratch, unresolved),
             }),
-            ("ipi", "ipi_send_cpumask") => Some(Decoded::IpiSend {
+            Which::IpiSendCpumask => Some(Decoded::IpiSend {
                 cpu: None,
                 cpumask: self.cpumask(d, "cpumask", scratch),
                 callsite: self.addr(d, "callsite", scratch, unresolved),
                 callback: self.addr(d, "callback", scratch, unresolved),
             }),
-            ("csd", "csd_queue_cpu") => Some(Decoded::CsdQueue {
+            Which::CsdQueueCpu => Some(Decoded::CsdQueue {
                 cpu: self.u32(d, "cpu")?,
                 func: self.addr(d, "func", scratch, unresolved),
             }),
-            ("csd", "csd_function_entry" | "csd_function_exit") => {
+            Which::CsdFunction => {
                 let func = self.addr(d, "func", scratch, unresolved);
                 let start = scratch.len();
                 match self.u64(d, "csd") {
@@ -599,22 +934,22 @@ impl<'f> Plan<'f> {
                     payload: start..scratch.len(),
                 })
             }
-            ("timer", "hrtimer_start") => Some(Decoded::HrtimerStart {
+            Which::HrtimerStart => Some(Decoded::HrtimerStart {
                 hrtimer: self.u64(d, "hrtimer")?,
                 function: self.addr(d, "function", scratch, unresolved),
                 expires_ns: self.u64(d, "expires"),
             }),
-            ("timer", "hrtimer_expire_entry") => Some(Decoded::HrtimerExpireEntry {
+            Which::HrtimerExpireEntry => Some(Decoded::HrtimerExpireEntry {
                 hrtimer: self.u64(d, "hrtimer")?,
                 function: self.addr(d, "function", scratch, unresolved),
             }),
-            ("timer", "hrtimer_expire_exit") => plain(EventKind::HrtimerExpireExit {
+            Which::HrtimerExpireExit => plain(EventKind::HrtimerExpireExit {
                 hrtimer: self.u64(d, "hrtimer")?,
             }),
-            ("timer", "hrtimer_cancel") => plain(EventKind::HrtimerCancel {
+            Which::HrtimerCancel => plain(EventKind::HrtimerCancel {
                 hrtimer: self.u64(d, "hrtimer")?,
             }),
-            ("irq_vectors", _) => {
+            Which::IrqVectors => {
                 let entry = name.ends_with("_entry");
                 if !entry && !name.ends_with("_exit") {
                     return None;
@@ -624,7 +959,7 @@ impl<'f> Plan<'f> {
                     vector: self.u32(d, "vector"),
                 })
             }
-            _ => None,
+            Which::Other => None,
         }
     }
 
@@ -667,9 +1002,8 @@ impl<'f> Plan<'f> {
         })
     }
 
-    fn mmu(&mut self, d: &[u8]) -> EventKind<'static> {
-        use kvmscope_trace::text::payload::{mmu_event, mmu_has_role, mmu_kind};
-        let kind = mmu_kind(&self.fmt.name);
+    fn mmu(&mut self, kind: MmuKind, d: &[u8]) -> EventKind<'static> {
+        use kvmscope_trace::text::payload::{mmu_event, mmu_has_role};
         if !mmu_has_role(kind) {
             return mmu_event(kind, None, None, false);
         }
@@ -717,7 +1051,10 @@ mod tests {
         let mut scratch = String::new();
         let mut unresolved = 0;
         let kind = Plan::new(fmt, syms).kind(data, &mut scratch, &mut unresolved);
-        (format!("{:?}", resolve_scratch(kind, &scratch)), unresolved)
+        (
+            format!("{:?}", resolve_scratch(&kind, &scratch)),
+            unresolved,
+        )
     }
 
     const IPI_SEND_CPUMASK: &str = "name: ipi_send_cpumask\nID: 7\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\tfield:__data_loc cpumask_t cpumask;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:void * callsite;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:void * callback;\toffset:24;\tsize:8;\tsigned:0;\n\nprint fmt: \"cpumask=%s callsite=%pS callback=%pS\", __get_cpumask(cpumask), REC->callsite, REC->callback\n";
@@ -776,5 +1113,28 @@ mod tests {
         // SVM codes are read with the SVM table.
         let svm = record(&fmt, &[("exit_reason", 0x400), ("isa", 2)]);
         assert!(decode(&fmt, &svm).contains("Svm(1024)"));
+    }
+
+    /// Records decoded on the decoder thread, on the caller's, or split between them as the
+    /// load says: the same events, in the same order, with the same counts.
+    #[test]
+    fn either_thread_decodes_to_the_same_events() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tracedat");
+        for f in [
+            "kvmscope-record-lab-v6.dat",
+            "svm-emulated-pio.dat",
+            "trace-cmd-extract-lab-v7-zstd.dat",
+        ] {
+            let path = Path::new(dir).join(f);
+            let run = |split| {
+                let mut out = Vec::new();
+                let summary = read(&path, split, |ev| out.push(format!("{ev:?}"))).unwrap();
+                (out, summary)
+            };
+            let decoder = run(Split::Decoder);
+            assert!(decoder.0.len() > BATCH, "{f}: {} events", decoder.0.len());
+            assert_eq!(decoder, run(Split::Caller), "{f}");
+            assert_eq!(decoder, run(Split::Balance), "{f}");
+        }
     }
 }

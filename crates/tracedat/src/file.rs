@@ -892,6 +892,11 @@ pub struct Merger<'r, R: ReadAt + ?Sized> {
     current: Option<usize>,
     /// The CPU whose record comes next, chosen by a peek and not yet returned.
     peeked: Option<usize>,
+    /// After a full pick, the earliest head among the other CPUs (time, CPU index), or None
+    /// when no other CPU has records: while the picked CPU's next record on its page comes
+    /// before it, that record is next without looking at the others (their heads do not move
+    /// meanwhile).
+    rival: Option<(u64, usize)>,
 }
 
 impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
@@ -939,6 +944,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
             zbuf: Vec::new(),
             current: None,
             peeked: None,
+            rival: None,
         })
     }
 
@@ -946,9 +952,19 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     #[inline]
     fn advance(&mut self) -> Result<Option<usize>, TraceDatError> {
         if let Some(i) = self.current.take() {
-            self.cpus[i].idx += 1;
+            let c = &mut self.cpus[i];
+            c.idx += 1;
+            // Ties go to the lower CPU index, as in the full pick below.
+            if let Some(&(ts, _, _)) = c.recs.get(c.idx) {
+                match self.rival {
+                    None => return Ok(Some(i)),
+                    Some((rts, r)) if ts < rts || (ts == rts && i < r) => return Ok(Some(i)),
+                    Some(_) => {}
+                }
+            }
         }
         let mut best: Option<(u64, usize)> = None;
+        let mut rival: Option<(u64, usize)> = None;
         for i in 0..self.cpus.len() {
             if !self.fill(i)? {
                 continue;
@@ -956,9 +972,13 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
             let c = &self.cpus[i];
             let ts = c.recs[c.idx].0;
             if best.is_none_or(|(b, _)| ts < b) {
+                rival = best;
                 best = Some((ts, i));
+            } else if rival.is_none_or(|(r, _)| ts < r) {
+                rival = Some((ts, i));
             }
         }
+        self.rival = rival;
         Ok(best.map(|b| b.1))
     }
 
@@ -974,6 +994,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     }
 
     /// The next record in time order across CPUs, or None at the end.
+    #[inline]
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, TraceDatError> {
         let next = match self.peeked.take() {
             Some(i) => Some(i),
@@ -1009,7 +1030,17 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     }
 
     /// Makes sure cursor `i` has a current record; false when it is exhausted.
+    #[inline]
     fn fill(&mut self, i: usize) -> Result<bool, TraceDatError> {
+        let c = &self.cpus[i];
+        if c.idx < c.recs.len() {
+            return Ok(true);
+        }
+        self.refill(i)
+    }
+
+    /// [`Merger::fill`] past the end of the current page.
+    fn refill(&mut self, i: usize) -> Result<bool, TraceDatError> {
         loop {
             let c = &self.cpus[i];
             if c.idx < c.recs.len() {
