@@ -57,10 +57,11 @@ pub fn is_tracedat(magic: &[u8]) -> bool {
 /// Reads every event of every data buffer of the trace.dat file at `path`, each buffer's
 /// CPUs merged by time, and calls `sink` with it, in time order.
 ///
-/// Two threads share the work: a decoder thread merges the CPUs' records and decodes each
-/// into its kind, in batches of [`BATCH`] events (at most [`DEPTH`] batches in flight, so
-/// memory does not grow with the file); the calling thread turns each decoded record into an
-/// [`Event`] and runs `sink`. Events before a read error are delivered, then the error is
+/// Two threads share the work: a decoder thread merges the CPUs' records and hands them
+/// over in batches of [`BATCH`] records (at most [`DEPTH`] batches in flight, so memory does
+/// not grow with the file); the calling thread turns each record into an [`Event`] and runs
+/// `sink`. Which of the two decodes a batch's payloads follows the load
+/// ([`DECODE_WHEN_WAITING`]). Events before a read error are delivered, then the error is
 /// returned.
 pub fn for_each_event(
     path: &Path,
@@ -234,7 +235,7 @@ struct Batch<'f> {
     raw: Vec<u8>,
 }
 
-/// One decoded record.
+/// One record: decoded, or left raw (`Decoded::Raw`) for the caller's thread to decode.
 #[derive(Debug)]
 struct Item<'f> {
     ts_ns: u64,
@@ -254,8 +255,8 @@ struct Tally {
     unresolved: u64,
 }
 
-/// The decoder thread: merges every buffer's records by time, decodes each and sends them
-/// in batches. Stops early when the caller's thread is gone.
+/// The decoder thread: merges every buffer's records by time, decodes them or leaves them raw
+/// ([`Split`]) and sends them in batches. Stops early when the caller's thread is gone.
 fn decode<'f>(
     td: &'f TraceDat,
     file: &FileAt,
