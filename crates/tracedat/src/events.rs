@@ -528,16 +528,23 @@ enum Which {
     HandleSysReg,
     /// A `kvmmmu` event, of this kind.
     Mmu(MmuKind),
-    GuestMsr,
+    GuestMsr {
+        write: bool,
+    },
     IpiSendCpu,
     IpiSendCpumask,
     CsdQueueCpu,
-    CsdFunction,
+    CsdFunction {
+        entry: bool,
+    },
     HrtimerStart,
     HrtimerExpireEntry,
     HrtimerExpireExit,
     HrtimerCancel,
-    IrqVectors,
+    /// An `irq_vectors` `*_entry` or `*_exit` event.
+    IrqVector {
+        entry: bool,
+    },
     Other,
 }
 
@@ -573,16 +580,19 @@ impl Which {
             ("kvm", "kvm_sys_access") => Which::SysAccess,
             ("kvm", "kvm_handle_sys_reg") => Which::HandleSysReg,
             ("kvmmmu", _) => Which::Mmu(kvmscope_trace::text::payload::mmu_kind(name)),
-            ("msr", "write_msr" | "read_msr" | "rdpmc") => Which::GuestMsr,
+            ("msr", "write_msr") => Which::GuestMsr { write: true },
+            ("msr", "read_msr" | "rdpmc") => Which::GuestMsr { write: false },
             ("ipi", "ipi_send_cpu") => Which::IpiSendCpu,
             ("ipi", "ipi_send_cpumask") => Which::IpiSendCpumask,
             ("csd", "csd_queue_cpu") => Which::CsdQueueCpu,
-            ("csd", "csd_function_entry" | "csd_function_exit") => Which::CsdFunction,
+            ("csd", "csd_function_entry") => Which::CsdFunction { entry: true },
+            ("csd", "csd_function_exit") => Which::CsdFunction { entry: false },
             ("timer", "hrtimer_start") => Which::HrtimerStart,
             ("timer", "hrtimer_expire_entry") => Which::HrtimerExpireEntry,
             ("timer", "hrtimer_expire_exit") => Which::HrtimerExpireExit,
             ("timer", "hrtimer_cancel") => Which::HrtimerCancel,
-            ("irq_vectors", _) => Which::IrqVectors,
+            ("irq_vectors", n) if n.ends_with("_entry") => Which::IrqVector { entry: true },
+            ("irq_vectors", n) if n.ends_with("_exit") => Which::IrqVector { entry: false },
             _ => Which::Other,
         }
     }
@@ -722,7 +732,6 @@ impl<'f> Plan<'f> {
         scratch: &mut String,
         unresolved: &mut u64,
     ) -> Option<Decoded> {
-        let name = self.fmt.name.as_str();
         let plain = |k: EventKind<'static>| Some(Decoded::Plain(k));
         match self.which {
             Which::Exit => {
@@ -898,8 +907,8 @@ impl<'f> Plan<'f> {
                 })
             }
             Which::Mmu(kind) => plain(self.mmu(kind, d)),
-            Which::GuestMsr => plain(EventKind::GuestMsr {
-                write: name == "write_msr",
+            Which::GuestMsr { write } => plain(EventKind::GuestMsr {
+                write,
                 msr: self.u32(d, "msr")?,
                 val: self.u64(d, "val")?,
                 failed: self.flag(d, "failed").unwrap_or(false),
@@ -920,7 +929,7 @@ impl<'f> Plan<'f> {
                 cpu: self.u32(d, "cpu")?,
                 func: self.addr(d, "func", scratch, unresolved),
             }),
-            Which::CsdFunction => {
+            Which::CsdFunction { entry } => {
                 let func = self.addr(d, "func", scratch, unresolved);
                 let start = scratch.len();
                 match self.u64(d, "csd") {
@@ -930,7 +939,7 @@ impl<'f> Plan<'f> {
                     }
                 }
                 Some(Decoded::CsdFunction {
-                    entry: name == "csd_function_entry",
+                    entry,
                     func,
                     payload: start..scratch.len(),
                 })
@@ -950,16 +959,10 @@ impl<'f> Plan<'f> {
             Which::HrtimerCancel => plain(EventKind::HrtimerCancel {
                 hrtimer: self.u64(d, "hrtimer")?,
             }),
-            Which::IrqVectors => {
-                let entry = name.ends_with("_entry");
-                if !entry && !name.ends_with("_exit") {
-                    return None;
-                }
-                plain(EventKind::IrqVector {
-                    entry,
-                    vector: self.u32(d, "vector"),
-                })
-            }
+            Which::IrqVector { entry } => plain(EventKind::IrqVector {
+                entry,
+                vector: self.u32(d, "vector"),
+            }),
             Which::Other => None,
         }
     }
