@@ -2,10 +2,46 @@
 
 /// Finds `key=value`, `key value` or `key: value` in a printed payload; the value ends at a
 /// space or a comma. The key must start a token (after a space, comma or parenthesis).
+#[inline]
 pub fn find<'a>(payload: &'a str, key: &str) -> Option<&'a str> {
+    find_at(payload, 0, key).map(|(v, _)| v)
+}
+
+/// [`find`] for keys asked in the order the payload prints them (the kernel's format): each
+/// search starts after the value the last one found, and starts over from the beginning when
+/// the key is not there. The answer is [`find`]'s wherever a key appears once.
+#[derive(Debug, Clone, Copy)]
+pub struct Cursor<'a> {
+    payload: &'a str,
+    /// Where the last value found ended (a separator, or the end).
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    pub fn new(payload: &'a str) -> Self {
+        Cursor { payload, at: 0 }
+    }
+
+    /// The value of `key`, as [`find`] gives it.
+    #[inline]
+    pub fn find(&mut self, key: &str) -> Option<&'a str> {
+        let found = match find_at(self.payload, self.at, key) {
+            None if self.at > 0 => find_at(self.payload, 0, key),
+            found => found,
+        };
+        let (value, end) = found?;
+        self.at = end;
+        Some(value)
+    }
+}
+
+/// [`find`] from byte `from` (0, or a separator: where a value ended): the value and its end.
+#[inline]
+fn find_at<'a>(payload: &'a str, from: usize, key: &str) -> Option<(&'a str, usize)> {
     let b = payload.as_bytes();
     let k = key.as_bytes();
-    let mut i = 0;
+    let mut i = from;
     while i + k.len() <= b.len() {
         if crate::names::short_eq(&b[i..i + k.len()], k) {
             let j = i + k.len();
@@ -16,7 +52,7 @@ pub fn find<'a>(payload: &'a str, key: &str) -> Option<&'a str> {
             };
             if let Some(v) = value_start {
                 let end = crate::bytes::find_any(b, v, [b' ', b',']).unwrap_or(b.len());
-                return Some(&payload[v..end]);
+                return Some((&payload[v..end], end));
             }
         }
         // Next token start.
@@ -258,6 +294,30 @@ mod tests {
         fn find_str_equals_std(s in "[ =a-c,()\u{e9}]{0,40}", pat in "[ =a-c\u{e9}]{1,4}") {
             proptest::prop_assert_eq!(find_str(&s, &pat), s.find(pat.as_str()));
             proptest::prop_assert_eq!(split_once(&s, &pat), s.split_once(pat.as_str()));
+        }
+
+        /// Keys asked in any order through a cursor get [`find`]'s value wherever each key
+        /// appears once, on any text; a repeated key gets one of its values, never a panic.
+        #[test]
+        fn cursor_equals_find(
+            words in proptest::collection::vec(proptest::sample::select(
+                vec!["a", "b", "cd", "a=1", "b:", "cd 7", "(a", "x,", "=", ":", ""]), 0..10),
+            seps in proptest::collection::vec(proptest::sample::select(
+                vec![" ", ", ", "  ", ","]), 10),
+            keys in proptest::collection::vec(proptest::sample::select(
+                vec!["a", "b", "cd"]), 0..4),
+        ) {
+            let p: String = words.iter().zip(&seps).flat_map(|(w, s)| [*w, *s]).collect();
+            let mut c = Cursor::new(&p);
+            for k in keys {
+                let got = c.find(k);
+                let once = p.match_indices(k).count() <= 1;
+                if once {
+                    proptest::prop_assert_eq!(got, find(&p, k), "{} in {:?}", k, p);
+                } else {
+                    proptest::prop_assert_eq!(got.is_some(), find(&p, k).is_some());
+                }
+            }
         }
 
         /// The short-input loops agree with the checked loop on any bytes.

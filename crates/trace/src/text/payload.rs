@@ -5,7 +5,7 @@
 use crate::bytes::{find_any, find_byte};
 use crate::event::{ArmExitKind, EventKind, ExitReason, KvmExit, MmioKind, MmuKind};
 use crate::fields::{
-    contains, dec, dec32, dec_i64, find, find_str, hex, hex32, split_once, symbol,
+    contains, dec, dec32, dec_i64, find, find_str, hex, hex32, split_once, symbol, Cursor,
 };
 use crate::tables;
 
@@ -99,15 +99,17 @@ pub fn decoder(system: &str, name: &str) -> Decoder {
             })
         },
         "kvm_apic_ipi" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::ApicIpi {
-                dst: hex32(find(p, "dst")?)?,
-                vec: dec32(find(p, "vec")?)?,
+                dst: hex32(c.find("dst")?)?,
+                vec: dec32(c.find("vec")?)?,
             })
         },
         "kvm_apic_accept_irq" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::ApicAcceptIrq {
-                apicid: dec32(find(p, "apicid")?)?,
-                vec: dec32(find(p, "vec")?)?,
+                apicid: dec32(c.find("apicid")?)?,
+                vec: dec32(c.find("vec")?)?,
                 coalesced: p.ends_with("(coalesced)"),
             })
         },
@@ -118,22 +120,25 @@ pub fn decoder(system: &str, name: &str) -> Decoder {
             })
         },
         "kvm_hv_timer_state" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::HvTimerState {
-                vcpu: dec32(find(p, "vcpu_id")?)?,
-                hv_timer: find(p, "hv_timer")? != "0",
+                vcpu: dec32(c.find("vcpu_id")?)?,
+                hv_timer: c.find("hv_timer")? != "0",
             })
         },
         "kvm_wait_lapic_expire" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::WaitLapicExpire {
-                vcpu: dec32(find(p, "vcpu")?)?,
-                delta_ns: dec_i64(find(p, "delta")?)?,
+                vcpu: dec32(c.find("vcpu")?)?,
+                delta_ns: dec_i64(c.find("delta")?)?,
             })
         },
         "kvm_vcpu_wakeup" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::VcpuWakeup {
-                ns: dec(find(p, "time")?)?,
+                ns: dec(c.find("time")?)?,
                 waited: p.starts_with("wait"),
-                valid: find(p, "polling")? == "valid",
+                valid: c.find("polling")? == "valid",
             })
         },
         "kvm_halt_poll_ns" => |_, p| halt_poll_ns(p),
@@ -153,21 +158,24 @@ pub fn decoder(system: &str, name: &str) -> Decoder {
             })
         },
         "kvm_pv_tlb_flush" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::PvTlbFlush {
-                vcpu: dec32(find(p, "vcpu")?)?,
-                need_flush: find(p, "need_flush_tlb")? == "true",
+                vcpu: dec32(c.find("vcpu")?)?,
+                need_flush: c.find("need_flush_tlb")? == "true",
             })
         },
         "kvm_set_irq" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::SetIrq {
-                gsi: dec32(find(p, "gsi")?)?,
-                level: i32::try_from(dec_i64(find(p, "level")?)?).ok()?,
+                gsi: dec32(c.find("gsi")?)?,
+                level: i32::try_from(dec_i64(c.find("level")?)?).ok()?,
             })
         },
         "kvm_msi_set_irq" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::MsiSetIrq {
-                dst: hex(find(p, "dst")?)?,
-                vec: dec32(find(p, "vec")?)?,
+                dst: hex(c.find("dst")?)?,
+                vec: dec32(c.find("vec")?)?,
             })
         },
         "kvm_wfx_arm64" => |_, p| wfx(p),
@@ -198,19 +206,21 @@ pub fn decoder(system: &str, name: &str) -> Decoder {
         },
         "kvm_sys_access" => |_, p| sys_access(p),
         "ipi_send_cpu" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::IpiSend {
-                cpu: Some(dec32(find(p, "cpu")?)?),
+                cpu: Some(dec32(c.find("cpu")?)?),
                 cpumask: "",
-                callsite: symbol(find(p, "callsite")?),
-                callback: symbol(find(p, "callback")?),
+                callsite: symbol(c.find("callsite")?),
+                callback: symbol(c.find("callback")?),
             })
         },
         "ipi_send_cpumask" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::IpiSend {
                 cpu: None,
-                cpumask: find(p, "cpumask")?,
-                callsite: symbol(find(p, "callsite")?),
-                callback: symbol(find(p, "callback")?),
+                cpumask: c.find("cpumask")?,
+                callsite: symbol(c.find("callsite")?),
+                callback: symbol(c.find("callback")?),
             })
         },
         "ipi_raise" => |_, p| {
@@ -228,9 +238,10 @@ pub fn decoder(system: &str, name: &str) -> Decoder {
             })
         },
         "csd_queue_cpu" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::CsdQueue {
-                cpu: dec32(find(p, "cpu")?)?,
-                func: symbol(find(p, "func")?),
+                cpu: dec32(c.find("cpu")?)?,
+                func: symbol(c.find("func")?),
             })
         },
         "csd_function_entry" | "csd_function_exit" => |name, p| {
@@ -240,16 +251,18 @@ pub fn decoder(system: &str, name: &str) -> Decoder {
             })
         },
         "hrtimer_start" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::HrtimerStart {
-                hrtimer: hex(find(p, "hrtimer")?)?,
-                function: symbol(find(p, "function")?),
-                expires_ns: find(p, "expires").and_then(dec),
+                hrtimer: hex(c.find("hrtimer")?)?,
+                function: symbol(c.find("function")?),
+                expires_ns: c.find("expires").and_then(dec),
             })
         },
         "hrtimer_expire_entry" => |_, p| {
+            let mut c = Cursor::new(p);
             Some(EventKind::HrtimerExpireEntry {
-                hrtimer: hex(find(p, "hrtimer")?)?,
-                function: symbol(find(p, "function")?),
+                hrtimer: hex(c.find("hrtimer")?)?,
+                function: symbol(c.find("function")?),
             })
         },
         "hrtimer_expire_exit" => |_, p| {
@@ -436,8 +449,9 @@ fn arm64_exit(p: &str, ec_pos: usize) -> Option<KvmExit<'_>> {
 }
 
 fn kvm_entry(p: &str) -> EventKind<'_> {
-    let vcpu = find(p, "vcpu").and_then(dec32);
-    let rip = find(p, "rip").or_else(|| find(p, "PC")).and_then(hex);
+    let mut c = Cursor::new(p);
+    let vcpu = c.find("vcpu").and_then(dec32);
+    let rip = c.find("rip").or_else(|| c.find("PC")).and_then(hex);
     EventKind::KvmEntry { vcpu, rip }
 }
 
@@ -457,6 +471,7 @@ fn userspace_exit(p: &str) -> Option<EventKind<'_>> {
 }
 
 fn pio(p: &str) -> Option<EventKind<'_>> {
+    let mut c = Cursor::new(p);
     let write = if p.starts_with("pio_write") {
         true
     } else if p.starts_with("pio_read") {
@@ -466,14 +481,15 @@ fn pio(p: &str) -> Option<EventKind<'_>> {
     };
     Some(EventKind::Pio {
         write,
-        port: hex32(find(p, "at")?)?,
-        size: dec32(find(p, "size")?)?,
-        count: dec32(find(p, "count")?)?,
-        val: find(p, "val").and_then(hex).unwrap_or(0),
+        port: hex32(c.find("at")?)?,
+        size: dec32(c.find("size")?)?,
+        count: dec32(c.find("count")?)?,
+        val: c.find("val").and_then(hex).unwrap_or(0),
     })
 }
 
 fn mmio(p: &str) -> Option<EventKind<'_>> {
+    let mut c = Cursor::new(p);
     let kind = match p.strip_prefix("mmio ")?.split(' ').next()? {
         "write" => MmioKind::Write,
         "read" => MmioKind::Read,
@@ -482,9 +498,9 @@ fn mmio(p: &str) -> Option<EventKind<'_>> {
     };
     Some(EventKind::Mmio {
         kind,
-        len: dec32(find(p, "len")?)?,
-        gpa: hex(find(p, "gpa")?)?,
-        val: find(p, "val").and_then(hex).unwrap_or(0),
+        len: dec32(c.find("len")?)?,
+        gpa: hex(c.find("gpa")?)?,
+        val: c.find("val").and_then(hex).unwrap_or(0),
     })
 }
 
@@ -538,10 +554,11 @@ fn cr(p: &str) -> Option<EventKind<'_>> {
 }
 
 fn page_fault(p: &str) -> Option<EventKind<'_>> {
+    let mut c = Cursor::new(p);
     Some(EventKind::PageFault {
-        vcpu: find(p, "vcpu").and_then(dec32),
-        addr: hex(find(p, "address")?)?,
-        error_code: hex(find(p, "error_code")?)?,
+        vcpu: c.find("vcpu").and_then(dec32),
+        addr: hex(c.find("address")?)?,
+        error_code: hex(c.find("error_code")?)?,
     })
 }
 
@@ -601,12 +618,13 @@ fn apic(p: &str) -> Option<EventKind<'_>> {
 }
 
 fn halt_poll_ns(p: &str) -> Option<EventKind<'_>> {
-    let vcpu = dec32(find(p, "vcpu")?)?;
-    let new = dec(find(p, "halt_poll_ns")?)?;
-    let (grow, old) = if let Some(v) = find(p, "(grow") {
+    let mut c = Cursor::new(p);
+    let vcpu = dec32(c.find("vcpu")?)?;
+    let new = dec(c.find("halt_poll_ns")?)?;
+    let (grow, old) = if let Some(v) = c.find("(grow") {
         (true, v)
     } else {
-        (false, find(p, "(shrink")?)
+        (false, c.find("(shrink")?)
     };
     Some(EventKind::HaltPollNs {
         vcpu,
