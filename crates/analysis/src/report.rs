@@ -89,11 +89,19 @@ pub struct EventFilter {
 impl EventFilter {
     /// A pid matches the event's thread group, or the thread itself (a process's main thread
     /// has tid == pid, and traces without thread groups print only tids).
+    #[inline]
     pub fn keeps(&self, ev: &Event<'_>) -> bool {
-        (self.pids.is_empty()
-            || ev.tgid.is_some_and(|p| self.pids.contains(&p))
-            || self.pids.contains(&ev.tid))
-            && (self.tids.is_empty() || self.tids.contains(&ev.tid))
+        self.keeps_all()
+            || ((self.pids.is_empty()
+                || ev.tgid.is_some_and(|p| self.pids.contains(&p))
+                || self.pids.contains(&ev.tid))
+                && (self.tids.is_empty() || self.tids.contains(&ev.tid)))
+    }
+
+    /// No filter: every event is kept.
+    #[inline]
+    pub fn keeps_all(&self) -> bool {
+        self.pids.is_empty() && self.tids.is_empty()
     }
 }
 
