@@ -228,3 +228,53 @@ mod thread_slots_tests {
         assert_eq!(t.len(), 5);
     }
 }
+
+/// Strings by small id, for analyses that group by a string of each event (a timer's
+/// function, an IPI's callback): looking one up allocates only the first time it is seen.
+#[derive(Debug, Default, Clone)]
+pub struct Strings {
+    ids: std::collections::HashMap<Box<str>, u32, foldhash::fast::FixedState>,
+    all: Vec<Box<str>>,
+}
+
+impl Strings {
+    /// The id of `s`.
+    #[inline]
+    pub fn id(&mut self, s: &str) -> u32 {
+        match self.ids.get(s) {
+            Some(&id) => id,
+            None => self.insert(s),
+        }
+    }
+
+    #[cold]
+    fn insert(&mut self, s: &str) -> u32 {
+        let id = self.all.len() as u32;
+        self.all.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    /// The string of `id` (from [`Strings::id`] of this table).
+    pub fn get(&self, id: u32) -> &str {
+        &self.all[id as usize]
+    }
+}
+
+#[cfg(test)]
+mod strings_tests {
+    use super::Strings;
+
+    #[test]
+    fn one_id_per_string() {
+        let mut s = Strings::default();
+        let a = s.id("tick_nohz_handler");
+        let b = s.id("hrtimer_wakeup");
+        assert_ne!(a, b);
+        assert_eq!(s.id("tick_nohz_handler"), a);
+        assert_eq!(
+            (s.get(a), s.get(b)),
+            ("tick_nohz_handler", "hrtimer_wakeup")
+        );
+    }
+}

@@ -6,10 +6,14 @@
 //! reason. Field report 004 attributed IPI1 to `do_nothing` and `tlb_remove_table_smp_sync`
 //! this way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use kvmscope_trace::{Event, EventKind};
 use serde::Serialize;
+
+use crate::keys::Strings;
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// The IPI type of a function run through an IPI: `tlb_shootdown` (`flush_tlb_func`),
 /// `reschedule` (no function), `irq_work`, `membarrier` (`ipi_mb`, `ipi_sync_core`, ...) or
@@ -45,11 +49,27 @@ struct SendCounts {
 #[derive(Debug, Default)]
 pub(super) struct Ipis {
     /// Per sender CPU: the functions queued (csd_queue_cpu) since its last IPI send, by target.
-    queued: BTreeMap<u32, BTreeMap<u32, String>>,
-    sent: BTreeMap<(u32, u32, String), SendCounts>,
-    csd: BTreeMap<(u32, String), (u64, u64)>,
-    vectors: BTreeMap<(u32, String), u64>,
-    tlb: BTreeMap<(u32, String), u64>,
+    queued: BTreeMap<u32, BTreeMap<u32, u32>>,
+    /// By sender CPU, target CPU, function. The strings (functions, vectors, reasons) are
+    /// ids in `names`.
+    sent: Map<(u32, u32, u32), SendCounts>,
+    csd: Map<(u32, u32), (u64, u64)>,
+    vectors: Map<(u32, u32), u64>,
+    tlb: Map<(u32, u32), u64>,
+    names: Strings,
+}
+
+/// The rows of `map` keyed by `(cpu, string id)`, sorted by CPU then string.
+fn by_cpu_and_name<'a, V>(
+    map: &'a Map<(u32, u32), V>,
+    names: &'a Strings,
+) -> Vec<(u32, &'a str, &'a V)> {
+    let mut rows: Vec<_> = map
+        .iter()
+        .map(|(&(cpu, id), v)| (cpu, names.get(id), v))
+        .collect();
+    rows.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    rows
 }
 
 /// IPIs from one CPU to another carrying one function.
@@ -131,7 +151,10 @@ impl Ipis {
     pub fn text_patching_runs(&self) -> u64 {
         self.csd
             .iter()
-            .filter(|((_, f), _)| f == "do_sync_core" || f.starts_with("text_poke"))
+            .filter(|((_, f), _)| {
+                let f = self.names.get(*f);
+                f == "do_sync_core" || f.starts_with("text_poke")
+            })
             .map(|(_, &(remote, _))| remote)
             .sum()
     }
@@ -139,10 +162,8 @@ impl Ipis {
     pub fn observe(&mut self, ev: &Event<'_>, ours: bool) {
         match ev.kind {
             EventKind::CsdQueue { cpu, func } => {
-                self.queued
-                    .entry(ev.cpu)
-                    .or_default()
-                    .insert(cpu, func.to_string());
+                let func = self.names.id(func);
+                self.queued.entry(ev.cpu).or_default().insert(cpu, func);
             }
             EventKind::IpiSend {
                 cpu,
@@ -157,14 +178,14 @@ impl Ipis {
                 let queued = self.queued.remove(&ev.cpu).unwrap_or_default();
                 for t in targets {
                     let function = if is_generic_handler(callback) {
-                        queued
-                            .get(&t)
-                            .cloned()
-                            .unwrap_or_else(|| callback.to_string())
+                        match queued.get(&t) {
+                            Some(&f) => f,
+                            None => self.names.id(callback),
+                        }
                     } else if callback == "0x0" {
-                        String::new()
+                        self.names.id("")
                     } else {
-                        callback.to_string()
+                        self.names.id(callback)
                     };
                     let e = self.sent.entry((ev.cpu, t, function)).or_default();
                     e.sent += 1;
@@ -177,7 +198,8 @@ impl Ipis {
                 let local = ev
                     .field("csd")
                     .is_some_and(|c| c.bytes().all(|b| b == b'0') || c == "(null)");
-                let e = self.csd.entry((ev.cpu, func.to_string())).or_default();
+                let func = self.names.id(func);
+                let e = self.csd.entry((ev.cpu, func)).or_default();
                 if local {
                     e.1 += 1;
                 } else {
@@ -187,7 +209,8 @@ impl Ipis {
             EventKind::IrqVector { entry: true, .. } => {
                 if let Some(v) = ev.name.strip_suffix("_entry") {
                     if v != "local_timer" {
-                        *self.vectors.entry((ev.cpu, v.to_string())).or_default() += 1;
+                        let v = self.names.id(v);
+                        *self.vectors.entry((ev.cpu, v)).or_default() += 1;
                     }
                 }
             }
@@ -198,52 +221,56 @@ impl Ipis {
                     .split_once("reason:")
                     .map(|(_, r)| r.rsplit_once(" (").map_or(r, |(name, _)| name).trim())
                     .unwrap_or("unknown");
-                *self.tlb.entry((ev.cpu, reason.to_string())).or_default() += 1;
+                let reason = self.names.id(reason);
+                *self.tlb.entry((ev.cpu, reason)).or_default() += 1;
             }
             _ => {}
         }
     }
 
     pub fn finish(&self) -> IpiReport {
+        // Sorted by sender, target, function.
+        let mut sent: Vec<_> = self
+            .sent
+            .iter()
+            .map(|(&(s, t, f), c)| (s, t, self.names.get(f), c))
+            .collect();
+        sent.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
         IpiReport {
-            sent: self
-                .sent
-                .iter()
-                .map(|((s, t, f), c)| IpiSentRow {
-                    sender_cpu: *s,
-                    target_cpu: *t,
+            sent: sent
+                .into_iter()
+                .map(|(s, t, f, c)| IpiSentRow {
+                    sender_cpu: s,
+                    target_cpu: t,
                     kind: classify_function(f),
-                    function: f.clone(),
+                    function: f.to_string(),
                     sent: c.sent,
                     sent_by_scope: c.sent_by_scope,
                 })
                 .collect(),
-            csd_functions: self
-                .csd
-                .iter()
-                .map(|((cpu, f), &(runs, local_runs))| CsdRow {
-                    cpu: *cpu,
-                    function: f.clone(),
+            csd_functions: by_cpu_and_name(&self.csd, &self.names)
+                .into_iter()
+                .map(|(cpu, f, &(runs, local_runs))| CsdRow {
+                    cpu,
+                    function: f.to_string(),
                     kind: classify_function(f),
                     runs,
                     local_runs,
                 })
                 .collect(),
-            received_vectors: self
-                .vectors
-                .iter()
-                .map(|((cpu, v), &count)| VectorRow {
-                    cpu: *cpu,
-                    vector: v.clone(),
+            received_vectors: by_cpu_and_name(&self.vectors, &self.names)
+                .into_iter()
+                .map(|(cpu, v, &count)| VectorRow {
+                    cpu,
+                    vector: v.to_string(),
                     count,
                 })
                 .collect(),
-            tlb_flushes: self
-                .tlb
-                .iter()
-                .map(|((cpu, r), &flushes)| TlbFlushRow {
-                    cpu: *cpu,
-                    reason: r.clone(),
+            tlb_flushes: by_cpu_and_name(&self.tlb, &self.names)
+                .into_iter()
+                .map(|(cpu, r, &flushes)| TlbFlushRow {
+                    cpu,
+                    reason: r.to_string(),
                     flushes,
                 })
                 .collect(),

@@ -15,6 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kvmscope_trace::{Event, EventKind};
+
+use crate::keys::Strings;
 use serde::Serialize;
 
 #[derive(Debug, Default)]
@@ -41,8 +43,11 @@ struct Counts {
 #[derive(Debug, Default)]
 pub(super) struct Timers {
     cpus: BTreeMap<u32, CpuState>,
-    rows: BTreeMap<(String, u32), Counts>,
-    functions: HashMap<u64, String>,
+    /// By (function id in `names`, CPU).
+    rows: HashMap<(u32, u32), Counts, foldhash::fast::FixedState>,
+    /// The function of each timer seen, by address.
+    functions: HashMap<u64, u32, foldhash::fast::FixedState>,
+    names: Strings,
     scope_timers: BTreeSet<u64>,
     local_timer: BTreeMap<u32, u64>,
     irq_context_known: bool,
@@ -119,8 +124,8 @@ impl ScopeDeadlineWrites {
 }
 
 impl Timers {
-    fn row(&mut self, function: &str, cpu: u32) -> &mut Counts {
-        self.rows.entry((function.to_string(), cpu)).or_default()
+    fn row(&mut self, function: u32, cpu: u32) -> &mut Counts {
+        self.rows.entry((function, cpu)).or_default()
     }
 
     pub fn observe(&mut self, ev: &Event<'_>, ours: bool) {
@@ -129,7 +134,8 @@ impl Timers {
             EventKind::HrtimerStart {
                 hrtimer, function, ..
             } => {
-                self.functions.insert(hrtimer, function.to_string());
+                let function = self.names.id(function);
+                self.functions.insert(hrtimer, function);
                 let known = self.irq_context_known;
                 let st = self.cpus.entry(cpu).or_default();
                 // A start inside a timer interrupt belongs to whatever task the interrupt
@@ -153,7 +159,8 @@ impl Timers {
                 row.restarted_in_interrupt += u64::from(restarted);
             }
             EventKind::HrtimerExpireEntry { hrtimer, function } => {
-                self.functions.insert(hrtimer, function.to_string());
+                let function = self.names.id(function);
+                self.functions.insert(hrtimer, function);
                 let st = self.cpus.entry(cpu).or_default();
                 st.running.push(hrtimer);
                 st.expired_in_irq.insert(hrtimer);
@@ -174,12 +181,11 @@ impl Timers {
             EventKind::HrtimerCancel { hrtimer } => {
                 let st = self.cpus.entry(cpu).or_default();
                 st.last_exit = None;
-                let function = self
-                    .functions
-                    .get(&hrtimer)
-                    .cloned()
-                    .unwrap_or_else(|| "unknown".to_string());
-                self.row(&function, cpu).cancels += 1;
+                let function = match self.functions.get(&hrtimer) {
+                    Some(&f) => f,
+                    None => self.names.id("unknown"),
+                };
+                self.row(function, cpu).cancels += 1;
             }
             EventKind::GuestMsr {
                 write: true,
@@ -194,8 +200,8 @@ impl Timers {
                         .any(|t| self.scope_timers.contains(t));
                     let last = st.last_expired;
                     self.scope_deadline_writes_irq += u64::from(scope_irq);
-                    if let Some(f) = last.and_then(|t| self.functions.get(&t)).cloned() {
-                        self.row(&f, cpu).tsc_deadline_writes_in_irq += 1;
+                    if let Some(&f) = last.and_then(|t| self.functions.get(&t)) {
+                        self.row(f, cpu).tsc_deadline_writes_in_irq += 1;
                     }
                 } else if ours {
                     self.scope_deadline_writes_task += 1;
@@ -216,13 +222,19 @@ impl Timers {
     }
 
     pub fn finish(&self) -> TimerReport {
+        // Sorted by function, then CPU.
+        let mut rows: Vec<_> = self
+            .rows
+            .iter()
+            .map(|(&(f, cpu), c)| (self.names.get(f), cpu, c))
+            .collect();
+        rows.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         TimerReport {
-            hrtimers: self
-                .rows
-                .iter()
-                .map(|((function, cpu), c)| HrtimerRow {
-                    function: function.clone(),
-                    cpu: *cpu,
+            hrtimers: rows
+                .into_iter()
+                .map(|(function, cpu, c)| HrtimerRow {
+                    function: function.to_string(),
+                    cpu,
                     starts: c.starts,
                     starts_by_scope: c.starts_by_scope,
                     expiries: c.expiries,
