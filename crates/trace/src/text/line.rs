@@ -6,7 +6,7 @@
 //! - `trace-cmd report`: the same, with padding after the name;
 //! - `perf script` of tracepoints: `comm tid [cpu] ts: sys:name: fields`, or `comm pid/tid`.
 
-use crate::bytes::{find_blank, find_byte, word_at};
+use crate::bytes::{find_any, find_blank, find_byte, word_at};
 use crate::fields::{trim_end_blank, trim_start_blank};
 
 /// The common columns of a text event line, borrowing from the line.
@@ -290,10 +290,12 @@ fn parse_task_fast(task: &str) -> Option<Option<(&str, u32, Option<u32>)>> {
     while p > 0 && b[p - 1].is_ascii_digit() {
         p -= 1;
     }
-    if p == 0 || p == end {
+    if p == 0 || p == end || end - p > 9 {
         return None;
     }
-    let tid = small_number(b, p, end)?;
+    let tid = b[p..end]
+        .iter()
+        .fold(0u32, |v, &c| v * 10 + u32::from(c - b'0'));
     match b[p - 1] {
         // ftrace `comm-tid`: the last dash (only digits follow it).
         b'-' => Some(Some((&task[..p - 1], tid, tgid))),
@@ -476,9 +478,19 @@ const POW10_FRAC: [u64; 10] = [
 #[inline(always)]
 fn common_columns_fast(s: &str) -> Option<(&str, u32, usize, u64)> {
     let b = s.as_bytes();
-    let open = find_byte(b, 0, b'[')?;
+    // A task column without a colon has no instance name before it (see strip_instance).
+    let first = find_any(b, 0, [b'[', b':'])?;
+    let plain = b[first] == b'[';
+    let open = if plain {
+        first
+    } else {
+        find_byte(b, first + 1, b'[')?
+    };
+    // The CPU's digits, their value as they are read (a few: no word-wise parse).
     let mut i = open + 1;
-    while b.get(i).is_some_and(u8::is_ascii_digit) {
+    let mut cpu = 0u64;
+    while let Some(d) = b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d < 10) {
+        cpu = cpu.wrapping_mul(10).wrapping_add(u64::from(d));
         i += 1;
     }
     if i == open + 1 || b.get(i) != Some(&b']') {
@@ -487,7 +499,7 @@ fn common_columns_fast(s: &str) -> Option<(&str, u32, usize, u64)> {
     if i - open - 1 > 19 {
         return None;
     }
-    let cpu = u32::try_from(digits_value(b, open + 1, i)).ok()?;
+    let cpu = u32::try_from(cpu).ok()?;
     let close = i + 1;
     let blank = |c: u8| c == b' ' || c == b'\t';
     let mut j = close;
@@ -510,19 +522,25 @@ fn common_columns_fast(s: &str) -> Option<(&str, u32, usize, u64)> {
         }
     }
     // The timestamp: digits and dots up to a colon followed by a blank or the end.
+    // Values accumulated as the digits are read (wrapping: too many digits is refused below).
+    let digit = |j: usize| b.get(j).map(|c| c.wrapping_sub(b'0')).filter(|&d| d < 10);
     let start = j;
-    if !b.get(j)?.is_ascii_digit() {
-        return None;
-    }
-    while j < b.len() && b[j].is_ascii_digit() {
+    let mut secs = 0u64;
+    while let Some(d) = digit(j) {
+        secs = secs.wrapping_mul(10).wrapping_add(u64::from(d));
         j += 1;
     }
     let int_len = j - start;
+    if int_len == 0 {
+        return None;
+    }
     let dot = b.get(j) == Some(&b'.');
     let frac_start = j + 1;
+    let mut frac = 0u64;
     if dot {
         j += 1;
-        while j < b.len() && b[j].is_ascii_digit() {
+        while let Some(d) = digit(j) {
+            frac = frac * 10 + u64::from(d);
             j += 1;
             if j - frac_start > 9 {
                 return None;
@@ -536,14 +554,18 @@ fn common_columns_fast(s: &str) -> Option<(&str, u32, usize, u64)> {
     if int_len > 19 || (dot && frac_len == 0) {
         return None;
     }
-    let secs = digits_value(b, start, start + int_len);
     let ts = if dot {
-        let frac = digits_value(b, frac_start, j) * POW10_FRAC[frac_len];
-        secs.checked_mul(1_000_000_000)?.checked_add(frac)?
+        secs.checked_mul(1_000_000_000)?
+            .checked_add(frac * POW10_FRAC[frac_len])?
     } else {
         secs
     };
-    Some((strip_instance(&s[..open]), cpu, j + 1, ts))
+    let task = if plain {
+        &s[..open]
+    } else {
+        strip_instance(&s[..open])
+    };
+    Some((task, cpu, j + 1, ts))
 }
 
 /// The fast and the general search for the common columns of one line (trimmed at the start),
@@ -572,21 +594,42 @@ fn common_columns_general(s: &str) -> Option<(&str, u32, usize, u64)> {
     })
 }
 
+/// System, name and payload of what follows the timestamp (its blanks skipped). The name token
+/// runs to the first blank and ends with a colon; a colon inside it ends the system
+/// (`kvm:kvm_exit:`). One scan finds the first colon or blank: where that colon is followed by
+/// a blank (`kvm_exit: `) it ends the token too. A line without such a token is a function
+/// tracer line (`func <-parent`).
+#[inline(always)]
+fn name_columns(rest: &str) -> (&str, &str, &str) {
+    let r = rest.as_bytes();
+    let blank = |i: usize| matches!(r.get(i), None | Some(b' ' | b'\t'));
+    let named = match find_any(r, 0, [b':', b' ', b'\t']) {
+        Some(colon) if r[colon] == b':' => {
+            let end = if blank(colon + 1) {
+                colon + 1
+            } else {
+                find_blank(r, colon + 1).unwrap_or(r.len())
+            };
+            // `end` > `colon`: the token ends with a colon, or it is no event name.
+            (r[end - 1] == b':').then(|| {
+                let payload = skip_blanks(&rest[end..]);
+                if end - 1 == colon {
+                    ("", &rest[..colon], payload)
+                } else {
+                    (&rest[..colon], &rest[colon + 1..end - 1], payload)
+                }
+            })
+        }
+        _ => None,
+    };
+    named.unwrap_or((FUNCTION_SYSTEM, FUNCTION_NAME, rest))
+}
+
 #[inline(always)]
 fn parse_event(s: &str) -> Option<EventColumns<'_>> {
     let (task, cpu, ts_end, ts_ns) = common_columns(s)?;
     let rest = skip_blanks(&s[ts_end..]);
-    let name_end = find_blank(rest.as_bytes(), 0).unwrap_or(rest.len());
-    let name_tok = &rest[..name_end];
-    let payload = skip_blanks(&rest[name_end..]);
-    let (system, name, payload) = match name_tok.strip_suffix(':') {
-        Some(full) => match find_byte(full.as_bytes(), 0, b':') {
-            Some(c) => (&full[..c], &full[c + 1..], payload),
-            None => ("", full, payload),
-        },
-        // function tracer lines: `func <-parent`
-        None => (FUNCTION_SYSTEM, FUNCTION_NAME, rest),
-    };
+    let (system, name, payload) = name_columns(rest);
     if name.is_empty() {
         return None;
     }
@@ -719,6 +762,24 @@ mod number_tests {
             let b = line.as_bytes();
             let got = digits_value(b, pad.len(), pad.len() + digits.len());
             prop_assert_eq!(got, digits.parse::<u64>().unwrap());
+        }
+
+        /// The one-scan split of the name token gives what splitting at the first blank, then
+        /// at the first colon, gives.
+        #[test]
+        fn name_columns_equal_two_scans(rest in "[a-c: \t]{0,24}") {
+            let rest = skip_blanks(&rest);
+            let name_end = find_blank(rest.as_bytes(), 0).unwrap_or(rest.len());
+            let name_tok = &rest[..name_end];
+            let payload = skip_blanks(&rest[name_end..]);
+            let want = match name_tok.strip_suffix(':') {
+                Some(full) => match full.find(':') {
+                    Some(c) => (&full[..c], &full[c + 1..], payload),
+                    None => ("", full, payload),
+                },
+                None => (FUNCTION_SYSTEM, FUNCTION_NAME, rest),
+            };
+            prop_assert_eq!(name_columns(rest), want);
         }
 
         #[test]
