@@ -19,6 +19,7 @@ pub struct Latency {
     buckets: Vec<u64>,
 }
 
+#[inline]
 fn bucket_of(v: u64) -> usize {
     if v < SUB {
         return v as usize;
@@ -39,6 +40,7 @@ fn bucket_low(b: usize) -> u64 {
 }
 
 impl Latency {
+    #[inline]
     pub fn add(&mut self, v: u64) {
         if self.n == 0 || v < self.min {
             self.min = v;

@@ -17,7 +17,7 @@ use kvmscope_trace::{ArmExitKind, Event, EventKind, ExitReason, KvmExit, MmioKin
 
 use crate::error::TraceDatError;
 use crate::file::{BufferMerger, FileAt, Merger, TraceDat};
-use crate::format::EventFormat;
+use crate::format::{EventFormat, FieldKind};
 use crate::symbols::Kallsyms;
 
 /// What a trace.dat file held besides its events.
@@ -598,6 +598,17 @@ impl Which {
     }
 }
 
+/// A field a [`Plan`] reads: its index in the format, where it is, and for a plain integer its
+/// size (0 for anything else), so that the usual 8-byte field is read without going back to
+/// the format.
+#[derive(Debug, Clone, Copy)]
+struct Access {
+    index: usize,
+    offset: usize,
+    size: u8,
+    signed: bool,
+}
+
 /// How to decode one event id: the event's format and which of its fields we read.
 #[derive(Debug)]
 struct Plan<'f> {
@@ -608,7 +619,7 @@ struct Plan<'f> {
     which: Which,
     /// Field indices by the names the decoder asks for, resolved on first use, in the order
     /// asked.
-    cache: Vec<(&'static str, Option<usize>)>,
+    cache: Vec<(&'static str, Option<Access>)>,
     /// Where in `cache` the next lookup of this record is expected: a decoder asks for the
     /// same fields in the same order record after record, so a lookup is one comparison.
     next: usize,
@@ -625,24 +636,39 @@ impl<'f> Plan<'f> {
         }
     }
 
-    #[inline]
-    fn index(&mut self, name: &'static str) -> Option<usize> {
-        if let Some(&(n, i)) = self.cache.get(self.next) {
+    #[inline(always)]
+    fn index(&mut self, name: &'static str) -> Option<Access> {
+        if let Some(&(n, a)) = self.cache.get(self.next) {
             if std::ptr::eq(n, name) || n == name {
                 self.next += 1;
-                return i;
+                return a;
             }
         }
         self.index_slow(name)
     }
 
     #[cold]
-    fn index_slow(&mut self, name: &'static str) -> Option<usize> {
+    #[inline(never)]
+    fn index_slow(&mut self, name: &'static str) -> Option<Access> {
         let at = match self.cache.iter().position(|(n, _)| *n == name) {
             Some(at) => at,
             None => {
-                let i = self.fmt.fields.iter().position(|f| f.name == name);
-                self.cache.push((name, i));
+                let a = self
+                    .fmt
+                    .fields
+                    .iter()
+                    .position(|f| f.name == name)
+                    .map(|i| {
+                        let f = &self.fmt.fields[i];
+                        let scalar = f.kind == FieldKind::Scalar && matches!(f.size, 1 | 2 | 4 | 8);
+                        Access {
+                            index: i,
+                            offset: f.offset,
+                            size: if scalar { f.size as u8 } else { 0 },
+                            signed: f.signed,
+                        }
+                    });
+                self.cache.push((name, a));
                 self.cache.len() - 1
             }
         };
@@ -650,16 +676,29 @@ impl<'f> Plan<'f> {
         self.cache[at].1
     }
 
+    #[inline(always)]
     fn u64(&mut self, data: &[u8], name: &'static str) -> Option<u64> {
-        let i = self.index(name)?;
-        self.fmt.fields[i].u64(data)
+        let a = self.index(name)?;
+        // What Field::u64 gives, for a plain integer without going back to the format.
+        let at = data.get(a.offset..)?;
+        Some(match (a.size, a.signed) {
+            (8, _) => u64::from_le_bytes(*at.first_chunk::<8>()?),
+            (4, false) => u64::from(u32::from_le_bytes(*at.first_chunk::<4>()?)),
+            (4, true) => i32::from_le_bytes(*at.first_chunk::<4>()?) as i64 as u64,
+            (2, false) => u64::from(u16::from_le_bytes(*at.first_chunk::<2>()?)),
+            (2, true) => i16::from_le_bytes(*at.first_chunk::<2>()?) as i64 as u64,
+            (1, false) => u64::from(*at.first()?),
+            (1, true) => *at.first()? as i8 as i64 as u64,
+            _ => return self.fmt.fields[a.index].u64(data),
+        })
     }
 
+    #[inline(always)]
     fn i64(&mut self, data: &[u8], name: &'static str) -> Option<i64> {
-        let i = self.index(name)?;
-        self.fmt.fields[i].i64(data)
+        self.u64(data, name).map(|v| v as i64)
     }
 
+    #[inline(always)]
     fn u32(&mut self, data: &[u8], name: &'static str) -> Option<u32> {
         self.u64(data, name).map(|v| v as u32)
     }
@@ -702,7 +741,7 @@ impl<'f> Plan<'f> {
         let start = scratch.len();
         let bytes = self
             .index(name)
-            .and_then(|i| self.fmt.fields[i].bytes(data))
+            .and_then(|a| self.fmt.fields[a.index].bytes(data))
             .unwrap_or(&[]);
         let hex = b"0123456789abcdef";
         let mut seen = false;
