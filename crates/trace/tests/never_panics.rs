@@ -183,7 +183,7 @@ proptest! {
         sep in "[- /\t]",
         tid in "[0-9+]{0,12}",
         tgid in proptest::option::of("\\([ \t]*[0-9+-]{0,11}[ \t]*\\)"),
-        gap in "[ \t]{0,2}",
+        gap in "[ \t]{0,12}",
     ) {
         let mut task = format!("{comm}{sep}{tid}");
         if let Some(t) = tgid {

@@ -91,6 +91,9 @@ fn skip_blanks(s: &str) -> &str {
         let x = word_at(b, i) ^ 0x2020_2020_2020_2020;
         if x != 0 {
             i += (x.trailing_zeros() / 8) as usize;
+            if b[i] != b'\t' {
+                return &s[i..];
+            }
             break;
         }
         i += 8;
@@ -265,7 +268,16 @@ fn digits_value(b: &[u8], start: usize, end: usize) -> u64 {
 fn parse_task_fast(task: &str) -> Option<Option<(&str, u32, Option<u32>)>> {
     let blank = |c: u8| c == b' ' || c == b'\t';
     let b = task.as_bytes();
+    // Trailing blanks (ftrace pads the tid): spaces eight at a time, then byte by byte.
     let mut end = b.len();
+    while end >= 8 {
+        let x = word_at(b, end - 8) ^ 0x2020_2020_2020_2020;
+        if x != 0 {
+            end -= (x.leading_zeros() / 8) as usize;
+            break;
+        }
+        end -= 8;
+    }
     while end > 0 && blank(b[end - 1]) {
         end -= 1;
     }
@@ -285,17 +297,35 @@ fn parse_task_fast(task: &str) -> Option<Option<(&str, u32, Option<u32>)>> {
             end -= 1;
         }
     }
-    // Trailing digits: the tid.
+    // Trailing digits: the tid, its value summed as they are read from the right.
+    const POW10: [u32; 9] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+    ];
     let mut p = end;
-    while p > 0 && b[p - 1].is_ascii_digit() {
+    let mut tid = 0u32;
+    while let Some(d) = p
+        .checked_sub(1)
+        .map(|q| b[q].wrapping_sub(b'0'))
+        .filter(|&d| d < 10)
+    {
+        let k = end - p;
+        if k == POW10.len() {
+            return None;
+        }
+        tid += u32::from(d) * POW10[k];
         p -= 1;
     }
-    if p == 0 || p == end || end - p > 9 {
+    if p == 0 || p == end {
         return None;
     }
-    let tid = b[p..end]
-        .iter()
-        .fold(0u32, |v, &c| v * 10 + u32::from(c - b'0'));
     match b[p - 1] {
         // ftrace `comm-tid`: the last dash (only digits follow it).
         b'-' => Some(Some((&task[..p - 1], tid, tgid))),
