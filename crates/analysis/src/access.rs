@@ -57,7 +57,7 @@ struct Open {
 
 #[derive(Debug, Default)]
 pub struct Accesses {
-    slots: BTreeMap<Key, Slot>,
+    slots: std::collections::HashMap<Key, Slot, foldhash::fast::FixedState>,
     threads: ThreadSlots<Open>,
     /// System-register names as the trace printed them (`SYS_` dropped), by encoding.
     sysreg_names: BTreeMap<[u8; 5], String>,
@@ -224,7 +224,9 @@ impl Accesses {
 
     pub fn finish(&self) -> AccessReport {
         let mut r = AccessReport::default();
-        for (key, s) in &self.slots {
+        let mut slots: Vec<(&Key, &Slot)> = self.slots.iter().collect();
+        slots.sort_unstable_by_key(|&(k, _)| *k);
+        for (key, s) in slots {
             let latency = s.latency.summary();
             match *key {
                 Key::Msr { msr, write } => r.msr.push(MsrRow {

@@ -2,19 +2,18 @@
 //! in-kernel LAPIC timer (hv_timer state, early/late expiry), halt wake-ups and halt-polling
 //! (field reports 003 and 004).
 
-use std::collections::BTreeMap;
-
 use kvmscope_trace::{Event, EventKind};
 use serde::Serialize;
 
+use crate::keys::Tally;
 use crate::stats::{Latency, LatencySummary};
 
 #[derive(Debug, Default)]
 pub struct Interrupts {
-    injected: BTreeMap<u32, u64>,
-    accepted: BTreeMap<u32, u64>,
-    ipis: BTreeMap<(u32, u32), u64>,
-    exceptions: BTreeMap<u32, u64>,
+    injected: Tally<u32>,
+    accepted: Tally<u32>,
+    ipis: Tally<(u32, u32)>,
+    exceptions: Tally<u32>,
     eoi: u64,
     set_irq: u64,
     msi: u64,
@@ -89,17 +88,13 @@ pub struct WfxReport {
     pub wait: LatencySummary,
 }
 
-fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, k: K) {
-    *map.entry(k).or_default() += 1;
-}
-
 impl Interrupts {
     pub fn observe(&mut self, ev: &Event<'_>) {
         match ev.kind {
-            EventKind::InjVirq { irq, .. } => bump(&mut self.injected, irq),
-            EventKind::ApicAcceptIrq { vec, .. } => bump(&mut self.accepted, vec),
-            EventKind::ApicIpi { dst, vec } => bump(&mut self.ipis, (dst, vec)),
-            EventKind::InjException { vector } => bump(&mut self.exceptions, vector),
+            EventKind::InjVirq { irq, .. } => self.injected.bump(irq),
+            EventKind::ApicAcceptIrq { vec, .. } => self.accepted.bump(vec),
+            EventKind::ApicIpi { dst, vec } => self.ipis.bump((dst, vec)),
+            EventKind::InjException { vector } => self.exceptions.bump(vector),
             EventKind::Eoi { .. } => self.eoi += 1,
             EventKind::SetIrq { .. } => self.set_irq += 1,
             EventKind::MsiSetIrq { .. } => self.msi += 1,
@@ -159,10 +154,15 @@ impl Interrupts {
     pub fn finish(&self) -> InterruptReport {
         let wakes = self.wake_waited.count() + self.wake_polled.count();
         InterruptReport {
-            injected: self.injected.iter().map(|(&k, &n)| (k, n)).collect(),
-            accepted: self.accepted.iter().map(|(&k, &n)| (k, n)).collect(),
-            ipis: self.ipis.iter().map(|(&(d, v), &n)| (d, v, n)).collect(),
-            exceptions: self.exceptions.iter().map(|(&k, &n)| (k, n)).collect(),
+            injected: self.injected.sorted(),
+            accepted: self.accepted.sorted(),
+            ipis: self
+                .ipis
+                .sorted()
+                .into_iter()
+                .map(|((d, v), n)| (d, v, n))
+                .collect(),
+            exceptions: self.exceptions.sorted(),
             eoi: self.eoi,
             set_irq: self.set_irq,
             msi: self.msi,

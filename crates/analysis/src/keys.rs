@@ -278,3 +278,50 @@ mod strings_tests {
         );
     }
 }
+
+/// Event counts by a small key, read back in key order: one hash probe per event where a
+/// B-tree map walks down its nodes.
+#[derive(Debug, Clone)]
+pub struct Tally<K> {
+    map: std::collections::HashMap<K, u64, foldhash::fast::FixedState>,
+}
+
+impl<K> Default for Tally<K> {
+    fn default() -> Self {
+        Tally {
+            map: Default::default(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Ord + Copy> Tally<K> {
+    /// One more of `k`.
+    #[inline]
+    pub fn bump(&mut self, k: K) {
+        *self.map.entry(k).or_default() += 1;
+    }
+
+    /// `(key, count)` sorted by key.
+    pub fn sorted(&self) -> Vec<(K, u64)> {
+        let mut v: Vec<(K, u64)> = self.map.iter().map(|(&k, &n)| (k, n)).collect();
+        v.sort_unstable_by_key(|&(k, _)| k);
+        v
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tally_tests {
+    #[test]
+    fn counts_come_back_in_key_order() {
+        let mut c = super::Tally::default();
+        for k in [5u32, 1, 5, 9, 1, 5] {
+            c.bump(k);
+        }
+        assert_eq!(c.sorted(), vec![(1, 2), (5, 3), (9, 1)]);
+        assert!(!c.is_empty());
+    }
+}

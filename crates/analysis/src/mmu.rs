@@ -3,16 +3,14 @@
 //! when built, `existing` when found in the hash after a prev_roots cache miss), and guest page
 //! faults that reached KVM, by error-code bits (field report 001, 000).
 
-use std::collections::BTreeMap;
-
 use kvmscope_trace::{Event, EventKind, MmuKind};
 use serde::Serialize;
 
-use crate::keys::ThreadSlots;
+use crate::keys::{Tally, ThreadSlots};
 
 #[derive(Debug, Default)]
 pub struct Mmu {
-    kinds: BTreeMap<MmuKind, u64>,
+    kinds: Tally<MmuKind>,
     roots: ThreadSlots<RootCounts>,
     page_faults: u64,
     pf_write: u64,
@@ -57,7 +55,7 @@ impl Mmu {
                 root,
                 ..
             } => {
-                *self.kinds.entry(kind).or_default() += 1;
+                self.kinds.bump(kind);
                 if root {
                     let c = self.roots.slot(ev.tid);
                     if created {
@@ -89,7 +87,7 @@ impl Mmu {
         let mut root_loads: Vec<_> = self.roots.iter().map(|(t, &c)| (t, c)).collect();
         root_loads.sort_unstable_by_key(|&(t, _)| t);
         MmuReport {
-            events: self.kinds.iter().map(|(&k, &n)| (k, n)).collect(),
+            events: self.kinds.sorted(),
             root_loads,
             cr3_writes: self.cr3_writes,
             page_faults: PageFaults {

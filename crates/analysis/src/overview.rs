@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use kvmscope_trace::{tables, Event, EventKind};
 use serde::Serialize;
 
-use crate::keys::ThreadSlots;
+use crate::keys::{Tally, ThreadSlots};
 use crate::names::{Class, NameId, NameTable};
 
 #[derive(Debug, Default)]
@@ -18,7 +18,7 @@ pub struct Overview {
     /// Events per [`NameId`].
     by_name: Vec<u64>,
     threads: ThreadSlots<Thread>,
-    userspace: BTreeMap<(u32, Option<u32>), u64>,
+    userspace: Tally<(u32, Option<u32>)>,
     /// Events per CPU below 4096, by index; the rest in `cpus`.
     cpus_small: Vec<u64>,
     cpus: BTreeMap<u32, u64>,
@@ -134,7 +134,7 @@ impl Overview {
             EventKind::VcpuIndex { vcpu } => t.vcpu = Some(vcpu),
             EventKind::UserspaceExit { reason, errno } => {
                 t.userspace_exits += 1;
-                *self.userspace.entry((reason, errno)).or_default() += 1;
+                self.userspace.bump((reason, errno));
             }
             _ => {}
         }
@@ -188,8 +188,9 @@ impl Overview {
         }
         let mut userspace_exits: Vec<UserspaceExitRow> = self
             .userspace
-            .iter()
-            .map(|(&(reason, errno), &count)| UserspaceExitRow {
+            .sorted()
+            .into_iter()
+            .map(|((reason, errno), count)| UserspaceExitRow {
                 reason,
                 name: match errno {
                     Some(4) => "restart (EINTR)".into(),
