@@ -13,7 +13,7 @@ pub fn find<'a>(payload: &'a str, key: &str) -> Option<&'a str> {
 #[derive(Debug, Clone, Copy)]
 pub struct Cursor<'a> {
     payload: &'a str,
-    /// Where the last value found ended (a separator, or the end).
+    /// Where the token after the last value found starts (or the end).
     at: usize,
 }
 
@@ -31,12 +31,18 @@ impl<'a> Cursor<'a> {
             found => found,
         };
         let (value, end) = found?;
-        self.at = end;
+        // The next token's start: past the separator that ended the value, and blanks.
+        let b = self.payload.as_bytes();
+        let mut at = (end + 1).min(b.len());
+        while b.get(at) == Some(&b' ') {
+            at += 1;
+        }
+        self.at = at;
         Some(value)
     }
 }
 
-/// [`find`] from byte `from` (0, or a separator: where a value ended): the value and its end.
+/// [`find`] from byte `from` (0, or where a token starts): the value and its end.
 #[inline]
 fn find_at<'a>(payload: &'a str, from: usize, key: &str) -> Option<(&'a str, usize)> {
     let b = payload.as_bytes();
