@@ -598,9 +598,9 @@ impl Which {
     }
 }
 
-/// A field a [`Plan`] reads: its index in the format, where it is, and for a plain integer its
-/// size (0 for anything else), so that the usual 8-byte field is read without going back to
-/// the format.
+/// A field a [`Plan`] reads: its index in the format, where it is, and for a plain integer of
+/// 1, 2, 4 or 8 bytes its size (0 for anything else), so that such a field is read without
+/// going back to the format.
 #[derive(Debug, Clone, Copy)]
 struct Access {
     index: usize,
@@ -1156,6 +1156,24 @@ mod tests {
         // SVM codes are read with the SVM table.
         let svm = record(&fmt, &[("exit_reason", 0x400), ("isa", 2)]);
         assert!(decode(&fmt, &svm).contains("Svm(1024)"));
+    }
+
+    /// A plan reads every integer field as the format's own `Field::u64` does: each size,
+    /// signed or not, arrays and strings refused, short records refused.
+    #[test]
+    fn plan_reads_fields_as_the_format_does() {
+        let text = "name: x\nID: 7\nformat:\n\tfield:u8 a;\toffset:0;\tsize:1;\tsigned:0;\n\tfield:s8 b;\toffset:1;\tsize:1;\tsigned:1;\n\tfield:u16 c;\toffset:2;\tsize:2;\tsigned:0;\n\tfield:s16 d;\toffset:4;\tsize:2;\tsigned:1;\n\tfield:u32 e;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:int f;\toffset:12;\tsize:4;\tsigned:1;\n\tfield:u64 g;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:s64 h;\toffset:24;\tsize:8;\tsigned:1;\n\tfield:char s[4];\toffset:32;\tsize:4;\tsigned:0;\n\tfield:__data_loc char[] m;\toffset:36;\tsize:4;\tsigned:0;\n\nprint fmt: \"%d\", REC->a\n";
+        let fmt = EventFormat::parse("s", text, "t").unwrap();
+        let syms = Kallsyms::default();
+        let data: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37) ^ 0x80).collect();
+        for len in [40, 30, 20, 13, 9, 5, 2, 0] {
+            let d = &data[..len];
+            let mut plan = Plan::new(&fmt, &syms);
+            for name in ["a", "b", "c", "d", "e", "f", "g", "h", "s", "m", "none"] {
+                let want = fmt.field(name).and_then(|f| f.u64(d));
+                assert_eq!(plan.u64(d, name), want, "{name} of {len} bytes");
+            }
+        }
     }
 
     /// Records decoded on the decoder thread, on the caller's, or split between them as the

@@ -15,9 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kvmscope_trace::{Event, EventKind};
+use serde::Serialize;
 
 use crate::keys::Strings;
-use serde::Serialize;
 
 #[derive(Debug, Default)]
 struct CpuState {
