@@ -237,14 +237,24 @@ pub fn trim_start_blank(s: &str) -> &str {
     &s[n..]
 }
 
-/// `trim_end` for ASCII blanks only.
+/// `trim_end` for ASCII blanks only: spaces eight at a time (ftrace pads its columns with
+/// them), then blanks byte by byte.
+#[inline]
 pub fn trim_end_blank(s: &str) -> &str {
-    let n = s
-        .bytes()
-        .rev()
-        .take_while(|&b| b == b' ' || b == b'\t')
-        .count();
-    &s[..s.len() - n]
+    let b = s.as_bytes();
+    let mut end = b.len();
+    while end >= 8 {
+        let x = crate::bytes::word_at(b, end - 8) ^ 0x2020_2020_2020_2020;
+        if x != 0 {
+            end -= (x.leading_zeros() / 8) as usize;
+            break;
+        }
+        end -= 8;
+    }
+    while end > 0 && matches!(b[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Strips a `+0x1e/0x2a` offset suffix from a printed symbol (`func+0x1e/0x2a` → `func`).
@@ -300,6 +310,12 @@ mod tests {
         fn find_str_equals_std(s in "[ =a-c,()\u{e9}]{0,40}", pat in "[ =a-c\u{e9}]{1,4}") {
             proptest::prop_assert_eq!(find_str(&s, &pat), s.find(pat.as_str()));
             proptest::prop_assert_eq!(split_once(&s, &pat), s.split_once(pat.as_str()));
+        }
+
+        /// Trimming eight spaces at a time gives what trimming byte by byte gives.
+        #[test]
+        fn trim_end_blank_equals_std(s in "([a\u{e9}]{0,3}[ \t]{0,11}){0,4}") {
+            proptest::prop_assert_eq!(trim_end_blank(&s), s.trim_end_matches([' ', '\t']));
         }
 
         /// Keys asked in any order through a cursor get [`find`]'s value wherever each key

@@ -268,19 +268,8 @@ fn digits_value(b: &[u8], start: usize, end: usize) -> u64 {
 fn parse_task_fast(task: &str) -> Option<Option<(&str, u32, Option<u32>)>> {
     let blank = |c: u8| c == b' ' || c == b'\t';
     let b = task.as_bytes();
-    // Trailing blanks (ftrace pads the tid): spaces eight at a time, then byte by byte.
-    let mut end = b.len();
-    while end >= 8 {
-        let x = word_at(b, end - 8) ^ 0x2020_2020_2020_2020;
-        if x != 0 {
-            end -= (x.leading_zeros() / 8) as usize;
-            break;
-        }
-        end -= 8;
-    }
-    while end > 0 && blank(b[end - 1]) {
-        end -= 1;
-    }
+    // Trailing blanks: ftrace pads the tid.
+    let mut end = trim_end_blank(task).len();
     let mut tgid = None;
     if end > 0 && b[end - 1] == b')' {
         let open = b[..end - 1].iter().rposition(|&c| c == b'(')?;
