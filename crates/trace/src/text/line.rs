@@ -6,7 +6,7 @@
 //! - `trace-cmd report`: the same, with padding after the name;
 //! - `perf script` of tracepoints: `comm tid [cpu] ts: sys:name: fields`, or `comm pid/tid`.
 
-use crate::bytes::{find_any, find_blank, find_byte, word_at};
+use crate::bytes::{find_any, find_blank, find_byte};
 use crate::fields::{trim_end_blank, trim_start_blank};
 
 /// The common columns of a text event line, borrowing from the line.
@@ -82,28 +82,6 @@ pub enum LineOf<E> {
     Unknown,
 }
 
-/// `s` without its leading blanks: spaces eight at a time, then byte by byte.
-#[inline(always)]
-fn skip_blanks(s: &str) -> &str {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i + 8 <= b.len() {
-        let x = word_at(b, i) ^ 0x2020_2020_2020_2020;
-        if x != 0 {
-            i += (x.trailing_zeros() / 8) as usize;
-            if b[i] != b'\t' {
-                return &s[i..];
-            }
-            break;
-        }
-        i += 8;
-    }
-    while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
-        i += 1;
-    }
-    &s[i..]
-}
-
 pub fn parse(line: &str) -> Line<'_> {
     match parse_columns(line) {
         LineOf::Event(c) => LineOf::Event(c.header()),
@@ -119,7 +97,7 @@ pub fn parse(line: &str) -> Line<'_> {
 /// [`parse`], leaving the task column of an event line whole.
 #[inline]
 pub fn parse_columns(line: &str) -> LineOf<EventColumns<'_>> {
-    let s = skip_blanks(line);
+    let s = trim_start_blank(line);
     let Some(&first) = s.as_bytes().first() else {
         return LineOf::Meta;
     };
@@ -631,7 +609,7 @@ fn name_columns(rest: &str) -> (&str, &str, &str) {
             };
             // `end` > `colon`: the token ends with a colon, or it is no event name.
             (r[end - 1] == b':').then(|| {
-                let payload = skip_blanks(&rest[end..]);
+                let payload = trim_start_blank(&rest[end..]);
                 if end - 1 == colon {
                     ("", &rest[..colon], payload)
                 } else {
@@ -647,7 +625,7 @@ fn name_columns(rest: &str) -> (&str, &str, &str) {
 #[inline(always)]
 fn parse_event(s: &str) -> Option<EventColumns<'_>> {
     let (task, cpu, ts_end, ts_ns) = common_columns(s)?;
-    let rest = skip_blanks(&s[ts_end..]);
+    let rest = trim_start_blank(&s[ts_end..]);
     let (system, name, payload) = name_columns(rest);
     if name.is_empty() {
         return None;
@@ -787,10 +765,10 @@ mod number_tests {
         /// at the first colon, gives.
         #[test]
         fn name_columns_equal_two_scans(rest in "[a-c: \t]{0,24}") {
-            let rest = skip_blanks(&rest);
+            let rest = trim_start_blank(&rest);
             let name_end = find_blank(rest.as_bytes(), 0).unwrap_or(rest.len());
             let name_tok = &rest[..name_end];
-            let payload = skip_blanks(&rest[name_end..]);
+            let payload = trim_start_blank(&rest[name_end..]);
             let want = match name_tok.strip_suffix(':') {
                 Some(full) => match full.find(':') {
                     Some(c) => (&full[..c], &full[c + 1..], payload),
@@ -806,7 +784,7 @@ mod number_tests {
             let b = text.as_bytes();
             let from = from.min(b.len());
             prop_assert_eq!(find_blank(b, from), b[from..].iter().position(|&c| c == b' ' || c == b'\t').map(|p| from + p));
-            prop_assert_eq!(skip_blanks(&text), trim_start_blank(&text));
+            prop_assert_eq!(trim_start_blank(&text), text.trim_start_matches([' ', '\t']));
         }
     }
 }
