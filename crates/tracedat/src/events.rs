@@ -17,7 +17,7 @@ use kvmscope_trace::{ArmExitKind, Event, EventKind, ExitReason, KvmExit, MmioKin
 
 use crate::error::TraceDatError;
 use crate::file::{BufferMerger, FileAt, Merger, TraceDat};
-use crate::format::{EventFormat, FieldKind};
+use crate::format::{integer, EventFormat, FieldKind};
 use crate::symbols::Kallsyms;
 
 /// What a trace.dat file held besides its events.
@@ -598,9 +598,9 @@ impl Which {
     }
 }
 
-/// A field a [`Plan`] reads: its index in the format, where it is, and for a plain integer of
-/// 1, 2, 4 or 8 bytes its size (0 for anything else), so that such a field is read without
-/// going back to the format.
+/// A field a [`Plan`] reads: its index in the format, where it is, and for a plain integer its
+/// size (0 for anything else: `integer` refuses it, as `Field::u64` does), so that integers
+/// are read without going back to the format.
 #[derive(Debug, Clone, Copy)]
 struct Access {
     index: usize,
@@ -678,19 +678,9 @@ impl<'f> Plan<'f> {
 
     #[inline(always)]
     fn u64(&mut self, data: &[u8], name: &'static str) -> Option<u64> {
+        // What Field::u64 gives, without going back to the format.
         let a = self.index(name)?;
-        // What Field::u64 gives, for a plain integer without going back to the format.
-        let at = data.get(a.offset..)?;
-        Some(match (a.size, a.signed) {
-            (8, _) => u64::from_le_bytes(*at.first_chunk::<8>()?),
-            (4, false) => u64::from(u32::from_le_bytes(*at.first_chunk::<4>()?)),
-            (4, true) => i32::from_le_bytes(*at.first_chunk::<4>()?) as i64 as u64,
-            (2, false) => u64::from(u16::from_le_bytes(*at.first_chunk::<2>()?)),
-            (2, true) => i16::from_le_bytes(*at.first_chunk::<2>()?) as i64 as u64,
-            (1, false) => u64::from(*at.first()?),
-            (1, true) => *at.first()? as i8 as i64 as u64,
-            _ => return self.fmt.fields[a.index].u64(data),
-        })
+        integer(data, a.offset, usize::from(a.size), a.signed)
     }
 
     #[inline(always)]

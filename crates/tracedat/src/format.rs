@@ -27,6 +27,23 @@ pub enum FieldKind {
     RelLoc,
 }
 
+/// The integer of `size` bytes (1, 2, 4 or 8; `None` for any other) at `offset` of a record,
+/// as u64, sign-extended first when `signed`. `None` when the record is too short.
+#[inline]
+pub(crate) fn integer(data: &[u8], offset: usize, size: usize, signed: bool) -> Option<u64> {
+    let at = data.get(offset..)?;
+    Some(match (size, signed) {
+        (8, _) => u64::from_le_bytes(*at.first_chunk::<8>()?),
+        (4, false) => u64::from(u32::from_le_bytes(*at.first_chunk::<4>()?)),
+        (4, true) => i32::from_le_bytes(*at.first_chunk::<4>()?) as i64 as u64,
+        (2, false) => u64::from(u16::from_le_bytes(*at.first_chunk::<2>()?)),
+        (2, true) => i16::from_le_bytes(*at.first_chunk::<2>()?) as i64 as u64,
+        (1, false) => u64::from(*at.first()?),
+        (1, true) => *at.first()? as i8 as i64 as u64,
+        _ => return None,
+    })
+}
+
 /// One field of an event record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
@@ -76,17 +93,7 @@ impl Field {
         if self.kind != FieldKind::Scalar {
             return None;
         }
-        let b = self.bytes(data)?;
-        Some(match (self.size, self.signed) {
-            (1, false) => b[0] as u64,
-            (1, true) => b[0] as i8 as i64 as u64,
-            (2, false) => u16::from_le_bytes(b.try_into().ok()?) as u64,
-            (2, true) => i16::from_le_bytes(b.try_into().ok()?) as i64 as u64,
-            (4, false) => u32::from_le_bytes(b.try_into().ok()?) as u64,
-            (4, true) => i32::from_le_bytes(b.try_into().ok()?) as i64 as u64,
-            (8, _) => u64::from_le_bytes(b.try_into().ok()?),
-            _ => return None,
-        })
+        integer(data, self.offset, self.size, self.signed)
     }
 
     /// An integer field as i64 (sign-extended when the kernel says it is signed).
