@@ -91,17 +91,10 @@ impl EventFilter {
     /// has tid == pid, and traces without thread groups print only tids).
     #[inline]
     pub fn keeps(&self, ev: &Event<'_>) -> bool {
-        self.keeps_all()
-            || ((self.pids.is_empty()
-                || ev.tgid.is_some_and(|p| self.pids.contains(&p))
-                || self.pids.contains(&ev.tid))
-                && (self.tids.is_empty() || self.tids.contains(&ev.tid)))
-    }
-
-    /// No filter: every event is kept.
-    #[inline]
-    pub fn keeps_all(&self) -> bool {
-        self.pids.is_empty() && self.tids.is_empty()
+        (self.pids.is_empty()
+            || ev.tgid.is_some_and(|p| self.pids.contains(&p))
+            || self.pids.contains(&ev.tid))
+            && (self.tids.is_empty() || self.tids.contains(&ev.tid))
     }
 }
 

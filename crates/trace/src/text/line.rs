@@ -483,10 +483,13 @@ fn common_columns_fast(s: &str) -> Option<(&str, u32, usize, u64)> {
     } else {
         find_byte(b, first + 1, b'[')?
     };
-    // The CPU's digits, their value as they are read (a few: no word-wise parse).
+    // Numbers are summed as their digits are read (a few each: no word-wise parse; wrapping,
+    // as too many digits are refused below).
+    let digit = |j: usize| b.get(j).map(|c| c.wrapping_sub(b'0')).filter(|&d| d < 10);
+    // The CPU.
     let mut i = open + 1;
     let mut cpu = 0u64;
-    while let Some(d) = b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d < 10) {
+    while let Some(d) = digit(i) {
         cpu = cpu.wrapping_mul(10).wrapping_add(u64::from(d));
         i += 1;
     }
@@ -519,8 +522,6 @@ fn common_columns_fast(s: &str) -> Option<(&str, u32, usize, u64)> {
         }
     }
     // The timestamp: digits and dots up to a colon followed by a blank or the end.
-    // Values accumulated as the digits are read (wrapping: too many digits is refused below).
-    let digit = |j: usize| b.get(j).map(|c| c.wrapping_sub(b'0')).filter(|&d| d < 10);
     let start = j;
     let mut secs = 0u64;
     while let Some(d) = digit(j) {
