@@ -623,7 +623,15 @@ struct Plan<'f> {
     /// Where in `cache` the next lookup of this record is expected: a decoder asks for the
     /// same fields in the same order record after record, so a lookup is one comparison.
     next: usize,
+    /// The last pointer values this event named, by their low bits, with the index of the
+    /// symbol containing each (None: not in the table). A few functions (hrtimer callbacks,
+    /// IPI functions) recur millions of times, and a binary search of the whole table per
+    /// record was the biggest single cost on arm64 hosts.
+    symbols: [(u64, Option<usize>); SYMBOL_MEMO],
 }
+
+/// Entries of a plan's symbol memo (a power of two).
+const SYMBOL_MEMO: usize = 8;
 
 impl<'f> Plan<'f> {
     fn new(fmt: &'f EventFormat, syms: &'f Kallsyms) -> Plan<'f> {
@@ -633,6 +641,8 @@ impl<'f> Plan<'f> {
             which: Which::of(&fmt.system, &fmt.name),
             cache: Vec::new(),
             next: 0,
+            // Address 0 is never looked up (a null pointer prints as 0x0).
+            symbols: [(0, None); SYMBOL_MEMO],
         }
     }
 
@@ -710,8 +720,8 @@ impl<'f> Plan<'f> {
     ) -> std::ops::Range<usize> {
         let start = scratch.len();
         if let Some(v) = self.u64(data, name) {
-            match self.syms.lookup(v) {
-                Some(sym) if v != 0 => scratch.push_str(sym),
+            match self.symbol(v) {
+                Some(i) if v != 0 => scratch.push_str(self.syms.name(i)),
                 _ => {
                     *unresolved += u64::from(v != 0);
                     let _ = write!(scratch, "{v:#x}");
@@ -719,6 +729,20 @@ impl<'f> Plan<'f> {
             }
         }
         start..scratch.len()
+    }
+
+    /// The index of the symbol containing `addr`, memoized by the address's low bits (function
+    /// addresses are 4-byte aligned at least, so those bits are skipped).
+    #[inline]
+    fn symbol(&mut self, addr: u64) -> Option<usize> {
+        if addr == 0 {
+            return None;
+        }
+        let slot = &mut self.symbols[(addr as usize >> 2) & (SYMBOL_MEMO - 1)];
+        if slot.0 != addr {
+            *slot = (addr, self.syms.index_of(addr));
+        }
+        slot.1
     }
 
     /// A `__data_loc cpumask_t` field as `%*pb` prints it: hex, most significant first.
@@ -1126,6 +1150,42 @@ mod tests {
         assert_eq!(unresolved, 1);
         assert!(got.contains("callsite: \"0xffffffff90000000\""), "{got}");
         assert!(got.contains("callback: \"0x0\""), "{got}");
+    }
+
+    #[test]
+    fn one_plan_names_every_pointer_as_a_fresh_lookup_would() {
+        // Addresses that share memo slots (equal low bits), alternating with unknown and null
+        // ones: one plan reused record after record, as the reader does, names each as the
+        // table does.
+        let fmt = EventFormat::parse("ipi", IPI_SEND_CPUMASK, "t").unwrap();
+        let syms = Kallsyms::parse(
+            b"ffffffff81000100 T a\nffffffff81000120 T b\nffffffff81001100 T c\nffffffff81002000 T _etext\n",
+        );
+        let addrs = [
+            0xffffffff81000100u64,
+            0xffffffff81001100,
+            0xffffffff81000124,
+            0xffffffff90000100,
+            0,
+            0xffffffff81000100,
+            0xffffffff81000120,
+            0xffffffff81001100,
+        ];
+        let mut plan = Plan::new(&fmt, &syms);
+        let (mut scratch, mut unresolved) = (String::new(), 0);
+        for (k, &a) in addrs.iter().cycle().take(40).enumerate() {
+            let b = addrs[(k * 3 + 1) % addrs.len()];
+            let data = record(&fmt, &[("callsite", a), ("callback", b)]);
+            scratch.clear();
+            let kind = plan.kind(&data, &mut scratch, &mut unresolved);
+            let got = format!("{:?}", resolve_scratch(&kind, &scratch));
+            let name = |v: u64| match syms.lookup(v) {
+                Some(n) if v != 0 => n.to_string(),
+                _ => format!("{v:#x}"),
+            };
+            assert!(got.contains(&format!("callsite: \"{}\"", name(a))), "{k}: {got}");
+            assert!(got.contains(&format!("callback: \"{}\"", name(b))), "{k}: {got}");
+        }
     }
 
     #[test]
