@@ -627,7 +627,8 @@ struct Plan<'f> {
     /// symbol containing each (None: not in the table). A few functions (hrtimer callbacks,
     /// IPI functions) recur millions of times, and a binary search of the whole table per
     /// record was the biggest single cost on arm64 hosts.
-    symbols: [(u64, Option<usize>); SYMBOL_MEMO],
+    /// Boxed: most events have no pointer field.
+    symbols: Box<[(u64, Option<usize>); SYMBOL_MEMO]>,
 }
 
 /// Entries of a plan's symbol memo (a power of two).
@@ -642,7 +643,7 @@ impl<'f> Plan<'f> {
             cache: Vec::new(),
             next: 0,
             // Address 0 is never looked up (a null pointer prints as 0x0).
-            symbols: [(0, None); SYMBOL_MEMO],
+            symbols: Box::new([(0, None); SYMBOL_MEMO]),
         }
     }
 
@@ -1183,8 +1184,14 @@ mod tests {
                 Some(n) if v != 0 => n.to_string(),
                 _ => format!("{v:#x}"),
             };
-            assert!(got.contains(&format!("callsite: \"{}\"", name(a))), "{k}: {got}");
-            assert!(got.contains(&format!("callback: \"{}\"", name(b))), "{k}: {got}");
+            assert!(
+                got.contains(&format!("callsite: \"{}\"", name(a))),
+                "{k}: {got}"
+            );
+            assert!(
+                got.contains(&format!("callback: \"{}\"", name(b))),
+                "{k}: {got}"
+            );
         }
     }
 
