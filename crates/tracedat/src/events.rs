@@ -623,12 +623,12 @@ struct Plan<'f> {
     /// Where in `cache` the next lookup of this record is expected: a decoder asks for the
     /// same fields in the same order record after record, so a lookup is one comparison.
     next: usize,
-    /// The last pointer values this event named, by their low bits, with the index of the
+    /// The last pointer values this event named, by a hash of each, with the name of the
     /// symbol containing each (None: not in the table). A few functions (hrtimer callbacks,
     /// IPI functions) recur millions of times, and a binary search of the whole table per
     /// record was the biggest single cost on arm64 hosts.
     /// Boxed: most events have no pointer field.
-    symbols: Box<[(u64, Option<usize>); SYMBOL_MEMO]>,
+    symbols: Box<[(u64, Option<&'f str>); SYMBOL_MEMO]>,
 }
 
 /// Entries of a plan's symbol memo (a power of two).
@@ -722,7 +722,7 @@ impl<'f> Plan<'f> {
         let start = scratch.len();
         if let Some(v) = self.u64(data, name) {
             match self.symbol(v) {
-                Some(i) if v != 0 => scratch.push_str(self.syms.name(i)),
+                Some(sym) if v != 0 => scratch.push_str(sym),
                 _ => {
                     *unresolved += u64::from(v != 0);
                     let _ = write!(scratch, "{v:#x}");
@@ -732,16 +732,18 @@ impl<'f> Plan<'f> {
         start..scratch.len()
     }
 
-    /// The index of the symbol containing `addr`, memoized by the address's low bits (function
-    /// addresses are 4-byte aligned at least, so those bits are skipped).
+    /// The name of the symbol containing `addr`, memoized in a slot chosen by a multiplicative
+    /// hash of the address: function addresses are aligned (to 64 bytes on some arm64
+    /// kernels), so their low bits alone would put them all in one slot.
     #[inline]
-    fn symbol(&mut self, addr: u64) -> Option<usize> {
+    fn symbol(&mut self, addr: u64) -> Option<&'f str> {
         if addr == 0 {
             return None;
         }
-        let slot = &mut self.symbols[(addr as usize >> 2) & (SYMBOL_MEMO - 1)];
+        let hash = addr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SYMBOL_MEMO.trailing_zeros());
+        let slot = &mut self.symbols[hash as usize];
         if slot.0 != addr {
-            *slot = (addr, self.syms.index_of(addr));
+            *slot = (addr, self.syms.lookup(addr));
         }
         slot.1
     }
@@ -1155,26 +1157,24 @@ mod tests {
 
     #[test]
     fn one_plan_names_every_pointer_as_a_fresh_lookup_would() {
-        // Addresses that share memo slots (equal low bits), alternating with unknown and null
-        // ones: one plan reused record after record, as the reader does, names each as the
-        // table does.
+        // More addresses than the memo has slots (so some share one), 64-byte aligned as on
+        // arm64, with offsets inside symbols, unknown and null ones: one plan reused record
+        // after record, as the reader does, names each as the table does.
         let fmt = EventFormat::parse("ipi", IPI_SEND_CPUMASK, "t").unwrap();
-        let syms = Kallsyms::parse(
-            b"ffffffff81000100 T a\nffffffff81000120 T b\nffffffff81001100 T c\nffffffff81002000 T _etext\n",
-        );
-        let addrs = [
-            0xffffffff81000100u64,
-            0xffffffff81001100,
-            0xffffffff81000124,
-            0xffffffff90000100,
-            0,
-            0xffffffff81000100,
-            0xffffffff81000120,
-            0xffffffff81001100,
-        ];
+        let mut table = String::new();
+        for k in 0..20u64 {
+            table += &format!("{:016x} T f{k}\n", 0xffff_8000_8000_0000u64 + k * 0x40);
+        }
+        table += "ffff800080000800 T _etext\n";
+        let syms = Kallsyms::parse(table.as_bytes());
+        let mut addrs: Vec<u64> = (0..20u64)
+            .map(|k| 0xffff_8000_8000_0000 + k * 0x40 + (k % 3) * 4)
+            .collect();
+        addrs.extend([0xffff_8000_9000_0000, 0, 0xffff_8000_8000_0040]);
+        assert!(addrs.len() > 2 * SYMBOL_MEMO);
         let mut plan = Plan::new(&fmt, &syms);
         let (mut scratch, mut unresolved) = (String::new(), 0);
-        for (k, &a) in addrs.iter().cycle().take(40).enumerate() {
+        for (k, &a) in addrs.iter().cycle().take(3 * addrs.len()).enumerate() {
             let b = addrs[(k * 3 + 1) % addrs.len()];
             let data = record(&fmt, &[("callsite", a), ("callback", b)]);
             scratch.clear();

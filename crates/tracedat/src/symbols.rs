@@ -68,8 +68,7 @@ impl Kallsyms {
         self.syms.is_empty()
     }
 
-    /// The name of the symbol at index `i` (from [`Kallsyms::index_of`]).
-    pub fn name(&self, i: usize) -> &str {
+    fn name(&self, i: usize) -> &str {
         let (_, start, len) = self.syms[i];
         self.names
             .get(start as usize..(start + len) as usize)
@@ -99,12 +98,6 @@ impl Kallsyms {
             );
         }
         out
-    }
-
-    /// The index of the symbol that contains `addr`, for [`Kallsyms::name`]: what a caller
-    /// memoizes when it looks the same few addresses up again and again.
-    pub fn index_of(&self, addr: u64) -> Option<usize> {
-        self.containing(addr)
     }
 
     /// The name of the symbol that contains `addr` (`%ps`/`%pS` without the offset).
