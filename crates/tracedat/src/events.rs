@@ -704,6 +704,7 @@ impl<'f> Plan<'f> {
         self.u64(data, name).map(|v| v as u32)
     }
 
+    #[inline(always)]
     fn flag(&mut self, data: &[u8], name: &'static str) -> Option<bool> {
         self.u64(data, name).map(|v| v != 0)
     }
