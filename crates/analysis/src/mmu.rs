@@ -6,11 +6,13 @@
 use kvmscope_trace::{Event, EventKind, MmuKind};
 use serde::Serialize;
 
-use crate::keys::{Tally, ThreadSlots};
+use crate::keys::ThreadSlots;
 
 #[derive(Debug, Default)]
 pub struct Mmu {
-    kinds: Tally<MmuKind>,
+    /// Events per kind, indexed by `MmuKind as usize` (a third of an SVM shadow-paging
+    /// trace's events are kvmmmu: an array index, not a hash probe, per event).
+    kinds: [u64; MmuKind::ALL.len()],
     roots: ThreadSlots<RootCounts>,
     page_faults: u64,
     pf_write: u64,
@@ -55,7 +57,9 @@ impl Mmu {
                 root,
                 ..
             } => {
-                self.kinds.bump(kind);
+                if let Some(n) = self.kinds.get_mut(kind as usize) {
+                    *n += 1;
+                }
                 if root {
                     let c = self.roots.slot(ev.tid);
                     if created {
@@ -80,14 +84,18 @@ impl Mmu {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.kinds.is_empty() && self.page_faults == 0 && self.cr3_writes == 0
+        self.kinds.iter().all(|&n| n == 0) && self.page_faults == 0 && self.cr3_writes == 0
     }
 
     pub fn finish(&self) -> MmuReport {
         let mut root_loads: Vec<_> = self.roots.iter().map(|(t, &c)| (t, c)).collect();
         root_loads.sort_unstable_by_key(|&(t, _)| t);
         MmuReport {
-            events: self.kinds.sorted(),
+            events: MmuKind::ALL
+                .into_iter()
+                .zip(self.kinds)
+                .filter(|&(_, n)| n > 0)
+                .collect(),
             root_loads,
             cr3_writes: self.cr3_writes,
             page_faults: PageFaults {

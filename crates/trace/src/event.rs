@@ -109,6 +109,33 @@ pub enum MmuKind {
     Other,
 }
 
+impl MmuKind {
+    /// Every kind, in declaration order: `ALL[k as usize] == k`, so counts per kind can live
+    /// in an array.
+    pub const ALL: [MmuKind; 20] = [
+        MmuKind::GetPage,
+        MmuKind::SyncPage,
+        MmuKind::Unsync,
+        MmuKind::PrepareZap,
+        MmuKind::ZapPage,
+        MmuKind::SetSpte,
+        MmuKind::SptePrequested,
+        MmuKind::SetDirtyBit,
+        MmuKind::SetAccessedBit,
+        MmuKind::PagetableWalk,
+        MmuKind::PagingElement,
+        MmuKind::WalkerError,
+        MmuKind::FastPageFault,
+        MmuKind::MmioSpte,
+        MmuKind::HandleMmioPageFault,
+        MmuKind::CheckMmioSpte,
+        MmuKind::InvalidateZapAllFast,
+        MmuKind::SplitHugePage,
+        MmuKind::TdpMmuSptChanged,
+        MmuKind::Other,
+    ];
+}
+
 /// Typed payloads for the events kvmscope analyses. Anything else is [`EventKind::Other`]:
 /// still an event, with its name and raw fields.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -539,5 +566,47 @@ impl<'a> EventKind<'a> {
             },
             K::Other => K::Other,
         }
+    }
+}
+
+#[cfg(test)]
+mod mmu_kind_tests {
+    use super::MmuKind;
+
+    /// No wildcard: a kind added to the enum fails to compile here until it is placed, and
+    /// then the test below fails until `ALL` has it.
+    fn position(k: MmuKind) -> usize {
+        match k {
+            MmuKind::GetPage => 0,
+            MmuKind::SyncPage => 1,
+            MmuKind::Unsync => 2,
+            MmuKind::PrepareZap => 3,
+            MmuKind::ZapPage => 4,
+            MmuKind::SetSpte => 5,
+            MmuKind::SptePrequested => 6,
+            MmuKind::SetDirtyBit => 7,
+            MmuKind::SetAccessedBit => 8,
+            MmuKind::PagetableWalk => 9,
+            MmuKind::PagingElement => 10,
+            MmuKind::WalkerError => 11,
+            MmuKind::FastPageFault => 12,
+            MmuKind::MmioSpte => 13,
+            MmuKind::HandleMmioPageFault => 14,
+            MmuKind::CheckMmioSpte => 15,
+            MmuKind::InvalidateZapAllFast => 16,
+            MmuKind::SplitHugePage => 17,
+            MmuKind::TdpMmuSptChanged => 18,
+            MmuKind::Other => 19,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_kind_at_its_own_index_in_order() {
+        for (i, k) in MmuKind::ALL.into_iter().enumerate() {
+            assert_eq!(k as usize, i, "{k:?}");
+            assert_eq!(position(k), i, "{k:?}");
+        }
+        assert_eq!(position(MmuKind::Other) + 1, MmuKind::ALL.len());
+        assert!(MmuKind::ALL.windows(2).all(|w| w[0] < w[1]));
     }
 }
