@@ -1076,8 +1076,8 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
 
     fn load_page(&mut self, i: usize) -> Result<bool, TraceDatError> {
         let ps = self.layout.page_size();
-        // A whole number of pages, at least one (a page size of 0 is refused when the page
-        // is parsed).
+        // A whole number of pages, at least one. (`PageLayout::parse` puts the data after the
+        // commit field, so a page is at least 4 bytes; `max` only keeps the division sound.)
         let page = ps.max(1);
         let share = READ_AHEAD_TOTAL / self.cpus.len().max(1);
         let block = share.clamp(page, READ_AHEAD_MAX.max(page)) / page * page;
