@@ -918,6 +918,8 @@ pub struct Merger<'r, R: ReadAt + ?Sized> {
     /// before it, that record is next without looking at the others (their heads do not move
     /// meanwhile).
     rival: Option<(u64, usize)>,
+    /// Bytes each CPU reads ahead of uncompressed data: a whole number of pages, at least one.
+    read_ahead: usize,
 }
 
 impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
@@ -954,6 +956,11 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
                 pages: 0,
             });
         }
+        // (`PageLayout::parse` puts the data after the commit field, so a page is at least 4
+        // bytes; `max` only keeps the division sound.)
+        let page = td.layout.page_size().max(1);
+        let share = READ_AHEAD_TOTAL / cpus.len().max(1);
+        let read_ahead = share.clamp(page, READ_AHEAD_MAX.max(page)) / page * page;
         Ok(Merger {
             r,
             layout: td.layout,
@@ -963,6 +970,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
             current: None,
             peeked: None,
             rival: None,
+            read_ahead,
         })
     }
 
@@ -1076,11 +1084,6 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
 
     fn load_page(&mut self, i: usize) -> Result<bool, TraceDatError> {
         let ps = self.layout.page_size();
-        // A whole number of pages, at least one. (`PageLayout::parse` puts the data after the
-        // commit field, so a page is at least 4 bytes; `max` only keeps the division sound.)
-        let page = ps.max(1);
-        let share = READ_AHEAD_TOTAL / self.cpus.len().max(1);
-        let block = share.clamp(page, READ_AHEAD_MAX.max(page)) / page * page;
         let c = &mut self.cpus[i];
         c.page.clear();
         match &mut c.source {
@@ -1096,7 +1099,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
                 let n = ((*end - *next) as usize).min(ps);
                 let held = *ahead_at..*ahead_at + ahead.len() as u64;
                 if *next < held.start || *next + n as u64 > held.end {
-                    let want = ((*end - *next) as usize).min(block);
+                    let want = ((*end - *next) as usize).min(self.read_ahead);
                     ahead.clear();
                     ahead.resize(want, 0);
                     let got = self
