@@ -118,8 +118,8 @@ fn read(
         .as_deref()
         .map(sidecar_tgids)
         .unwrap_or_default();
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch<'_>>(DEPTH);
-    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch<'_>>();
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(DEPTH);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
     let waiting = AtomicUsize::new(0);
     let mut unresolved = 0u64;
     let decoded = std::thread::scope(|scope| {
@@ -129,7 +129,8 @@ fn read(
                 decode(&td, &file, full_tx, empty_rx, &waiting, split)
             })
             .map_err(|e| TraceDatError::read(path, e))?;
-        // Plans of the records the decoder left raw, and the strings decoding them made.
+        // Per event id its plan (its format, and how to decode the records the decoder left
+        // raw), and the strings decoding them made.
         let mut plans: Vec<Option<Plan<'_>>> = Vec::new();
         let mut own = String::new();
         // Per thread, its name and process (looked up once per thread), and per CPU the
@@ -140,10 +141,25 @@ fn read(
             waiting.fetch_sub(1, Ordering::Relaxed);
             let Batch {
                 items,
+                kinds,
                 scratch,
                 raw,
             } = &mut batch;
             for it in items.iter() {
+                let id = usize::from(it.id);
+                if plans.len() <= id {
+                    plans.resize_with(id + 1, || None);
+                }
+                if plans[id].is_none() {
+                    // The decoder sends only records whose format the file has.
+                    let Some(fmt) = td.formats.get(it.id) else {
+                        continue;
+                    };
+                    plans[id] = Some(Plan::new(fmt, &td.kallsyms));
+                }
+                let Some(plan) = plans[id].as_mut() else {
+                    continue;
+                };
                 let cpu = it.cpu as usize;
                 if last.len() <= cpu {
                     last.resize(cpu + 1, (-1, ("", None)));
@@ -156,34 +172,35 @@ fn read(
                 }
                 let (comm, tgid) = last[cpu].1;
                 let decoded;
-                let (kind, strs) = match it.kind {
-                    Decoded::Raw { start, end } => {
-                        let id = usize::from(it.id);
-                        if plans.len() <= id {
-                            plans.resize_with(id + 1, || None);
-                        }
-                        let plan = plans[id].get_or_insert_with(|| Plan::new(it.fmt, &td.kallsyms));
-                        own.clear();
-                        let data = raw.get(start as usize..end as usize).unwrap_or(&[]);
-                        decoded = plan.kind(data, &mut own, &mut unresolved);
-                        (&decoded, own.as_str())
-                    }
-                    _ => (&it.kind, scratch.as_str()),
+                let (kind, strs) = if it.raw {
+                    own.clear();
+                    let data = raw
+                        .get(it.at as usize..(it.at as usize).saturating_add(it.len as usize))
+                        .unwrap_or(&[]);
+                    decoded = plan.kind(data, &mut own, &mut unresolved);
+                    (&decoded, own.as_str())
+                } else {
+                    let Some(kind) = kinds.get(it.at as usize) else {
+                        continue;
+                    };
+                    (kind, scratch.as_str())
                 };
+                let fmt = plan.fmt;
                 sink(&Event {
                     ts_ns: it.ts_ns,
                     cpu: it.cpu,
                     tid: u32::try_from(it.pid).unwrap_or(0),
                     tgid,
                     comm,
-                    system: &it.fmt.system,
-                    name: &it.fmt.name,
+                    system: &fmt.system,
+                    name: &fmt.name,
                     payload: payload_of(kind, strs),
                     kind: resolve_scratch(kind, strs),
                     name_ref: kvmscope_trace::names::NameRef::new(names, u32::from(it.id)),
                 });
             }
             items.clear();
+            kinds.clear();
             scratch.clear();
             raw.clear();
             // The decoder may be done: then the batch is dropped here.
@@ -229,22 +246,27 @@ const DECODE_WHEN_WAITING: usize = 1;
 /// Records on their way to the caller's thread: their strings that exist only as formatted
 /// text are in `scratch`, and the bytes of the records left raw are in `raw`.
 #[derive(Debug)]
-struct Batch<'f> {
-    items: Vec<Item<'f>>,
+struct Batch {
+    items: Vec<Item>,
+    /// The kinds of the records the decoder decoded.
+    kinds: Vec<Decoded>,
     scratch: String,
     raw: Vec<u8>,
 }
 
-/// One record: decoded, or left raw (`Decoded::Raw`) for the caller's thread to decode.
+/// One record, small (32 bytes: the two threads write and read millions of them): decoded
+/// (its kind is `kinds[at]`), or left raw (its bytes are `raw[at..at + len]`) for the caller's
+/// thread to decode.
 #[derive(Debug)]
-struct Item<'f> {
+struct Item {
     ts_ns: u64,
     cpu: u32,
     /// `common_pid`.
     pid: i32,
+    at: u32,
+    len: u32,
     id: u16,
-    fmt: &'f EventFormat,
-    kind: Decoded,
+    raw: bool,
 }
 
 /// What the decoder thread counted.
@@ -260,8 +282,8 @@ struct Tally {
 fn decode<'f>(
     td: &'f TraceDat,
     file: &FileAt,
-    full: std::sync::mpsc::SyncSender<Batch<'f>>,
-    empty: std::sync::mpsc::Receiver<Batch<'f>>,
+    full: std::sync::mpsc::SyncSender<Batch>,
+    empty: std::sync::mpsc::Receiver<Batch>,
     waiting: &AtomicUsize,
     split: Split,
 ) -> Result<Tally, TraceDatError> {
@@ -271,6 +293,7 @@ fn decode<'f>(
     let mut events = 0u64;
     let fresh = || Batch {
         items: Vec::with_capacity(BATCH),
+        kinds: Vec::new(),
         scratch: String::new(),
         raw: Vec::new(),
     };
@@ -293,23 +316,24 @@ fn decode<'f>(
             return true;
         };
         events += 1;
-        let kind = if decode_here {
-            plan.kind(rec.data, &mut batch.scratch, &mut unresolved)
+        let (at, len) = if decode_here {
+            let at = batch.kinds.len() as u32;
+            let kind = plan.kind(rec.data, &mut batch.scratch, &mut unresolved);
+            batch.kinds.push(kind);
+            (at, 0)
         } else {
-            let start = batch.raw.len() as u32;
+            let at = batch.raw.len() as u32;
             batch.raw.extend_from_slice(rec.data);
-            Decoded::Raw {
-                start,
-                end: batch.raw.len() as u32,
-            }
+            (at, rec.data.len() as u32)
         };
         batch.items.push(Item {
             ts_ns: rec.ts_ns,
             cpu: rec.cpu,
             pid: rec.common_pid,
+            at,
+            len,
             id: rec.id,
-            fmt: plan.fmt,
-            kind,
+            raw: !decode_here,
         });
         if batch.items.len() >= BATCH {
             let next = empty.try_recv().unwrap_or_else(|_| fresh());
@@ -395,7 +419,6 @@ fn payload_of<'a>(kind: &Decoded, scratch: &'a str) -> &'a str {
 fn resolve_scratch<'a>(kind: &Decoded, scratch: &'a str) -> EventKind<'a> {
     let s = |r: &std::ops::Range<usize>| scratch.get(r.clone()).unwrap_or("");
     match *kind {
-        Decoded::Raw { .. } => EventKind::Other,
         Decoded::Plain(k) => k,
         Decoded::IpiSend {
             cpu,
@@ -450,11 +473,6 @@ fn resolve_scratch<'a>(kind: &Decoded, scratch: &'a str) -> EventKind<'a> {
 /// A decoded kind whose strings may live in the scratch buffer.
 #[derive(Debug)]
 enum Decoded {
-    /// Not decoded yet: the record's bytes, in the batch's `raw`.
-    Raw {
-        start: u32,
-        end: u32,
-    },
     Plain(EventKind<'static>),
     IpiSend {
         cpu: Option<u32>,
