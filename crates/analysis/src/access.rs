@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use kvmscope_trace::{Event, EventKind, MmioKind};
 use serde::Serialize;
 
-use crate::keys::{MsrLabel, ThreadSlots};
+use crate::keys::{KeyMap, MsrLabel, ThreadSlots};
 use crate::stats::{Latency, LatencySummary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,15 +49,15 @@ struct Slot {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Open {
-    /// An access waiting for the next kvm_entry.
-    access: Option<(u64, Key)>,
+    /// An access waiting for the next kvm_entry: its time and its slot's id.
+    access: Option<(u64, u32)>,
     /// The last kvm_exit, for MMIO reads.
     exit_ts: Option<u64>,
 }
 
 #[derive(Debug, Default)]
 pub struct Accesses {
-    slots: std::collections::HashMap<Key, Slot, foldhash::fast::FixedState>,
+    slots: KeyMap<Key, Slot>,
     threads: ThreadSlots<Open>,
     /// System-register names as the trace printed them (`SYS_` dropped), by encoding.
     sysreg_names: BTreeMap<[u8; 5], String>,
@@ -133,8 +133,8 @@ impl Accesses {
             EventKind::KvmEntry { .. } => {
                 let open = self.threads.slot(ev.tid);
                 open.exit_ts = None;
-                if let Some((start, key)) = open.access.take() {
-                    if let (Some(slot), true) = (self.slots.get_mut(&key), ev.ts_ns >= start) {
+                if let Some((start, id)) = open.access.take() {
+                    if let (Some(slot), true) = (self.slots.by_id(id), ev.ts_ns >= start) {
                         slot.latency.add(ev.ts_ns - start);
                     }
                 }
@@ -198,7 +198,7 @@ impl Accesses {
         if matches!(key, Key::SysReg { .. }) {
             *self.sysreg_threads.entry((key, ev.tid)).or_default() += 1;
         }
-        let slot = self.slots.entry(key).or_default();
+        let (id, slot) = self.slots.entry(key);
         slot.count += 1;
         slot.bytes += bytes;
         slot.faults += u64::from(fault);
@@ -212,13 +212,14 @@ impl Accesses {
                     }
                 }
             }
-            _ => open.access = Some((ev.ts_ns, key)),
+            _ => open.access = Some((ev.ts_ns, id)),
         }
     }
 
     fn has_sys_access(&self) -> bool {
         self.slots
             .keys()
+            .iter()
             .any(|k| matches!(k, Key::SysReg { access: true, .. }))
     }
 

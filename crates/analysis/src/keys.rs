@@ -279,17 +279,93 @@ mod strings_tests {
     }
 }
 
-/// Event counts by a small key, read back in key order: one hash probe per event where a
-/// B-tree map walks down its nodes.
+/// Values by a small key, each key given a dense id when first seen: the last key found is
+/// tried first and the first [`KeyMap::LINEAR`] keys are searched in order, which costs less
+/// than hashing when a stream repeats a few keys (most do: one MSR, one port, a handful of
+/// vectors); further keys are hashed.
+#[derive(Debug, Clone)]
+pub struct KeyMap<K, V> {
+    keys: Vec<K>,
+    values: Vec<V>,
+    /// Ids of the keys past the first [`KeyMap::LINEAR`].
+    more: std::collections::HashMap<K, u32, foldhash::fast::FixedState>,
+    /// The id found last.
+    last: usize,
+}
+
+impl<K, V> Default for KeyMap<K, V> {
+    fn default() -> Self {
+        KeyMap {
+            keys: Vec::new(),
+            values: Vec::new(),
+            more: Default::default(),
+            last: 0,
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy, V: Default> KeyMap<K, V> {
+    /// Keys searched in order before the hash map.
+    pub const LINEAR: usize = 8;
+
+    /// The id of `k` and its value, a default one if `k` is new.
+    #[inline]
+    pub fn entry(&mut self, k: K) -> (u32, &mut V) {
+        let id = match self.keys.get(self.last) {
+            Some(l) if *l == k => self.last,
+            _ => self.find_or_insert(k),
+        };
+        self.last = id;
+        (id as u32, &mut self.values[id])
+    }
+
+    fn find_or_insert(&mut self, k: K) -> usize {
+        let linear = self.keys.len().min(Self::LINEAR);
+        if let Some(i) = self.keys[..linear].iter().position(|x| *x == k) {
+            return i;
+        }
+        if let Some(&i) = self.more.get(&k) {
+            return i as usize;
+        }
+        let id = self.keys.len();
+        if id >= Self::LINEAR {
+            self.more.insert(k, id as u32);
+        }
+        self.keys.push(k);
+        self.values.push(V::default());
+        id
+    }
+
+    /// The value of an id [`KeyMap::entry`] gave.
+    #[inline]
+    pub fn by_id(&mut self, id: u32) -> Option<&mut V> {
+        self.values.get_mut(id as usize)
+    }
+
+    /// Every key with its value, in the order first seen.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.keys.iter().zip(&self.values)
+    }
+
+    pub fn keys(&self) -> &[K] {
+        &self.keys
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Event counts by a small key, read back in key order.
 #[derive(Debug, Clone)]
 pub struct Tally<K> {
-    map: std::collections::HashMap<K, u64, foldhash::fast::FixedState>,
+    counts: KeyMap<K, u64>,
 }
 
 impl<K> Default for Tally<K> {
     fn default() -> Self {
         Tally {
-            map: Default::default(),
+            counts: KeyMap::default(),
         }
     }
 }
@@ -298,18 +374,18 @@ impl<K: std::hash::Hash + Eq + Ord + Copy> Tally<K> {
     /// One more of `k`.
     #[inline]
     pub fn bump(&mut self, k: K) {
-        *self.map.entry(k).or_default() += 1;
+        *self.counts.entry(k).1 += 1;
     }
 
     /// `(key, count)` sorted by key.
     pub fn sorted(&self) -> Vec<(K, u64)> {
-        let mut v: Vec<(K, u64)> = self.map.iter().map(|(&k, &n)| (k, n)).collect();
+        let mut v: Vec<(K, u64)> = self.counts.iter().map(|(&k, &n)| (k, n)).collect();
         v.sort_unstable_by_key(|&(k, _)| k);
         v
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.counts.is_empty()
     }
 }
 
@@ -323,5 +399,24 @@ mod tally_tests {
         }
         assert_eq!(c.sorted(), vec![(1, 2), (5, 3), (9, 1)]);
         assert!(!c.is_empty());
+    }
+
+    #[test]
+    fn key_map_ids_hold_past_the_linear_keys() {
+        // Keys in and beyond the linear part, new and repeated, against a plain map.
+        let mut m = super::KeyMap::<u32, u64>::default();
+        let mut want = std::collections::BTreeMap::new();
+        let mut ids = std::collections::BTreeMap::new();
+        for i in 0..400u32 {
+            let k = (i * 7919) % 23 + (i % 3) * 1000;
+            let (id, v) = m.entry(k);
+            *v += 1;
+            *want.entry(k).or_insert(0u64) += 1;
+            assert_eq!(*ids.entry(k).or_insert(id), id, "key {k} changed id");
+            assert_eq!(*m.by_id(id).unwrap(), want[&k]);
+        }
+        assert!(m.keys().len() > super::KeyMap::<u32, u64>::LINEAR);
+        let got: std::collections::BTreeMap<u32, u64> = m.iter().map(|(&k, &v)| (k, v)).collect();
+        assert_eq!(got, want);
     }
 }
