@@ -975,7 +975,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     }
 
     /// Steps past the record returned last and picks the CPU whose record comes next.
-    #[inline]
+    #[inline(always)]
     fn advance(&mut self) -> Result<Option<usize>, TraceDatError> {
         if let Some(i) = self.current.take() {
             let c = &mut self.cpus[i];
@@ -1020,7 +1020,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     }
 
     /// The next record in time order across CPUs, or None at the end.
-    #[inline]
+    #[inline(always)]
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, TraceDatError> {
         let next = match self.peeked.take() {
             Some(i) => Some(i),

@@ -33,29 +33,94 @@ fn parse_line(line: &str) -> Option<(u64, char, &str)> {
     Some((addr, ty, name))
 }
 
+/// The lines of `text` split at each `\n`, as `split` would, found with `memchr`.
+fn memchr_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match memchr::memchr(b'\n', t) {
+            Some(i) => {
+                rest = Some(&t[i + 1..]);
+                Some(&t[..i])
+            }
+            None => {
+                rest = None;
+                Some(t)
+            }
+        }
+    })
+}
+
+/// The address and name of a kallsyms line as bytes, as [`parse_line`] splits it: the usual
+/// `ADDR T NAME` shape read in one pass, anything else token by token.
+#[inline]
+fn fields(line: &[u8]) -> Option<(u64, &[u8])> {
+    let mut addr = 0u64;
+    let mut i = 0;
+    while let Some(&b) = line.get(i) {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => break,
+        };
+        addr = (addr << 4) | u64::from(digit);
+        i += 1;
+    }
+    if (1..=16).contains(&i)
+        && line.get(i) == Some(&b' ')
+        && line.get(i + 1).is_some_and(|t| !t.is_ascii_whitespace())
+        && line.get(i + 2) == Some(&b' ')
+    {
+        let rest = line.get(i + 3..).unwrap_or(&[]);
+        let end = rest
+            .iter()
+            .position(|b| b.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        if end > 0 {
+            return Some((addr, &rest[..end]));
+        }
+    }
+    let mut it = line
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|t| !t.is_empty());
+    let (Some(addr), Some(_), Some(name)) = (it.next(), it.next(), it.next()) else {
+        return None;
+    };
+    let addr = u64::from_str_radix(std::str::from_utf8(addr).ok()?, 16).ok()?;
+    Some((addr, name))
+}
+
 impl Kallsyms {
     /// Parses `/proc/kallsyms` text (`ADDR TYPE NAME [MODULE]` lines). Lines that do not
     /// parse, zero addresses (kptr_restrict) and `__pfx_` padding symbols are skipped.
     pub fn parse(text: &[u8]) -> Kallsyms {
-        let text = String::from_utf8_lossy(text);
-        let mut names = String::new();
-        let mut syms = Vec::new();
-        for line in text.lines() {
-            let Some((addr, _, name)) = parse_line(line) else {
+        // Byte by byte, as `parse_line` reads each line of the text made valid UTF-8: a kernel
+        // keeps 100,000-200,000 symbols, and this runs before the records can be read.
+        let mut names = String::with_capacity(text.len() / 2);
+        let mut syms = Vec::with_capacity(text.len() / 32);
+        for line in memchr_lines(text) {
+            let Some((addr, name)) = fields(line) else {
                 continue;
             };
-            if addr == 0 || name.starts_with("__pfx_") {
+            if addr == 0 || name.starts_with(b"__pfx_") {
                 continue;
             }
+            let name = match std::str::from_utf8(name) {
+                Ok(name) => std::borrow::Cow::Borrowed(name),
+                Err(_) => String::from_utf8_lossy(name),
+            };
             let (Ok(start), Ok(len)) = (u32::try_from(names.len()), u32::try_from(name.len()))
             else {
                 break;
             };
-            names.push_str(name);
+            names.push_str(&name);
             syms.push((addr, start, len));
         }
-        // Stable: the first name at an address stays first.
-        syms.sort_by_key(|s| s.0);
+        // Stable: the first name at an address stays first. (Most tables come sorted.)
+        if !syms.is_sorted_by_key(|s| s.0) {
+            syms.sort_by_key(|s| s.0);
+        }
         syms.dedup_by_key(|s| s.0);
         Kallsyms { syms, names }
     }
@@ -206,6 +271,44 @@ ffffffffc0000000 t vmx_vcpu_run\t[kvm_intel]\n\
         assert_eq!(k.lookup(0xffffffffc0000004), None, "past the last symbol");
         assert_eq!(k.lookup(0x1000), None);
         assert_eq!(k.lookup(0xffffffff81002000 + MAX_OFFSET), None);
+    }
+
+    #[test]
+    fn byte_parse_reads_lines_as_the_text_parse_does() {
+        // The table as parsing each line of the lossily decoded text gives it.
+        fn by_lines(text: &[u8]) -> Vec<(u64, String)> {
+            let text = String::from_utf8_lossy(text);
+            let mut v: Vec<(u64, String)> = text
+                .lines()
+                .filter_map(parse_line)
+                .filter(|(a, _, n)| *a != 0 && !n.starts_with("__pfx_"))
+                .map(|(a, _, n)| (a, n.to_string()))
+                .collect();
+            v.sort_by_key(|s| s.0);
+            v.dedup_by_key(|s| s.0);
+            v
+        }
+        let odd: &[u8] = b"  ffffffff81000000\tT\t_text \r\n\n\
+ffffffff81000100 t na\xffme\r\n\
++ffffffff81000200 t plus_sign\n\
+ffffffff81000300 t\n\
+zzzz t not_hex\n\
+ffffffff81000400 \xe2\x82 t_type_bytes_dont_matter\n\
+ffffffff81000500 t \xc3\xa9t\xc3\xa9 [mod]\n\
+ffffffff81000600 t \x0cformfeed\n\
+ffffffff81000800 tt two_char_type\n\
+ffffffff81000900 t  two_spaces\n\
+1ffffffff81000a00 t seventeen_digits\n\
+ffffffff81000b00 T\n\
+ffffffff81000700 t last_no_newline";
+        for text in [TEXT.as_bytes(), odd] {
+            let k = Kallsyms::parse(text);
+            let got: Vec<(u64, String)> = (0..k.len())
+                .map(|i| (k.syms[i].0, k.name(i).to_string()))
+                .collect();
+            assert_eq!(got, by_lines(text));
+        }
+        assert_eq!(Kallsyms::parse(odd).len(), 9);
     }
 
     #[test]
