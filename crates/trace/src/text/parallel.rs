@@ -253,6 +253,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// [`lock`] for the reader, spinning first: the other thread holds it while it reads a chunk
+/// (tens of microseconds), and sleeping on it costs more than that in wake-ups.
+fn spin_lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    for _ in 0..SPINS {
+        match m.try_lock() {
+            Ok(g) => return g,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
+        }
+    }
+    lock(m)
+}
+
+/// Tries of [`spin_lock`] before it sleeps.
+const SPINS: u32 = 100_000;
+
 /// The input, shared by the two threads: each takes the next chunk under the lock.
 struct Reader<R> {
     split: Splitter<R>,
@@ -401,7 +417,7 @@ pub(super) fn decode<R: Read + Send>(
         let worker = scope.spawn(move || {
             let mut parser = Parser::new(shared_names);
             loop {
-                let Some(taken) = lock(reader).take() else {
+                let Some(taken) = spin_lock(reader).take() else {
                     break;
                 };
                 // A closed channel means the caller stopped.
@@ -430,7 +446,7 @@ pub(super) fn decode<R: Read + Send>(
                             // The worker is still parsing: parse the next chunk here rather
                             // than wait (one ahead at most).
                             if stash.is_none() {
-                                let taken = lock(reader).take();
+                                let taken = spin_lock(reader).take();
                                 if let Some(taken) = taken {
                                     stash = Some(own_parser.parse(taken));
                                     continue;
@@ -470,7 +486,7 @@ pub(super) fn decode<R: Read + Send>(
             let mut batch = batch;
             let error = batch.error.take();
             total.append(std::mem::take(&mut batch.stats));
-            lock(reader).recycle(batch);
+            spin_lock(reader).recycle(batch);
             if let Some(e) = error {
                 result = Err(match e {
                     // The reader does not count lines: the ones before are the total's.
