@@ -23,16 +23,6 @@ pub struct Kallsyms {
     names: String,
 }
 
-/// The fields of one `/proc/kallsyms` line: (address, type, name), or None for lines that are
-/// not symbols (blank, or without an address).
-fn parse_line(line: &str) -> Option<(u64, char, &str)> {
-    let mut it = line.split_ascii_whitespace();
-    let addr = u64::from_str_radix(it.next()?, 16).ok()?;
-    let ty = it.next()?.chars().next()?;
-    let name = it.next()?;
-    Some((addr, ty, name))
-}
-
 /// The lines of `text` split at each `\n`, as `split` would, found with `memchr`.
 fn memchr_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(text);
@@ -51,7 +41,17 @@ fn memchr_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// The address and name of a kallsyms line as bytes, as [`parse_line`] splits it: the usual
+/// The symbols of `/proc/kallsyms` text (`ADDR TYPE NAME [MODULE]` lines): per line that is
+/// one, its address, name and whole line. Lines that do not parse, zero addresses
+/// (kptr_restrict) and `__pfx_` padding symbols are skipped.
+fn symbol_lines(text: &[u8]) -> impl Iterator<Item = (u64, &[u8], &[u8])> {
+    memchr_lines(text).filter_map(|line| {
+        let (addr, name) = fields(line)?;
+        (addr != 0 && !name.starts_with(b"__pfx_")).then_some((addr, name, line))
+    })
+}
+
+/// The address and name of a kallsyms line as bytes, split at ASCII whitespace: the usual
 /// `ADDR T NAME` shape read in one pass, anything else token by token.
 #[inline]
 fn fields(line: &[u8]) -> Option<(u64, &[u8])> {
@@ -95,17 +95,11 @@ impl Kallsyms {
     /// Parses `/proc/kallsyms` text (`ADDR TYPE NAME [MODULE]` lines). Lines that do not
     /// parse, zero addresses (kptr_restrict) and `__pfx_` padding symbols are skipped.
     pub fn parse(text: &[u8]) -> Kallsyms {
-        // Byte by byte, as `parse_line` reads each line of the text made valid UTF-8: a kernel
-        // keeps 100,000-200,000 symbols, and this runs before the records can be read.
+        // Byte by byte, names made valid UTF-8 one by one: a kernel keeps 100,000-200,000
+        // symbols, and this runs before the records can be read.
         let mut names = String::with_capacity(text.len() / 2);
         let mut syms = Vec::with_capacity(text.len() / 32);
-        for line in memchr_lines(text) {
-            let Some((addr, name)) = fields(line) else {
-                continue;
-            };
-            if addr == 0 || name.starts_with(b"__pfx_") {
-                continue;
-            }
+        for (addr, name, _) in symbol_lines(text) {
             let name = match std::str::from_utf8(name) {
                 Ok(name) => std::borrow::Cow::Borrowed(name),
                 Err(_) => String::from_utf8_lossy(name),
@@ -185,12 +179,13 @@ impl Kallsyms {
 /// of the subset finds the same symbol, and `%pS` the same size, as with the whole table).
 /// Lines keep their text and come out sorted by address.
 pub fn kallsyms_subset(text: &[u8], addrs: &BTreeSet<u64>) -> Vec<u8> {
-    let text = String::from_utf8_lossy(text);
-    let mut lines: Vec<(u64, &str)> = text
-        .lines()
-        .filter_map(|l| {
-            let (a, _, name) = parse_line(l)?;
-            (a != 0 && !name.starts_with("__pfx_")).then_some((a, l))
+    // Each line as `str::lines` gives it: a `\r` before the `\n` dropped (the unterminated
+    // last line, which ends the text, keeps its own).
+    let end = text.as_ptr_range().end;
+    let mut lines: Vec<(u64, &[u8])> = symbol_lines(text)
+        .map(|(a, _, line)| match line.strip_suffix(b"\r") {
+            Some(cut) if line.as_ptr_range().end != end => (a, cut),
+            _ => (a, line),
         })
         .collect();
     lines.sort_by_key(|l| l.0);
@@ -211,7 +206,7 @@ pub fn kallsyms_subset(text: &[u8], addrs: &BTreeSet<u64>) -> Vec<u8> {
     }
     let mut out = Vec::new();
     for i in keep {
-        out.extend_from_slice(lines[i].1.as_bytes());
+        out.extend_from_slice(String::from_utf8_lossy(lines[i].1).as_bytes());
         out.push(b'\n');
     }
     out
@@ -273,6 +268,16 @@ ffffffffc0000000 t vmx_vcpu_run\t[kvm_intel]\n\
         assert_eq!(k.lookup(0xffffffff81002000 + MAX_OFFSET), None);
     }
 
+    /// The fields of one kallsyms line split as text (address, type, name): what the byte
+    /// parse must agree with.
+    fn parse_line(line: &str) -> Option<(u64, char, &str)> {
+        let mut it = line.split_ascii_whitespace();
+        let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+        let ty = it.next()?.chars().next()?;
+        let name = it.next()?;
+        Some((addr, ty, name))
+    }
+
     #[test]
     fn byte_parse_reads_lines_as_the_text_parse_does() {
         // The table as parsing each line of the lossily decoded text gives it.
@@ -309,6 +314,14 @@ ffffffff81000700 t last_no_newline";
             assert_eq!(got, by_lines(text));
         }
         assert_eq!(Kallsyms::parse(odd).len(), 9);
+        // The subset reads its lines with the same parser: every address names the same.
+        let all = Kallsyms::parse(odd);
+        let addrs: BTreeSet<u64> = all.syms.iter().map(|s| s.0 + 1).collect();
+        let sub = Kallsyms::parse(&kallsyms_subset(odd, &addrs));
+        for a in &addrs {
+            assert_eq!(sub.lookup_offset(*a), all.lookup_offset(*a));
+        }
+        assert!(!String::from_utf8_lossy(&kallsyms_subset(odd, &addrs)).contains("\r\n"));
     }
 
     #[test]
