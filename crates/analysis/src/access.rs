@@ -124,22 +124,40 @@ pub struct AccessReport {
 }
 
 impl Accesses {
+    /// Inlined into the caller: the events this does nothing with cost a branch, not a call.
+    #[inline]
     pub fn observe(&mut self, ev: &Event<'_>) {
+        match ev.kind {
+            EventKind::KvmExit(_) => self.exit(ev),
+            EventKind::KvmEntry { .. } => self.entry(ev),
+            EventKind::Msr { .. }
+            | EventKind::Pio { .. }
+            | EventKind::Mmio { .. }
+            | EventKind::SysReg { enc: Some(_), .. } => self.access(ev),
+            _ => {}
+        }
+    }
+
+    #[inline(never)]
+    fn exit(&mut self, ev: &Event<'_>) {
+        self.threads.slot(ev.tid).exit_ts = Some(ev.ts_ns);
+    }
+
+    #[inline(never)]
+    fn entry(&mut self, ev: &Event<'_>) {
+        let open = self.threads.slot(ev.tid);
+        open.exit_ts = None;
+        if let Some((start, id)) = open.access.take() {
+            if let (Some(slot), true) = (self.slots.by_id(id), ev.ts_ns >= start) {
+                slot.latency.add(ev.ts_ns - start);
+            }
+        }
+    }
+
+    /// An MSR, port, MMIO or system-register access.
+    #[inline(never)]
+    fn access(&mut self, ev: &Event<'_>) {
         let (key, bytes, value, fault) = match ev.kind {
-            EventKind::KvmExit(_) => {
-                self.threads.slot(ev.tid).exit_ts = Some(ev.ts_ns);
-                return;
-            }
-            EventKind::KvmEntry { .. } => {
-                let open = self.threads.slot(ev.tid);
-                open.exit_ts = None;
-                if let Some((start, id)) = open.access.take() {
-                    if let (Some(slot), true) = (self.slots.by_id(id), ev.ts_ns >= start) {
-                        slot.latency.add(ev.ts_ns - start);
-                    }
-                }
-                return;
-            }
             EventKind::Msr {
                 write,
                 msr,

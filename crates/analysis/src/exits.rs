@@ -7,18 +7,16 @@
 //! Unlike perf, which counts only exits whose entry it saw, `count` is every exit observed;
 //! `latency.samples` is the number of paired ones.
 
-use std::collections::HashMap;
-
 use kvmscope_trace::{Event, EventKind, Isa};
 use serde::Serialize;
 
-use crate::keys::{ReasonKey, ThreadSlots};
+use crate::keys::{KeyMap, ReasonKey, ThreadSlots};
 use crate::stats::{Latency, LatencySummary};
 
 #[derive(Debug, Default)]
 pub struct Exits {
-    reasons: HashMap<ReasonKey, Slot, foldhash::fast::FixedState>,
-    /// Per thread: the open exit (start ts, reason) and the vCPU id last printed.
+    reasons: KeyMap<ReasonKey, Slot>,
+    /// Per thread: the open exit (start ts, its reason's id in `reasons`).
     threads: ThreadSlots<Open>,
     entries_unpaired: u64,
     total: u64,
@@ -49,7 +47,7 @@ impl Split {
 
 #[derive(Debug, Default, Clone)]
 struct Open {
-    start: Option<(u64, ReasonKey)>,
+    start: Option<(u64, u32)>,
     /// The open exit emulated a device access (kvm_pio, kvm_mmio or kvm_userspace_exit).
     emulated: bool,
     /// The open exit returned to the VMM (kvm_userspace_exit).
@@ -92,48 +90,60 @@ pub struct ExitReport {
 }
 
 impl Exits {
+    /// Inlined into the caller: the events this does nothing with cost a branch, not a call.
+    #[inline]
     pub fn observe(&mut self, ev: &Event<'_>) {
         match &ev.kind {
-            EventKind::KvmExit(e) => {
-                self.total += 1;
-                let key = ReasonKey::from_reason(&e.reason);
-                let slot = self.reasons.entry(key.clone()).or_default();
-                slot.count += 1;
-                *slot.per_vcpu.slot(ev.tid) += 1;
-                let open = self.threads.slot(ev.tid);
-                *open = Open {
-                    start: Some((ev.ts_ns, key)),
-                    ..Open::default()
-                };
-            }
+            EventKind::KvmExit(e) => self.exit(ev, &e.reason),
             EventKind::Pio { .. } | EventKind::Mmio { .. } | EventKind::UserspaceExit { .. } => {
-                if let Some(open) = self.threads.get_mut(ev.tid) {
-                    if open.start.is_some() {
-                        open.emulated = true;
-                        open.userspace |= matches!(ev.kind, EventKind::UserspaceExit { .. });
-                    }
-                }
+                self.emulated(ev)
             }
-            EventKind::KvmEntry { .. } => {
-                let open = self.threads.slot(ev.tid);
-                match open.start.take() {
-                    Some((start, key)) if ev.ts_ns >= start => {
-                        if let Some(slot) = self.reasons.get_mut(&key) {
-                            let ns = ev.ts_ns - start;
-                            slot.latency.add(ns);
-                            if open.emulated {
-                                slot.emulated.add(ns);
-                            }
-                            if open.userspace {
-                                slot.userspace.add(ns);
-                            }
-                        }
-                    }
-                    Some(_) => {} // clock went backwards: perf skips these too
-                    None => self.entries_unpaired += 1,
-                }
-            }
+            EventKind::KvmEntry { .. } => self.entry(ev),
             _ => {}
+        }
+    }
+
+    #[inline(never)]
+    fn exit(&mut self, ev: &Event<'_>, reason: &kvmscope_trace::ExitReason<'_>) {
+        self.total += 1;
+        let (id, slot) = self.reasons.entry(ReasonKey::from_reason(reason));
+        slot.count += 1;
+        *slot.per_vcpu.slot(ev.tid) += 1;
+        let open = self.threads.slot(ev.tid);
+        *open = Open {
+            start: Some((ev.ts_ns, id)),
+            ..Open::default()
+        };
+    }
+
+    #[inline(never)]
+    fn emulated(&mut self, ev: &Event<'_>) {
+        if let Some(open) = self.threads.get_mut(ev.tid) {
+            if open.start.is_some() {
+                open.emulated = true;
+                open.userspace |= matches!(ev.kind, EventKind::UserspaceExit { .. });
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn entry(&mut self, ev: &Event<'_>) {
+        let open = self.threads.slot(ev.tid);
+        match open.start.take() {
+            Some((start, id)) if ev.ts_ns >= start => {
+                if let Some(slot) = self.reasons.by_id(id) {
+                    let ns = ev.ts_ns - start;
+                    slot.latency.add(ns);
+                    if open.emulated {
+                        slot.emulated.add(ns);
+                    }
+                    if open.userspace {
+                        slot.userspace.add(ns);
+                    }
+                }
+            }
+            Some(_) => {} // clock went backwards: perf skips these too
+            None => self.entries_unpaired += 1,
         }
     }
 
@@ -142,8 +152,8 @@ impl Exits {
     }
 
     pub fn finish(&self) -> ExitReport {
-        let total_time: u128 = self.reasons.values().map(|s| s.latency.total()).sum();
-        let paired: u64 = self.reasons.values().map(|s| s.latency.count()).sum();
+        let total_time: u128 = self.reasons.iter().map(|(_, s)| s.latency.total()).sum();
+        let paired: u64 = self.reasons.iter().map(|(_, s)| s.latency.count()).sum();
         let mut rows: Vec<ExitRow> = self
             .reasons
             .iter()

@@ -89,6 +89,8 @@ pub struct WfxReport {
 }
 
 impl Interrupts {
+    /// Inlined into the caller: the events this does nothing with cost a branch, not a call.
+    #[inline]
     pub fn observe(&mut self, ev: &Event<'_>) {
         match ev.kind {
             EventKind::InjVirq { irq, .. } => self.injected.bump(irq),
@@ -129,7 +131,8 @@ impl Interrupts {
                 }
                 self.wfx_open.insert(ev.tid, (ev.ts_ns, wfe));
             }
-            EventKind::KvmEntry { .. } => {
+            // Most traces have no WFx: no hash per entry then.
+            EventKind::KvmEntry { .. } if !self.wfx_open.is_empty() => {
                 if let Some((start, wfe)) = self.wfx_open.remove(&ev.tid) {
                     if let Some(d) = ev.ts_ns.checked_sub(start) {
                         if wfe {

@@ -304,7 +304,7 @@ impl<K, V> Default for KeyMap<K, V> {
     }
 }
 
-impl<K: std::hash::Hash + Eq + Copy, V: Default> KeyMap<K, V> {
+impl<K: std::hash::Hash + Eq + Clone, V: Default> KeyMap<K, V> {
     /// Keys searched in order before the hash map.
     pub const LINEAR: usize = 8;
 
@@ -329,7 +329,7 @@ impl<K: std::hash::Hash + Eq + Copy, V: Default> KeyMap<K, V> {
         }
         let id = self.keys.len();
         if id >= Self::LINEAR {
-            self.more.insert(k, id as u32);
+            self.more.insert(k.clone(), id as u32);
         }
         self.keys.push(k);
         self.values.push(V::default());
