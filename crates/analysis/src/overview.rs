@@ -84,6 +84,7 @@ pub struct UserspaceExitRow {
 impl Overview {
     /// Counts the event; returns its interned name and class, which the report's other
     /// analyses are dispatched by.
+    #[inline]
     pub fn observe(&mut self, ev: &Event<'_>) -> (NameId, Class) {
         if self.first_ts.is_none() {
             self.first_ts = Some(ev.ts_ns);
@@ -93,25 +94,37 @@ impl Overview {
         let (id, class) = self.names.intern(ev);
         match self.by_name.get_mut(id as usize) {
             Some(n) => *n += 1,
-            None => {
-                self.by_name.resize(id as usize + 1, 0);
-                self.by_name[id as usize] = 1;
-            }
+            None => self.first_of_name(id),
         }
         if ev.cpu != kvmscope_trace::text::line::CPU_UNKNOWN {
             match self.cpus_small.get_mut(ev.cpu as usize) {
                 Some(n) => *n += 1,
-                None if ev.cpu < 4096 => {
-                    self.cpus_small.resize(ev.cpu as usize + 1, 0);
-                    self.cpus_small[ev.cpu as usize] = 1;
-                }
-                None => *self.cpus.entry(ev.cpu).or_default() += 1,
+                None => self.cpu_past_small(ev.cpu),
             }
         }
         if matches!(class, Class::Kvm | Class::KvmMmu) {
             self.observe_kvm(ev);
         }
         (id, class)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn first_of_name(&mut self, id: NameId) {
+        self.by_name.resize(id as usize + 1, 0);
+        self.by_name[id as usize] = 1;
+    }
+
+    /// Counts an event of a CPU `cpus_small` does not reach yet.
+    #[cold]
+    #[inline(never)]
+    fn cpu_past_small(&mut self, cpu: u32) {
+        if cpu < 4096 {
+            self.cpus_small.resize(cpu as usize + 1, 0);
+            self.cpus_small[cpu as usize] = 1;
+        } else {
+            *self.cpus.entry(cpu).or_default() += 1;
+        }
     }
 
     fn observe_kvm(&mut self, ev: &Event<'_>) {

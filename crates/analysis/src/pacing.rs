@@ -55,24 +55,34 @@ impl Pacing {
     }
 
     /// [`Pacing::observe`] for a `kvm`/`kvmmmu` event whose name the caller interned as `id`.
+    #[inline]
     pub fn observe_id(&mut self, ev: &Event<'_>, id: NameId) {
         if ev.tid == 0 {
             return;
         }
-        let i = id as usize;
-        if self.slots.len() <= i {
-            self.slots.resize_with(i + 1, || None);
-        }
-        let slot = self.slots[i].get_or_insert_with(|| Slot {
-            event: format!("{}:{}", ev.system, ev.name),
-            ..Slot::default()
-        });
+        let slot = match self.slots.get_mut(id as usize) {
+            Some(Some(slot)) => slot,
+            _ => self.new_slot(ev, id),
+        };
         if let Some(prev) = slot.last.insert(ev.tid, ev.ts_ns) {
             // Out-of-order input (merged files) gives no gap rather than a wrapped one.
             if let Some(gap) = ev.ts_ns.checked_sub(prev) {
                 slot.gaps.add(gap);
             }
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn new_slot(&mut self, ev: &Event<'_>, id: NameId) -> &mut Slot {
+        let i = id as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.slots[i].get_or_insert_with(|| Slot {
+            event: format!("{}:{}", ev.system, ev.name),
+            ..Slot::default()
+        })
     }
 
     pub fn finish(&self) -> Vec<PacingRow> {
