@@ -283,7 +283,7 @@ pub fn decoder(system: &str, name: &str) -> Decoder {
                 target_cpu: find(p, "target_cpu").and_then(dec32),
             })
         },
-        _ if system == "kvmmmu" || system_of(name) == "kvmmmu" => |name, p| Some(mmu(name, p)),
+        _ if system == "kvmmmu" || system_of(name) == "kvmmmu" => mmu_decoder(mmu_kind(name)),
         _ => match irq_vector_name(name) {
             Some((_, true)) => |_, p| {
                 Some(EventKind::IrqVector {
@@ -741,8 +741,41 @@ pub fn mmu_event(
     }
 }
 
-fn mmu<'a>(name: &str, p: &'a str) -> EventKind<'a> {
-    let kind = mmu_kind(name);
+/// The decoder of kvmmmu events of `kind`: the kind is resolved from the name once, not per
+/// event (kvm_mmu_paging_element alone can be a third of a shadow-paging trace).
+fn mmu_decoder(kind: MmuKind) -> Decoder {
+    use MmuKind as M;
+    macro_rules! of {
+        ($k:expr) => {
+            |_, p| Some(mmu($k, p))
+        };
+    }
+    match kind {
+        M::GetPage => of!(M::GetPage),
+        M::SyncPage => of!(M::SyncPage),
+        M::Unsync => of!(M::Unsync),
+        M::PrepareZap => of!(M::PrepareZap),
+        M::ZapPage => of!(M::ZapPage),
+        M::SetSpte => of!(M::SetSpte),
+        M::SptePrequested => of!(M::SptePrequested),
+        M::SetDirtyBit => of!(M::SetDirtyBit),
+        M::SetAccessedBit => of!(M::SetAccessedBit),
+        M::PagetableWalk => of!(M::PagetableWalk),
+        M::PagingElement => of!(M::PagingElement),
+        M::WalkerError => of!(M::WalkerError),
+        M::FastPageFault => of!(M::FastPageFault),
+        M::MmioSpte => of!(M::MmioSpte),
+        M::HandleMmioPageFault => of!(M::HandleMmioPageFault),
+        M::CheckMmioSpte => of!(M::CheckMmioSpte),
+        M::InvalidateZapAllFast => of!(M::InvalidateZapAllFast),
+        M::SplitHugePage => of!(M::SplitHugePage),
+        M::TdpMmuSptChanged => of!(M::TdpMmuSptChanged),
+        M::Other => of!(M::Other),
+    }
+}
+
+#[inline(always)]
+fn mmu(kind: MmuKind, p: &str) -> EventKind<'_> {
     if !mmu_has_role(kind) {
         return mmu_event(kind, None, None, false);
     }
