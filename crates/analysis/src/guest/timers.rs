@@ -12,19 +12,23 @@
 //! T that is the very next hrtimer event on that CPU after T's expiry counts, and
 //! [`TimerReport::irq_context_known`] is false.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kvmscope_trace::{Event, EventKind};
 use serde::Serialize;
 
-use crate::keys::Strings;
+use crate::keys::{KeyMap, Strings};
+
+/// Hash sets and maps by timer address (foldhash: these are looked up per timer event).
+type ByTimer<V> = HashMap<u64, V, foldhash::fast::FixedState>;
+type Timerset = HashSet<u64, foldhash::fast::FixedState>;
 
 #[derive(Debug, Default)]
 struct CpuState {
     in_local_timer: bool,
     last_expired: Option<u64>,
     running: Vec<u64>,
-    expired_in_irq: BTreeSet<u64>,
+    expired_in_irq: Timerset,
     last_exit: Option<u64>,
 }
 
@@ -42,13 +46,13 @@ struct Counts {
 
 #[derive(Debug, Default)]
 pub(super) struct Timers {
-    cpus: BTreeMap<u32, CpuState>,
+    cpus: KeyMap<u32, CpuState>,
     /// By (function id in `names`, CPU).
-    rows: HashMap<(u32, u32), Counts, foldhash::fast::FixedState>,
+    rows: KeyMap<(u32, u32), Counts>,
     /// The function of each timer seen, by address.
-    functions: HashMap<u64, u32, foldhash::fast::FixedState>,
+    functions: ByTimer<u32>,
     names: Strings,
-    scope_timers: BTreeSet<u64>,
+    scope_timers: Timerset,
     local_timer: BTreeMap<u32, u64>,
     irq_context_known: bool,
     scope_deadline_writes_task: u64,
@@ -125,7 +129,7 @@ impl ScopeDeadlineWrites {
 
 impl Timers {
     fn row(&mut self, function: u32, cpu: u32) -> &mut Counts {
-        self.rows.entry((function, cpu)).or_default()
+        self.rows.entry((function, cpu)).1
     }
 
     pub fn observe(&mut self, ev: &Event<'_>, ours: bool) {
@@ -137,7 +141,7 @@ impl Timers {
                 let function = self.names.id(function);
                 self.functions.insert(hrtimer, function);
                 let known = self.irq_context_known;
-                let st = self.cpus.entry(cpu).or_default();
+                let st = self.cpus.entry(cpu).1;
                 // A start inside a timer interrupt belongs to whatever task the interrupt
                 // hit (the tick restarting itself), not to that task: only task-context
                 // starts make a timer the scope's.
@@ -161,7 +165,7 @@ impl Timers {
             EventKind::HrtimerExpireEntry { hrtimer, function } => {
                 let function = self.names.id(function);
                 self.functions.insert(hrtimer, function);
-                let st = self.cpus.entry(cpu).or_default();
+                let st = self.cpus.entry(cpu).1;
                 st.running.push(hrtimer);
                 st.expired_in_irq.insert(hrtimer);
                 st.last_expired = Some(hrtimer);
@@ -172,14 +176,14 @@ impl Timers {
                 row.expiries_of_scope_timers += u64::from(of_scope);
             }
             EventKind::HrtimerExpireExit { hrtimer } => {
-                let st = self.cpus.entry(cpu).or_default();
+                let st = self.cpus.entry(cpu).1;
                 if let Some(i) = st.running.iter().rposition(|&t| t == hrtimer) {
                     st.running.remove(i);
                 }
                 st.last_exit = Some(hrtimer);
             }
             EventKind::HrtimerCancel { hrtimer } => {
-                let st = self.cpus.entry(cpu).or_default();
+                let st = self.cpus.entry(cpu).1;
                 st.last_exit = None;
                 let function = match self.functions.get(&hrtimer) {
                     Some(&f) => f,
@@ -192,7 +196,7 @@ impl Timers {
                 msr: super::MSR_TSC_DEADLINE,
                 ..
             } => {
-                let st = self.cpus.entry(cpu).or_default();
+                let st = self.cpus.entry(cpu).1;
                 if st.in_local_timer {
                     let scope_irq = st
                         .expired_in_irq
@@ -209,7 +213,7 @@ impl Timers {
             }
             EventKind::IrqVector { entry, .. } if ev.name.starts_with("local_timer_") => {
                 self.irq_context_known = true;
-                let st = self.cpus.entry(cpu).or_default();
+                let st = self.cpus.entry(cpu).1;
                 st.in_local_timer = entry;
                 st.expired_in_irq.clear();
                 st.last_expired = None;
