@@ -164,6 +164,47 @@ fn record_both(tracefs: &Path, dat: &Path, txt: &Path, version: Version) -> Opti
     Some(tids)
 }
 
+/// Whether the file's rows are the text instance's, count for count, but for at most
+/// [`SETUP_IPIS`] more in the file. The file's tracing goes on inside `Recorder::start`, the
+/// text instance's only after it returns, and this thread (one of the traced ones) finishes
+/// `start` in between: a buffer it frees there can send a flush_tlb_func IPI to the spinner
+/// that only the file sees (seen once under a full parallel test run: 279 against 278).
+fn same_but_setup_ipis(file: &[Value], text: &[Value]) -> bool {
+    fn counts(v: &Value) -> (Value, Vec<u64>) {
+        match v {
+            Value::Object(m) => {
+                let mut rest = serde_json::Map::new();
+                let mut n = Vec::new();
+                for (k, x) in m {
+                    match x.as_u64() {
+                        Some(c) if k != "sender_cpu" && k != "target_cpu" && k != "cpu" => {
+                            n.push(c)
+                        }
+                        _ => {
+                            rest.insert(k.clone(), x.clone());
+                        }
+                    }
+                }
+                (Value::Object(rest), n)
+            }
+            v => (v.clone(), Vec::new()),
+        }
+    }
+    file.len() == text.len()
+        && file.iter().zip(text).all(|(a, b)| {
+            let ((ka, na), (kb, nb)) = (counts(a), counts(b));
+            ka == kb
+                && na.len() == nb.len()
+                && na
+                    .iter()
+                    .zip(&nb)
+                    .all(|(x, y)| x >= y && x - y <= SETUP_IPIS)
+        })
+}
+
+/// See [`same_but_setup_ipis`].
+const SETUP_IPIS: u64 = 2;
+
 /// The recordings run one at a time: each one's enabling of tracepoints would show up in
 /// the other's (text patching IPIs), and their storms would share the CPUs.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -233,10 +274,10 @@ fn check_recording(version: Version) {
                 "kernel text has no {f} in {table}: {l}"
             );
         }
-        assert_eq!(
-            rows(&o),
-            rows(&l),
-            "{table} {f}: the file's names differ from the kernel's"
+        let (fo, lo) = (rows(&o), rows(&l));
+        assert!(
+            same_but_setup_ipis(&fo, &lo),
+            "{table} {f}: the file's rows differ from the kernel's\n file: {fo:?}\n text: {lo:?}"
         );
     }
     assert!(
