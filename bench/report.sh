@@ -53,7 +53,7 @@ import sys
 kind, b, ev, ks, ksc, ksm, aw, awc, awm, an, anc, anm = sys.argv[1:]
 b, ev = int(b), int(ev)
 ks, ksc, aw, awc, an, anc = (max(float(x), 1e-3) for x in (ks, ksc, aw, awc, an, anc))
-row = lambda tool, s, c, m: print(f"{kind:<20} {tool:<22} {b/s/1e6:>9.0f} {ev/s/1e6:>9.2f} {s:>7.2f}s {c:>7.2f}s {int(m)/1024:>7.1f}MB")
+row = lambda tool, s, c, m: print(f"{kind:<20} {tool:<22} {b/s/1e6:>9.0f} {ev/s/1e6:>9.2f} {s:>7.3f}s {c:>7.2f}s {int(m)/1024:>7.1f}MB")
 row("awk '{c[$5]++}'", aw, awc, awm)
 row("awk -F': ' '{c[$2]++}'", an, anc, anm)
 row("kvmscope report", ks, ksc, ksm)
@@ -71,7 +71,7 @@ import sys
 kind, b, ev, ks, ksc, ksm, tc, tcc, tcm = sys.argv[1:]
 b, ev = int(b), int(ev)
 ks, ksc, tc, tcc = (max(float(x), 1e-3) for x in (ks, ksc, tc, tcc))
-row = lambda tool, s, c, m: print(f"{kind:<20} {tool:<22} {b/s/1e6:>9.0f} {ev/s/1e6:>9.2f} {s:>7.2f}s {c:>7.2f}s {int(m)/1024:>7.1f}MB")
+row = lambda tool, s, c, m: print(f"{kind:<20} {tool:<22} {b/s/1e6:>9.0f} {ev/s/1e6:>9.2f} {s:>7.3f}s {c:>7.2f}s {int(m)/1024:>7.1f}MB")
 row("trace-cmd report", tc, tcc, tcm)
 row("kvmscope report", ks, ksc, ksm)
 print(f"{kind:<20} {'ratio':<22} kvmscope/trace-cmd {tc/ks:.1f}x events/s ({ev} events; whole command, startup included)")
