@@ -426,8 +426,23 @@ fn exit_tokens(t: &str) -> ExitFields {
     (rip, info1, info2)
 }
 
+/// The kernel's own text of a kvm_exit or kvm_entry payload that trace-cmd's kvm plugin
+/// prefixed with the x86 fields it could not find on an arm64 host: `<CANT FIND FIELD
+/// exit_reason>TRAP: HSR_EC: ...`, `CAN'T FIND FIELD "vcpu_id"<CANT FIND FIELD rip>PC: ...`.
+/// Other payloads come back whole.
+fn without_plugin_notes(p: &str) -> &str {
+    match p.as_bytes().first() {
+        Some(b'<' | b'C') if p.contains("FIND FIELD") => p.rsplit_once('>').map_or(p, |(_, t)| t),
+        _ => p,
+    }
+}
+
 fn arm64_exit(p: &str, ec_pos: usize) -> Option<KvmExit<'_>> {
-    let kind = match p[..ec_pos].split(':').next().map(str::trim) {
+    let kind = match without_plugin_notes(&p[..ec_pos])
+        .split(':')
+        .next()
+        .map(str::trim)
+    {
         Some("IRQ") => ArmExitKind::Irq,
         Some("SERROR") => ArmExitKind::Serror,
         Some("TRAP") | Some("H") | Some("E") => ArmExitKind::Trap,
@@ -449,7 +464,7 @@ fn arm64_exit(p: &str, ec_pos: usize) -> Option<KvmExit<'_>> {
 }
 
 fn kvm_entry(p: &str) -> EventKind<'_> {
-    let mut c = Cursor::new(p);
+    let mut c = Cursor::new(without_plugin_notes(p));
     let vcpu = c.find("vcpu").and_then(dec32);
     let rip = c.find("rip").or_else(|| c.find("PC")).and_then(hex);
     EventKind::KvmEntry { vcpu, rip }
@@ -830,6 +845,50 @@ mod tests {
                 proptest::prop_assert_eq!(fast, exit_tokens(&t));
             }
         }
+    }
+
+    /// `trace-cmd report` of an arm64 host (Debian's 6.x kernel under the emulated host): its
+    /// kvm plugin prints the x86 fields it cannot find before the kernel's own text.
+    #[test]
+    fn arm64_lines_through_trace_cmds_kvm_plugin() {
+        let exit = |p| match d("kvm_exit", p) {
+            EventKind::KvmExit(e) => (e.reason, e.rip),
+            k => panic!("{k:?}"),
+        };
+        assert_eq!(
+            exit(
+                "<CANT FIND FIELD exit_reason>TRAP: HSR_EC: 0x0018 (SYS64), PC: 0xffff8000807707f4"
+            ),
+            (
+                ExitReason::Arm64 {
+                    kind: ArmExitKind::Trap,
+                    ec: 0x18
+                },
+                Some(0xffff8000807707f4)
+            )
+        );
+        assert_eq!(
+            exit("<CANT FIND FIELD exit_reason>IRQ: HSR_EC: 0x0000 (UNKNOWN), PC: 0xffff80008"),
+            (
+                ExitReason::Arm64 {
+                    kind: ArmExitKind::Irq,
+                    ec: 0
+                },
+                Some(0xffff80008)
+            )
+        );
+        assert_eq!(
+            d(
+                "kvm_entry",
+                "CAN'T FIND FIELD \"vcpu_id\"<CANT FIND FIELD rip>PC: 0xffff800080f1792c"
+            ),
+            EventKind::KvmEntry {
+                vcpu: None,
+                rip: Some(0xffff800080f1792c)
+            }
+        );
+        // A payload of its own that happens to start so is read whole.
+        assert_eq!(without_plugin_notes("CPU 1 > 2"), "CPU 1 > 2");
     }
 
     #[test]
