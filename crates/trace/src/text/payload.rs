@@ -21,7 +21,10 @@ pub fn system_of(name: &str) -> &'static str {
         "mark_mmio_spte" | "handle_mmio_page_fault" | "fast_page_fault" | "check_mmio_spte" => {
             "kvmmmu"
         }
-        "vcpu_match_mmio" => "kvm",
+        // arm64's vgic tracepoint is in the kvm system without the prefix.
+        "vcpu_match_mmio" | "vgic_update_irq_pending" => "kvm",
+        "irq_handler_entry" | "irq_handler_exit" | "softirq_entry" | "softirq_exit"
+        | "softirq_raise" => "irq",
         "tlb_flush" => "tlb",
         "tracing_mark_write" | "print" => "ftrace",
         "write_msr" | "read_msr" | "rdpmc" => "msr",
@@ -845,6 +848,23 @@ mod tests {
                 proptest::prop_assert_eq!(fast, exit_tokens(&t));
             }
         }
+    }
+
+    /// Text without the system column (`trace-cmd report`) names arm64's and the IRQ core's
+    /// events as trace.dat's formats do.
+    #[test]
+    fn systems_of_names_without_their_prefix() {
+        assert_eq!(system_of("vgic_update_irq_pending"), "kvm");
+        assert_eq!(system_of("kvm_wfx_arm64"), "kvm");
+        for n in [
+            "irq_handler_entry",
+            "irq_handler_exit",
+            "softirq_raise",
+            "softirq_entry",
+        ] {
+            assert_eq!(system_of(n), "irq", "{n}");
+        }
+        assert_eq!(system_of("local_timer_entry"), "irq_vectors");
     }
 
     /// `trace-cmd report` of an arm64 host (Debian's 6.x kernel under the emulated host): its
