@@ -193,6 +193,13 @@ fn exits_by_class_equal_trace_cmd_and_the_capture_reader() {
                 reported,
                 "{name}: kvmscope report of trace-cmd's text vs of the trace.dat"
             );
+            // Every event under the same `system:name`, though the text has no system column.
+            let by_name = |p: &Path| report_json(&[p])["overview"]["by_name"].clone();
+            assert_eq!(
+                by_name(&text),
+                by_name(&t),
+                "{name}: events by name, trace-cmd's text vs the trace.dat"
+            );
         }
     }
 }
