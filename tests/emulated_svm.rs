@@ -153,6 +153,59 @@ fn the_report_of_each_recording_shows_the_promised_exits_ports_msrs_and_gpas() {
     );
 }
 
+/// `trace-cmd report`'s text of each recording, as users paste it, reports what the
+/// trace.dat reports: the exits by reason and the events by name.
+#[test]
+fn trace_cmd_text_of_each_recording_reports_as_the_trace_dat() {
+    let Some(m) = matrix() else { return };
+    if !kvmscope_capture::host::require_tool("trace-cmd", "apt-get install trace-cmd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (host, name, s) in m.scenarios() {
+        let trace = PathBuf::from(s["trace"].as_str().unwrap());
+        let out = Command::new("trace-cmd")
+            .arg("report")
+            .arg("-i")
+            .arg(&trace)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "trace-cmd report {}", trace.display());
+        let text = dir.path().join(format!("{host}-{name}.txt"));
+        std::fs::write(&text, &out.stdout).unwrap();
+        let (from_text, from_dat) = (
+            support::report_json(&[text.as_os_str()]),
+            support::report_json(&[trace.as_os_str()]),
+        );
+        for part in [&["exits", "rows"][..], &["overview", "by_name"][..]] {
+            let pick = |v: &Value| {
+                let rows = part.iter().fold(v, |v, k| &v[k]).clone();
+                // Latencies differ in the last digits: text has microseconds, the file ns.
+                match rows {
+                    Value::Array(rows) => rows
+                        .into_iter()
+                        .map(|r| match r.get("reason") {
+                            Some(reason) => serde_json::json!([reason, r["count"]]),
+                            None => r,
+                        })
+                        .collect::<Vec<_>>(),
+                    other => vec![other],
+                }
+            };
+            assert!(!pick(&from_dat).is_empty(), "{host} {name}: no {part:?}");
+            assert_eq!(
+                pick(&from_text),
+                pick(&from_dat),
+                "{host} {name}: {part:?} of trace-cmd's text vs of {}",
+                trace.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} recordings compared");
+}
+
 #[test]
 fn kvmscope_report_equals_perf_kvm_stat_report() {
     let Some(m) = matrix() else { return };
