@@ -67,15 +67,8 @@ fn find_at<'a>(payload: &'a str, from: usize, key: &str) -> Option<(&'a str, usi
         let at = i + memchr::memchr(first, &b[i..=last])?;
         let token = at == from || matches!(b[at - 1], b' ' | b',' | b'(');
         if token && crate::names::short_eq(&b[at..at + k.len()], k) {
-            let j = at + k.len();
-            let value_start = match (b.get(j), b.get(j + 1)) {
-                (Some(b'='), _) | (Some(b' '), _) => Some(j + 1),
-                (Some(b':'), Some(b' ')) => Some(j + 2),
-                _ => None,
-            };
-            if let Some(v) = value_start {
-                let end = crate::bytes::find_any(b, v, [b' ', b',']).unwrap_or(b.len());
-                return Some((&payload[v..end], end));
+            if let Some(found) = value_after(payload, at + k.len()) {
+                return Some(found);
             }
         }
         i = at + 1;
@@ -90,15 +83,8 @@ fn find_at_walk<'a>(payload: &'a str, from: usize, key: &str) -> Option<(&'a str
     let mut i = from;
     while i + k.len() <= b.len() {
         if crate::names::short_eq(&b[i..i + k.len()], k) {
-            let j = i + k.len();
-            let value_start = match (b.get(j), b.get(j + 1)) {
-                (Some(b'='), _) | (Some(b' '), _) => Some(j + 1),
-                (Some(b':'), Some(b' ')) => Some(j + 2),
-                _ => None,
-            };
-            if let Some(v) = value_start {
-                let end = crate::bytes::find_any(b, v, [b' ', b',']).unwrap_or(b.len());
-                return Some((&payload[v..end], end));
+            if let Some(found) = value_after(payload, i + k.len()) {
+                return Some(found);
             }
         }
         // Next token start.
@@ -108,6 +94,20 @@ fn find_at_walk<'a>(payload: &'a str, from: usize, key: &str) -> Option<(&'a str
         }
     }
     None
+}
+
+/// The value of a key that ends at byte `j`, and the value's end: after `=`, `' '` or `": "`,
+/// up to the next blank or comma. None when no such separator follows the key.
+#[inline(always)]
+fn value_after(payload: &str, j: usize) -> Option<(&str, usize)> {
+    let b = payload.as_bytes();
+    let v = match (b.get(j), b.get(j + 1)) {
+        (Some(b'='), _) | (Some(b' '), _) => j + 1,
+        (Some(b':'), Some(b' ')) => j + 2,
+        _ => return None,
+    };
+    let end = crate::bytes::find_any(b, v, [b' ', b',']).unwrap_or(b.len());
+    Some((&payload[v..end], end))
 }
 
 fn trim_num(s: &str) -> &[u8] {
