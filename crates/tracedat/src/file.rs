@@ -841,18 +841,14 @@ pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
 /// Where a CPU cursor gets its pages from.
 #[derive(Debug)]
 enum Source {
-    Raw {
-        next: u64,
-        end: u64,
-        /// Bytes read ahead from the file, starting at offset `ahead_at`: pages are read a
-        /// block at a time, not with one read per page.
-        ahead: Vec<u8>,
-        ahead_at: u64,
-    },
+    /// The cursor's `buf` holds bytes read ahead from the file, starting at offset
+    /// `ahead_at`: pages are read a block at a time, not with one read per page.
+    Raw { next: u64, end: u64, ahead_at: u64 },
+    /// The cursor's `buf` holds the chunk being read, decompressed; its next page starts at
+    /// `pos`.
     Zstd {
         chunks_left: u32,
         next: u64,
-        chunk: Vec<u8>,
         pos: usize,
     },
 }
@@ -862,7 +858,6 @@ impl Source {
         Source::Raw {
             next,
             end,
-            ahead: Vec::new(),
             ahead_at: 0,
         }
     }
@@ -878,9 +873,12 @@ const READ_AHEAD_MAX: usize = 256 << 10;
 struct CpuCursor {
     cpu: u32,
     source: Source,
-    page: Vec<u8>,
+    /// The bytes the current page is in (read ahead or decompressed): pages are read in
+    /// place, not copied out.
+    buf: Vec<u8>,
     page_offset: u64,
-    /// (ts, start, end) of the records of the current page, and the index of the next.
+    /// (ts, start, end) of the records of the current page (their bytes are
+    /// `buf[start..end]`), and the index of the next.
     recs: Vec<(u64, u32, u32)>,
     idx: usize,
     done: bool,
@@ -936,7 +934,6 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
                     Source::Zstd {
                         chunks_left,
                         next: c.pos,
-                        chunk: Vec::new(),
                         pos: 0,
                     }
                 }
@@ -946,7 +943,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
             cpus.push(CpuCursor {
                 cpu: cd.cpu,
                 source,
-                page: Vec::with_capacity(td.layout.page_size()),
+                buf: Vec::new(),
                 page_offset: 0,
                 recs: Vec::new(),
                 idx: 0,
@@ -1032,7 +1029,7 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
         self.current = Some(i);
         let c = &self.cpus[i];
         let (ts, start, end) = c.recs[c.idx];
-        let data = &c.page[start as usize..end as usize];
+        let data = &c.buf[start as usize..end as usize];
         Ok(Some(Record {
             ts_ns: ts,
             cpu: c.cpu,
@@ -1085,36 +1082,35 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
     fn load_page(&mut self, i: usize) -> Result<bool, TraceDatError> {
         let ps = self.layout.page_size();
         let c = &mut self.cpus[i];
-        c.page.clear();
-        match &mut c.source {
+        let buf = &mut c.buf;
+        let from = match &mut c.source {
             Source::Raw {
                 next,
                 end,
-                ahead,
                 ahead_at,
             } => {
                 if *next >= *end {
                     return Ok(false);
                 }
                 let n = ((*end - *next) as usize).min(ps);
-                let held = *ahead_at..*ahead_at + ahead.len() as u64;
+                let held = *ahead_at..*ahead_at + buf.len() as u64;
                 if *next < held.start || *next + n as u64 > held.end {
                     let want = ((*end - *next) as usize).min(self.read_ahead);
-                    ahead.clear();
-                    ahead.resize(want, 0);
+                    buf.clear();
+                    buf.resize(want, 0);
                     let got = self
                         .r
-                        .read_at(ahead, *next)
+                        .read_at(buf, *next)
                         .map_err(|e| TraceDatError::Corrupt {
                             what: format!("trace.dat CPU {} data", c.cpu),
                             offset: *next,
                             message: format!("read failed: {e}"),
                         })?;
-                    ahead.truncate(got);
+                    buf.truncate(got);
                     *ahead_at = *next;
                 }
                 let from = (*next - *ahead_at) as usize;
-                let got = (ahead.len() - from).min(n);
+                let got = (buf.len() - from).min(n);
                 if got < n {
                     return Err(TraceDatError::Corrupt {
                         what: format!("trace.dat CPU {} data", c.cpu),
@@ -1122,17 +1118,16 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
                         message: "file ends inside a page (truncated?)".into(),
                     });
                 }
-                c.page.extend_from_slice(&ahead[from..from + n]);
                 c.page_offset = *next;
                 *next += n as u64;
+                from..from + n
             }
             Source::Zstd {
                 chunks_left,
                 next,
-                chunk,
                 pos,
             } => {
-                if *pos >= chunk.len() {
+                if *pos >= buf.len() {
                     if *chunks_left == 0 {
                         return Ok(false);
                     }
@@ -1141,31 +1136,33 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
                     let uncomp = h.u32()? as usize;
                     let at = h.pos;
                     h.bytes_into(comp, &mut self.zbuf)?;
-                    self.dec.decompress_into(&self.zbuf, uncomp, at, chunk)?;
+                    // The records of the page before are all read (`refill`).
+                    self.dec.decompress_into(&self.zbuf, uncomp, at, buf)?;
                     *next = h.pos;
                     *chunks_left -= 1;
                     *pos = 0;
                     // Offsets inside decompressed data are reported as the chunk's offset.
                     c.page_offset = at;
-                    if chunk.is_empty() {
+                    if buf.is_empty() {
                         return Ok(true);
                     }
                 }
-                let n = (chunk.len() - *pos).min(ps);
-                c.page.extend_from_slice(&chunk[*pos..*pos + n]);
+                let n = (buf.len() - *pos).min(ps);
+                let from = *pos;
                 *pos += n;
+                from..from + n
             }
-        }
+        };
         c.idx = 0;
         c.recs.clear();
         c.pages += 1;
-        let page = Page::parse(&self.layout, &c.page, c.cpu, c.page_offset)?;
+        let page = Page::parse(&self.layout, &c.buf[from], c.cpu, c.page_offset)?;
         match page.missed {
             Missed::None => {}
             Missed::Unknown => c.missed_unknown_pages += 1,
             Missed::Count(n) => c.missed_known += n,
         }
-        let base = c.page.as_ptr() as usize;
+        let base = c.buf.as_ptr() as usize;
         for rec in page.records() {
             let rec = rec?;
             let start = rec.data.as_ptr() as usize - base;
@@ -1206,6 +1203,7 @@ impl<'r, R: ReadAt + ?Sized> BufferMerger<'r, R> {
 
     /// The next record in time order across buffers and CPUs, with the index of its buffer
     /// (in the order given), or None at the end.
+    #[inline(always)]
     pub fn next_record(&mut self) -> Result<Option<(usize, Record<'_>)>, TraceDatError> {
         let i = if self.mergers.len() == 1 {
             0
