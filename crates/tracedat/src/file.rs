@@ -1096,7 +1096,8 @@ impl<'r, R: ReadAt + ?Sized> Merger<'r, R> {
                 let held = *ahead_at..*ahead_at + buf.len() as u64;
                 if *next < held.start || *next + n as u64 > held.end {
                     let want = ((*end - *next) as usize).min(self.read_ahead);
-                    buf.clear();
+                    // The read overwrites what it returns and the rest is cut off: only a
+                    // longer buffer than the last needs zeroing.
                     buf.resize(want, 0);
                     let got = self
                         .r
