@@ -344,8 +344,8 @@ fn decode<'f>(
         open
     };
     let buffers: Vec<_> = td.data_buffers().collect();
-    // One loop, so `handle` has one call site and is inlined: a record passed through memory
-    // to a call cost a store-forwarding stall per record.
+    // One loop for one buffer or several, so `handle` has one call site and is inlined
+    // (with two, it was a call per record, the record passed through memory).
     let merge = || -> Result<Vec<crate::file::LostEvents>, TraceDatError> {
         let mut m = BufferMerger::of(td, buffers, file)?;
         while let Some((_, rec)) = m.next_record()? {
