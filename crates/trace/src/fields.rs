@@ -57,10 +57,10 @@ fn find_at<'a>(payload: &'a str, from: usize, key: &str) -> Option<(&'a str, usi
         Some(&c) if c != b' ' => c,
         _ => return find_at_walk(payload, from, key),
     };
+    // The last place the key fits.
+    let last = b.len().checked_sub(k.len())?;
     let mut i = from;
     loop {
-        // The last place the key fits.
-        let last = b.len().checked_sub(k.len())?;
         if i > last {
             return None;
         }
