@@ -65,6 +65,35 @@ pub enum ExitReason<'a> {
     Named(&'a str),
 }
 
+impl ExitReason<'_> {
+    /// The same reason when it holds no string (every reason but [`ExitReason::Named`]).
+    #[inline]
+    pub fn without_str(self) -> Option<ExitReason<'static>> {
+        match self {
+            ExitReason::Vmx(c) => Some(ExitReason::Vmx(c)),
+            ExitReason::Svm(c) => Some(ExitReason::Svm(c)),
+            ExitReason::Arm64 { kind, ec } => Some(ExitReason::Arm64 { kind, ec }),
+            ExitReason::Code(c) => Some(ExitReason::Code(c)),
+            ExitReason::Named(_) => None,
+        }
+    }
+}
+
+impl KvmExit<'_> {
+    /// The same exit when its reason holds no string.
+    #[inline]
+    pub fn without_str(self) -> Option<KvmExit<'static>> {
+        Some(KvmExit {
+            reason: self.reason.without_str()?,
+            failed_vmentry: self.failed_vmentry,
+            vcpu: self.vcpu,
+            rip: self.rip,
+            info1: self.info1,
+            info2: self.info2,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KvmExit<'a> {
     pub reason: ExitReason<'a>,

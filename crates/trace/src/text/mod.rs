@@ -111,7 +111,7 @@ fn assemble_with<'a>(
     decoder: payload::Decoder,
     name_ref: crate::names::NameRef,
 ) -> (Event<'a>, bool) {
-    let decoded = decoder(h.name, h.payload);
+    let decoded = decoder.decode(h.name, h.payload);
     let ev = Event {
         ts_ns: h.ts_ns,
         cpu: h.cpu,

@@ -171,24 +171,21 @@ impl Piece {
     ) {
         let h = columns.header();
         let strs_at = self.strs.len();
-        let (kind, payload_state) = match decoder(h.name, h.payload) {
-            None => (EventKind::Other, PayloadState::Failed),
-            Some(kind) => {
-                let mut inside = true;
-                let kind = kind.map_strs(&mut |s| {
-                    match Part::inside(text, s, at) {
-                        Some(part) => self.strs.push(part),
-                        None => inside = false,
-                    }
-                    ""
-                });
-                if inside {
-                    (kind, PayloadState::Decoded)
-                } else {
-                    self.strs.truncate(strs_at);
-                    (EventKind::Other, PayloadState::Later)
-                }
-            }
+        let (kind, payload_state) = match decoder {
+            // Kinds that hold no string of the line are kept as they are.
+            payload::Decoder::Owned(f) => match f(h.name, h.payload) {
+                None => (EventKind::Other, PayloadState::Failed),
+                Some(kind) => (kind, PayloadState::Decoded),
+            },
+            payload::Decoder::Borrowing(f) => match f(h.name, h.payload) {
+                None => (EventKind::Other, PayloadState::Failed),
+                // Exits are the most common of these, and most name their reason by a code.
+                Some(EventKind::KvmExit(e)) => match e.without_str() {
+                    Some(e) => (EventKind::KvmExit(e), PayloadState::Decoded),
+                    None => self.keep_strs(EventKind::KvmExit(e), text, at),
+                },
+                Some(kind) => self.keep_strs(kind, text, at),
+            },
         };
         self.events.push(RawEvent {
             line_no,
@@ -210,6 +207,32 @@ impl Piece {
         });
     }
 
+    /// `kind` with its strings as parts of the piece's text, kept in `strs` (or decoded again
+    /// when reported if one is not a slice of `text`, the line at byte `at`).
+    #[inline]
+    fn keep_strs(
+        &mut self,
+        kind: EventKind<'_>,
+        text: &str,
+        at: usize,
+    ) -> (EventKind<'static>, PayloadState) {
+        let strs_at = self.strs.len();
+        let mut inside = true;
+        let kind = kind.map_strs(&mut |s| {
+            match Part::inside(text, s, at) {
+                Some(part) => self.strs.push(part),
+                None => inside = false,
+            }
+            ""
+        });
+        if inside {
+            (kind, PayloadState::Decoded)
+        } else {
+            self.strs.truncate(strs_at);
+            (EventKind::Other, PayloadState::Later)
+        }
+    }
+
     /// The event `r` of this piece, and whether its payload did not decode.
     #[inline(always)]
     fn event<'a>(&'a self, r: &RawEvent, name: &'a Name, name_ref: NameRef) -> (Event<'a>, bool) {
@@ -226,7 +249,7 @@ impl Piece {
                 (kind, false)
             }
             PayloadState::Failed => (EventKind::Other, true),
-            PayloadState::Later => match (name.decoder)(&name.name, payload) {
+            PayloadState::Later => match name.decoder.decode(&name.name, payload) {
                 Some(kind) => (kind, false),
                 None => (EventKind::Other, true),
             },

@@ -73,21 +73,154 @@ fn irq_vector_name(name: &str) -> Option<(&str, bool)> {
 /// give [`EventKind::Other`]; `None` means the event has a decoder but its text did not have
 /// the expected shape.
 pub fn decode<'a>(system: &str, name: &str, p: &'a str) -> Option<EventKind<'a>> {
-    decoder(system, name)(name, p)
+    decoder(system, name).decode(name, p)
 }
 
-/// A payload decoder: `(name, payload)` → the typed payload, as [`decode`] gives it.
-pub type Decoder = for<'a> fn(&str, &'a str) -> Option<EventKind<'a>>;
+/// A payload decoder whose kinds hold no string of the payload.
+pub type OwnedFn = fn(&str, &str) -> Option<EventKind<'static>>;
+/// A payload decoder whose kinds may hold strings of the payload.
+pub type BorrowingFn = for<'a> fn(&str, &'a str) -> Option<EventKind<'a>>;
+
+/// A payload decoder: `(name, payload)` → the typed payload, as [`decode`] gives it. Most
+/// events' kinds hold no string of the payload: their decoder says so in its type, so that a
+/// consumer that keeps kinds past their line (the two-thread decoder) keeps them as they are,
+/// without a pass over their strings.
+#[derive(Clone, Copy)]
+pub enum Decoder {
+    Owned(OwnedFn),
+    Borrowing(BorrowingFn),
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Decoder::Owned(_) => "Decoder::Owned",
+            Decoder::Borrowing(_) => "Decoder::Borrowing",
+        })
+    }
+}
+
+impl Decoder {
+    #[inline(always)]
+    pub fn decode<'a>(self, name: &str, p: &'a str) -> Option<EventKind<'a>> {
+        match self {
+            Decoder::Owned(f) => f(name, p),
+            Decoder::Borrowing(f) => f(name, p),
+        }
+    }
+}
 
 /// The decoder of `system:name` (system may be empty): resolved once per name by callers that
 /// intern names, so that the per-event work is the decoder alone.
 pub fn decoder(system: &str, name: &str) -> Decoder {
-    if system == "msr" || (system.is_empty() && matches!(name, "write_msr" | "read_msr" | "rdpmc"))
-    {
-        return guest_msr;
+    match owned_decoder(system, name) {
+        Some(f) => Decoder::Owned(f),
+        None => Decoder::Borrowing(borrowing_decoder(name)),
     }
+}
+
+/// The decoders of the events whose kinds hold strings of the payload.
+fn borrowing_decoder(name: &str) -> BorrowingFn {
     match name {
         "kvm_exit" => |_, p| Some(EventKind::KvmExit(kvm_exit(p)?)),
+        "kvm_apic" => |_, p| apic(p),
+        "kvm_sys_access" => |_, p| sys_access(p),
+        "ipi_send_cpu" => |_, p| {
+            let mut c = Cursor::new(p);
+            Some(EventKind::IpiSend {
+                cpu: Some(dec32(c.find("cpu")?)?),
+                cpumask: "",
+                callsite: symbol(c.find("callsite")?),
+                callback: symbol(c.find("callback")?),
+            })
+        },
+        "ipi_send_cpumask" => |_, p| {
+            let mut c = Cursor::new(p);
+            Some(EventKind::IpiSend {
+                cpu: None,
+                cpumask: c.find("cpumask")?,
+                callsite: symbol(c.find("callsite")?),
+                callback: symbol(c.find("callback")?),
+            })
+        },
+        "ipi_raise" => |_, p| {
+            Some({
+                let target = find(p, "target_mask")?;
+                EventKind::IpiRaise {
+                    target,
+                    reason: paren_tail(p)?,
+                }
+            })
+        },
+        "ipi_entry" | "ipi_exit" => |_, p| {
+            Some(EventKind::IpiEntry {
+                reason: paren_tail(p)?,
+            })
+        },
+        "csd_queue_cpu" => |_, p| {
+            let mut c = Cursor::new(p);
+            Some(EventKind::CsdQueue {
+                cpu: dec32(c.find("cpu")?)?,
+                func: symbol(c.find("func")?),
+            })
+        },
+        "csd_function_entry" | "csd_function_exit" => |name, p| {
+            Some(EventKind::CsdFunction {
+                entry: name == "csd_function_entry",
+                func: symbol(find(p, "func")?),
+            })
+        },
+        "hrtimer_start" => |_, p| {
+            let mut c = Cursor::new(p);
+            Some(EventKind::HrtimerStart {
+                hrtimer: hex(c.find("hrtimer")?)?,
+                function: symbol(c.find("function")?),
+                expires_ns: c.find("expires").and_then(dec),
+            })
+        },
+        "hrtimer_expire_entry" => |_, p| {
+            let mut c = Cursor::new(p);
+            Some(EventKind::HrtimerExpireEntry {
+                hrtimer: hex(c.find("hrtimer")?)?,
+                function: symbol(c.find("function")?),
+            })
+        },
+        "sched_switch" => |_, p| sched_switch(p),
+        "sched_wakeup" | "sched_wakeup_new" | "sched_waking" => |_, p| {
+            Some(EventKind::SchedWakeup {
+                comm: between(p, "comm=", " pid=")?,
+                tid: dec32(find(p, "pid")?)?,
+                target_cpu: find(p, "target_cpu").and_then(dec32),
+            })
+        },
+        _ => |_, _| Some(EventKind::Other),
+    }
+}
+
+/// The decoders of the events whose kinds hold no string of the payload; `None` for the others.
+fn owned_decoder(system: &str, name: &str) -> Option<OwnedFn> {
+    if system == "msr" || (system.is_empty() && matches!(name, "write_msr" | "read_msr" | "rdpmc"))
+    {
+        return Some(guest_msr);
+    }
+    Some(match name {
+        "kvm_exit"
+        | "kvm_apic"
+        | "kvm_sys_access"
+        | "ipi_send_cpu"
+        | "ipi_send_cpumask"
+        | "ipi_raise"
+        | "ipi_entry"
+        | "ipi_exit"
+        | "csd_queue_cpu"
+        | "csd_function_entry"
+        | "csd_function_exit"
+        | "hrtimer_start"
+        | "hrtimer_expire_entry"
+        | "sched_switch"
+        | "sched_wakeup"
+        | "sched_wakeup_new"
+        | "sched_waking" => return None,
         "kvm_entry" => |_, p| Some(kvm_entry(p)),
         "kvm_userspace_exit" => |_, p| userspace_exit(p),
         "kvm_pio" => |_, p| pio(p),
@@ -116,7 +249,6 @@ pub fn decoder(system: &str, name: &str) -> Decoder {
                 coalesced: p.ends_with("(coalesced)"),
             })
         },
-        "kvm_apic" => |_, p| apic(p),
         "kvm_eoi" => |_, p| {
             Some(EventKind::Eoi {
                 vector: dec_i64(find(p, "vector")?)?,
@@ -207,67 +339,6 @@ pub fn decoder(system: &str, name: &str) -> Decoder {
                 }
             })
         },
-        "kvm_sys_access" => |_, p| sys_access(p),
-        "ipi_send_cpu" => |_, p| {
-            let mut c = Cursor::new(p);
-            Some(EventKind::IpiSend {
-                cpu: Some(dec32(c.find("cpu")?)?),
-                cpumask: "",
-                callsite: symbol(c.find("callsite")?),
-                callback: symbol(c.find("callback")?),
-            })
-        },
-        "ipi_send_cpumask" => |_, p| {
-            let mut c = Cursor::new(p);
-            Some(EventKind::IpiSend {
-                cpu: None,
-                cpumask: c.find("cpumask")?,
-                callsite: symbol(c.find("callsite")?),
-                callback: symbol(c.find("callback")?),
-            })
-        },
-        "ipi_raise" => |_, p| {
-            Some({
-                let target = find(p, "target_mask")?;
-                EventKind::IpiRaise {
-                    target,
-                    reason: paren_tail(p)?,
-                }
-            })
-        },
-        "ipi_entry" | "ipi_exit" => |_, p| {
-            Some(EventKind::IpiEntry {
-                reason: paren_tail(p)?,
-            })
-        },
-        "csd_queue_cpu" => |_, p| {
-            let mut c = Cursor::new(p);
-            Some(EventKind::CsdQueue {
-                cpu: dec32(c.find("cpu")?)?,
-                func: symbol(c.find("func")?),
-            })
-        },
-        "csd_function_entry" | "csd_function_exit" => |name, p| {
-            Some(EventKind::CsdFunction {
-                entry: name == "csd_function_entry",
-                func: symbol(find(p, "func")?),
-            })
-        },
-        "hrtimer_start" => |_, p| {
-            let mut c = Cursor::new(p);
-            Some(EventKind::HrtimerStart {
-                hrtimer: hex(c.find("hrtimer")?)?,
-                function: symbol(c.find("function")?),
-                expires_ns: c.find("expires").and_then(dec),
-            })
-        },
-        "hrtimer_expire_entry" => |_, p| {
-            let mut c = Cursor::new(p);
-            Some(EventKind::HrtimerExpireEntry {
-                hrtimer: hex(c.find("hrtimer")?)?,
-                function: symbol(c.find("function")?),
-            })
-        },
         "hrtimer_expire_exit" => |_, p| {
             Some(EventKind::HrtimerExpireExit {
                 hrtimer: hex(find(p, "hrtimer")?)?,
@@ -276,14 +347,6 @@ pub fn decoder(system: &str, name: &str) -> Decoder {
         "hrtimer_cancel" => |_, p| {
             Some(EventKind::HrtimerCancel {
                 hrtimer: hex(find(p, "hrtimer")?)?,
-            })
-        },
-        "sched_switch" => |_, p| sched_switch(p),
-        "sched_wakeup" | "sched_wakeup_new" | "sched_waking" => |_, p| {
-            Some(EventKind::SchedWakeup {
-                comm: between(p, "comm=", " pid=")?,
-                tid: dec32(find(p, "pid")?)?,
-                target_cpu: find(p, "target_cpu").and_then(dec32),
             })
         },
         _ if system == "kvmmmu" || system_of(name) == "kvmmmu" => mmu_decoder(mmu_kind(name)),
@@ -302,7 +365,7 @@ pub fn decoder(system: &str, name: &str) -> Decoder {
             },
             None => |_, _| Some(EventKind::Other),
         },
-    }
+    })
 }
 
 /// The text between `start` and the next `end`.
@@ -466,14 +529,14 @@ fn arm64_exit(p: &str, ec_pos: usize) -> Option<KvmExit<'_>> {
     })
 }
 
-fn kvm_entry(p: &str) -> EventKind<'_> {
+fn kvm_entry(p: &str) -> EventKind<'static> {
     let mut c = Cursor::new(without_plugin_notes(p));
     let vcpu = c.find("vcpu").and_then(dec32);
     let rip = c.find("rip").or_else(|| c.find("PC")).and_then(hex);
     EventKind::KvmEntry { vcpu, rip }
 }
 
-fn userspace_exit(p: &str) -> Option<EventKind<'_>> {
+fn userspace_exit(p: &str) -> Option<EventKind<'static>> {
     let n = dec32(paren_tail(p)?)?;
     let what = find(p, "reason")?;
     Some(match what {
@@ -488,7 +551,7 @@ fn userspace_exit(p: &str) -> Option<EventKind<'_>> {
     })
 }
 
-fn pio(p: &str) -> Option<EventKind<'_>> {
+fn pio(p: &str) -> Option<EventKind<'static>> {
     let mut c = Cursor::new(p);
     let write = if p.starts_with("pio_write") {
         true
@@ -506,7 +569,7 @@ fn pio(p: &str) -> Option<EventKind<'_>> {
     })
 }
 
-fn mmio(p: &str) -> Option<EventKind<'_>> {
+fn mmio(p: &str) -> Option<EventKind<'static>> {
     let mut c = Cursor::new(p);
     let kind = match p.strip_prefix("mmio ")?.split(' ').next()? {
         "write" => MmioKind::Write,
@@ -522,7 +585,7 @@ fn mmio(p: &str) -> Option<EventKind<'_>> {
     })
 }
 
-fn msr(p: &str) -> Option<EventKind<'_>> {
+fn msr(p: &str) -> Option<EventKind<'static>> {
     let (write, rest) = if let Some(r) = p.strip_prefix("msr_write ") {
         (true, r)
     } else {
@@ -542,7 +605,7 @@ fn msr(p: &str) -> Option<EventKind<'_>> {
     })
 }
 
-fn guest_msr<'a>(name: &str, p: &'a str) -> Option<EventKind<'a>> {
+fn guest_msr(name: &str, p: &str) -> Option<EventKind<'static>> {
     let (idx, rest) = split_once(p, ", value ")?;
     let rest = rest.trim_end();
     let (val, failed) = match rest.strip_suffix(" #GP") {
@@ -557,7 +620,7 @@ fn guest_msr<'a>(name: &str, p: &'a str) -> Option<EventKind<'a>> {
     })
 }
 
-fn cr(p: &str) -> Option<EventKind<'_>> {
+fn cr(p: &str) -> Option<EventKind<'static>> {
     let (write, rest) = if let Some(r) = p.strip_prefix("cr_write ") {
         (true, r)
     } else {
@@ -571,7 +634,7 @@ fn cr(p: &str) -> Option<EventKind<'_>> {
     })
 }
 
-fn page_fault(p: &str) -> Option<EventKind<'_>> {
+fn page_fault(p: &str) -> Option<EventKind<'static>> {
     let mut c = Cursor::new(p);
     Some(EventKind::PageFault {
         vcpu: c.find("vcpu").and_then(dec32),
@@ -580,7 +643,7 @@ fn page_fault(p: &str) -> Option<EventKind<'_>> {
     })
 }
 
-fn inj_virq(p: &str) -> Option<EventKind<'_>> {
+fn inj_virq(p: &str) -> Option<EventKind<'static>> {
     let reinjected = contains(p, "[reinjected]");
     if let Some(v) = find(p, "irq") {
         return Some(EventKind::InjVirq {
@@ -635,7 +698,7 @@ fn apic(p: &str) -> Option<EventKind<'_>> {
     })
 }
 
-fn halt_poll_ns(p: &str) -> Option<EventKind<'_>> {
+fn halt_poll_ns(p: &str) -> Option<EventKind<'static>> {
     let mut c = Cursor::new(p);
     let vcpu = dec32(c.find("vcpu")?)?;
     let new = dec(c.find("halt_poll_ns")?)?;
@@ -652,7 +715,7 @@ fn halt_poll_ns(p: &str) -> Option<EventKind<'_>> {
     })
 }
 
-fn wfx(p: &str) -> Option<EventKind<'_>> {
+fn wfx(p: &str) -> Option<EventKind<'static>> {
     let rest = p.strip_prefix("guest executed wf")?;
     let wfe = match rest.as_bytes().first()? {
         b'e' => true,
@@ -761,7 +824,7 @@ pub fn mmu_event(
 
 /// The decoder of kvmmmu events of `kind`: the kind is resolved from the name once, not per
 /// event (kvm_mmu_paging_element alone can be a third of a shadow-paging trace).
-fn mmu_decoder(kind: MmuKind) -> Decoder {
+fn mmu_decoder(kind: MmuKind) -> OwnedFn {
     use MmuKind as M;
     macro_rules! of {
         ($k:expr) => {
@@ -793,7 +856,7 @@ fn mmu_decoder(kind: MmuKind) -> Decoder {
 }
 
 #[inline(always)]
-fn mmu(kind: MmuKind, p: &str) -> EventKind<'_> {
+fn mmu(kind: MmuKind, p: &str) -> EventKind<'static> {
     if !mmu_has_role(kind) {
         return mmu_event(kind, None, None, false);
     }
