@@ -316,7 +316,7 @@ pub fn trim_end_blank(s: &str) -> &str {
 
 /// Strips a `+0x1e/0x2a` offset suffix from a printed symbol (`func+0x1e/0x2a` → `func`).
 pub fn symbol(s: &str) -> &str {
-    match s.find('+') {
+    match crate::bytes::find_byte(s.as_bytes(), 0, b'+') {
         Some(i) if i > 0 => &s[..i],
         _ => s,
     }

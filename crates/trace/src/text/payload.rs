@@ -315,14 +315,10 @@ fn owned_decoder(system: &str, name: &str) -> Option<OwnedFn> {
         },
         "kvm_wfx_arm64" => |_, p| wfx(p),
         "kvm_get_timer_map" => |_, p| {
+            let v = p.strip_prefix("VCPU: ")?;
+            let end = find_byte(v.as_bytes(), 0, b',').unwrap_or(v.len());
             Some(EventKind::VcpuIndex {
-                vcpu: p
-                    .strip_prefix("VCPU: ")?
-                    .split(',')
-                    .next()?
-                    .trim()
-                    .parse()
-                    .ok()?,
+                vcpu: v[..end].trim().parse().ok()?,
             })
         },
         "kvm_handle_sys_reg" => |_, p| {
