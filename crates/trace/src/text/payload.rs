@@ -494,25 +494,30 @@ fn exit_tokens(t: &str) -> ExitFields {
 /// Other payloads come back whole.
 fn without_plugin_notes(p: &str) -> &str {
     match p.as_bytes().first() {
-        Some(b'<' | b'C') if p.contains("FIND FIELD") => p.rsplit_once('>').map_or(p, |(_, t)| t),
+        Some(b'<' | b'C') if find_str(p, "FIND FIELD").is_some() => {
+            match memchr::memrchr(b'>', p.as_bytes()) {
+                Some(gt) => &p[gt + 1..],
+                None => p,
+            }
+        }
         _ => p,
     }
 }
 
 fn arm64_exit(p: &str, ec_pos: usize) -> Option<KvmExit<'_>> {
-    let kind = match without_plugin_notes(&p[..ec_pos])
-        .split(':')
-        .next()
-        .map(str::trim)
-    {
-        Some("IRQ") => ArmExitKind::Irq,
-        Some("SERROR") => ArmExitKind::Serror,
-        Some("TRAP") | Some("H") | Some("E") => ArmExitKind::Trap,
-        Some("ILLEGAL") => ArmExitKind::Il,
+    let head = without_plugin_notes(&p[..ec_pos]);
+    let head = &head[..find_byte(head.as_bytes(), 0, b':').unwrap_or(head.len())];
+    let kind = match head.trim() {
+        "IRQ" => ArmExitKind::Irq,
+        "SERROR" => ArmExitKind::Serror,
+        "TRAP" | "H" | "E" => ArmExitKind::Trap,
+        "ILLEGAL" => ArmExitKind::Il,
         _ if ec_pos <= 1 => ArmExitKind::Trap,
         _ => ArmExitKind::Other,
     };
-    let ec_text = p[ec_pos + "SR_EC: ".len()..].split([' ', ',']).next()?;
+    let ec_text = &p[ec_pos + "SR_EC: ".len()..];
+    let ec_text =
+        &ec_text[..find_any(ec_text.as_bytes(), 0, [b' ', b',']).unwrap_or(ec_text.len())];
     let ec = hex32(ec_text)?;
     let rip = find(p, "PC").and_then(hex);
     Some(KvmExit {
