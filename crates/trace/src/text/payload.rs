@@ -279,12 +279,12 @@ fn owned_decoder(system: &str, name: &str) -> Option<OwnedFn> {
         "kvm_halt_poll_ns" => |_, p| halt_poll_ns(p),
         "kvm_fpu" => |_, p| {
             Some(EventKind::Fpu {
-                load: p.trim_end() == "load",
+                load: p.trim_ascii_end() == "load",
             })
         },
         "kvm_emulate_insn" => |_, p| {
             Some(EventKind::EmulateInsn {
-                failed: p.trim_end().ends_with(" failed"),
+                failed: p.trim_ascii_end().ends_with(" failed"),
             })
         },
         "kvm_cpuid" => |_, p| {
@@ -318,7 +318,7 @@ fn owned_decoder(system: &str, name: &str) -> Option<OwnedFn> {
             let v = p.strip_prefix("VCPU: ")?;
             let end = find_byte(v.as_bytes(), 0, b',').unwrap_or(v.len());
             Some(EventKind::VcpuIndex {
-                vcpu: v[..end].trim().parse().ok()?,
+                vcpu: v[..end].trim_ascii().parse().ok()?,
             })
         },
         "kvm_handle_sys_reg" => |_, p| {
@@ -373,8 +373,8 @@ fn between<'a>(p: &'a str, start: &str, end: &str) -> Option<&'a str> {
 
 /// The text inside the last `(...)`.
 fn paren_tail(p: &str) -> Option<&str> {
-    let p = p.trim_end();
-    let open = p.rfind('(')?;
+    let p = p.trim_ascii_end();
+    let open = memchr::memrchr(b'(', p.as_bytes())?;
     p[open + 1..].strip_suffix(')')
 }
 
@@ -423,7 +423,7 @@ fn kvm_exit(p: &str) -> Option<KvmExit<'_>> {
     let mut text = crate::fields::trim_end_blank(&rest[..end]);
     let mut failed_vmentry = false;
     if let Some(t) = text.strip_suffix(" FAILED_VMENTRY") {
-        text = t.trim_end();
+        text = t.trim_ascii_end();
         failed_vmentry = true;
     }
     let (rip, info1, info2) =
@@ -507,7 +507,7 @@ fn without_plugin_notes(p: &str) -> &str {
 fn arm64_exit(p: &str, ec_pos: usize) -> Option<KvmExit<'_>> {
     let head = without_plugin_notes(&p[..ec_pos]);
     let head = &head[..find_byte(head.as_bytes(), 0, b':').unwrap_or(head.len())];
-    let kind = match head.trim() {
+    let kind = match head.trim_ascii() {
         "IRQ" => ArmExitKind::Irq,
         "SERROR" => ArmExitKind::Serror,
         "TRAP" | "H" | "E" => ArmExitKind::Trap,
@@ -593,7 +593,7 @@ fn msr(p: &str) -> Option<EventKind<'static>> {
         (false, p.strip_prefix("msr_read ")?)
     };
     let (idx, val) = split_once(rest, " = ")?;
-    let val = val.trim_end();
+    let val = val.trim_ascii_end();
     let (val, gp) = match val.strip_suffix(" (#GP)") {
         Some(v) => (v, true),
         None => (val, false),
@@ -608,7 +608,7 @@ fn msr(p: &str) -> Option<EventKind<'static>> {
 
 fn guest_msr(name: &str, p: &str) -> Option<EventKind<'static>> {
     let (idx, rest) = split_once(p, ", value ")?;
-    let rest = rest.trim_end();
+    let rest = rest.trim_ascii_end();
     let (val, failed) = match rest.strip_suffix(" #GP") {
         Some(v) => (v, true),
         None => (rest, false),
@@ -631,7 +631,7 @@ fn cr(p: &str) -> Option<EventKind<'static>> {
     Some(EventKind::Cr {
         write,
         cr: dec32(idx)?,
-        val: hex(val.trim_end())?,
+        val: hex(val.trim_ascii_end())?,
     })
 }
 
@@ -695,7 +695,7 @@ fn apic(p: &str) -> Option<EventKind<'_>> {
     Some(EventKind::Apic {
         write,
         reg,
-        val: hex(val.trim_end())?,
+        val: hex(val.trim_ascii_end())?,
     })
 }
 
@@ -736,7 +736,7 @@ fn sys_access(p: &str) -> Option<EventKind<'_>> {
         None
     };
     // "PC: 0x... write to (3,0,12,11,5) SYS_ICC_SGI1R_EL1"
-    let name = p.trim_end().rsplit(' ').next()?;
+    let name = p.trim_ascii_end().rsplit(' ').next()?;
     let enc = p
         .find('(')
         .and_then(|i| p[i + 1..].split_once(')'))
@@ -744,7 +744,7 @@ fn sys_access(p: &str) -> Option<EventKind<'_>> {
             let mut v = [0u8; 5];
             let mut parts = inside.split(',');
             for slot in &mut v {
-                *slot = parts.next()?.trim().parse().ok()?;
+                *slot = parts.next()?.trim_ascii().parse().ok()?;
             }
             parts.next().is_none().then_some(v)
         });
