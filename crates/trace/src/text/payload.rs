@@ -113,15 +113,19 @@ impl Decoder {
 /// The decoder of `system:name` (system may be empty): resolved once per name by callers that
 /// intern names, so that the per-event work is the decoder alone.
 pub fn decoder(system: &str, name: &str) -> Decoder {
-    match owned_decoder(system, name) {
-        Some(f) => Decoder::Owned(f),
-        None => Decoder::Borrowing(borrowing_decoder(name)),
+    if system == "msr" || (system.is_empty() && matches!(name, "write_msr" | "read_msr" | "rdpmc"))
+    {
+        return Decoder::Owned(guest_msr);
+    }
+    match borrowing_decoder(name) {
+        Some(f) => Decoder::Borrowing(f),
+        None => Decoder::Owned(owned_decoder(system, name)),
     }
 }
 
-/// The decoders of the events whose kinds hold strings of the payload.
-fn borrowing_decoder(name: &str) -> BorrowingFn {
-    match name {
+/// The decoders of the events whose kinds hold strings of the payload; `None` for the others.
+fn borrowing_decoder(name: &str) -> Option<BorrowingFn> {
+    Some(match name {
         "kvm_exit" => |_, p| Some(EventKind::KvmExit(kvm_exit(p)?)),
         "kvm_apic" => |_, p| apic(p),
         "kvm_sys_access" => |_, p| sys_access(p),
@@ -193,34 +197,14 @@ fn borrowing_decoder(name: &str) -> BorrowingFn {
                 target_cpu: find(p, "target_cpu").and_then(dec32),
             })
         },
-        _ => |_, _| Some(EventKind::Other),
-    }
+        _ => return None,
+    })
 }
 
-/// The decoders of the events whose kinds hold no string of the payload; `None` for the others.
-fn owned_decoder(system: &str, name: &str) -> Option<OwnedFn> {
-    if system == "msr" || (system.is_empty() && matches!(name, "write_msr" | "read_msr" | "rdpmc"))
-    {
-        return Some(guest_msr);
-    }
-    Some(match name {
-        "kvm_exit"
-        | "kvm_apic"
-        | "kvm_sys_access"
-        | "ipi_send_cpu"
-        | "ipi_send_cpumask"
-        | "ipi_raise"
-        | "ipi_entry"
-        | "ipi_exit"
-        | "csd_queue_cpu"
-        | "csd_function_entry"
-        | "csd_function_exit"
-        | "hrtimer_start"
-        | "hrtimer_expire_entry"
-        | "sched_switch"
-        | "sched_wakeup"
-        | "sched_wakeup_new"
-        | "sched_waking" => return None,
+/// The decoders of the other events (their kinds hold no string of the payload), and of events
+/// without a typed decoder.
+fn owned_decoder(system: &str, name: &str) -> OwnedFn {
+    match name {
         "kvm_entry" => |_, p| Some(kvm_entry(p)),
         "kvm_userspace_exit" => |_, p| userspace_exit(p),
         "kvm_pio" => |_, p| pio(p),
@@ -361,7 +345,7 @@ fn owned_decoder(system: &str, name: &str) -> Option<OwnedFn> {
             },
             None => |_, _| Some(EventKind::Other),
         },
-    })
+    }
 }
 
 /// The text between `start` and the next `end`.
