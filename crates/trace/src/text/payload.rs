@@ -478,7 +478,7 @@ fn exit_tokens(t: &str) -> ExitFields {
 /// Other payloads come back whole.
 fn without_plugin_notes(p: &str) -> &str {
     match p.as_bytes().first() {
-        Some(b'<' | b'C') if find_str(p, "FIND FIELD").is_some() => {
+        Some(b'<' | b'C') if contains(p, "FIND FIELD") => {
             match memchr::memrchr(b'>', p.as_bytes()) {
                 Some(gt) => &p[gt + 1..],
                 None => p,
