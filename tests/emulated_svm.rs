@@ -190,7 +190,8 @@ fn trace_cmd_text_of_each_recording_reports_as_the_trace_dat() {
                             None => r,
                         })
                         .collect::<Vec<_>>(),
-                    other => vec![other],
+                    // A missing section is not an empty one: it must not compare equal.
+                    other => panic!("{host} {name}: {part:?} is {other}, not a list"),
                 }
             };
             assert!(!pick(&from_dat).is_empty(), "{host} {name}: no {part:?}");
