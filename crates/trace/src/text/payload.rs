@@ -515,10 +515,36 @@ fn arm64_exit(p: &str, ec_pos: usize) -> Option<KvmExit<'_>> {
 }
 
 fn kvm_entry(p: &str) -> EventKind<'static> {
+    if let Some((vcpu, rip)) = entry_fields(p) {
+        return EventKind::KvmEntry {
+            vcpu: Some(vcpu),
+            rip: Some(rip),
+        };
+    }
+    entry_keys(p)
+}
+
+/// Any kvm_entry payload, field by field: `vcpu`, then `rip` (x86) or `PC` (arm64).
+fn entry_keys(p: &str) -> EventKind<'static> {
     let mut c = Cursor::new(without_plugin_notes(p));
     let vcpu = c.find("vcpu").and_then(dec32);
     let rip = c.find("rip").or_else(|| c.find("PC")).and_then(hex);
     EventKind::KvmEntry { vcpu, rip }
+}
+
+/// `vcpu N, rip X` (the kernel's format) or `vcpu N rip X` (trace-cmd's kvm plugin), with
+/// anything after the rip, read in one walk; `None` for anything else, which the key search
+/// in [`kvm_entry`] reads.
+#[inline]
+fn entry_fields(p: &str) -> Option<(u32, u64)> {
+    let t = p.strip_prefix("vcpu ")?;
+    let b = t.as_bytes();
+    let end = find_any(b, 0, [b',', b' '])?;
+    let vcpu = dec32(&t[..end])?;
+    let t = &t[end..];
+    let t = t.strip_prefix(',').unwrap_or(t).strip_prefix(" rip ")?;
+    let end = find_byte(t.as_bytes(), 0, b' ').unwrap_or(t.len());
+    Some((vcpu, hex(&t[..end])?))
 }
 
 fn userspace_exit(p: &str) -> Option<EventKind<'static>> {
@@ -894,6 +920,31 @@ mod tests {
             }
             if let Some(fast) = exit_fields(&t) {
                 proptest::prop_assert_eq!(fast, exit_tokens(&t));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The one-walk read of `vcpu N, rip X` gives the key search's values wherever it
+        /// accepts the text.
+        #[test]
+        fn entry_fields_equal_keys(
+            seps in proptest::collection::vec(proptest::sample::select(
+                vec![" ", " ", " ", ", ", ",", "  ", "\t", " ,", "("]), 3),
+            values in proptest::collection::vec(proptest::sample::select(
+                vec!["0x1f", "12", "ffff", "0", "0xg", "1,", "0x", "f:", "", "4294967296"]), 2),
+            tail in "( intr_info 0x0 error_code 0x0| \\[guest\\]| ,|\t|\\(|)",
+        ) {
+            let p = format!(
+                "vcpu{}{}{}rip{}{}{tail}",
+                seps[0], values[0], seps[1], seps[2], values[1],
+            );
+            if let Some((vcpu, rip)) = entry_fields(&p) {
+                proptest::prop_assert_eq!(
+                    EventKind::KvmEntry { vcpu: Some(vcpu), rip: Some(rip) },
+                    entry_keys(&p)
+                );
             }
         }
     }
