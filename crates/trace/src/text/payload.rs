@@ -424,15 +424,18 @@ fn kvm_exit(p: &str) -> Option<KvmExit<'_>> {
 
 type ExitFields = (Option<u64>, Option<u64>, Option<u64>);
 
+/// The hex value up to the next space (or the end), and the text from that space on.
+#[inline]
+fn value(t: &str) -> Option<(u64, &str)> {
+    let end = find_byte(t.as_bytes(), 0, b' ').unwrap_or(t.len());
+    Some((hex(&t[..end])?, &t[end..]))
+}
+
 /// ` rip X info1 Y info2 Z` (the kernel's format since it prints intr_info and error_code) or
 /// ` rip X info Y Z` (older kernels, and trace-cmd's kvm plugin), read in one walk; `None` for
 /// anything else (or a value that is not hex), which [`exit_tokens`] reads.
 #[inline]
 fn exit_fields(t: &str) -> Option<ExitFields> {
-    fn value(t: &str) -> Option<(u64, &str)> {
-        let end = find_byte(t.as_bytes(), 0, b' ').unwrap_or(t.len());
-        Some((hex(&t[..end])?, &t[end..]))
-    }
     let (rip, t) = value(t.strip_prefix(" rip ")?)?;
     let (info1, info2) = if let Some(t) = t.strip_prefix(" info1 ") {
         let (info1, t) = value(t)?;
@@ -543,8 +546,7 @@ fn entry_fields(p: &str) -> Option<(u32, u64)> {
     let vcpu = dec32(&t[..end])?;
     let t = &t[end..];
     let t = t.strip_prefix(',').unwrap_or(t).strip_prefix(" rip ")?;
-    let end = find_byte(t.as_bytes(), 0, b' ').unwrap_or(t.len());
-    Some((vcpu, hex(&t[..end])?))
+    Some((vcpu, value(t)?.0))
 }
 
 fn userspace_exit(p: &str) -> Option<EventKind<'static>> {
