@@ -32,7 +32,9 @@ if [ ${#kinds[@]} -eq 0 ]; then
   for f in "$corpus"/*.txt "$corpus"/*.dat; do kinds+=("$(basename "${f%.*}")"); done
 fi
 
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; $(uname -r)"
+# The CPU model: ratios move with it (awk and kvmscope do not slow alike on another CPU).
+cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs (${cpu_model:-unknown model}); $(uname -r)"
 printf '%-20s %-22s %9s %9s %8s %8s %9s\n' kind tool MB/s "M ev/s" wall cpu "peak RSS"
 for kind in "${kinds[@]}"; do
   if [ -e "$corpus/$kind.txt" ]; then
