@@ -4,8 +4,9 @@
 # against `trace-cmd report` on each trace.dat kind.
 # Unlike wall time, the count does not move with the machine's load: the same binary on the
 # same input gives the same count to within 0.01% (both threads of the report summed). It moves
-# with the CPU only where code picks its instructions by CPU feature (memchr's AVX2 or SSE2). It is the measure for A/B runs of the decoder on a shared machine. What each
-# instruction costs still differs by CPU, so it does not replace bench/report.sh's wall ratios.
+# with the CPU only where code picks its instructions by CPU feature (memchr's AVX2 or SSE2).
+# It is the measure for A/B runs of the decoder on a shared machine. What each instruction
+# costs still differs by CPU, so it does not replace bench/report.sh's wall ratios.
 #
 # Each tool's fixed cost (start-up, the end of the report) is taken out, so the figure is the
 # cost of one more event: text is also measured on the kind's first 200 lines, and a trace.dat
@@ -37,8 +38,11 @@ fi
 
 # instructions CMD...: the instructions CMD executes, every thread.
 instructions() {
-  valgrind --tool=callgrind --callgrind-out-file="${CG_OUT:-/dev/null}" "$@" 2>&1 >/dev/null \
-    | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+  local n
+  n=$(valgrind --tool=callgrind --callgrind-out-file="${CG_OUT:-/dev/null}" "$@" 2>&1 >/dev/null \
+    | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+  [ -n "$n" ] || { echo "callgrind counted nothing for: $*" >&2; return 1; }
+  echo "$n"
 }
 
 # events FILE: the events kvmscope's report counted in FILE.
@@ -62,7 +66,8 @@ for kind in "${kinds[@]}"; do
     [ -e "$unit" ] || { echo "no $unit: run bench/corpus.sh" >&2; continue; }
     for n in 1 2; do
       nice -n 15 cargo run --release -q -p kvmscope-tracedat --example repeat -- \
-        "$unit" "$work/$n.dat" "$(( n * ${DAT_MB:-4} ))" 2> /dev/null
+        "$unit" "$work/$n.dat" "$(( n * ${DAT_MB:-4} ))" 2> "$work/repeat.log" \
+        || { echo "repeating $unit failed: $(head -c 300 "$work/repeat.log")" >&2; exit 1; }
       if [ "${kind#*-}" = v7-zstd ]; then
         trace-cmd convert --file-version 7 --compression zstd -i "$work/$n.dat" -o "$work/$n.v7" \
           > /dev/null 2>&1 || { echo "trace-cmd convert failed on $work/$n.dat" >&2; continue 2; }
