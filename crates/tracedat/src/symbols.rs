@@ -51,6 +51,53 @@ fn symbol_lines(text: &[u8]) -> impl Iterator<Item = (u64, &[u8], &[u8])> {
     })
 }
 
+/// The value of each hex digit byte, and `NOT_HEX` for every other byte.
+const HEX: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+const NOT_HEX: u8 = 0xff;
+
+/// The index of the first ASCII whitespace byte of `b` (as `u8::is_ascii_whitespace` says), or
+/// its length. Eight bytes at a time: every ASCII whitespace byte is below 0x21, and in a word
+/// the lowest byte flagged as below 0x21 is exactly the first such byte (a borrow only reaches
+/// the bytes above it).
+#[inline]
+fn whitespace_at(b: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(w) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(w);
+        let w = u64::from_le_bytes(word);
+        let low = w.wrapping_sub(0x2121_2121_2121_2121) & !w & 0x8080_8080_8080_8080;
+        if low == 0 {
+            i += 8;
+            continue;
+        }
+        let j = i + (low.trailing_zeros() / 8) as usize;
+        if b[j].is_ascii_whitespace() {
+            return j;
+        }
+        // A control byte that is not whitespace: go on after it.
+        i = j + 1;
+    }
+    while i < b.len() && !b[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    i
+}
+
 /// The address and name of a kallsyms line as bytes, split at ASCII whitespace: the usual
 /// `ADDR T NAME` shape read in one pass, anything else token by token.
 #[inline]
@@ -58,12 +105,10 @@ fn fields(line: &[u8]) -> Option<(u64, &[u8])> {
     let mut addr = 0u64;
     let mut i = 0;
     while let Some(&b) = line.get(i) {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => break,
-        };
+        let digit = HEX[usize::from(b)];
+        if digit == NOT_HEX {
+            break;
+        }
         addr = (addr << 4) | u64::from(digit);
         i += 1;
     }
@@ -73,10 +118,7 @@ fn fields(line: &[u8]) -> Option<(u64, &[u8])> {
         && line.get(i + 2) == Some(&b' ')
     {
         let rest = line.get(i + 3..).unwrap_or(&[]);
-        let end = rest
-            .iter()
-            .position(|b| b.is_ascii_whitespace())
-            .unwrap_or(rest.len());
+        let end = whitespace_at(rest);
         if end > 0 {
             return Some((addr, &rest[..end]));
         }
@@ -99,10 +141,14 @@ impl Kallsyms {
         // symbols, and this runs before the records can be read.
         let mut names = String::with_capacity(text.len() / 2);
         let mut syms = Vec::with_capacity(text.len() / 32);
+        // Checked as UTF-8 once, as a whole (a table is nearly always ASCII): each name is then
+        // a slice of it. A name of text that is not UTF-8 is checked, or made valid, alone.
+        let whole = std::str::from_utf8(text).ok();
         for (addr, name, _) in symbol_lines(text) {
-            let name = match std::str::from_utf8(name) {
-                Ok(name) => std::borrow::Cow::Borrowed(name),
-                Err(_) => String::from_utf8_lossy(name),
+            let at = (name.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+            let name = match whole.and_then(|w| w.get(at..at + name.len())) {
+                Some(name) => std::borrow::Cow::Borrowed(name),
+                None => String::from_utf8_lossy(name),
             };
             let (Ok(start), Ok(len)) = (u32::try_from(names.len()), u32::try_from(name.len()))
             else {
@@ -306,7 +352,14 @@ ffffffff81000900 t  two_spaces\n\
 1ffffffff81000a00 t seventeen_digits\n\
 ffffffff81000b00 T\n\
 ffffffff81000700 t last_no_newline";
-        for text in [TEXT.as_bytes(), odd] {
+        // The odd lines as valid UTF-8 (names then come from the text checked as a whole).
+        let odd_utf8 = String::from_utf8_lossy(odd).into_owned();
+        assert_ne!(
+            odd_utf8.as_bytes(),
+            odd,
+            "the odd lines hold bytes that are not UTF-8"
+        );
+        for text in [TEXT.as_bytes(), odd, odd_utf8.as_bytes()] {
             let k = Kallsyms::parse(text);
             let got: Vec<(u64, String)> = (0..k.len())
                 .map(|i| (k.syms[i].0, k.name(i).to_string()))
@@ -322,6 +375,21 @@ ffffffff81000700 t last_no_newline";
             assert_eq!(sub.lookup_offset(*a), all.lookup_offset(*a));
         }
         assert!(!String::from_utf8_lossy(&kallsyms_subset(odd, &addrs)).contains("\r\n"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn whitespace_at_is_the_first_whitespace(b in proptest::collection::vec(
+            proptest::prop_oneof![0u8..0x22, proptest::prelude::any::<u8>()], 0..40)) {
+            let want = b.iter().position(u8::is_ascii_whitespace).unwrap_or(b.len());
+            proptest::prop_assert_eq!(whitespace_at(&b), want);
+        }
+
+        #[test]
+        fn hex_table_is_the_hex_digits(c in proptest::prelude::any::<u8>()) {
+            let want = (c as char).to_digit(16).map_or(NOT_HEX, |d| d as u8);
+            proptest::prop_assert_eq!(HEX[usize::from(c)], want);
+        }
     }
 
     #[test]
