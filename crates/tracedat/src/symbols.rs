@@ -137,8 +137,8 @@ impl Kallsyms {
     /// Parses `/proc/kallsyms` text (`ADDR TYPE NAME [MODULE]` lines). Lines that do not
     /// parse, zero addresses (kptr_restrict) and `__pfx_` padding symbols are skipped.
     pub fn parse(text: &[u8]) -> Kallsyms {
-        // Byte by byte, names made valid UTF-8 one by one: a kernel keeps 100,000-200,000
-        // symbols, and this runs before the records can be read.
+        // As bytes, in one pass over each line: a kernel keeps 100,000-200,000 symbols, and
+        // this runs before the records can be read.
         let mut names = String::with_capacity(text.len() / 2);
         let mut syms = Vec::with_capacity(text.len() / 32);
         // Checked as UTF-8 once, as a whole (a table is nearly always ASCII): each name is then
