@@ -26,7 +26,6 @@ fn kvmscope() -> Command {
 }
 
 struct Run {
-    _dir: tempfile::TempDir,
     host: Value,
     scenarios: Vec<Value>,
 }
@@ -49,7 +48,7 @@ fn matrix(host: &str, scenarios: &str) -> Option<Run> {
     if !emulator_here() {
         return None;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::shared_out_dir(&format!("emulated_arm64-{host}"));
     let started = std::time::Instant::now();
     let out = kvmscope()
         .args([
@@ -64,7 +63,7 @@ fn matrix(host: &str, scenarios: &str) -> Option<Run> {
             "--json",
         ])
         .arg("--out")
-        .arg(dir.path())
+        .arg(&dir)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -81,7 +80,6 @@ fn matrix(host: &str, scenarios: &str) -> Option<Run> {
     let h = hosts.remove(0);
     let scenarios = h["scenarios"].as_array().cloned().unwrap_or_default();
     Some(Run {
-        _dir: dir,
         host: h["emulated_host"].clone(),
         scenarios,
     })

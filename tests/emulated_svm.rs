@@ -22,7 +22,6 @@ fn kvmscope() -> Command {
 const PERF: &str = "pio,mmio,msr,hlt";
 
 struct Matrix {
-    dir: tempfile::TempDir,
     hosts: Vec<Value>,
 }
 
@@ -44,7 +43,7 @@ fn matrix() -> Option<&'static Matrix> {
         if !emulator_here() {
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
+        let dir = support::shared_out_dir("emulated_svm-matrix");
         let out = kvmscope()
             .args([
                 "lab",
@@ -66,13 +65,13 @@ fn matrix() -> Option<&'static Matrix> {
             ])
             .arg(format!("--perf={PERF}"))
             .arg("--out")
-            .arg(dir.path())
+            .arg(&dir)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let hosts: Vec<Value> = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("matrix JSON: {e}\nstderr:\n{stderr}"));
-        Some(Matrix { dir, hosts })
+        Some(Matrix { hosts })
     })
     .as_ref()
 }
@@ -236,7 +235,6 @@ fn kvmscope_report_equals_perf_kvm_stat_report() {
             assert_eq!(k["trace_samples_equal"], true, "{what}");
         }
     }
-    let _ = m.dir.path();
 }
 
 /// The pathology each scenario reproduces, as diagnose names it, on each SVM host (`None`:

@@ -77,6 +77,20 @@ pub fn reported(report: &Value, event: &str, filter: Option<&str>) -> Option<u64
     }
 }
 
+/// The output directory of a run that a `static` keeps for the whole test binary: `name` under
+/// cargo's `CARGO_TARGET_TMPDIR`, emptied first. A `tempfile::TempDir` held by a static is
+/// never dropped, so it would leave each run's output (hundreds of MB for the emulated hosts)
+/// in /tmp; this one is replaced by the next run and goes with `cargo clean`.
+pub fn shared_out_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot empty {}: {e}", dir.display()));
+    }
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot make {}: {e}", dir.display()));
+    dir
+}
+
 /// Whether the emulated KVM hosts (SVM and arm64) can run here: QEMU's libraries come with
 /// Debian's qemu-system-x86 (the amd64 QEMU 10 builds of qemu-system-x86_64 and -aarch64 the
 /// lab fetches need the same ones); kernels, busybox and QEMU 10 are fetched with apt and
