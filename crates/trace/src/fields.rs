@@ -135,6 +135,14 @@ const HEX: [u8; 256] = {
 };
 const BAD: u8 = 0xff;
 
+/// The value of the hex digit `c` (either case), or `None`: the table [`hex`] reads through,
+/// for parsers of other crates that walk their own bytes.
+#[inline]
+pub fn hex_digit(c: u8) -> Option<u8> {
+    let d = HEX[usize::from(c)];
+    (d != BAD).then_some(d)
+}
+
 fn parse_radix(b: &[u8], radix: u32) -> Option<u64> {
     if b.is_empty() {
         return None;
@@ -359,6 +367,14 @@ mod tests {
         assert_eq!(dec("9999999999999999999"), Some(9999999999999999999));
         assert_eq!(hex("0xg"), None);
         assert_eq!(dec("1 2"), None);
+    }
+
+    #[test]
+    fn hex_digit_is_to_digit_16() {
+        for c in 0..=u8::MAX {
+            let want = (c as char).to_digit(16).map(|d| d as u8);
+            assert_eq!(hex_digit(c), want, "{c:#x}");
+        }
     }
 
     proptest::proptest! {

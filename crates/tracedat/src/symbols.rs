@@ -51,24 +51,6 @@ fn symbol_lines(text: &[u8]) -> impl Iterator<Item = (u64, &[u8], &[u8])> {
     })
 }
 
-/// The value of each hex digit byte, and `NOT_HEX` for every other byte.
-const HEX: [u8; 256] = {
-    let mut t = [NOT_HEX; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        t[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
-const NOT_HEX: u8 = 0xff;
-
 /// The index of the first ASCII whitespace byte of `b` (as `u8::is_ascii_whitespace` says), or
 /// its length. Eight bytes at a time: every ASCII whitespace byte is below 0x21, and in a word
 /// the lowest byte flagged as below 0x21 is exactly the first such byte (a borrow only reaches
@@ -105,10 +87,9 @@ fn fields(line: &[u8]) -> Option<(u64, &[u8])> {
     let mut addr = 0u64;
     let mut i = 0;
     while let Some(&b) = line.get(i) {
-        let digit = HEX[usize::from(b)];
-        if digit == NOT_HEX {
+        let Some(digit) = kvmscope_trace::fields::hex_digit(b) else {
             break;
-        }
+        };
         addr = (addr << 4) | u64::from(digit);
         i += 1;
     }
@@ -383,12 +364,6 @@ ffffffff81000700 t last_no_newline";
             proptest::prop_oneof![0u8..0x22, proptest::prelude::any::<u8>()], 0..40)) {
             let want = b.iter().position(u8::is_ascii_whitespace).unwrap_or(b.len());
             proptest::prop_assert_eq!(whitespace_at(&b), want);
-        }
-
-        #[test]
-        fn hex_table_is_the_hex_digits(c in proptest::prelude::any::<u8>()) {
-            let want = (c as char).to_digit(16).map_or(NOT_HEX, |d| d as u8);
-            proptest::prop_assert_eq!(HEX[usize::from(c)], want);
         }
     }
 
