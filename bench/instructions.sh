@@ -45,11 +45,6 @@ instructions() {
   echo "$n"
 }
 
-# events FILE: the events kvmscope's report counted in FILE.
-events() {
-  "$KVMSCOPE" report --json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["inputs"][0]["events"])'
-}
-
 printf '%-18s %10s %16s %18s %8s\n' kind events "peer ins/event" "kvmscope ins/event" "peer/kvmscope"
 for kind in "${kinds[@]}"; do
   if [ -e "$corpus/$kind.txt" ]; then
@@ -81,8 +76,8 @@ for kind in "${kinds[@]}"; do
     echo "no $kind.txt or $kind.dat in $corpus" >&2
     continue
   fi
-  e1=$(events "$big")
-  e0=$(events "$small")
+  e1=$(report_events "$big")
+  e0=$(report_events "$small")
   k1=$(CG_OUT=${PROFILE:+$PROFILE/$kind.callgrind} instructions "$KVMSCOPE" report "$big")
   k0=$(instructions "$KVMSCOPE" report "$small")
   p1=$(instructions "${peer[@]}" "$big")

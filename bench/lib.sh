@@ -1,5 +1,5 @@
 # Shared by the bench/*.sh scripts (sourced, not run): the kvmscope binary, tracefs, timing a
-# command, and the lab guest's rate under a counting tool. Sourcing it moves to the checkout's
+# command, the events a report read, and the lab guest's rate under a counting tool. Sourcing it moves to the checkout's
 # root and sets `set -euo pipefail`.
 #
 #   KVMSCOPE  the kvmscope binary to run; when unset, `bench_build` builds the release binary
@@ -57,6 +57,12 @@ best_of() {
     fi
   done
   echo "$best"
+}
+
+# report_events FILE: the events `kvmscope report` read from FILE (its first input's count).
+report_events() {
+  "$KVMSCOPE" report --json "$1" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["inputs"][0]["events"])'
 }
 
 # lab_rate SCENARIO SECS: runs `kvmscope lab run SCENARIO` for SECS seconds; prints its rate

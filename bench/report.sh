@@ -24,9 +24,6 @@ if [ ! -e "$probe" ] || [ $(( $(stat -c %s "$probe") / 1000000 )) -lt $(( size_m
   KVMSCOPE=$KVMSCOPE bench/corpus.sh "$size_mb" > /dev/null
 fi
 
-work=$(mktemp -d /tmp/kvmscope-report-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-
 kinds=("$@")
 if [ ${#kinds[@]} -eq 0 ]; then
   for f in "$corpus"/*.txt "$corpus"/*.dat; do kinds+=("$(basename "${f%.*}")"); done
@@ -41,8 +38,7 @@ for kind in "${kinds[@]}"; do
     f=$corpus/$kind.txt
     cat "$f" > /dev/null # warm the page cache
     bytes=$(stat -c %s "$f")
-    "$KVMSCOPE" report --json "$f" > "$work/report.json"
-    events=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["inputs"][0]["events"])' "$work/report.json")
+    events=$(report_events "$f")
     read -r ks ksc ksm < <(best_of "$KVMSCOPE" report "$f")
     # Two awk baselines: the issue's `awk '{c[$5]++}'` (field 5 is the event name of
     # trace-cmd text and of ftrace text whose comms have no blank; elsewhere it is another
@@ -64,8 +60,7 @@ PY
   elif [ -e "$corpus/$kind.dat" ]; then
     f=$corpus/$kind.dat
     bytes=$(stat -c %s "$f")
-    "$KVMSCOPE" report --json "$f" > "$work/report.json"
-    events=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["inputs"][0]["events"])' "$work/report.json")
+    events=$(report_events "$f")
     read -r ks ksc ksm < <(best_of "$KVMSCOPE" report "$f")
     read -r tc tcc tcm < <(best_of trace-cmd report -i "$f")
     python3 - "$kind" "$bytes" "$events" "$ks" "$ksc" "$ksm" "$tc" "$tcc" "$tcm" <<'PY'
